@@ -1,0 +1,27 @@
+"""Image-level detectors behind one small interface (see ``detectors.base``).
+
+Importing this package registers the built-in detectors; it does not import torch.
+"""
+
+from detectors.base import (
+    REGISTRY,
+    Detector,
+    EmbeddingDetector,
+    ImageScore,
+    detector_from_saved,
+    read_detector_file,
+    register,
+    save_detector,
+)
+from detectors import clip_probe  # noqa: F401  (registers ClipProbe)
+
+__all__ = [
+    "REGISTRY",
+    "Detector",
+    "EmbeddingDetector",
+    "ImageScore",
+    "detector_from_saved",
+    "read_detector_file",
+    "register",
+    "save_detector",
+]

@@ -1,0 +1,163 @@
+"""open_clip backbones described as data, with a stable identity.
+
+A backbone is named like open_clip names it: a model config (built-in, or a JSON file in
+``model_configs/``) plus where its weights come from:
+
+- a pretrained tag, e.g. ``ViT-L-14`` / ``openai`` (downloaded by open_clip on first use);
+- a local checkpoint file (``.safetensors``, ``.bin``, ``.pt``) for air-gapped sites;
+- ``random:<seed>``: random initialisation, for tests and the demo only. It detects nothing real.
+
+The id names all of it (model, weights tag or file sha256, feature choice, preprocessing), so an
+embedding or a score can always be traced to exactly what produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+TINY_MODEL = "pa-tiny-vit"  # 64-wide, 2 layers, patch 32: thousands of images/s on a CPU
+PREPROCESS_MODES = ("resize_center_crop", "center_crop")
+
+_loaded: dict[str, "Backbone"] = {}
+_lock = threading.Lock()
+_configs_registered = False
+
+
+def register_model_configs() -> None:
+    """Make the project's JSON model configs known to open_clip (idempotent)."""
+    global _configs_registered
+    if not _configs_registered:
+        import open_clip
+
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+        _configs_registered = True
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    model: str
+    weights: str  # pretrained tag ('openai'), 'file:<path>', or 'random:<seed>'
+    normalize: bool = True  # L2-normalise encode_image output
+    preprocess: str = "resize_center_crop"
+    weights_sha256: str | None = None  # filled for file weights: the identity of the checkpoint
+
+    @classmethod
+    def parse(cls, model: str, weights: str, **kw: Any) -> "BackboneSpec":
+        """Accept a tag, a path to a checkpoint file, or 'random:<seed>'."""
+        if kw.get("preprocess", "resize_center_crop") not in PREPROCESS_MODES:
+            raise ValueError(f"preprocess must be one of {PREPROCESS_MODES}")
+        if weights.startswith("random:") or weights.startswith("file:"):
+            spec = cls(model=model, weights=weights, **kw)
+        elif Path(weights).suffix in {".safetensors", ".bin", ".pt", ".pth"} or Path(weights).is_file():
+            spec = cls(model=model, weights=f"file:{Path(weights).resolve()}", **kw)
+        else:
+            spec = cls(model=model, weights=weights, **kw)
+        if spec.weights.startswith("file:") and spec.weights_sha256 is None:
+            path = Path(spec.weights[5:])
+            if not path.is_file():
+                raise FileNotFoundError(f"checkpoint file {path} not found")
+            spec = cls(**{**asdict(spec), "weights_sha256": file_sha256(path)})
+        return spec
+
+    @property
+    def id(self) -> str:
+        if self.weights.startswith("file:"):
+            weights = f"sha256-{(self.weights_sha256 or '')[:16]}"
+        else:
+            weights = self.weights.replace(":", "-")
+        feature = "encode_image" + ("-l2" if self.normalize else "")
+        return f"{self.model}/{weights}/{feature}/{self.preprocess}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BackboneSpec":
+        return cls(**data)
+
+
+class Backbone:
+    """A loaded open_clip image tower with its preprocessing; embeds PIL images in batches."""
+
+    def __init__(self, spec: BackboneSpec, device: str | None = None, torch_threads: int | None = None):
+        import open_clip
+        import torch
+
+        register_model_configs()
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.spec = spec
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        precision = "fp16" if self.device.startswith("cuda") else "fp32"
+        if spec.weights.startswith("random:"):
+            torch.manual_seed(int(spec.weights.split(":", 1)[1]))
+            pretrained = None
+        elif spec.weights.startswith("file:"):
+            path = Path(spec.weights[5:])
+            if spec.weights_sha256 and file_sha256(path) != spec.weights_sha256:
+                raise ValueError(f"checkpoint {path} does not match the recorded sha256 {spec.weights_sha256}")
+            pretrained = str(path)
+        else:
+            pretrained = spec.weights
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            spec.model, pretrained=pretrained, precision=precision, device=self.device
+        )
+        model.eval()
+        self.model = model
+        self.preprocess = self._preprocess(preprocess)
+        self.embed_dim = int(model.visual.output_dim)
+
+    def _preprocess(self, default: Any) -> Any:
+        if self.spec.preprocess == "resize_center_crop":
+            return default
+        # UnivFD's test setting: center crop to the input size, no resize
+        from torchvision import transforms
+
+        size = self.model.visual.image_size
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        normalize = [t for t in default.transforms if isinstance(t, transforms.Normalize)]
+        return transforms.Compose([transforms.CenterCrop(size), transforms.ToTensor(), *normalize])
+
+    def tensors(self, images: Sequence[Image.Image]) -> Any:
+        import torch
+
+        return torch.stack([self.preprocess(img) for img in images])
+
+    def embed_tensors(self, batch: Any) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            batch = batch.to(self.device, dtype=next(self.model.parameters()).dtype)
+            features = self.model.encode_image(batch)
+            if self.spec.normalize:
+                features = torch.nn.functional.normalize(features, dim=-1)
+        return features.float().cpu().numpy()
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        return self.embed_tensors(self.tensors(images))
+
+
+def load_backbone(spec: BackboneSpec, torch_threads: int | None = None) -> Backbone:
+    """Load once per process and spec; model loading dominates small runs."""
+    with _lock:
+        if spec.id not in _loaded:
+            _loaded[spec.id] = Backbone(spec, torch_threads=torch_threads)
+        return _loaded[spec.id]

@@ -1,0 +1,106 @@
+"""The detector interface: each image-level signal is a small plug-in.
+
+Modelled on python-threatexchange's SignalType: a detector has a ``kind`` (its type name in the
+registry), a ``version`` (bumped when its scoring changes), a content-derived ``id``, a
+``score`` method, and a saved form (a JSON spec) that round-trips through ``to_spec``/``from_spec``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class ImageScore:
+    probability: float  # calibrated probability that the image is generated
+    label: bool  # probability >= the detector's threshold
+    reason: str  # short human-readable explanation
+
+
+class Detector(ABC):
+    kind: ClassVar[str]
+    version: ClassVar[str]
+
+    @abstractmethod
+    def score(self, images: Sequence[Image.Image]) -> list[ImageScore]:
+        """Score decoded RGB images; one ImageScore per image, in order."""
+
+    @abstractmethod
+    def to_spec(self) -> dict[str, Any]:
+        """Everything needed to rebuild this detector, as JSON-serialisable data."""
+
+    @classmethod
+    @abstractmethod
+    def from_spec(cls, spec: dict[str, Any]) -> "Detector":
+        ...
+
+    @property
+    def id(self) -> str:
+        """Content-derived: identical detectors share an id, any change to weights gives a new one."""
+        body = json.dumps(self.to_spec(), sort_keys=True, separators=(",", ":")).encode()
+        return f"{self.kind}-v{self.version}:{hashlib.sha256(body).hexdigest()[:16]}"
+
+    def saved_form(self) -> dict[str, Any]:
+        return {"kind": self.kind, "version": self.version, "id": self.id, "spec": self.to_spec()}
+
+
+class EmbeddingDetector(Detector):
+    """A detector that scores a backbone embedding; the pipeline caches the embeddings per backbone."""
+
+    @property
+    @abstractmethod
+    def backbone_id(self) -> str:
+        ...
+
+    @abstractmethod
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        ...
+
+    @abstractmethod
+    def score_embeddings(self, embeddings: np.ndarray) -> list[ImageScore]:
+        ...
+
+    def score(self, images: Sequence[Image.Image]) -> list[ImageScore]:
+        return self.score_embeddings(self.embed(images))
+
+
+REGISTRY: dict[str, type[Detector]] = {}
+
+
+def register(cls: type[Detector]) -> type[Detector]:
+    REGISTRY[cls.kind] = cls
+    return cls
+
+
+def detector_from_saved(saved: dict[str, Any]) -> Detector:
+    kind = saved.get("kind")
+    if kind not in REGISTRY:
+        raise ValueError(f"unknown detector kind {kind!r}; known: {sorted(REGISTRY)}")
+    detector = REGISTRY[kind].from_spec(saved["spec"])
+    if saved.get("version") != detector.version:
+        raise ValueError(f"saved detector is {kind} v{saved.get('version')}, this code reads v{detector.version}")
+    if saved.get("id") and saved["id"] != detector.id:
+        raise ValueError(f"saved detector id {saved['id']} does not match its content ({detector.id})")
+    return detector
+
+
+def save_detector(detector: Detector, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(detector.saved_form(), indent=1, sort_keys=True), encoding="utf-8")
+    return path
+
+
+def read_detector_file(path: Path) -> Detector:
+    try:
+        saved = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read detector file {path}: {exc}") from None
+    return detector_from_saved(saved)

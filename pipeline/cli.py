@@ -1,0 +1,226 @@
+"""`profile-audit`: the command line. Every command calls the same stage functions as the DAGs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from pipeline.errors import UserError
+
+log = logging.getLogger("profile_audit")
+
+
+def _settings(args: argparse.Namespace):
+    from pipeline.config import load_settings
+
+    return load_settings(home=args.home, database_url=args.database_url, detector=getattr(args, "detector", None))
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from pipeline.db import upgrade
+
+    applied = upgrade(_settings(args))
+    print("applied: " + ", ".join(applied) if applied else "database schema is up to date")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from pipeline.audit import audit_export
+    from pipeline.flags import list_flags
+    from pipeline.report import format_summary
+
+    settings = _settings(args)
+    export = Path(args.export_path)
+    if not export.exists():
+        raise UserError(f"export path {export} does not exist")
+    summary = audit_export(settings, export, fmt=args.format, run_key=args.run_key, detector=args.detector)
+    flagged = list_flags(settings, run_key=summary["run_key"])
+    if args.json:
+        _print_json({"summary": summary, "flags": flagged})
+    else:
+        print(format_summary(summary, flagged))
+    return 0
+
+
+def _flag_view(flag: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "flag_id": flag["flag_id"],
+        "cluster_id": flag["cluster_id"],
+        "run_key": flag["run_key"],
+        "score": flag["score"],
+        "status": flag["status"],
+        "status_note": flag["status_note"],
+        "rules": flag["rules"],
+        "members": flag["members"],
+        "evidence": flag["evidence"],
+    }
+
+
+def cmd_flags(args: argparse.Namespace) -> int:
+    from pipeline.db import ensure_schema
+    from pipeline.flags import list_flags
+
+    settings = _settings(args)
+    ensure_schema(settings)
+    flagged = [_flag_view(f) for f in list_flags(settings, run_key=args.run_key, status=args.status)]
+    if args.json:
+        _print_json(flagged)
+    elif not flagged:
+        print("no flags" + (f" for run {args.run_key}" if args.run_key else ""))
+    for f in [] if args.json else flagged:
+        print(f"{f['flag_id']}  {f['status']:<9} score {f['score']:.2f}  run {f['run_key']}  cluster {f['cluster_id']}"
+              f"  {len(f['members'])} members  rules {', '.join(f['rules'])}")
+    return 0
+
+
+def cmd_flag_set_status(args: argparse.Namespace) -> int:
+    from pipeline.flags import set_flag_status
+
+    set_flag_status(_settings(args), args.flag_id, args.status, args.note)
+    print(f"{args.flag_id}: {args.status}")
+    return 0
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from pipeline.quarantine import list_quarantine
+
+    rows = list_quarantine(_settings(args), args.run_key)
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"[{r['stage']}] {r['source_file']} {r['locator']}: {r['reason']}")
+        print(f"{len(rows)} quarantined")
+    return 0
+
+
+def cmd_train_probe(args: argparse.Namespace) -> int:
+    from pipeline.train import train_probe
+
+    result = train_probe(_settings(args), Path(args.real), Path(args.fake), model=args.model, weights=args.weights,
+                         target_fpr=args.target_fpr, promote=args.promote, out=Path(args.out) if args.out else None)
+    for line in result.skipped:
+        print(f"skipped {line}", file=sys.stderr)
+    print(f"detector {result.detector_id} saved to {result.path}{' (promoted to default)' if args.promote else ''}")
+    print("held-out metrics: " + json.dumps(result.metrics, sort_keys=True))
+    return 0
+
+
+def cmd_detectors(args: argparse.Namespace) -> int:
+    from pipeline.db import ensure_schema
+    from pipeline.detector_store import list_detectors
+
+    settings = _settings(args)
+    ensure_schema(settings)
+    for d in list_detectors(settings):
+        print(f"{'*' if d['is_default'] else ' '} {d['detector_id']}  {d['backbone_id']}  {json.dumps(d['metrics'])}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.demo import run_demo
+    from pipeline.flags import list_flags
+    from pipeline.report import format_summary
+
+    settings = _settings(args)
+    result = run_demo(settings)
+    trained = result["detector"]
+    print(f"demo probe {trained.detector_id} (tiny random-initialised backbone; held-out AUC "
+          f"{trained.metrics['test_roc_auc']} on the demo's synthetic trace, which is not a real generator)")
+    print(format_summary(result["summary"], list_flags(settings, run_key="demo")))
+    for net in result["planted"]:
+        print(f"  planted: {net.name}, {len(net.account_ids)} accounts")
+    print("next: `profile-audit flags --json`")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="profile-audit",
+        description="Find accounts with AI-generated profile pictures and the coordinated networks they form.",
+    )
+    parser.add_argument("--home", help="data directory (default $PROFILE_AUDIT_HOME or ~/.profile-audit)")
+    parser.add_argument("--database-url", help="postgresql+psycopg2:// URL (default $PROFILE_AUDIT_DATABASE_URL, "
+                                               "else the embedded server in HOME/pg)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each stage")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str, parent=sub) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    db = sub.add_parser("db", help="database schema commands", description="database schema commands")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
+    add("upgrade", cmd_db_upgrade, "apply pending numbered migrations from sql/ (a no-op when up to date)", db_sub)
+
+    p = add("audit", cmd_audit, "run the whole pipeline on one export and print a summary")
+    p.add_argument("export_path", metavar="EXPORT_PATH", help="export folder or manifest file")
+    p.add_argument("--format", default="auto", help="export format (default: auto-detect)")
+    p.add_argument("--run-key", help="run key (default: derived from the export's contents)")
+    p.add_argument("--detector", help="detector id or saved detector .json (default: the promoted one)")
+    p.add_argument("--json", action="store_true", help="print the summary and flags as JSON")
+
+    p = add("flags", cmd_flags, "list flagged clusters with members, rules and evidence")
+    p.add_argument("--run-key", help="only this run")
+    p.add_argument("--status", choices=["new", "confirmed", "dismissed", "escalated"])
+    p.add_argument("--json", action="store_true")
+
+    flag = sub.add_parser("flag", help="investigator actions on one flag", description="investigator actions")
+    flag_sub = flag.add_subparsers(dest="flag_command", required=True, metavar="COMMAND")
+    p = add("set-status", cmd_flag_set_status, "set a flag's investigator status (kept across reruns)", flag_sub)
+    p.add_argument("flag_id")
+    p.add_argument("status", choices=["new", "confirmed", "dismissed", "escalated"])
+    p.add_argument("--note")
+
+    p = add("quarantine", cmd_quarantine, "list rejected records and images of a run")
+    p.add_argument("--run-key", required=True)
+    p.add_argument("--json", action="store_true")
+
+    p = add("train-probe", cmd_train_probe, "train a CLIP linear-probe detector from labelled image folders")
+    p.add_argument("--real", required=True, help="folder of real images")
+    p.add_argument("--fake", required=True, help="folder of generated images (sub-folders per generator allowed)")
+    p.add_argument("--model", default="pa-tiny-vit", help="open_clip model name (e.g. ViT-L-14)")
+    p.add_argument("--weights", default="random:0",
+                   help="pretrained tag (e.g. openai), a local checkpoint file, or random:SEED (tests only)")
+    p.add_argument("--target-fpr", type=float, default=0.01, help="false-positive rate on real validation images")
+    p.add_argument("--promote", action="store_true", help="make it the default detector")
+    p.add_argument("--out", help="also write the saved detector JSON here")
+
+    add("detectors", cmd_detectors, "list saved detectors (* = default)")
+    add("demo", cmd_demo, "generate the demo export, train the demo probe, audit, print flagged clusters")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("profile_audit.progress").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"profile-audit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("profile-audit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # unforeseen: still one line, with where to look
+        import sqlalchemy.exc
+
+        if isinstance(exc, sqlalchemy.exc.OperationalError):
+            print(f"profile-audit: database error: {str(exc.orig).strip().splitlines()[0]}", file=sys.stderr)
+            return 3
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Saved detectors: in Postgres (``detectors`` table) and as JSON files, one promoted as default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from detectors import Detector, EmbeddingDetector, detector_from_saved, read_detector_file, save_detector
+from pipeline.config import Settings
+from pipeline.db import transaction
+from pipeline.errors import UserError
+
+
+def register_detector(settings: Settings, detector: Detector, promote: bool = False) -> Path:
+    """Store the detector in the database and as ``$HOME/detectors/<id>.json``; optionally promote it."""
+    safe_name = detector.id.replace(":", "_")
+    path = save_detector(detector, settings.detector_dir / f"{safe_name}.json")
+    spec = detector.to_spec()
+    with transaction(settings) as conn:
+        conn.execute(
+            sa.text(
+                "insert into detectors (detector_id, kind, version, backbone_id, spec, metrics)"
+                " values (:id, :kind, :version, :backbone, cast(:spec as jsonb), cast(:metrics as jsonb))"
+                " on conflict (detector_id) do nothing"
+            ),
+            {
+                "id": detector.id,
+                "kind": detector.kind,
+                "version": detector.version,
+                "backbone": detector.backbone_id if isinstance(detector, EmbeddingDetector) else None,
+                "spec": json.dumps(detector.saved_form(), sort_keys=True),
+                "metrics": json.dumps(spec.get("training", {}).get("metrics", {}), sort_keys=True),
+            },
+        )
+        if promote:
+            conn.execute(sa.text("update detectors set is_default = false where is_default"))
+            conn.execute(sa.text("update detectors set is_default = true where detector_id = :id"), {"id": detector.id})
+    return path
+
+
+def resolve_detector(settings: Settings, ref: str | None = None) -> Detector:
+    """A detector from a file path, a stored id, or (ref None) the promoted default."""
+    ref = ref or settings.detector
+    if ref and Path(ref).suffix == ".json":
+        if not Path(ref).is_file():
+            raise UserError(f"detector file {ref} not found")
+        try:
+            detector = read_detector_file(Path(ref))
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        register_detector(settings, detector)
+        return detector
+    with transaction(settings) as conn:
+        if ref:
+            row = conn.execute(sa.text("select spec from detectors where detector_id = :id"), {"id": ref}).first()
+            if row is None:
+                raise UserError(f"no detector {ref!r} in the database; list them with `profile-audit detectors`")
+        else:
+            row = conn.execute(sa.text("select spec from detectors where is_default")).first()
+            if row is None:
+                raise UserError(
+                    "no default detector: train one with `profile-audit train-probe ... --promote`, "
+                    "run `profile-audit demo`, or pass --detector PATH.json"
+                )
+    return detector_from_saved(row.spec)
+
+
+def list_detectors(settings: Settings) -> list[dict]:
+    with transaction(settings) as conn:
+        rows = conn.execute(
+            sa.text("select detector_id, kind, backbone_id, metrics, is_default, created_at from detectors"
+                    " order by created_at")
+        )
+        return [dict(r._mapping) for r in rows]

@@ -1,0 +1,126 @@
+"""The one account model every reader maps to, and the parsing helpers readers share."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+EXCERPT_CHARS = 500
+MAX_FIELD_CHARS = 65_536  # a bio or URL longer than this is not a profile field
+
+
+@dataclass(frozen=True)
+class AccountRecord:
+    platform: str
+    account_id: str
+    source_file: str
+    source_locator: str
+    handle: str | None = None
+    display_name: str | None = None
+    bio: str | None = None
+    url: str | None = None
+    location: str | None = None
+    created_at: datetime | None = None  # UTC
+    followers: int | None = None
+    following: int | None = None
+    posts: int | None = None
+    language: str | None = None
+    avatar_ref: str | None = None  # path relative to the export, zip member, or URL
+
+    @property
+    def account_key(self) -> str:
+        return f"{self.platform}:{self.account_id}"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    source_file: str
+    locator: str
+    reason: str
+    excerpt: str
+
+    @classmethod
+    def of(cls, source_file: str, locator: str, reason: str, raw: object) -> "Rejection":
+        text = raw if isinstance(raw, str) else repr(raw)
+        return cls(source_file, locator, reason, text[:EXCERPT_CHARS])
+
+
+class ExportReader(ABC):
+    name: str
+
+    @abstractmethod
+    def detect(self, path: Path) -> bool:
+        """Cheap test on file names or the first bytes, for --format auto."""
+
+    @abstractmethod
+    def read(self, path: Path) -> Iterator[AccountRecord | Rejection]:
+        """Stream records; a bad record becomes a Rejection and reading goes on."""
+
+    @abstractmethod
+    def export_root(self, path: Path) -> Path:
+        """The folder that relative avatar paths resolve against (and must stay inside)."""
+
+
+class FieldError(ValueError):
+    """A field that cannot be parsed; the message names the field and the value."""
+
+
+_DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d", "%a %b %d %H:%M:%S %z %Y")
+
+
+def parse_timestamp(value: str | int | float | None, field: str = "created_at") -> datetime | None:
+    """ISO 8601, 'YYYY-MM-DD[ HH:MM[:SS]]', Twitter's legacy format, or epoch seconds; always UTC."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, (int, float)) or re.fullmatch(r"\d{9,11}(\.\d+)?", str(value).strip()):
+        try:
+            return datetime.fromtimestamp(float(value), tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            raise FieldError(f"{field} {value!r} is not a valid epoch time") from None
+    text = str(value).strip()
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        parsed = None
+        for fmt in _DATE_FORMATS:
+            try:
+                parsed = datetime.strptime(text, fmt)
+                break
+            except ValueError:
+                continue
+        if parsed is None:
+            raise FieldError(f"{field} {text[:40]!r} is not a date (expected ISO 8601 or YYYY-MM-DD)") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def parse_count(value: str | int | None, field: str) -> int | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = int(str(value).strip().replace(",", ""))
+    except ValueError:
+        raise FieldError(f"{field} {str(value)[:40]!r} is not a whole number") from None
+    if number < 0:
+        raise FieldError(f"{field} {number} is negative")
+    return number
+
+
+def clean_text(value: object, field: str) -> str | None:
+    """Strip, refuse oversized fields and undecodable bytes, map empty to None."""
+    if value is None:
+        return None
+    text = str(value)
+    if len(text) > MAX_FIELD_CHARS:
+        raise FieldError(f"{field} is {len(text)} characters (limit {MAX_FIELD_CHARS})")
+    if any("\udc80" <= ch <= "\udcff" for ch in text):
+        raise FieldError(f"{field} is not valid UTF-8")
+    if "\x00" in text:
+        raise FieldError(f"{field} contains a NUL byte")
+    text = text.strip()
+    return text or None
