@@ -1,0 +1,56 @@
+"""Nightly audit: reads <landing_dir>/<YYYY-MM-DD>/ for the data interval and runs every stage.
+
+Keyed by the data interval (run key ``nightly:YYYY-MM-DD``), so reruns and
+``airflow backfill create --dag-id profile_audit_nightly ...`` replace a day's rows, never add to them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+from pipeline.airflow_support import audit_task_chain, default_landing_dir
+
+NETWORK_PARAMS = {
+    "creation_window_hours": Param(48.0, type="number", minimum=0),
+    "min_cluster_size": Param(3, type="integer", minimum=2),
+    "flag_score_threshold": Param(0.5, type="number", minimum=0, maximum=1),
+}
+
+
+@dag(
+    dag_id="profile_audit_nightly",
+    schedule=os.environ.get("PROFILE_AUDIT_NIGHTLY_SCHEDULE", "@daily"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["profile-audit"],
+    params={
+        "landing_dir": Param(default_landing_dir(), type="string", description="folder of YYYY-MM-DD/ exports"),
+        "format": Param("auto", type="string"),
+        "detector": Param("", type="string", description="detector id or .json; empty = promoted default"),
+        **NETWORK_PARAMS,
+    },
+    doc_md=__doc__,
+)
+def profile_audit_nightly():
+    @task
+    def begin() -> dict:
+        from airflow.exceptions import AirflowSkipException
+
+        from pipeline.airflow_support import begin_run, landing_folder, nightly_run_key
+
+        ctx = get_current_context()
+        day = ctx["data_interval_start"]
+        folder = landing_folder(ctx["params"]["landing_dir"], day)
+        if not folder.exists():
+            raise AirflowSkipException(f"no export landed for {day:%Y-%m-%d}: {folder} does not exist")
+        return begin_run(nightly_run_key(day), str(folder), ctx["params"]["format"], dict(ctx["params"]),
+                         as_of=ctx["data_interval_end"].isoformat())
+
+    audit_task_chain(begin())
+
+
+profile_audit_nightly()

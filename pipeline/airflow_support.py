@@ -1,0 +1,146 @@
+"""What the DAG files share: settings from Airflow, run keys, and the audit stages as tasks.
+
+Importing this module does not import Airflow, torch or open_clip; the task bodies import what
+they need when they run, so DAG parsing stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import NetworkParams, Settings, load_settings
+
+log = logging.getLogger(__name__)
+CONNECTION_ID = "profile_audit_db"
+NETWORK_PARAM_NAMES = tuple(NetworkParams().as_dict())
+
+
+def database_url_from_connection(conn_id: str = CONNECTION_ID) -> str | None:
+    """The Airflow connection's URL as postgresql+psycopg2, or None when no such connection exists."""
+    from airflow.sdk import Connection
+
+    try:
+        conn = Connection.get(conn_id)
+    except Exception:  # AirflowNotFoundException and friends: no connection configured
+        return None
+    from sqlalchemy.engine import URL
+
+    host = conn.host or None
+    query = {}
+    if host and host.startswith("/"):  # unix socket folder
+        query, host = {"host": host}, None
+    return URL.create("postgresql+psycopg2", username=conn.login or None, password=conn.password or None,
+                      host=host, port=conn.port or None, database=conn.schema or "postgres",
+                      query=query).render_as_string(hide_password=False)
+
+
+def airflow_settings(params: dict[str, Any] | None = None) -> Settings:
+    """Connection `profile_audit_db` first, then PROFILE_AUDIT_DATABASE_URL, then the embedded server."""
+    params = params or {}
+    return load_settings(
+        database_url=database_url_from_connection(),
+        detector=params.get("detector") or None,
+        landing_dir=params.get("landing_dir") or None,
+    )
+
+
+def network_params_from(params: dict[str, Any], settings: Settings) -> NetworkParams:
+    base = settings.network.as_dict()
+    base.update({k: params[k] for k in NETWORK_PARAM_NAMES if params.get(k) is not None})
+    return NetworkParams.from_mapping(base)
+
+
+def nightly_run_key(day: datetime) -> str:
+    return f"nightly:{day:%Y-%m-%d}"
+
+
+def landing_folder(landing_dir: str | Path, day: datetime) -> Path:
+    return Path(landing_dir) / f"{day:%Y-%m-%d}"
+
+
+def default_landing_dir() -> str:
+    return os.environ.get("PROFILE_AUDIT_LANDING_DIR", "/opt/profile-audit/landing")
+
+
+def begin_run(run_key: str, export_path: str, fmt: str, params: dict[str, Any], as_of: str | None) -> dict[str, Any]:
+    """First task of an audit DAG: validate the export, open the run row, return what later tasks need."""
+    from pipeline.audit import run_params
+    from pipeline.db import ensure_schema
+    from pipeline.readers import resolve_reader
+    from pipeline.runs import start_run
+
+    settings = airflow_settings(params)
+    network = network_params_from(params, settings)
+    ensure_schema(settings)
+    reader = resolve_reader(Path(export_path), fmt or "auto")
+    start_run(settings, run_key, str(Path(export_path).resolve()), reader.name,
+              run_params(settings, network, params.get("detector") or None, as_of))
+    log.info("run %s: %s export at %s", run_key, reader.name, export_path)
+    return {"run_key": run_key, "params": {k: v for k, v in params.items() if v is not None}}
+
+
+def run_stage(stage: str, run: dict[str, Any]) -> dict[str, Any]:
+    """Run one pipeline stage for the run; marks the run failed if the stage raises."""
+    from dataclasses import asdict, is_dataclass
+
+    from pipeline import aggregate, flags, images, networks, report, runs, score
+
+    settings = airflow_settings(run["params"])
+    key = run["run_key"]
+    network = network_params_from(run["params"], settings)
+    stages = {
+        "ingest": lambda: _ingest(settings, key),
+        "acquire_images": lambda: images.acquire_avatars(settings, key),
+        "score": lambda: score.score_run(settings, key, run["params"].get("detector") or None),
+        "aggregate": lambda: {"accounts": aggregate.aggregate_run(settings, key)},
+        "networks": lambda: networks.build_networks(settings, key, network),
+        "flag": lambda: {"flags": flags.flag_run(settings, key, network)},
+        "summarize": lambda: report.summarize_run(settings, key),
+    }
+    try:
+        result = stages[stage]()
+    except Exception:
+        runs.finish_run(settings, key, {"failed_stage": stage}, status="failed")
+        raise
+    if stage == "summarize":
+        runs.finish_run(settings, key, result)
+        log.info("summary: %s", result)
+    out = asdict(result) if is_dataclass(result) else result
+    log.info("%s: %s", stage, out)
+    return {k: v for k, v in out.items() if isinstance(v, (int, float, str, dict))}
+
+
+def _ingest(settings: Settings, run_key: str) -> Any:
+    import sqlalchemy as sa
+
+    from pipeline.db import transaction
+    from pipeline.ingest import ingest_export
+
+    with transaction(settings) as conn:
+        row = conn.execute(sa.text("select export_path, export_format from runs where run_key = :k"),
+                           {"k": run_key}).one()
+    return ingest_export(settings, run_key, Path(row.export_path), row.export_format)
+
+
+AUDIT_STAGES = ("ingest", "acquire_images", "score", "aggregate", "networks", "flag", "summarize")
+
+
+def audit_task_chain(run: Any) -> Any:
+    """Wire the stages as a linear chain of TaskFlow tasks after `run` (the begin task's output)."""
+    from airflow.sdk import task
+
+    previous = None
+    for stage in AUDIT_STAGES:
+        @task(task_id=stage)
+        def stage_task(run_info: dict[str, Any], stage_name: str = stage) -> dict[str, Any]:
+            return run_stage(stage_name, run_info)
+
+        current = stage_task(run)
+        if previous is not None:
+            previous >> current
+        previous = current
+    return previous
