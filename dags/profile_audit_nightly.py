@@ -38,7 +38,7 @@ NETWORK_PARAMS = {
 def profile_audit_nightly():
     @task
     def begin() -> dict:
-        from airflow.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowSkipException
 
         from pipeline.airflow_support import begin_run, landing_folder, nightly_run_key
 

