@@ -14,6 +14,7 @@ embedding or a score can always be traced to exactly what produced it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -115,9 +116,18 @@ class Backbone:
             pretrained = str(path)
         else:
             pretrained = spec.weights
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            spec.model, pretrained=pretrained, precision=precision, device=self.device
-        )
+        quiet = logging.getLogger()
+        level = quiet.level
+        if pretrained is None:  # open_clip warns "no pretrained weights": intended for random:<seed>
+            quiet.setLevel(logging.ERROR)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.model, pretrained=pretrained, precision=precision, device=self.device
+            )
+        except RuntimeError as exc:
+            raise ValueError(f"cannot load backbone {spec.id}: {str(exc).splitlines()[0]}") from None
+        finally:
+            quiet.setLevel(level)
         model.eval()
         self.model = model
         self.preprocess = self._preprocess(preprocess)

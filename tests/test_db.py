@@ -1,0 +1,87 @@
+"""Migrations against a real PostgreSQL, and the embedded server's lifecycle across processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from pipeline.db import Migration, discover_migrations, get_engine, sql_dir, upgrade
+from pipeline.errors import UserError
+
+EXPECTED_TABLES = {
+    "runs", "accounts", "account_snapshots", "images", "account_avatars", "detectors", "embeddings",
+    "image_scores", "account_signals", "edges", "clusters", "cluster_members", "flags", "quarantine",
+    "schema_migrations",
+}
+
+
+def _tables(settings) -> set[str]:
+    with get_engine(settings).connect() as conn:
+        return set(conn.execute(sa.text("select tablename from pg_tables where schemaname = 'public'")).scalars())
+
+
+def test_migrations_from_empty_then_noop(settings):
+    assert _tables(settings) == set()
+    applied = upgrade(settings)
+    assert applied == [m.path.name for m in discover_migrations()]
+    assert _tables(settings) == EXPECTED_TABLES
+    assert upgrade(settings) == []
+    with get_engine(settings).connect() as conn:
+        versions = conn.execute(sa.text("select version from schema_migrations order by 1")).scalars().all()
+    assert versions == [m.version for m in discover_migrations()]
+
+
+def test_edited_migration_is_refused(settings, tmp_path):
+    upgrade(settings)
+    first = discover_migrations()[0]
+    edited = tmp_path / first.path.name
+    edited.write_text(first.sql + "\n-- edited\n")
+    with pytest.raises(UserError, match="changed after it was applied"):
+        upgrade(settings, [Migration(first.version, first.name, edited)])
+
+
+def test_badly_named_migration_is_refused(tmp_path):
+    (tmp_path / "1-init.sql").write_text("select 1;")
+    with pytest.raises(UserError, match="NNN_name.sql"):
+        discover_migrations(tmp_path)
+
+
+def test_failed_migration_rolls_back(settings, tmp_path):
+    bad = tmp_path / "900_bad.sql"
+    bad.write_text("create table half_done (id int); select no_such_function();")
+    with pytest.raises(sa.exc.ProgrammingError):
+        upgrade(settings, [*discover_migrations(), Migration(900, "bad", bad)])
+    assert "half_done" not in _tables(settings) and "runs" not in _tables(settings)
+
+
+def test_sql_dir_is_the_repository_folder():
+    assert (sql_dir() / "001_core_schema.sql").is_file()
+
+
+def _cli(home, *args):
+    env = {k: v for k, v in os.environ.items() if k != "PROFILE_AUDIT_DATABASE_URL"}
+    env["PROFILE_AUDIT_HOME"] = str(home)
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_embedded_server_two_processes_at_once_then_stops(tmp_path):
+    """No URL: both processes start (or join) the server in HOME/pg; the last one out stops it."""
+    home = tmp_path / "h"
+    procs = [_cli(home, "db", "upgrade") for _ in range(2)]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    messages = sorted(out[0].strip().split(":")[0] for out in outs)
+    assert messages == ["applied", "database schema is up to date"], messages  # applied exactly once
+    deadline = time.time() + 20
+    while (home / "pg" / "postmaster.pid").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not (home / "pg" / "postmaster.pid").exists(), "server still running after the last process exited"
+    again = _cli(home, "db", "upgrade")
+    out, err = again.communicate(timeout=180)
+    assert again.returncode == 0 and out.strip() == "database schema is up to date", err
