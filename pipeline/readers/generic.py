@@ -27,6 +27,7 @@ from pipeline.readers.base import (
 MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl")
 TEXT_FIELDS = ("handle", "display_name", "bio", "url", "location", "language", "avatar")
 COUNT_FIELDS = ("followers", "following", "posts")
+_MISSING = object()  # DictReader's filler for cells a short row lacks
 
 
 class GenericManifestReader(ExportReader):
@@ -85,7 +86,7 @@ class GenericManifestReader(ExportReader):
         csv.field_size_limit(min(sys.maxsize, MAX_FIELD_CHARS * 4))
         # surrogateescape keeps undecodable bytes visible, so the row is rejected, not the file
         with manifest.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
-            reader = csv.DictReader(fh)
+            reader = csv.DictReader(fh, restval=_MISSING)
             if not reader.fieldnames or not {"platform", "account_id"} <= set(reader.fieldnames):
                 raise FieldError(f"{manifest.name} has no platform,account_id header (got {reader.fieldnames})")
             while True:
@@ -100,6 +101,11 @@ class GenericManifestReader(ExportReader):
                 if None in row:  # more cells than header columns: quoting is broken
                     yield f"line {line}", Rejection.of(
                         manifest.name, f"line {line}", "more cells than header columns (broken quoting?)", repr(row)
+                    )
+                    continue
+                if _MISSING in row.values():  # fewer cells: typically a quote left open to the end
+                    yield f"line {line}", Rejection.of(
+                        manifest.name, f"line {line}", "fewer cells than header columns (broken quoting?)", repr(row)
                     )
                     continue
                 yield f"line {line}", row

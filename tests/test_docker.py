@@ -1,0 +1,251 @@
+"""The Docker deployment (docker/): static checks that need no Docker engine.
+
+compose.yaml must name every service, build the Airflow services from docker/Dockerfile, mount only
+paths that exist, and wire the project's database; the Dockerfile must copy only what exists and be
+based on the Airflow version the project is developed and tested against.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+DOCKER = REPO / "docker"
+COMPOSE = DOCKER / "compose.yaml"
+DOCKERFILE = DOCKER / "Dockerfile"
+
+AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+                    "airflow-worker")
+ALL_SERVICES = {"postgres", "redis", *AIRFLOW_SERVICES}
+PROJECT_DB = "profile_audit"
+# name[:port]/path/...:tag — lower-case path components, a tag that is not empty.
+IMAGE_RE = re.compile(r"^(?:[a-z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
+                      r":[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+VAR_DEFAULT = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+
+
+def substitute_defaults(value: str) -> str:
+    """Compose interpolation as it happens with none of the variables set: ${VAR:-default} -> default."""
+    return VAR_DEFAULT.sub(lambda m: m.group(2) or "", value)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())  # safe_load resolves anchors and `<<` merge keys
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict:
+    return compose["services"]
+
+
+def env_of(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {k: "" if v is None else str(v) for k, v in env.items()}
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    out, current = [], ""
+    for line in DOCKERFILE.read_text().splitlines():
+        stripped = line.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if current and stripped.startswith("#"):
+            continue  # comment inside a continued instruction
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        current += stripped
+        keyword, _, args = current.partition(" ")
+        out.append((keyword.upper(), args.strip()))
+        current = ""
+    assert not current, "Dockerfile ends inside a continued line"
+    return out
+
+
+def dockerfile_env() -> dict[str, str]:
+    env = {}
+    for keyword, args in dockerfile_instructions():
+        if keyword == "ENV":
+            for token in shlex.split(args):
+                key, sep, value = token.partition("=")
+                assert sep, f"ENV {args!r}: use the KEY=value form"
+                env[key] = value
+    return env
+
+
+def bind_mounts(service: dict) -> list[tuple[str, str]]:
+    """(host source after default substitution, container target) for each bind mount of a service."""
+    mounts = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            if volume.get("type") == "bind":
+                mounts.append((substitute_defaults(volume["source"]), volume["target"]))
+            continue
+        source, target = substitute_defaults(volume).split(":")[:2]
+        if source.startswith((".", "/", "~")):
+            mounts.append((source, target))
+    return mounts
+
+
+def named_volumes(service: dict) -> list[str]:
+    names = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            if volume.get("type") == "volume":
+                names.append(volume["source"])
+            continue
+        source = substitute_defaults(volume).split(":")[0]
+        if not source.startswith((".", "/", "~")):
+            names.append(source)
+    return names
+
+
+def test_compose_has_all_services(services):
+    assert ALL_SERVICES <= set(services), f"missing: {sorted(ALL_SERVICES - set(services))}"
+
+
+def test_airflow_services_build_from_the_repo_dockerfile(services):
+    for name in AIRFLOW_SERVICES:
+        build = services[name].get("build")
+        assert isinstance(build, dict), f"{name}: no build section"
+        context = (DOCKER / build["context"]).resolve()
+        assert context == REPO, f"{name}: build context {context} is not the repository root"
+        dockerfile = context / build["dockerfile"]
+        assert dockerfile.is_file(), f"{name}: {dockerfile} does not exist"
+        assert dockerfile.resolve() == DOCKERFILE, f"{name}: builds from {dockerfile}, not docker/Dockerfile"
+
+
+def test_airflow_services_run_the_right_commands(services):
+    expected = {"airflow-apiserver": "api-server", "airflow-scheduler": "scheduler",
+                "airflow-dag-processor": "dag-processor", "airflow-worker": "celery worker"}
+    for name, command in expected.items():
+        got = services[name]["command"]
+        assert (" ".join(got) if isinstance(got, list) else got) == command, name
+    init = services["airflow-init"]["command"]
+    init = " ".join(init) if isinstance(init, list) else init
+    for step in ("airflow db migrate", "profile-audit db upgrade"):
+        assert step in init, f"airflow-init does not run `{step}`"
+
+
+def test_relative_host_paths_exist(services):
+    checked = 0
+    for name, service in services.items():
+        for source, target in bind_mounts(service):
+            if source.startswith((".", "~")) or not Path(source).is_absolute():
+                assert not source.startswith("~"), f"{name}: {source} depends on the host's home"
+                path = (DOCKER / source).resolve()
+                assert path.exists(), f"{name}: bind source {source} ({path}) does not exist"
+                assert path.is_relative_to(REPO), f"{name}: bind source {source} leaves the repository"
+                checked += 1
+    assert checked >= 2, "expected at least the landing folder and the postgres init scripts as bind mounts"
+
+
+def test_postgres_init_creates_the_project_database(services):
+    mounts = dict((t, s) for s, t in bind_mounts(services["postgres"]))
+    assert "/docker-entrypoint-initdb.d" in mounts, "postgres: no init scripts mounted"
+    init_dir = (DOCKER / mounts["/docker-entrypoint-initdb.d"]).resolve()
+    scripts = sorted(init_dir.glob("*.sql")) + sorted(init_dir.glob("*.sh"))
+    assert scripts, f"no init scripts in {init_dir}"
+    text = "\n".join(p.read_text() for p in scripts)
+    assert re.search(rf"create\s+database\s+\"?{PROJECT_DB}\"?", text, re.IGNORECASE), \
+        f"no init script creates database {PROJECT_DB}"
+    assert env_of(services["postgres"]).get("POSTGRES_DB") == "airflow"
+
+
+def test_named_volumes_are_declared(compose, services):
+    declared = set(compose.get("volumes") or {})
+    used = {v for s in services.values() for v in named_volumes(s)}
+    assert {"postgres-data", "profile-audit-data"} <= used
+    assert used <= declared, f"undeclared named volumes: {sorted(used - declared)}"
+    for name in AIRFLOW_SERVICES:
+        targets = {t for t in (substitute_defaults(v).split(":")[1] for v in services[name]["volumes"]
+                               if isinstance(v, str))}
+        assert "/opt/profile-audit-data" in targets, f"{name}: profile-audit-data not mounted"
+
+
+def test_dockerfile_copy_sources_exist():
+    copies = [args for keyword, args in dockerfile_instructions() if keyword in ("COPY", "ADD")]
+    assert copies, "Dockerfile copies nothing"
+    copied = []
+    for args in copies:
+        parts = [p for p in shlex.split(args) if not p.startswith("--")]
+        assert not any(p.startswith("--from") for p in shlex.split(args)), "multi-stage COPY not expected"
+        assert len(parts) >= 2, f"COPY {args!r}: needs a source and a destination"
+        for source in parts[:-1]:
+            assert not Path(source).is_absolute() and ".." not in Path(source).parts, source
+            assert (REPO / source).exists(), f"COPY source {source} does not exist in the repository root"
+            copied.append(Path(source).parts[0])
+    for needed in ("pyproject.toml", "pipeline", "detectors", "sql", "dags"):
+        assert needed in copied, f"Dockerfile does not copy {needed}"
+
+
+def test_dockerfile_base_image_matches_installed_airflow():
+    import airflow
+
+    froms = [args.split()[0] for keyword, args in dockerfile_instructions() if keyword == "FROM"]
+    assert len(froms) == 1, f"expected one FROM, got {froms}"
+    image = froms[0]
+    name, _, tag = image.rpartition(":")
+    assert name == "apache/airflow", image
+    match = re.fullmatch(r"(\d+\.\d+\.\d+)-python(\d+\.\d+)", tag)
+    assert match, f"tag {tag!r} is not VERSION-pythonX.Y"
+    assert match.group(1) == airflow.__version__, \
+        f"Dockerfile uses Airflow {match.group(1)}, the project is tested with {airflow.__version__}"
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert f'"apache-airflow=={match.group(1)}"' in pyproject, "pyproject pins another Airflow version"
+
+
+def test_images_are_well_formed(services):
+    images = [services[s]["image"] for s in services if "image" in services[s]]
+    images += [args.split()[0] for keyword, args in dockerfile_instructions() if keyword == "FROM"]
+    assert "postgres:16" in images and "redis:7" in images
+    assert any(i.startswith("apache/airflow:") for i in images)
+    for image in images:
+        assert IMAGE_RE.match(substitute_defaults(image)), f"image {image!r} is not name:tag"
+    assert IMAGE_RE.match("postgres:16") and not IMAGE_RE.match("postgres") and not IMAGE_RE.match("Postgres:16")
+
+
+def test_project_database_wiring(services):
+    for name in AIRFLOW_SERVICES:
+        env = env_of(services[name])
+        url = env.get("PROFILE_AUDIT_DATABASE_URL", "")
+        assert url.startswith("postgresql+psycopg2://"), f"{name}: PROFILE_AUDIT_DATABASE_URL={url!r}"
+        conn = env.get("AIRFLOW_CONN_PROFILE_AUDIT_DB", "")
+        assert conn.startswith("postgresql://"), f"{name}: AIRFLOW_CONN_PROFILE_AUDIT_DB={conn!r}"
+        for value in (url, conn):
+            assert value.rsplit("/", 1)[-1] == PROJECT_DB, f"{name}: {value} is not the {PROJECT_DB} database"
+            assert "@postgres" in value, f"{name}: {value} does not point at the postgres service"
+        assert env.get("AIRFLOW__CORE__EXECUTOR") == "CeleryExecutor", name
+        assert env.get("AIRFLOW__API_AUTH__JWT_SECRET"), f"{name}: no shared JWT secret"
+    secrets = {env_of(services[n])["AIRFLOW__API_AUTH__JWT_SECRET"] for n in AIRFLOW_SERVICES}
+    assert len(secrets) == 1, "Airflow services must share one JWT secret"
+
+
+def test_paths_agree_between_dockerfile_and_compose(services):
+    image_env = dockerfile_env()
+    for key in ("AIRFLOW__CORE__DAGS_FOLDER", "PROFILE_AUDIT_HOME", "PROFILE_AUDIT_LANDING_DIR", "HF_HOME"):
+        assert key in image_env, f"Dockerfile sets no {key}"
+        for name in AIRFLOW_SERVICES:
+            got = env_of(services[name]).get(key, image_env[key])
+            assert got == image_env[key], f"{name}: {key}={got!r}, Dockerfile says {image_env[key]!r}"
+    assert image_env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/profile-audit/dags"
+    landing = image_env["PROFILE_AUDIT_LANDING_DIR"]
+    for name in AIRFLOW_SERVICES:
+        targets = [t for _, t in bind_mounts(services[name])]
+        assert landing in targets, f"{name}: nothing bind-mounted at the landing folder {landing}"
+        home = image_env["PROFILE_AUDIT_HOME"]
+        assert not Path(landing).is_relative_to(home), "landing folder must not sit inside the data volume"
+
+
+def test_substitute_defaults():
+    assert substitute_defaults("${PROFILE_AUDIT_LANDING:-./landing}:/x") == "./landing:/x"
+    assert substitute_defaults("${UNSET}") == ""
