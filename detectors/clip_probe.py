@@ -18,6 +18,12 @@ from detectors.backbone import BackboneSpec, load_backbone
 from detectors.base import EmbeddingDetector, ImageScore, register
 
 
+# Both classes are re-encoded at a JPEG quality drawn from this range before embedding. Measured on
+# the demo faces (tests/test_detectors.py): a ceiling at or below the usual upload quality masks a
+# JPEG-vs-PNG difference in the training files; a range up to 100 (UnivFD's 30-100) leaves most of it.
+DEFAULT_REENCODE_QUALITY = (50, 80)
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -500, 500)))
 
@@ -65,13 +71,15 @@ class ClipProbe(EmbeddingDetector):
         ]
 
     def to_spec(self) -> dict[str, Any]:
+        # full float precision: JSON round-trips Python floats exactly, so a loaded detector scores
+        # bit-for-bit like the one that was saved
         return {
             "backbone": self.backbone.to_dict(),
-            "weight": [round(float(v), 8) for v in self.weight],
-            "bias": round(float(self.bias), 8),
-            "platt_a": round(float(self.platt_a), 8),
-            "platt_b": round(float(self.platt_b), 8),
-            "threshold": round(float(self.threshold), 8),
+            "weight": [float(v) for v in self.weight],
+            "bias": float(self.bias),
+            "platt_a": float(self.platt_a),
+            "platt_b": float(self.platt_b),
+            "threshold": float(self.threshold),
             "training": self.training,
         }
 
@@ -129,7 +137,7 @@ def train_clip_probe(
     backbone: BackboneSpec,
     images: Sequence[LabelledImage],
     target_fpr: float = 0.01,
-    reencode_quality: tuple[int, int] = (75, 100),
+    reencode_quality: tuple[int, int] = DEFAULT_REENCODE_QUALITY,
     regularization: float = 1.0,
     torch_threads: int | None = None,
     progress: Any = None,
