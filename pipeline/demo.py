@@ -113,9 +113,10 @@ def make_demo_export(root: Path, organic: int = 300, seed: int = 2026) -> tuple[
     (root / "avatars").mkdir(parents=True)
     rows: list[dict[str, Any]] = []
 
-    def avatar(name: str, arr: np.ndarray, fmt: str) -> str:
-        rel = f"avatars/{name}.{'png' if fmt == 'PNG' else 'jpg'}"
-        (root / rel).write_bytes(encode(arr, fmt))
+    def avatar(name: str, arr: np.ndarray) -> str:
+        """Served as platforms serve uploads: re-encoded as JPEG, here at quality 70-85, for every account."""
+        rel = f"avatars/{name}.jpg"
+        (root / rel).write_bytes(encode(arr, "JPEG", quality=int(rng.integers(70, 86))))
         return rel
 
     epoch = datetime(2012, 1, 1, tzinfo=timezone.utc)
@@ -124,7 +125,7 @@ def make_demo_export(root: Path, organic: int = 300, seed: int = 2026) -> tuple[
         created = epoch + timedelta(seconds=int(rng.integers(0, 13 * 365 * 86400)))
         ref = ""
         if rng.random() > 0.1:
-            ref = avatar(f"org{i:04d}", draw_face(rng), "PNG" if rng.random() < 0.3 else "JPEG")
+            ref = avatar(f"org{i:04d}", draw_face(rng))
         if i in (40, 41, 120, 121):  # two pairs of organic accounts sharing a photo (a couple, a duo)
             shared_couple.setdefault(i // 2, ref)
             ref = shared_couple[i // 2]
@@ -135,7 +136,7 @@ def make_demo_export(root: Path, organic: int = 300, seed: int = 2026) -> tuple[
                      "posts": int(rng.lognormal(6, 1.5)), "language": "en", "avatar": ref})
 
     # Network A: 24 accounts created on two days, templated handles, 4 generated faces reused 6x each
-    ring_faces = [avatar(f"ring{k}", add_generator_trace(draw_face(rng)), "JPEG") for k in range(4)]
+    ring_faces = [avatar(f"ring{k}", add_generator_trace(draw_face(rng))) for k in range(4)]
     ring_ids = []
     for j in range(24):
         created = datetime(2025, 11, 3 + (j % 2), 9, tzinfo=timezone.utc) + timedelta(minutes=int(rng.integers(0, 600)))
@@ -160,7 +161,7 @@ def make_demo_export(root: Path, organic: int = 300, seed: int = 2026) -> tuple[
                      "bio": "Patriot. Proud citizen. Truth seeker. Family first.", "url": "",
                      "created_at": created.isoformat(), "followers": int(rng.integers(0, 20)),
                      "following": int(rng.integers(200, 600)), "posts": int(rng.integers(10, 90)),
-                     "language": "en", "avatar": avatar(f"batch{j}", add_generator_trace(draw_face(rng)), "PNG")})
+                     "language": "en", "avatar": avatar(f"batch{j}", add_generator_trace(draw_face(rng)))})
 
     # Two bad rows, so the demo shows quarantine: a non-numeric count and an avatar path escaping the export
     rows.append({**rows[0], "account_id": "bad-count", "followers": "lots"})
