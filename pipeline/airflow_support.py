@@ -126,6 +126,12 @@ def _ingest(settings: Settings, run_key: str) -> Any:
     return ingest_export(settings, run_key, Path(row.export_path), row.export_format)
 
 
+def flags_asset():
+    from airflow.sdk import Asset
+
+    return Asset(name="profile_audit_flags", uri="profile-audit://flags")
+
+
 AUDIT_STAGES = ("ingest", "acquire_images", "score", "aggregate", "networks", "flag", "summarize")
 
 
@@ -135,7 +141,10 @@ def audit_task_chain(run: Any) -> Any:
 
     previous = None
     for stage in AUDIT_STAGES:
-        @task(task_id=stage)
+        # the flag task updates the flags Asset, so dashboards or exports can be scheduled on it
+        outlets = [flags_asset()] if stage == "flag" else []
+
+        @task(task_id=stage, outlets=outlets)
         def stage_task(run_info: dict[str, Any], stage_name: str = stage) -> dict[str, Any]:
             return run_stage(stage_name, run_info)
 

@@ -30,6 +30,8 @@ def test_dagbag_loads_without_errors(airflow_db):
     nightly = bag.get_dag("profile_audit_nightly")
     assert [t.task_id for t in nightly.topological_sort()] == [
         "begin", "ingest", "acquire_images", "score", "aggregate", "networks", "flag", "summarize"]
+    assert [a.name for a in nightly.get_task("flag").outlets] == ["profile_audit_flags"]
+    assert bag.get_dag("profile_audit_investigate").get_task("flag").outlets == nightly.get_task("flag").outlets
 
 
 def test_dag_files_do_not_import_torch_at_parse_time(airflow_db):
