@@ -10,7 +10,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from pipeline.airflow_support import audit_task_chain
+from pipeline.airflow_support import audit_task_chain, network_param_specs
 
 
 @dag(
@@ -24,14 +24,7 @@ from pipeline.airflow_support import audit_task_chain
         "investigation_id": Param("", type="string", description="names the run; empty = the DAG run id"),
         "format": Param("auto", type="string"),
         "detector": Param("", type="string", description="detector id or .json; empty = promoted default"),
-        "creation_window_hours": Param(48.0, type="number", minimum=0),
-        "min_template_digits": Param(6, type="integer", minimum=1),
-        "identical_avatar_max_group": Param(1000, type="integer", minimum=2),
-        "min_cluster_size": Param(3, type="integer", minimum=2),
-        "flag_score_threshold": Param(0.5, type="number", minimum=0, maximum=1),
-        "synthetic_share_rule": Param(0.5, type="number", minimum=0, maximum=1),
-        "burst_share_rule": Param(0.5, type="number", minimum=0, maximum=1),
-        "template_share_rule": Param(0.5, type="number", minimum=0, maximum=1),
+        **network_param_specs(),
     },
     doc_md=__doc__,
 )

@@ -11,14 +11,7 @@ import os
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from pipeline.airflow_support import audit_task_chain, default_landing_dir
-
-NETWORK_PARAMS = {
-    "creation_window_hours": Param(48.0, type="number", minimum=0),
-    "min_cluster_size": Param(3, type="integer", minimum=2),
-    "flag_score_threshold": Param(0.5, type="number", minimum=0, maximum=1),
-}
-
+from pipeline.airflow_support import audit_task_chain, default_landing_dir, network_param_specs
 
 @dag(
     dag_id="profile_audit_nightly",
@@ -31,7 +24,7 @@ NETWORK_PARAMS = {
         "landing_dir": Param(default_landing_dir(), type="string", description="folder of YYYY-MM-DD/ exports"),
         "format": Param("auto", type="string"),
         "detector": Param("", type="string", description="detector id or .json; empty = promoted default"),
-        **NETWORK_PARAMS,
+        **network_param_specs(),
     },
     doc_md=__doc__,
 )

@@ -54,6 +54,18 @@ def network_params_from(params: dict[str, Any], settings: Settings) -> NetworkPa
     return NetworkParams.from_mapping(base)
 
 
+def network_param_specs() -> dict[str, Any]:
+    """Airflow Params for every network and flag threshold, derived from NetworkParams' defaults."""
+    from airflow.sdk import Param
+
+    # default None: the value from PROFILE_AUDIT's TOML [network] table (else the built-in default) applies
+    return {
+        name: Param(None, type=["null", "integer" if isinstance(default, int) else "number"], minimum=0,
+                    description=f"threshold {name}; empty = configured value (built-in default {default})")
+        for name, default in NetworkParams().as_dict().items()
+    }
+
+
 def nightly_run_key(day: datetime) -> str:
     return f"nightly:{day:%Y-%m-%d}"
 
