@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +66,6 @@ class Settings:
     @property
     def pg_dir(self) -> Path:
         return self.home / "pg"
-
-    def with_overrides(self, **changes: Any) -> "Settings":
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -41,17 +41,18 @@ def register_detector(settings: Settings, detector: Detector, promote: bool = Fa
 
 
 def resolve_detector(settings: Settings, ref: str | None = None) -> Detector:
-    """A detector from a file path, a stored id, or (ref None) the promoted default."""
+    """A detector from a file path, a stored id, or (ref None) the promoted default.
+
+    A detector read from a file is not stored here; score_run registers what it scores with.
+    """
     ref = ref or settings.detector
     if ref and Path(ref).suffix == ".json":
         if not Path(ref).is_file():
             raise UserError(f"detector file {ref} not found")
         try:
-            detector = read_detector_file(Path(ref))
+            return read_detector_file(Path(ref))
         except ValueError as exc:
             raise UserError(str(exc)) from None
-        register_detector(settings, detector)
-        return detector
     with transaction(settings) as conn:
         if ref:
             row = conn.execute(sa.text("select spec from detectors where detector_id = :id"), {"id": ref}).first()

@@ -12,7 +12,9 @@ from pipeline.config import Settings
 from pipeline.db import transaction
 from pipeline.progress import progress
 from pipeline.quarantine import replace_stage_rows
-from pipeline.readers import AccountRecord, Rejection, resolve_reader
+from pipeline.errors import UserError
+from pipeline.readers import AccountRecord, ExportReader, Rejection, resolve_reader
+from pipeline.readers.base import FieldError
 
 SNAPSHOT_COLUMNS = (
     "handle", "display_name", "bio", "url", "location", "created_at", "followers", "following", "posts",
@@ -27,45 +29,58 @@ class IngestResult:
     rejected: int
 
 
-def ingest_export(settings: Settings, run_key: str, export_path: Path, fmt: str = "auto") -> IngestResult:
-    """Read the export and replace this run's snapshots; accounts are created on first sight."""
+def ingest_export(settings: Settings, run_key: str, export_path: Path, fmt: str = "auto",
+                  batch_size: int = 1000) -> IngestResult:
+    """Stream the export into this run's snapshots (replacing them); accounts are created on first sight.
+
+    One transaction: a reader that fails outright leaves the previous snapshots of the run intact.
+    """
     reader = resolve_reader(export_path, fmt)
-    records: list[AccountRecord] = []
+    accounts = 0
     rejections: list[Rejection] = []
-    for item in progress(reader.read(export_path), desc="ingest", unit="rec"):
-        (records if isinstance(item, AccountRecord) else rejections).append(item)
+    batch: list[AccountRecord] = []
     with transaction(settings) as conn:
         conn.execute(sa.text("delete from account_snapshots where run_key = :k"), {"k": run_key})
-        _insert_accounts(conn, run_key, records)
+        for item in progress(_read_or_explain(reader, export_path), desc="ingest", unit="rec"):
+            if isinstance(item, Rejection):
+                rejections.append(item)
+                continue
+            batch.append(item)
+            if len(batch) >= batch_size:
+                _insert_accounts(conn, run_key, batch)
+                accounts, batch = accounts + len(batch), []
+        _insert_accounts(conn, run_key, batch)
+        accounts += len(batch)
         replace_stage_rows(conn, run_key, "ingest", rejections)
-    return IngestResult(reader.name, len(records), len(rejections))
+    return IngestResult(reader.name, accounts, len(rejections))
 
 
-def _batches(records: list[AccountRecord], size: int = 1000) -> Iterator[list[AccountRecord]]:
-    for start in range(0, len(records), size):
-        yield records[start : start + size]
+def _read_or_explain(reader: ExportReader, export_path: Path) -> Iterator[AccountRecord | Rejection]:
+    """A file the reader cannot read at all (no header, unreadable) is the user's to fix: say so."""
+    try:
+        yield from reader.read(export_path)
+    except (FieldError, OSError, UnicodeError) as exc:
+        raise UserError(f"cannot read {export_path} as {reader.name}: {exc}") from None
 
 
 def _insert_accounts(conn: sa.Connection, run_key: str, records: list[AccountRecord]) -> None:
-    account_sql = sa.text(
-        "insert into accounts (account_key, platform, account_id, first_seen_run)"
-        " values (:account_key, :platform, :account_id, :run_key) on conflict (account_key) do nothing"
-    )
+    """Two executemany calls per batch: new accounts, then the snapshots."""
+    if not records:
+        return
     columns = ", ".join(SNAPSHOT_COLUMNS)
     values = ", ".join(f":{c}" for c in SNAPSHOT_COLUMNS)
-    snapshot_sql = sa.text(
-        f"insert into account_snapshots (run_key, account_key, {columns}) values (:run_key, :account_key, {values})"
+    rows = [
+        {"run_key": run_key, "account_key": r.account_key, "platform": r.platform, "account_id": r.account_id,
+         **{c: getattr(r, c) for c in SNAPSHOT_COLUMNS}}
+        for r in records
+    ]
+    conn.execute(
+        sa.text("insert into accounts (account_key, platform, account_id, first_seen_run)"
+                " values (:account_key, :platform, :account_id, :run_key) on conflict (account_key) do nothing"),
+        rows,
     )
-    for batch in _batches(records):
-        rows = [
-            {
-                "run_key": run_key,
-                "account_key": r.account_key,
-                "platform": r.platform,
-                "account_id": r.account_id,
-                **{c: getattr(r, c) for c in SNAPSHOT_COLUMNS},
-            }
-            for r in batch
-        ]
-        conn.execute(account_sql, rows)
-        conn.execute(snapshot_sql, rows)
+    conn.execute(
+        sa.text(f"insert into account_snapshots (run_key, account_key, {columns})"
+                f" values (:run_key, :account_key, {values})"),
+        rows,
+    )

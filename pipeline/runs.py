@@ -81,16 +81,3 @@ def finish_run(settings: Settings, run_key: str, summary: dict[str, Any], status
             ),
             {"s": status, "summary": json.dumps(summary, sort_keys=True, default=str), "k": run_key},
         )
-
-
-def run_params(settings: Settings, run_key: str) -> dict[str, Any]:
-    with transaction(settings) as conn:
-        row = conn.execute(sa.text("select params from runs where run_key = :k"), {"k": run_key}).first()
-    if row is None:
-        raise UserError(f"no run with key {run_key!r}; start it with `profile-audit audit`")
-    return dict(row.params)
-
-
-def latest_run_key(settings: Settings) -> str | None:
-    with transaction(settings) as conn:
-        return conn.execute(sa.text("select run_key from runs order by started_at desc limit 1")).scalar()
