@@ -80,62 +80,23 @@ def default_landing_dir() -> str:
 
 def begin_run(run_key: str, export_path: str, fmt: str, params: dict[str, Any], as_of: str | None) -> dict[str, Any]:
     """First task of an audit DAG: validate the export, open the run row, return what later tasks need."""
-    from pipeline.audit import run_params
-    from pipeline.db import ensure_schema
-    from pipeline.readers import resolve_reader
-    from pipeline.runs import start_run
+    from pipeline.audit import begin
 
     settings = airflow_settings(params)
-    network = network_params_from(params, settings)
-    ensure_schema(settings)
-    reader = resolve_reader(Path(export_path), fmt or "auto")
-    start_run(settings, run_key, str(Path(export_path).resolve()), reader.name,
-              run_params(settings, network, params.get("detector") or None, as_of))
-    log.info("run %s: %s export at %s", run_key, reader.name, export_path)
+    begin(settings, run_key, Path(export_path), fmt, network_params_from(params, settings),
+          params.get("detector") or None, as_of)
     return {"run_key": run_key, "params": {k: v for k, v in params.items() if v is not None}}
 
 
 def run_stage(stage: str, run: dict[str, Any]) -> dict[str, Any]:
-    """Run one pipeline stage for the run; marks the run failed if the stage raises."""
-    from dataclasses import asdict, is_dataclass
-
-    from pipeline import aggregate, flags, images, networks, report, runs, score
+    """One pipeline stage as a task; returns the stage's counts for XCom."""
+    from pipeline import audit
 
     settings = airflow_settings(run["params"])
-    key = run["run_key"]
-    network = network_params_from(run["params"], settings)
-    stages = {
-        "ingest": lambda: _ingest(settings, key),
-        "acquire_images": lambda: images.acquire_avatars(settings, key),
-        "score": lambda: score.score_run(settings, key, run["params"].get("detector") or None),
-        "aggregate": lambda: {"accounts": aggregate.aggregate_run(settings, key)},
-        "networks": lambda: networks.build_networks(settings, key, network),
-        "flag": lambda: {"flags": flags.flag_run(settings, key, network)},
-        "summarize": lambda: report.summarize_run(settings, key),
-    }
-    try:
-        result = stages[stage]()
-    except Exception:
-        runs.finish_run(settings, key, {"failed_stage": stage}, status="failed")
-        raise
-    if stage == "summarize":
-        runs.finish_run(settings, key, result)
-        log.info("summary: %s", result)
-    out = asdict(result) if is_dataclass(result) else result
-    log.info("%s: %s", stage, out)
+    ctx = audit.RunContext(settings, run["run_key"], network_params_from(run["params"], settings),
+                           run["params"].get("detector") or None)
+    out = audit.run_stage(ctx, stage)
     return {k: v for k, v in out.items() if isinstance(v, (int, float, str, dict))}
-
-
-def _ingest(settings: Settings, run_key: str) -> Any:
-    import sqlalchemy as sa
-
-    from pipeline.db import transaction
-    from pipeline.ingest import ingest_export
-
-    with transaction(settings) as conn:
-        row = conn.execute(sa.text("select export_path, export_format from runs where run_key = :k"),
-                           {"k": run_key}).one()
-    return ingest_export(settings, run_key, Path(row.export_path), row.export_format)
 
 
 def flags_asset():
@@ -144,15 +105,16 @@ def flags_asset():
     return Asset(name="profile_audit_flags", uri="profile-audit://flags")
 
 
-AUDIT_STAGES = ("ingest", "acquire_images", "score", "aggregate", "networks", "flag", "summarize")
 
 
 def audit_task_chain(run: Any) -> Any:
     """Wire the stages as a linear chain of TaskFlow tasks after `run` (the begin task's output)."""
     from airflow.sdk import task
 
+    from pipeline.stages import STAGE_NAMES
+
     previous = None
-    for stage in AUDIT_STAGES:
+    for stage in STAGE_NAMES:
         # the flag task updates the flags Asset, so dashboards or exports can be scheduled on it
         outlets = [flags_asset()] if stage == "flag" else []
 

@@ -1,24 +1,77 @@
-"""The whole pipeline for one export: the CLI's `audit` and the demo call this; the DAGs call the
-same stage functions one task each."""
+"""The audit as a sequence of stages. The CLI runs them all in one process (`audit_export`); the
+DAGs run one stage per task (`run_stage`). Both go through the same table, so they cannot drift."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import sqlalchemy as sa
 
 from pipeline import aggregate, flags, images, ingest, networks, report, runs, score
 from pipeline.config import NetworkParams, Settings
-from pipeline.db import ensure_schema
+from pipeline.db import ensure_schema, transaction
+from pipeline.readers import resolve_reader
+from pipeline.stages import STAGE_NAMES
 
 log = logging.getLogger(__name__)
 
 
-def run_params(settings: Settings, params: NetworkParams, detector: str | None,
-               as_of: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"network": params.as_dict(), "detector": detector or settings.detector or "default"}
+@dataclass(frozen=True)
+class RunContext:
+    settings: Settings
+    run_key: str
+    network: NetworkParams
+    detector: str | None = None  # id or .json path; None = the promoted default
+
+
+def _ingest(ctx: RunContext) -> Any:
+    with transaction(ctx.settings) as conn:
+        row = conn.execute(sa.text("select export_path, export_format from runs where run_key = :k"),
+                           {"k": ctx.run_key}).one()
+    return ingest.ingest_export(ctx.settings, ctx.run_key, Path(row.export_path), row.export_format)
+
+
+STAGES: dict[str, Callable[[RunContext], Any]] = {
+    "ingest": _ingest,
+    "acquire_images": lambda c: images.acquire_avatars(c.settings, c.run_key),
+    "score": lambda c: score.score_run(c.settings, c.run_key, c.detector),
+    "aggregate": lambda c: {"accounts": aggregate.aggregate_run(c.settings, c.run_key)},
+    "networks": lambda c: networks.build_networks(c.settings, c.run_key, c.network),
+    "flag": lambda c: {"flags": flags.flag_run(c.settings, c.run_key, c.network)},
+    "summarize": lambda c: report.summarize_run(c.settings, c.run_key),
+}
+assert tuple(STAGES) == STAGE_NAMES, "pipeline.stages.STAGE_NAMES must list the stages of STAGES in order"
+
+
+def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, network: NetworkParams,
+          detector: str | None, as_of: str | None = None) -> str:
+    """Check the export before a run row exists, then open (or reopen) the run with its parameters."""
+    ensure_schema(settings)
+    export_path = export_path.resolve()
+    reader = resolve_reader(export_path, fmt or "auto")
+    run_key = run_key or runs.default_run_key(export_path)
+    params: dict[str, Any] = {"network": network.as_dict(), "detector": detector or settings.detector or "default"}
     if as_of:
-        out["as_of"] = as_of
+        params["as_of"] = as_of
+    runs.start_run(settings, run_key, str(export_path), reader.name, params)
+    log.info("run %s: %s export at %s", run_key, reader.name, export_path)
+    return run_key
+
+
+def run_stage(ctx: RunContext, stage: str) -> dict[str, Any]:
+    """One stage; a failure marks the run failed, `summarize` marks it succeeded with the summary."""
+    try:
+        result = STAGES[stage](ctx)
+    except BaseException:
+        runs.finish_run(ctx.settings, ctx.run_key, {"failed_stage": stage}, status="failed")
+        raise
+    if stage == "summarize":
+        runs.finish_run(ctx.settings, ctx.run_key, result)
+    out = asdict(result) if is_dataclass(result) else dict(result)
+    log.info("%s: %s", stage, out)
     return out
 
 
@@ -31,26 +84,11 @@ def audit_export(
     params: NetworkParams | None = None,
     as_of: str | None = None,
 ) -> dict[str, Any]:
-    """Ingest, acquire, score, aggregate, network, flag, summarise. Idempotent per run key."""
-    params = params or settings.network
-    export_path = export_path.resolve()
-    ensure_schema(settings)
-    from pipeline.readers import resolve_reader
-
-    reader = resolve_reader(export_path, fmt)  # fail early on a bad path or format, before a run row exists
-    run_key = run_key or runs.default_run_key(export_path)
-    runs.start_run(settings, run_key, str(export_path), reader.name, run_params(settings, params, detector, as_of))
-    try:
-        ingested = ingest.ingest_export(settings, run_key, export_path, reader.name)
-        log.info("ingested %d accounts, %d quarantined", ingested.accounts, ingested.rejected)
-        images.acquire_avatars(settings, run_key)
-        score.score_run(settings, run_key, detector)
-        aggregate.aggregate_run(settings, run_key)
-        networks.build_networks(settings, run_key, params)
-        flags.flag_run(settings, run_key, params)
-        summary = report.summarize_run(settings, run_key)
-    except BaseException:
-        runs.finish_run(settings, run_key, {}, status="failed")
-        raise
-    runs.finish_run(settings, run_key, summary)
+    """Every stage for one export, in order. Idempotent per run key. Returns the run summary."""
+    network = params or settings.network
+    run_key = begin(settings, run_key, export_path, fmt, network, detector, as_of)
+    ctx = RunContext(settings, run_key, network, detector)
+    summary: dict[str, Any] = {}
+    for stage in STAGES:
+        summary = run_stage(ctx, stage)
     return summary
