@@ -4,6 +4,7 @@ DAGs run one stage per task (`run_stage`). Both go through the same table, so th
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -83,12 +84,19 @@ def audit_export(
     detector: str | None = None,
     params: NetworkParams | None = None,
     as_of: str | None = None,
+    on_stage: Callable[[str, dict[str, Any], float], None] | None = None,
 ) -> dict[str, Any]:
-    """Every stage for one export, in order. Idempotent per run key. Returns the run summary."""
+    """Every stage for one export, in order. Idempotent per run key. Returns the run summary.
+
+    ``on_stage(name, result, seconds)`` is called after each stage (the CLI prints progress with it).
+    """
     network = params or settings.network
     run_key = begin(settings, run_key, export_path, fmt, network, detector, as_of)
     ctx = RunContext(settings, run_key, network, detector)
     summary: dict[str, Any] = {}
     for stage in STAGES:
+        started = time.perf_counter()
         summary = run_stage(ctx, stage)
+        if on_stage is not None:
+            on_stage(stage, summary, time.perf_counter() - started)
     return summary

@@ -25,6 +25,12 @@ def _settings(args: argparse.Namespace, schema: bool = True):
     return settings
 
 
+def print_stage(stage: str, result: dict[str, Any], seconds: float) -> None:
+    """One progress line per stage on stderr, so stdout stays the summary (or JSON)."""
+    shown = "" if stage == "summarize" else ", ".join(f"{k} {v}" for k, v in result.items() if isinstance(v, (int, float)))
+    print(f"  {stage:<15} {seconds:6.1f} s  {shown}".rstrip(), file=sys.stderr, flush=True)
+
+
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
@@ -46,7 +52,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     export = Path(args.export_path)
     if not export.exists():
         raise UserError(f"export path {export} does not exist")
-    summary = audit_export(settings, export, fmt=args.format, run_key=args.run_key, detector=args.detector)
+    summary = audit_export(settings, export, fmt=args.format, run_key=args.run_key, detector=args.detector,
+                           on_stage=print_stage)
     flagged = list_flags(settings, run_key=summary["run_key"])
     if args.json:
         _print_json({"summary": summary, "flags": flagged})
@@ -132,7 +139,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.report import format_summary
 
     settings = _settings(args)
-    result = run_demo(settings)
+    result = run_demo(settings, say=lambda text: print(text, file=sys.stderr, flush=True), on_stage=print_stage)
     trained = result["detector"]
     print(f"demo probe {trained.detector_id} (tiny random-initialised backbone; held-out AUC "
           f"{trained.metrics['test_roc_auc']} on the demo's synthetic trace, which is not a real generator)")

@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -177,17 +177,20 @@ def make_demo_export(root: Path, organic: int = 300, seed: int = 2026) -> tuple[
     return root, [PlantedNetwork("reused-face ring", ring_ids), PlantedNetwork("batch-created", batch_ids)]
 
 
-def run_demo(settings: Settings, workdir: Path | None = None) -> dict[str, Any]:
+def run_demo(settings: Settings, workdir: Path | None = None,
+             say: Callable[[str], None] = log.info, on_stage: Callable | None = None) -> dict[str, Any]:
     """Generate data, train and promote the demo probe, audit the demo export. Deterministic."""
     from pipeline.audit import audit_export
     from pipeline.train import train_probe
 
     workdir = workdir or settings.home / "demo"
-    log.info("generating the labelled training set and the demo export in %s", workdir)
+    say(f"generating the labelled training set and the demo export in {workdir}")
     if (workdir / "training").exists():
         shutil.rmtree(workdir / "training")
     real, fake = make_labelled_set(workdir / "training")
     export, planted = make_demo_export(workdir / "export")
+    say("training the demo probe (tiny random-initialised backbone)")
     trained = train_probe(settings, real, fake, promote=True)
-    summary = audit_export(settings, export, run_key="demo", detector=trained.detector_id)
+    say(f"auditing {export}")
+    summary = audit_export(settings, export, run_key="demo", detector=trained.detector_id, on_stage=on_stage)
     return {"summary": summary, "detector": trained, "planted": planted, "export": export}
