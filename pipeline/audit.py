@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from pipeline import aggregate, flags, images, ingest, networks, report, runs, score
 from pipeline.config import NetworkParams, Settings
 from pipeline.db import ensure_schema, transaction
+from pipeline.detector_store import resolve_detector
 from pipeline.readers import resolve_reader
 from pipeline.stages import STAGE_NAMES
 
@@ -49,10 +50,11 @@ assert tuple(STAGES) == STAGE_NAMES, "pipeline.stages.STAGE_NAMES must list the 
 
 def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, network: NetworkParams,
           detector: str | None, as_of: str | None = None) -> str:
-    """Check the export before a run row exists, then open (or reopen) the run with its parameters."""
+    """Check the export and the detector before a run row exists, then open (or reopen) the run."""
     ensure_schema(settings)
     export_path = export_path.resolve()
     reader = resolve_reader(export_path, fmt or "auto")
+    resolve_detector(settings, detector)  # a missing detector fails now, not after ingest
     run_key = run_key or runs.default_run_key(export_path)
     params: dict[str, Any] = {"network": network.as_dict(), "detector": detector or settings.detector or "default"}
     if as_of:

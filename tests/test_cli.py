@@ -96,11 +96,12 @@ def test_audit_then_flags_json_and_set_status(tmp_path, database_url, demo_data)
     assert "2 quarantined" in out.stdout
 
 
-def test_manifest_without_id_columns_with_forced_format(tmp_path, database_url):
+def test_manifest_without_id_columns_with_forced_format(tmp_path, database_url, demo_data):
     export = tmp_path / "export"
     export.mkdir()
     (export / "manifest.csv").write_text("user,name\n1,a\n")
     out = run_cli("--database-url", database_url, "audit", str(export), home=tmp_path)
     _one_line_error(out, "could not detect the format")
-    out = run_cli("--database-url", database_url, "audit", str(export), "--format", "generic", home=tmp_path)
+    out = run_cli("--database-url", database_url, "audit", str(export), "--format", "generic",
+                  "--detector", str(demo_data["detector"]), home=tmp_path)
     _one_line_error(out, "has no platform,account_id header")
