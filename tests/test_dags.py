@@ -113,3 +113,17 @@ def test_train_probe_dag_saves_and_promotes(airflow_db, settings, demo_data, mon
     stored = list_detectors(settings)
     assert len(stored) == 1 and stored[0]["is_default"]
     assert stored[0]["metrics"]["test_roc_auc"] > 0.9
+
+
+def test_connection_uri_becomes_a_psycopg2_url(airflow_db, monkeypatch):
+    """The compose file's form of the connection (a URI in AIRFLOW_CONN_PROFILE_AUDIT_DB)."""
+    from pipeline.airflow_support import airflow_settings, database_url_from_connection
+
+    monkeypatch.setenv("AIRFLOW_CONN_PROFILE_AUDIT_DB", "postgresql://audit:p%40ss@db.example:5433/profile_audit")
+    monkeypatch.setenv("PROFILE_AUDIT_DATABASE_URL", "postgresql+psycopg2://env@elsewhere/other")
+    expected = "postgresql+psycopg2://audit:p%40ss@db.example:5433/profile_audit"
+    assert database_url_from_connection() == expected
+    assert airflow_settings().database_url == expected  # the connection wins over the environment
+    monkeypatch.delenv("AIRFLOW_CONN_PROFILE_AUDIT_DB")
+    assert database_url_from_connection() is None
+    assert airflow_settings().database_url == "postgresql+psycopg2://env@elsewhere/other"
