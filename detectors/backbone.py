@@ -32,6 +32,10 @@ _lock = threading.Lock()
 _configs_registered = False
 
 
+class BackboneLoadError(RuntimeError):
+    """The model or its weights could not be loaded (no network for a tag, a bad checkpoint)."""
+
+
 def register_model_configs() -> None:
     """Make the project's JSON model configs known to open_clip (idempotent)."""
     global _configs_registered
@@ -112,20 +116,23 @@ class Backbone:
         elif spec.weights.startswith("file:"):
             path = Path(spec.weights[5:])
             if spec.weights_sha256 and file_sha256(path) != spec.weights_sha256:
-                raise ValueError(f"checkpoint {path} does not match the recorded sha256 {spec.weights_sha256}")
+                raise BackboneLoadError(f"checkpoint {path} does not match the recorded sha256 {spec.weights_sha256}")
             pretrained = str(path)
         else:
             pretrained = spec.weights
         quiet = logging.getLogger()
         level = quiet.level
-        if pretrained is None:  # open_clip warns "no pretrained weights": intended for random:<seed>
-            quiet.setLevel(logging.ERROR)
+        # open_clip logs to the root logger: "no pretrained weights" (intended for random:<seed>) and
+        # download failures, which are raised below as BackboneLoadError with the same text
+        quiet.setLevel(logging.CRITICAL)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.model, pretrained=pretrained, precision=precision, device=self.device
             )
-        except RuntimeError as exc:
-            raise ValueError(f"cannot load backbone {spec.id}: {str(exc).splitlines()[0]}") from None
+        except (RuntimeError, OSError, ValueError) as exc:
+            hint = ("; with no network, download the weights once elsewhere and pass the checkpoint file"
+                    if pretrained and not spec.weights.startswith("file:") else "")
+            raise BackboneLoadError(f"cannot load backbone {spec.id}: {str(exc).splitlines()[0]}{hint}") from None
         finally:
             quiet.setLevel(level)
         model.eval()

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from detectors.backbone import BackboneLoadError
 from pipeline.errors import UserError
 
 log = logging.getLogger("profile_audit")
@@ -216,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as exc:
+        print(f"profile-audit: error: {exc}", file=sys.stderr)
+        return 2
+    except BackboneLoadError as exc:
         print(f"profile-audit: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

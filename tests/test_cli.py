@@ -105,3 +105,11 @@ def test_manifest_without_id_columns_with_forced_format(tmp_path, database_url, 
     out = run_cli("--database-url", database_url, "audit", str(export), "--format", "generic",
                   "--detector", str(demo_data["detector"]), home=tmp_path)
     _one_line_error(out, "has no platform,account_id header")
+
+
+def test_pretrained_tag_without_network_is_a_clear_error(tmp_path, database_url, demo_data):
+    """The real loading path (model + pretrained tag) is in the code; offline it fails in one line."""
+    out = run_cli("--database-url", database_url, "train-probe", "--real", str(demo_data["real"]),
+                  "--fake", str(demo_data["fake"]), "--model", "ViT-B-32", "--weights", "openai", home=tmp_path)
+    _one_line_error(out, "cannot load backbone ViT-B-32/openai/encode_image-l2/resize_center_crop")
+    assert "pass the checkpoint file" in out.stderr

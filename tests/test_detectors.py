@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from detectors import REGISTRY, detector_from_saved, read_detector_file, save_detector
-from detectors.backbone import BackboneSpec, load_backbone
+from detectors.backbone import BackboneLoadError, BackboneSpec, load_backbone
 from detectors.clip_probe import DEFAULT_REENCODE_QUALITY, ClipProbe, reencode_jpeg, split_of, threshold_at_fpr
 from pipeline.demo import draw_face, encode
 
@@ -71,7 +71,7 @@ def test_local_checkpoint_file_loads_the_same_weights(tmp_path):
     path.write_bytes(path.read_bytes()[:-8] + b"\x00" * 8)
     from detectors.backbone import Backbone
 
-    with pytest.raises(ValueError, match="does not match the recorded sha256"):
+    with pytest.raises(BackboneLoadError, match="does not match the recorded sha256"):
         Backbone(spec)
 
 
