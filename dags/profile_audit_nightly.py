@@ -11,7 +11,8 @@ import os
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from pipeline.airflow_support import audit_task_chain, default_landing_dir, network_param_specs
+from pipeline.airflow_support import audit_task_chain, network_param_specs
+
 
 @dag(
     dag_id="profile_audit_nightly",
@@ -21,7 +22,8 @@ from pipeline.airflow_support import audit_task_chain, default_landing_dir, netw
     max_active_runs=1,
     tags=["profile-audit"],
     params={
-        "landing_dir": Param(default_landing_dir(), type="string", description="folder of YYYY-MM-DD/ exports"),
+        "landing_dir": Param("", type="string",
+                             description="folder of YYYY-MM-DD/ exports; empty = PROFILE_AUDIT_LANDING_DIR or config"),
         "format": Param("auto", type="string"),
         "detector": Param("", type="string", description="detector id or .json; empty = promoted default"),
         **network_param_specs(),
@@ -37,7 +39,7 @@ def profile_audit_nightly():
 
         ctx = get_current_context()
         day = ctx["data_interval_start"]
-        folder = landing_folder(ctx["params"]["landing_dir"], day)
+        folder = landing_folder(dict(ctx["params"]), day)
         if not folder.exists():
             raise AirflowSkipException(f"no export landed for {day:%Y-%m-%d}: {folder} does not exist")
         return begin_run(nightly_run_key(day), str(folder), ctx["params"]["format"], dict(ctx["params"]),

@@ -7,7 +7,6 @@ they need when they run, so DAG parsing stays fast.
 from __future__ import annotations
 
 import logging
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -70,12 +69,9 @@ def nightly_run_key(day: datetime) -> str:
     return f"nightly:{day:%Y-%m-%d}"
 
 
-def landing_folder(landing_dir: str | Path, day: datetime) -> Path:
-    return Path(landing_dir) / f"{day:%Y-%m-%d}"
-
-
-def default_landing_dir() -> str:
-    return os.environ.get("PROFILE_AUDIT_LANDING_DIR", "/opt/profile-audit/landing")
+def landing_folder(params: dict[str, Any], day: datetime) -> Path:
+    """<landing_dir>/<YYYY-MM-DD>/; the Param wins, else PROFILE_AUDIT_LANDING_DIR or the TOML file."""
+    return airflow_settings(params).landing_dir / f"{day:%Y-%m-%d}"
 
 
 def begin_run(run_key: str, export_path: str, fmt: str, params: dict[str, Any], as_of: str | None) -> dict[str, Any]:

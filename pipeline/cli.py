@@ -50,10 +50,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from pipeline.report import format_summary
 
     settings = _settings(args)
-    export = Path(args.export_path)
-    if not export.exists():
-        raise UserError(f"export path {export} does not exist")
-    summary = audit_export(settings, export, fmt=args.format, run_key=args.run_key, detector=args.detector,
+    summary = audit_export(settings, Path(args.export_path), fmt=args.format, run_key=args.run_key, detector=args.detector,
                            on_stage=print_stage)
     flagged = list_flags(settings, run_key=summary["run_key"])
     if args.json:

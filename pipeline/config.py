@@ -49,7 +49,7 @@ class NetworkParams:
 class Settings:
     home: Path
     database_url: str | None = None
-    landing_dir: Path | None = None
+    landing_dir: Path = Path("/opt/profile-audit/landing")  # the nightly DAG reads <landing_dir>/<YYYY-MM-DD>/
     detector: str | None = None  # detector id or path to a saved detector JSON; None = the promoted default
     batch_size: int = 64
     torch_threads: int | None = None
@@ -100,12 +100,12 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
     url = pick("database_url")
     if url:
         validate_database_url(url)
-    landing = pick("landing_dir")
+    landing = pick("landing_dir", "/opt/profile-audit/landing")
     threads = pick("torch_threads")
     return Settings(
         home=home.expanduser().resolve(),
         database_url=url,
-        landing_dir=Path(landing).expanduser() if landing else None,
+        landing_dir=Path(landing).expanduser(),
         detector=pick("detector"),
         batch_size=int(pick("batch_size", 64)),
         torch_threads=int(threads) if threads else None,

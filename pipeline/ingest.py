@@ -10,9 +10,9 @@ import sqlalchemy as sa
 
 from pipeline.config import Settings
 from pipeline.db import transaction
+from pipeline.errors import UserError
 from pipeline.progress import progress
 from pipeline.quarantine import replace_stage_rows
-from pipeline.errors import UserError
 from pipeline.readers import AccountRecord, ExportReader, Rejection, resolve_reader
 from pipeline.readers.base import FieldError
 

@@ -7,10 +7,10 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pendulum
 import pytest
-
 from conftest import REPO, table_contents
 
 pytestmark = pytest.mark.slow
@@ -127,3 +127,13 @@ def test_connection_uri_becomes_a_psycopg2_url(airflow_db, monkeypatch):
     monkeypatch.delenv("AIRFLOW_CONN_PROFILE_AUDIT_DB")
     assert database_url_from_connection() is None
     assert airflow_settings().database_url == "postgresql+psycopg2://env@elsewhere/other"
+
+
+def test_landing_folder_param_then_environment(airflow_db, monkeypatch, tmp_path):
+    from pipeline.airflow_support import landing_folder
+
+    day = pendulum.datetime(2026, 3, 4, tz="UTC")
+    monkeypatch.setenv("PROFILE_AUDIT_HOME", str(tmp_path))
+    monkeypatch.setenv("PROFILE_AUDIT_LANDING_DIR", "/srv/exports")
+    assert landing_folder({"landing_dir": ""}, day) == Path("/srv/exports/2026-03-04")
+    assert landing_folder({"landing_dir": "/data/in"}, day) == Path("/data/in/2026-03-04")
