@@ -30,6 +30,23 @@ class NetworkParams:
     synthetic_share_rule: float = 0.5  # rule synthetic_faces: share of members with a synthetic avatar
     burst_share_rule: float = 0.5  # rule batch_created: largest one-day share of creation dates
     template_share_rule: float = 0.5  # rule templated_handles: share of members with one handle template
+    # image, text and cluster parameters (pipeline/neardup.py, edges.py, clusters.py; README "Edges")
+    near_dup_max_distance: int = 6  # near_duplicate_avatar: pHash Hamming distance, of 64 bits
+    clip_min_cosine: float = 0.95  # similar_embedding: cosine between two likely-synthetic avatars
+    clip_max_neighbours: int = 10  # similar_embedding: nearest neighbours kept per avatar
+    identical_text_max_group: int = 50  # identical_bio / identical_link: larger groups are boilerplate
+    strong_edge_min_weight: float = 0.5  # a pair joins a component when its summed edge weights reach this
+    leiden_min_size: int = 200  # components at least this large are split by Leiden
+    leiden_resolution: float = 1.0  # Leiden (RBConfiguration) resolution: higher, smaller communities
+    coactivity_share_rule: float = 0.5  # rule coordinated_activity: share of members with a co_* edge
+    cluster_match_jaccard: float = 0.5  # a cluster keeps a previous run's id at this member overlap
+    status_keep_jaccard: float = 0.8  # an investigator's status carries over at this overlap, else re-opened
+    # co_repost / co_link / co_post edges (pipeline/coordination.py), as QUT's coordination-network-toolkit:
+    # two posts co-occur when |t1 - t2| <= co_window_seconds (QUT's README works with 1 minute), and an
+    # edge needs co_min_weight co-occurring posts (QUT's CLI default --min_edge_weight 2).
+    co_window_seconds: float = 60.0
+    co_min_weight: int = 2
+    co_evidence_examples: int = 5  # example post pairs kept in each edge's evidence (plus the total count)
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any] | None) -> "NetworkParams":
@@ -46,6 +63,39 @@ class NetworkParams:
 
 
 @dataclass(frozen=True)
+class FetchParams:
+    """Limits of avatar URL fetching (TOML table ``[fetch]``). There is deliberately no setting that
+    allows private or loopback destinations: see pipeline/fetch.py."""
+
+    concurrency: int = 16  # requests in flight
+    per_host_rate: float = 10.0  # request starts per second to one host (0 = unlimited)
+    connect_timeout: float = 5.0
+    read_timeout: float = 10.0
+    total_timeout: float = 60.0  # per URL, retries and redirects included
+    max_bytes: int = 10 * 1024 * 1024
+    max_redirects: int = 3
+    retries: int = 3  # on 429, 5xx and connection errors
+    backoff: float = 0.5  # seconds, doubled per retry
+    max_retry_after: float = 30.0  # a longer Retry-After gives up instead of waiting
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any] | None) -> "FetchParams":
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise UserError(f"unknown fetch setting(s) {sorted(unknown)} in [fetch]; known: {sorted(known)}")
+        default = cls()
+        try:
+            params = cls(**{k: type(getattr(default, k))(v) for k, v in values.items()})
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"bad value in the [fetch] settings: {exc}") from None
+        if params.concurrency < 1 or params.max_bytes < 1 or params.retries < 0 or params.max_redirects < 0:
+            raise UserError("[fetch] concurrency and max_bytes must be at least 1, retries and max_redirects at least 0")
+        return params
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     database_url: str | None = None
@@ -53,7 +103,11 @@ class Settings:
     detector: str | None = None  # detector id or path to a saved detector JSON; None = the promoted default
     batch_size: int = 64
     torch_threads: int | None = None
+    score_workers: int = 2  # decode/preprocess threads that feed inference (0 = no overlap)
+    device: str | None = None  # 'cuda', 'cpu', ...; None = CUDA with fp16 when available, else the CPU
+    face_signals: bool = True  # the score stage also runs the face detector (face_signals table)
     network: NetworkParams = field(default_factory=NetworkParams)
+    fetch: FetchParams = field(default_factory=FetchParams)
 
     @property
     def image_dir(self) -> Path:
@@ -109,7 +163,11 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         detector=pick("detector"),
         batch_size=int(pick("batch_size", 64)),
         torch_threads=int(threads) if threads else None,
+        score_workers=int(pick("score_workers", 2)),
+        device=pick("device") or None,
+        face_signals=str(pick("face_signals", True)).strip().lower() not in ("0", "false", "no", "off"),
         network=NetworkParams.from_mapping(section.get("network")),
+        fetch=FetchParams.from_mapping(section.get("fetch")),
     )
 
 
