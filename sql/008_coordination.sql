@@ -1,0 +1,41 @@
+-- Normalisation used by the co_link and co_post edges (pipeline/coordination.py). In SQL so that the
+-- grouping and the sort happen inside PostgreSQL, next to the posts, and the same rule is visible to
+-- anyone querying the table.
+
+-- The text of a post for co_post matching, as QUT's coordination-network-toolkit message_preprocessor:
+-- lower-case, @mentions removed (from '@' to the next whitespace), whitespace runs collapsed to one space,
+-- ends trimmed. The whitespace class is Python's str.split() set, so NBSP and ideographic spaces count.
+-- Empty results are null: QUT matches empty messages with each other, we do not.
+create function normalise_post_text(t text) returns text
+language sql immutable strict parallel safe as $$
+    select nullif(btrim(regexp_replace(
+        regexp_replace(lower(t), '@[^\s\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u001c-\u001f]*', '', 'g'),
+        '[\s\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u001c-\u001f]+', ' ', 'g'), ' '), '')
+$$;
+
+-- A URL for co_link matching. QUT compares the raw strings; we first drop what does not change the
+-- destination: scheme (http and https match), a leading 'www.', upper case in the host, default ports,
+-- the fragment, tracking parameters (utm_*, fbclid, gclid, igshid, mc_cid, mc_eid), trailing slashes
+-- of the path, and surrounding whitespace. Path and remaining query keep their case and order.
+create function normalise_url(u text) returns text
+language plpgsql immutable strict parallel safe as $$
+declare
+    s text := btrim(u);
+    host text;
+    rest text;
+begin
+    s := regexp_replace(s, '#.*$', '');
+    s := regexp_replace(s, '^[A-Za-z][A-Za-z0-9+.-]*://', '');
+    host := lower(substring(s from '^[^/?]*'));
+    rest := substring(s from '^[^/?]*(.*)$');
+    host := regexp_replace(host, '^www\.', '');
+    host := regexp_replace(host, ':(80|443)$', '');
+    host := regexp_replace(host, '\.$', '');
+    rest := regexp_replace(rest, '([?&])(utm_[^=&]*|fbclid|gclid|igshid|mc_cid|mc_eid)(=[^&]*)?', '\1', 'g');
+    rest := regexp_replace(rest, '&&+', '&', 'g');
+    rest := regexp_replace(rest, '\?&', '?');
+    rest := regexp_replace(rest, '[?&]$', '');
+    rest := regexp_replace(rest, '/+(\?|$)', '\1');
+    return nullif(host || coalesce(rest, ''), '');
+end
+$$;
