@@ -10,17 +10,21 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import tempfile
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
 from PIL import Image, ImageOps
 
+from pipeline.archives import ExportSource, UnsafeMember
 from pipeline.config import Settings
 from pipeline.db import insert_rows, transaction
-from pipeline.progress import progress
+from pipeline.fetch import FetchResult, SafeFetcher
+from pipeline.progress import Counter, progress
 from pipeline.quarantine import replace_stage_rows
 from pipeline.readers import Rejection, resolve_reader
 
@@ -48,6 +52,27 @@ class ValidatedImage:
         return f"{self.sha256[:2]}/{self.sha256[2:4]}/{self.sha256}.{ALLOWED_FORMATS[self.format]}"
 
 
+_MARKUP = re.compile(rb"<\s*(script|html|svg|iframe|\?php)\b|<!doctype|javascript:", re.IGNORECASE)
+
+
+def polyglot_reason(data: bytes, fmt: str) -> str | None:
+    """Why bytes that decode as an image are also something else (a zip, a page, a script), or None.
+
+    Such files pass an image decoder but are stored and served as-is (content addressing keeps the
+    original bytes), so they are refused rather than carried into the image store.
+    """
+    if b"PK\x05\x06" in data[-66_000:]:
+        return "polyglot: the file is also a zip archive; refused"
+    found = _MARKUP.search(data)
+    if found:
+        return f"polyglot: the file carries markup or script ({found.group(0)[:20].decode('latin-1')!r}); refused"
+    if fmt == "PNG":
+        end = data.rfind(b"IEND")
+        if end >= 0 and len(data) - (end + 8) > 0:
+            return f"polyglot: {len(data) - end - 8} bytes after the end of the PNG image; refused"
+    return None
+
+
 def decode_image(data: bytes) -> tuple[str, Image.Image]:
     """Sniff, bound and fully decode image bytes to upright RGB; raise ImageRejected with a reason."""
     if len(data) > MAX_IMAGE_BYTES:
@@ -61,6 +86,9 @@ def decode_image(data: bytes) -> tuple[str, Image.Image]:
             fmt = img.format or "unknown"
             if fmt not in ALLOWED_FORMATS:
                 raise ImageRejected(f"image type {fmt} is not accepted (JPEG, PNG, GIF, WEBP)")
+            hidden = polyglot_reason(data, fmt)
+            if hidden:
+                raise ImageRejected(hidden)
             width, height = img.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise ImageRejected(
@@ -133,10 +161,52 @@ def read_local_avatar(export_root: Path, ref: str) -> bytes:
     return candidate.read_bytes()
 
 
-def fetch_avatar_bytes(export_root: Path, ref: str) -> bytes:
-    if ref.lower().startswith(("http://", "https://")):
-        raise ImageRejected("remote avatar URLs are not fetched by this version; put the files in the export")
-    return read_local_avatar(export_root, ref)
+def is_url(ref: str) -> bool:
+    return ref.lower().startswith(("http://", "https://"))
+
+
+class LocalAvatars:
+    """Reads avatar references that live in the export: relative paths and ``zip:<archive>!<member>``.
+
+    Zips are opened once each and members streamed into memory with the byte cap; nothing is
+    extracted. The archive path itself must stay inside the export folder.
+    """
+
+    def __init__(self, export_root: Path):
+        self.root = export_root
+        self._zips: dict[str, ExportSource] = {}
+
+    def read(self, ref: str) -> bytes:
+        if ref.startswith("zip:"):
+            archive, sep, member = ref[4:].partition("!")
+            if not sep or not member:
+                raise ImageRejected(f"avatar reference {ref!r} is not zip:<archive>!<member>")
+            return self._zip_member(archive, member)
+        if ref.lower().startswith(("file:", "ftp:", "data:")) or "://" in ref:
+            raise ImageRejected(f"avatar reference {ref[:80]!r} is neither a path in the export nor an http(s) URL")
+        return read_local_avatar(self.root, ref)
+
+    def _zip_member(self, archive: str, member: str) -> bytes:
+        if archive not in self._zips:
+            root = self.root.resolve()
+            path = (root / archive).resolve()
+            if Path(archive).is_absolute() or not path.is_relative_to(root):
+                raise ImageRejected(f"zip {archive!r} points outside the export folder; refused")
+            if not path.is_file():
+                raise ImageRejected(f"zip {archive!r} not found in the export")
+            try:
+                self._zips[archive] = ExportSource(path)
+            except (OSError, ValueError, zipfile.BadZipFile) as exc:
+                raise ImageRejected(f"zip {archive!r} is unreadable: {exc}") from None
+        source = self._zips[archive]
+        try:
+            return source.read_bytes(member, MAX_IMAGE_BYTES)
+        except (UnsafeMember, zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise ImageRejected(str(exc) if isinstance(exc, UnsafeMember) else f"zip member {member!r}: {exc}") from None
+
+    def close(self) -> None:
+        for source in self._zips.values():
+            source.close()
 
 
 @dataclass(frozen=True)
@@ -144,10 +214,16 @@ class AcquireResult:
     stored: int
     failed: int
     distinct_images: int
+    fetched: int = 0  # URLs fetched successfully
 
 
-def acquire_avatars(settings: Settings, run_key: str) -> AcquireResult:
-    """Validate and store every avatar the run's snapshots name; failures are quarantined per avatar."""
+def acquire_avatars(settings: Settings, run_key: str, fetcher: SafeFetcher | None = None) -> AcquireResult:
+    """Validate and store every avatar the run's snapshots name; failures are recorded per avatar.
+
+    Each distinct reference is read or fetched once. URLs go through the safe fetcher (bounded
+    concurrency, public destinations only); images are validated and stored as they arrive, so
+    only metadata stays in memory. ``fetcher`` is for tests; production builds it from settings.
+    """
     with transaction(settings) as conn:
         run = conn.execute(
             sa.text("select export_path, export_format from runs where run_key = :k"), {"k": run_key}
@@ -162,27 +238,56 @@ def acquire_avatars(settings: Settings, run_key: str) -> AcquireResult:
     export_path = Path(run.export_path)
     export_root = resolve_reader(export_path, run.export_format or "auto").export_root(export_path)
 
-    by_ref: dict[str, dict | ImageRejected] = {}  # one read per distinct reference
-    avatars, rejections, images = [], [], {}
-    for snap in progress(snapshots, desc="images", unit="avatar", total=len(snapshots)):
-        if snap.avatar_ref not in by_ref:
+    outcomes: dict[str, dict | str] = {}  # ref -> image metadata, or the reason it failed
+    images: dict[str, dict] = {}
+
+    def accept(ref: str, data: bytes) -> None:
+        try:
+            image = validate_image(data)
+        except ImageRejected as exc:
+            outcomes[ref] = str(exc)
+            return
+        store_image(settings, image)  # keep only metadata in memory
+        outcomes[ref] = images[image.sha256] = {
+            "sha256": image.sha256, "byte_size": len(image.data), "width": image.width,
+            "height": image.height, "format": image.format, "phash": image.phash,
+            "storage_path": image.storage_path,
+        }
+
+    refs = list(dict.fromkeys(s.avatar_ref for s in snapshots))
+    local = LocalAvatars(export_root)
+    try:
+        for ref in progress([r for r in refs if not is_url(r)], desc="images (export)", unit="avatar"):
             try:
-                image = validate_image(fetch_avatar_bytes(export_root, snap.avatar_ref))
+                accept(ref, local.read(ref))
             except ImageRejected as exc:
-                by_ref[snap.avatar_ref] = exc
+                outcomes[ref] = str(exc)
+    finally:
+        local.close()
+    urls = [r for r in refs if is_url(r)]
+    fetched = 0
+    if urls:
+        counter = Counter("images (fetch)", len(urls), unit="url")
+
+        def on_result(result: FetchResult) -> None:
+            nonlocal fetched
+            counter.update(1)
+            if result.ok:
+                fetched += 1
+                accept(result.url, result.data)
             else:
-                store_image(settings, image)  # keep only metadata in memory
-                by_ref[snap.avatar_ref] = images[image.sha256] = {
-                    "sha256": image.sha256, "byte_size": len(image.data), "width": image.width,
-                    "height": image.height, "format": image.format, "phash": image.phash,
-                    "storage_path": image.storage_path,
-                }
-        outcome = by_ref[snap.avatar_ref]
+                outcomes[result.url] = f"fetch failed: {result.reason}"
+
+        (fetcher or SafeFetcher.from_settings(settings)).fetch_all(urls, on_result)
+        counter.close()
+
+    avatars, rejections = [], []
+    for snap in snapshots:
+        outcome = outcomes[snap.avatar_ref]
         row = {"run_key": run_key, "account_key": snap.account_key, "avatar_ref": snap.avatar_ref}
-        if isinstance(outcome, ImageRejected):
-            avatars.append({**row, "sha256": None, "status": "failed", "reason": str(outcome)})
-            rejections.append(Rejection.of(snap.source_file, f"{snap.source_locator} avatar", str(outcome),
-                                           snap.avatar_ref))
+        if isinstance(outcome, str):
+            avatars.append({**row, "sha256": None, "status": "failed", "reason": outcome})
+            rejections.append(Rejection.of(snap.source_file, f"{snap.source_locator} avatar", outcome, snap.avatar_ref))
         else:
             avatars.append({**row, "sha256": outcome["sha256"], "status": "stored", "reason": None})
     with transaction(settings) as conn:
@@ -202,4 +307,4 @@ def acquire_avatars(settings: Settings, run_key: str) -> AcquireResult:
         )
         replace_stage_rows(conn, run_key, "images", rejections)
     stored = sum(1 for a in avatars if a["status"] == "stored")
-    return AcquireResult(stored=stored, failed=len(avatars) - stored, distinct_images=len(images))
+    return AcquireResult(stored=stored, failed=len(avatars) - stored, distinct_images=len(images), fetched=fetched)

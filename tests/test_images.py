@@ -127,5 +127,5 @@ def test_acquire_stores_each_distinct_image_once_and_quarantines_failures(settin
     assert sorted(reasons) == ["line 4 avatar", "line 5 avatar", "line 6 avatar"]
     assert reasons["line 4 avatar"].startswith("unreadable image")
     assert reasons["line 5 avatar"] == "avatar file 'a/missing.png' not found in the export"
-    assert reasons["line 6 avatar"] == "remote avatar URLs are not fetched by this version; put the files in the export"
+    assert reasons["line 6 avatar"] == "fetch failed: destination 169.254.169.254 is link-local (cloud metadata range); refused"
     assert len(stored) == 1 and (settings.image_dir / stored[0]).read_bytes() == png()

@@ -37,6 +37,28 @@ class AccountRecord:
 
 
 @dataclass(frozen=True)
+class PostRecord:
+    """One post (tweet, toot) for the ``posts`` table, which the network stage reads."""
+
+    platform: str
+    account_id: str
+    post_id: str
+    source_file: str
+    source_locator: str
+    posted_at: datetime | None = None  # UTC
+    reposted_id: str | None = None
+    quoted_id: str | None = None
+    replied_id: str | None = None
+    urls: tuple[str, ...] = ()
+    hashtags: tuple[str, ...] = ()  # lower-case, without '#'
+    text: str | None = None
+
+    @property
+    def account_key(self) -> str:
+        return f"{self.platform}:{self.account_id}"
+
+
+@dataclass(frozen=True)
 class Rejection:
     source_file: str
     locator: str
@@ -57,12 +79,12 @@ class ExportReader(ABC):
         """Cheap test on file names or the first bytes, for --format auto."""
 
     @abstractmethod
-    def read(self, path: Path) -> Iterator[AccountRecord | Rejection]:
+    def read(self, path: Path) -> Iterator[AccountRecord | PostRecord | Rejection]:
         """Stream records; a bad record becomes a Rejection and reading goes on."""
 
-    @abstractmethod
     def export_root(self, path: Path) -> Path:
-        """The folder that relative avatar paths resolve against (and must stay inside)."""
+        """The folder that relative avatar paths (and ``zip:`` references) resolve against."""
+        return path.parent if path.is_file() else path
 
 
 class FieldError(ValueError):
@@ -124,3 +146,16 @@ def clean_text(value: object, field: str) -> str | None:
         raise FieldError(f"{field} contains a NUL byte")
     text = text.strip()
     return text or None
+
+
+def required_id(value: object, field: str) -> str:
+    """An id that must be present: stripped text, or FieldError naming the field."""
+    text = clean_text(value, field)
+    if not text:
+        raise FieldError(f"{field} is missing")
+    return text
+
+
+def zip_ref(archive: str, member: str) -> str:
+    """How a snapshot names an avatar inside a zip: ``zip:<archive path>!<member>``."""
+    return f"zip:{archive}!{member}"

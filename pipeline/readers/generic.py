@@ -7,14 +7,11 @@ manifest, or a URL). It is also the format of the demo export.
 
 from __future__ import annotations
 
-import csv
 import json
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 from pipeline.readers.base import (
-    MAX_FIELD_CHARS,
     AccountRecord,
     ExportReader,
     FieldError,
@@ -23,11 +20,11 @@ from pipeline.readers.base import (
     parse_count,
     parse_timestamp,
 )
+from pipeline.readers.textio import NotAnArray, csv_rows, json_records, open_text
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl")
 TEXT_FIELDS = ("handle", "display_name", "bio", "url", "location", "language", "avatar")
 COUNT_FIELDS = ("followers", "following", "posts")
-_MISSING = object()  # DictReader's filler for cells a short row lacks
 
 
 class GenericManifestReader(ExportReader):
@@ -57,74 +54,27 @@ class GenericManifestReader(ExportReader):
         return path.parent if path.is_file() else path
 
     def read(self, path: Path) -> Iterator[AccountRecord | Rejection]:
+        """Rows in file order; duplicate accounts are found by the ingest stage, in the database."""
         manifest = self.manifest_path(path)
         if manifest is None:
             raise FileNotFoundError(f"no manifest.csv or manifest.jsonl in {path}")
-        rows = self._jsonl_rows(manifest) if manifest.suffix == ".jsonl" else self._csv_rows(manifest)
-        seen: dict[str, str] = {}
-        for locator, row in rows:
-            if isinstance(row, Rejection):
-                yield row
-                continue
+        with manifest.open("rb") as raw:
+            fh = open_text(raw)
+            if manifest.suffix == ".jsonl":
+                rows = ((loc, _object_or_rejection(manifest.name, loc, row)) for loc, row in json_records(fh, manifest.name))
+            else:
+                rows = csv_rows(fh, manifest.name, ("platform", "account_id"))
             try:
-                record = self._record(manifest.name, locator, row)
-            except FieldError as exc:
-                yield Rejection.of(manifest.name, locator, str(exc), json.dumps(row, default=str))
-                continue
-            if record.account_key in seen:
-                yield Rejection.of(
-                    manifest.name,
-                    locator,
-                    f"duplicate account {record.account_key} (first at {seen[record.account_key]})",
-                    json.dumps(row, default=str),
-                )
-                continue
-            seen[record.account_key] = locator
-            yield record
-
-    def _csv_rows(self, manifest: Path) -> Iterator[tuple[str, dict[str, Any] | Rejection]]:
-        csv.field_size_limit(min(sys.maxsize, MAX_FIELD_CHARS * 4))
-        # surrogateescape keeps undecodable bytes visible, so the row is rejected, not the file
-        with manifest.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
-            reader = csv.DictReader(fh, restval=_MISSING)
-            if not reader.fieldnames or not {"platform", "account_id"} <= set(reader.fieldnames):
-                raise FieldError(f"{manifest.name} has no platform,account_id header (got {reader.fieldnames})")
-            while True:
-                line = reader.line_num + 1
-                try:
-                    row = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as exc:
-                    yield f"line {line}", Rejection.of(manifest.name, f"line {line}", f"unreadable CSV: {exc}", "")
-                    continue
-                if None in row:  # more cells than header columns: quoting is broken
-                    yield f"line {line}", Rejection.of(
-                        manifest.name, f"line {line}", "more cells than header columns (broken quoting?)", repr(row)
-                    )
-                    continue
-                if _MISSING in row.values():  # fewer cells: typically a quote left open to the end
-                    yield f"line {line}", Rejection.of(
-                        manifest.name, f"line {line}", "fewer cells than header columns (broken quoting?)", repr(row)
-                    )
-                    continue
-                yield f"line {line}", row
-
-    def _jsonl_rows(self, manifest: Path) -> Iterator[tuple[str, dict[str, Any] | Rejection]]:
-        with manifest.open("r", encoding="utf-8-sig", errors="surrogateescape") as fh:
-            for number, text in enumerate(fh, start=1):
-                locator = f"line {number}"
-                if not text.strip():
-                    continue
-                try:
-                    row = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    yield locator, Rejection.of(manifest.name, locator, f"not JSON: {exc.msg}", text)
-                    continue
-                if not isinstance(row, dict):
-                    yield locator, Rejection.of(manifest.name, locator, "not a JSON object", text)
-                    continue
-                yield locator, row
+                for locator, row in rows:
+                    if isinstance(row, Rejection):
+                        yield row
+                        continue
+                    try:
+                        yield self._record(manifest.name, locator, row)
+                    except FieldError as exc:
+                        yield Rejection.of(manifest.name, locator, str(exc), json.dumps(row, default=str))
+            except NotAnArray as exc:
+                yield Rejection.of(manifest.name, "file", str(exc), repr(exc.value))
 
     def _record(self, source: str, locator: str, row: dict[str, Any]) -> AccountRecord:
         platform = clean_text(row.get("platform"), "platform")
@@ -148,3 +98,9 @@ class GenericManifestReader(ExportReader):
             created_at=parse_timestamp(row.get("created_at")),
             **counts,
         )
+
+
+def _object_or_rejection(source: str, locator: str, row: object) -> object:
+    if isinstance(row, (dict, Rejection)):
+        return row
+    return Rejection.of(source, locator, "not a JSON object", json.dumps(row, default=str))
