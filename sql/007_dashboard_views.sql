@@ -1,0 +1,154 @@
+-- Dashboard views for Superset, Metabase or Grafana, and a read-only role that sees only them.
+--
+-- Plain views (not materialized): they are always current, need no refresh after a run, and a rerun
+-- of a run key changes them exactly as it changes the tables. Their names and columns are the
+-- stable interface for dashboards; the tables behind them may change (README: "Dashboards").
+--
+-- The views are owned by the migrating user and read the tables with the owner's rights, so
+-- `profile_audit_reader` needs SELECT on the views only, never on a table.
+
+-- One row per account per run: the risk, why (contributions), and the cluster and flag it belongs to.
+create view dashboard_account_risk as
+select s.run_key,
+       r.kind                                   as run_kind,
+       a.platform,
+       a.account_id,
+       s.account_key,
+       sn.handle,
+       sn.display_name,
+       sn.created_at,
+       s.account_age_days,
+       s.followers,
+       s.following,
+       s.avatar_sha256,
+       s.avatar_probability,
+       s.avatar_label                           as avatar_synthetic,
+       s.avatar_reuse_count,
+       s.handle_template,
+       s.bio_empty,
+       s.risk,
+       s.contributions,
+       cm.cluster_id,
+       cm.flag_id,
+       cm.flag_status
+from account_signals s
+join runs r on r.run_key = s.run_key
+join accounts a on a.account_key = s.account_key
+left join account_snapshots sn on sn.run_key = s.run_key and sn.account_key = s.account_key
+left join lateral (
+    -- an account belongs to at most one cluster per run today; prefer a flagged one if that changes
+    select m.cluster_id, f.flag_id, f.status as flag_status
+    from cluster_members m
+    left join flags f on f.run_key = m.run_key and f.cluster_id = m.cluster_id
+    where m.run_key = s.run_key and m.account_key = s.account_key
+    order by f.score desc nulls last, m.cluster_id
+    limit 1
+) cm on true;
+
+-- One row per cluster per run: its features as columns, and its flag if one was raised.
+create view dashboard_cluster_summary as
+select c.run_key,
+       r.kind                                        as run_kind,
+       c.cluster_id,
+       c.size,
+       c.score,
+       (c.features ->> 'synthetic_share')::float8    as synthetic_share,
+       (c.features ->> 'burst_share')::float8        as burst_share,
+       (c.features ->> 'mean_risk')::float8          as mean_risk,
+       (c.features ->> 'density')::float8            as density,
+       c.features -> 'edge_types'                    as edge_types,
+       c.features,
+       f.flag_id is not null                         as flagged,
+       f.flag_id,
+       f.status                                      as flag_status,
+       f.rules
+from clusters c
+join runs r on r.run_key = c.run_key
+left join flags f on f.run_key = c.run_key and f.cluster_id = c.cluster_id;
+
+-- Counts and rates per audit day, run kind and platform. The audit day of a nightly run is its data
+-- interval (as_of is the interval's end, hence the one second back); other runs count on the day
+-- they started (UTC).
+create view dashboard_daily_audit as
+with run_day as (
+    select run_key, kind,
+           coalesce(((params ->> 'as_of')::timestamptz - interval '1 second') at time zone 'UTC',
+                    started_at at time zone 'UTC')::date as audit_date
+    from runs
+    where status = 'succeeded'
+), flagged as (
+    select distinct m.run_key, m.account_key
+    from flags f join cluster_members m on m.run_key = f.run_key and m.cluster_id = f.cluster_id
+)
+select d.audit_date,
+       d.kind                                                        as run_kind,
+       a.platform,
+       count(distinct d.run_key)                                     as runs,
+       count(*)                                                      as accounts,
+       count(s.avatar_probability)                                   as avatars_scored,
+       count(*) filter (where s.avatar_label)                        as synthetic_avatars,
+       round(count(*) filter (where s.avatar_label)::numeric
+             / nullif(count(s.avatar_probability), 0), 4)            as synthetic_rate,
+       count(*) filter (where s.risk >= 0.5)                         as high_risk_accounts,
+       count(fl.account_key)                                         as flagged_accounts,
+       round(count(fl.account_key)::numeric / count(*), 4)           as flagged_rate,
+       round(avg(s.risk)::numeric, 4)                                as mean_risk
+from run_day d
+join account_signals s on s.run_key = d.run_key
+join accounts a on a.account_key = s.account_key
+left join flagged fl on fl.run_key = s.run_key and fl.account_key = s.account_key
+group by d.audit_date, d.kind, a.platform;
+
+-- The investigators' queue: escalated first, then new, by score; reason per rule and cluster size.
+-- Flags outlive their cluster rows (a rerun can drop a cluster an investigator handled), so size
+-- falls back to the flag's own evidence.
+create view dashboard_flag_queue as
+select f.flag_id,
+       f.run_key,
+       r.kind                                                           as run_kind,
+       f.cluster_id,
+       f.score,
+       f.status,
+       case f.status when 'escalated' then 1 when 'new' then 2 when 'confirmed' then 3 else 4 end
+                                                                        as priority,
+       f.rules,
+       f.evidence -> 'rules'                                            as rule_reasons,
+       coalesce(c.size, (f.evidence #>> '{features,size}')::integer)    as size,
+       (f.evidence #>> '{features,synthetic_share}')::float8            as synthetic_share,
+       f.status_note,
+       f.status_changed_at,
+       r.started_at                                                     as run_started_at
+from flags f
+join runs r on r.run_key = f.run_key
+left join clusters c on c.run_key = f.run_key and c.cluster_id = f.cluster_id;
+
+-- The reader role. Roles are cluster-wide while this migration runs once per database, so creating
+-- it must tolerate an existing role (and a concurrent migration of another database). Where the
+-- migrating user may not create roles, an administrator creates it and runs
+-- `select grant_dashboard_reader();` again in this database.
+create function grant_dashboard_reader() returns boolean
+language plpgsql as $$
+begin
+    if not exists (select 1 from pg_roles where rolname = 'profile_audit_reader') then
+        begin
+            create role profile_audit_reader nologin;
+        exception
+            when duplicate_object or unique_violation then
+                null;  -- created meanwhile by a migration of another database
+            when insufficient_privilege then
+                raise warning using message = 'cannot create role profile_audit_reader (' || sqlerrm
+                    || '); ask an administrator to run "create role profile_audit_reader nologin",'
+                    || ' then "select grant_dashboard_reader()" in this database';
+                return false;
+        end;
+    end if;
+    -- no percent signs in migrations: the driver formats the migration text
+    execute 'grant usage on schema ' || quote_ident(current_schema()) || ' to profile_audit_reader';
+    grant select on dashboard_account_risk, dashboard_cluster_summary, dashboard_daily_audit,
+                    dashboard_flag_queue to profile_audit_reader;
+    return true;
+end
+$$;
+revoke execute on function grant_dashboard_reader() from public;
+
+select grant_dashboard_reader();
