@@ -13,7 +13,7 @@ from detectors.base import (
     register,
     save_detector,
 )
-from detectors import clip_probe  # noqa: F401  (registers ClipProbe)
+from detectors import clip_probe, faces  # noqa: F401  (registers ClipProbe, FaceDetector)
 
 __all__ = [
     "REGISTRY",

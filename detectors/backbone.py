@@ -5,6 +5,8 @@ A backbone is named like open_clip names it: a model config (built-in, or a JSON
 
 - a pretrained tag, e.g. ``ViT-L-14`` / ``openai`` (downloaded by open_clip on first use);
 - a local checkpoint file (``.safetensors``, ``.bin``, ``.pt``) for air-gapped sites;
+- ``local-dir:<folder>``: a folder with ``open_clip_config.json`` and a checkpoint, as open_clip saves
+  and loads them (the model name is then only a label);
 - ``random:<seed>``: random initialisation, for tests and the demo only. It detects nothing real.
 
 The id names all of it (model, weights tag or file sha256, feature choice, preprocessing), so an
@@ -32,6 +34,22 @@ _lock = threading.Lock()
 _configs_registered = False
 
 
+def local_dir_files(folder: Path) -> list[Path]:
+    """The files of a local-dir backbone that define it: its config and its checkpoint(s)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and (
+        p.name == "open_clip_config.json" or p.suffix in {".safetensors", ".bin", ".pth", ".pt"}))
+
+
+def local_dir_sha256(folder: Path) -> str:
+    """One hash over the config and checkpoint files (names and contents) of a local-dir backbone."""
+    if not (folder / "open_clip_config.json").is_file():
+        raise FileNotFoundError(f"{folder} has no open_clip_config.json; it is not an open_clip local-dir")
+    digest = hashlib.sha256()
+    for path in local_dir_files(folder):
+        digest.update(f"{path.name}:{file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
 class BackboneLoadError(RuntimeError):
     """The model or its weights could not be loaded (no network for a tag, a bad checkpoint)."""
 
@@ -57,16 +75,22 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
 @dataclass(frozen=True)
 class BackboneSpec:
     model: str
-    weights: str  # pretrained tag ('openai'), 'file:<path>', or 'random:<seed>'
+    weights: str  # pretrained tag ('openai'), 'file:<path>', 'local-dir:<folder>' or 'random:<seed>'
     normalize: bool = True  # L2-normalise encode_image output
     preprocess: str = "resize_center_crop"
-    weights_sha256: str | None = None  # filled for file weights: the identity of the checkpoint
+    weights_sha256: str | None = None  # filled for file and local-dir weights: the identity of the checkpoint
 
     @classmethod
     def parse(cls, model: str, weights: str, **kw: Any) -> "BackboneSpec":
-        """Accept a tag, a path to a checkpoint file, or 'random:<seed>'."""
+        """Accept a tag, a path to a checkpoint file, 'local-dir:<folder>', or 'random:<seed>'."""
         if kw.get("preprocess", "resize_center_crop") not in PREPROCESS_MODES:
             raise ValueError(f"preprocess must be one of {PREPROCESS_MODES}")
+        if weights.startswith("local-dir:"):
+            folder = Path(weights[len("local-dir:"):]).expanduser().resolve()
+            if not folder.is_dir():
+                raise FileNotFoundError(f"local-dir backbone folder {folder} not found")
+            sha = kw.pop("weights_sha256", None) or local_dir_sha256(folder)
+            return cls(model=model, weights=f"local-dir:{folder}", weights_sha256=sha, **kw)
         if weights.startswith("random:") or weights.startswith("file:"):
             spec = cls(model=model, weights=weights, **kw)
         elif Path(weights).suffix in {".safetensors", ".bin", ".pt", ".pth"} or Path(weights).is_file():
@@ -84,6 +108,8 @@ class BackboneSpec:
     def id(self) -> str:
         if self.weights.startswith("file:"):
             weights = f"sha256-{(self.weights_sha256 or '')[:16]}"
+        elif self.weights.startswith("local-dir:"):
+            weights = f"local-dir-sha256-{(self.weights_sha256 or '')[:16]}"
         else:
             weights = self.weights.replace(":", "-")
         feature = "encode_image" + ("-l2" if self.normalize else "")
@@ -101,23 +127,54 @@ class Backbone:
     """A loaded open_clip image tower with its preprocessing; embeds PIL images in batches."""
 
     def __init__(self, spec: BackboneSpec, device: str | None = None, torch_threads: int | None = None):
-        import open_clip
         import torch
 
         register_model_configs()
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.spec = spec
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        precision = "fp16" if self.device.startswith("cuda") else "fp32"
+        wanted = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            self._load(wanted)
+        except BackboneLoadError:
+            raise
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+            if not wanted.startswith("cuda") or device:
+                raise
+            # auto-selected CUDA that cannot hold the model (or a broken driver): the CPU still works
+            logging.getLogger(__name__).warning("CUDA load of %s failed (%s); falling back to the CPU", spec.id,
+                                                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            self._load("cpu")
+
+    def _load(self, device: str) -> None:
+        import open_clip
+
+        spec = self.spec
+        self.device = device
+        # fp16 on CUDA (the UnivFD and open_clip inference setting); fp32 on the CPU, where fp16 is slow
+        self.precision = "fp16" if device.startswith("cuda") else "fp32"
+        model_name = spec.model
         if spec.weights.startswith("random:"):
+            import torch
+
             torch.manual_seed(int(spec.weights.split(":", 1)[1]))
             pretrained = None
         elif spec.weights.startswith("file:"):
             path = Path(spec.weights[5:])
+            if not path.is_file():
+                raise BackboneLoadError(f"checkpoint file {path} not found (backbone {spec.id})")
             if spec.weights_sha256 and file_sha256(path) != spec.weights_sha256:
                 raise BackboneLoadError(f"checkpoint {path} does not match the recorded sha256 {spec.weights_sha256}")
             pretrained = str(path)
+        elif spec.weights.startswith("local-dir:"):
+            folder = Path(spec.weights[len("local-dir:"):])
+            try:
+                actual = local_dir_sha256(folder)
+            except (FileNotFoundError, OSError) as exc:
+                raise BackboneLoadError(f"cannot load backbone {spec.id}: {exc}") from None
+            if spec.weights_sha256 and actual != spec.weights_sha256:
+                raise BackboneLoadError(f"local-dir {folder} does not match the recorded sha256 {spec.weights_sha256}")
+            model_name, pretrained = spec.weights, None
         else:
             pretrained = spec.weights
         quiet = logging.getLogger()
@@ -127,9 +184,13 @@ class Backbone:
         quiet.setLevel(logging.CRITICAL)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
-                spec.model, pretrained=pretrained, precision=precision, device=self.device
+                model_name, pretrained=pretrained, precision=self.precision, device=device
             )
-        except (RuntimeError, OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
+            raise BackboneLoadError(f"cannot load backbone {spec.id}: {str(exc).splitlines()[0]}") from None
+        except RuntimeError as exc:
+            if "CUDA" in str(exc) or "cuda" in str(exc):
+                raise  # the caller falls back to the CPU
             hint = ("; with no network, download the weights once elsewhere and pass the checkpoint file"
                     if pretrained and not spec.weights.startswith("file:") else "")
             raise BackboneLoadError(f"cannot load backbone {spec.id}: {str(exc).splitlines()[0]}{hint}") from None
@@ -139,6 +200,7 @@ class Backbone:
         self.model = model
         self.preprocess = self._preprocess(preprocess)
         self.embed_dim = int(model.visual.output_dim)
+        self.forward_passes = 0  # images embedded by this process: the benchmark and tests read it
 
     def _preprocess(self, default: Any) -> Any:
         if self.spec.preprocess == "resize_center_crop":
@@ -160,8 +222,9 @@ class Backbone:
         import torch
 
         with torch.inference_mode():
-            batch = batch.to(self.device, dtype=next(self.model.parameters()).dtype)
+            batch = batch.to(self.device, dtype=next(self.model.parameters()).dtype, non_blocking=True)
             features = self.model.encode_image(batch)
+            self.forward_passes += int(batch.shape[0])
             if self.spec.normalize:
                 features = torch.nn.functional.normalize(features, dim=-1)
         return features.float().cpu().numpy()
@@ -172,9 +235,18 @@ class Backbone:
         return self.embed_tensors(self.tensors(images))
 
 
-def load_backbone(spec: BackboneSpec, torch_threads: int | None = None) -> Backbone:
-    """Load once per process and spec; model loading dominates small runs."""
+def load_backbone(spec: BackboneSpec, torch_threads: int | None = None, device: str | None = None) -> Backbone:
+    """Load once per process, spec and device; model loading dominates small runs.
+
+    ``device`` None picks CUDA (fp16) when available, else the CPU; ``torch_threads`` sets torch's
+    intra-op threads (the CPU inference width) for the whole process.
+    """
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+    key = f"{spec.id}|{spec.weights}|{device or 'auto'}"
     with _lock:
-        if spec.id not in _loaded:
-            _loaded[spec.id] = Backbone(spec, torch_threads=torch_threads)
-        return _loaded[spec.id]
+        if key not in _loaded:
+            _loaded[key] = Backbone(spec, device=device, torch_threads=torch_threads)
+        return _loaded[key]

@@ -68,6 +68,14 @@ class EmbeddingDetector(Detector):
     def score_embeddings(self, embeddings: np.ndarray) -> list[ImageScore]:
         ...
 
+    def preprocess(self, images: Sequence[Image.Image]) -> Any:
+        """The CPU half of embedding (decode-side work); the scorer runs it in worker threads."""
+        return list(images)
+
+    def embed_preprocessed(self, batch: Any) -> np.ndarray:
+        """The inference half: ``embed(images) == embed_preprocessed(preprocess(images))``."""
+        return self.embed(batch)
+
     def score(self, images: Sequence[Image.Image]) -> list[ImageScore]:
         return self.score_embeddings(self.embed(images))
 

@@ -1,21 +1,23 @@
 """The CLIP linear probe (UnivFD-style): frozen open_clip ``encode_image`` features -> Linear(d, 1).
 
-The raw logit is calibrated to a probability with Platt scaling fitted on held-out images, and the
-label threshold is set for a target false-positive rate on held-out *real* images, not at 0.5.
+The raw logit is calibrated to a probability (Platt scaling or isotonic regression) fitted on
+held-out images, and the label threshold is set for a target false-positive rate on held-out
+*real* images, not at 0.5.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
 from detectors.backbone import BackboneSpec, load_backbone
 from detectors.base import EmbeddingDetector, ImageScore, register
+from detectors.batching import batched, prefetch
 
 
 # Both classes are re-encoded at a JPEG quality drawn from this range before embedding. Measured on
@@ -41,13 +43,27 @@ class ClipProbe(EmbeddingDetector):
     platt_b: float = 0.0
     threshold: float = 0.5
     training: dict[str, Any] = field(default_factory=dict)  # data manifest, split, metrics
+    # isotonic calibration instead of Platt: probability = interp(logit, x, y); None = Platt
+    isotonic: dict[str, list[float]] | None = None
 
     @property
     def backbone_id(self) -> str:
         return self.backbone.id
 
+    # the scorer sets these (Settings.device / torch_threads) before it embeds
+    device: str | None = field(default=None, repr=False, compare=False, metadata={"runtime": True})
+
+    def loaded_backbone(self) -> Any:
+        return load_backbone(self.backbone, device=self.device)
+
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return load_backbone(self.backbone).embed(images)
+        return self.loaded_backbone().embed(images)
+
+    def preprocess(self, images: Sequence[Image.Image]) -> Any:
+        return self.loaded_backbone().tensors(images)
+
+    def embed_preprocessed(self, batch: Any) -> np.ndarray:
+        return self.loaded_backbone().embed_tensors(batch)
 
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
         w = np.asarray(self.weight, dtype=np.float64)
@@ -55,8 +71,13 @@ class ClipProbe(EmbeddingDetector):
             raise ValueError(f"embedding width {embeddings.shape[-1]} != head width {w.shape[0]} ({self.backbone_id})")
         return embeddings.astype(np.float64) @ w + self.bias
 
+    def calibrate(self, logits: np.ndarray) -> np.ndarray:
+        if self.isotonic is not None:
+            return np.interp(logits, self.isotonic["x"], self.isotonic["y"])
+        return _sigmoid(self.platt_a * logits + self.platt_b)
+
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
-        return _sigmoid(self.platt_a * self.logits(embeddings) + self.platt_b)
+        return self.calibrate(self.logits(embeddings))
 
     def score_embeddings(self, embeddings: np.ndarray) -> list[ImageScore]:
         probs = self.probabilities(embeddings)
@@ -73,7 +94,7 @@ class ClipProbe(EmbeddingDetector):
     def to_spec(self) -> dict[str, Any]:
         # full float precision: JSON round-trips Python floats exactly, so a loaded detector scores
         # bit-for-bit like the one that was saved
-        return {
+        spec = {
             "backbone": self.backbone.to_dict(),
             "weight": [float(v) for v in self.weight],
             "bias": float(self.bias),
@@ -82,6 +103,9 @@ class ClipProbe(EmbeddingDetector):
             "threshold": float(self.threshold),
             "training": self.training,
         }
+        if self.isotonic is not None:  # only when used, so Platt detectors keep their ids
+            spec["isotonic"] = {"x": [float(v) for v in self.isotonic["x"]], "y": [float(v) for v in self.isotonic["y"]]}
+        return spec
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> "ClipProbe":
@@ -93,6 +117,7 @@ class ClipProbe(EmbeddingDetector):
             platt_b=float(spec.get("platt_b", 0.0)),
             threshold=float(spec.get("threshold", 0.5)),
             training=dict(spec.get("training", {})),
+            isotonic=dict(spec["isotonic"]) if spec.get("isotonic") else None,
         )
 
 
@@ -118,10 +143,55 @@ def reencode_jpeg(image: Image.Image, sha256: str, quality_range: tuple[int, int
     """
     low, high = quality_range
     quality = low + int(sha256[8:16], 16) % (high - low + 1)
+    return _jpeg(image, quality)
+
+
+def _jpeg(image: Image.Image, quality: int) -> Image.Image:
     buf = io.BytesIO()
-    image.convert("RGB").save(buf, "JPEG", quality=quality)
+    image.convert("RGB").save(buf, "JPEG", quality=int(quality))
     buf.seek(0)
     return Image.open(buf).convert("RGB")
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """UnivFD's training augmentation, then the re-encode rule; recorded in the saved detector.
+
+    - blur: with probability ``blur_p``, Gaussian blur with sigma drawn from ``blur_sigma``;
+    - JPEG: with probability ``jpeg_p``, JPEG at a quality drawn from ``jpeg_quality`` (UnivFD: 30-100);
+    - the re-encode rule: every image of both classes, in every split, is finally re-encoded as JPEG
+      at a quality drawn from ``reencode_quality``, so no file-format difference survives. None
+      disables the rule (only to measure what it does).
+
+    The draws are seeded by the image hash and never by the label: both classes go through exactly
+    the same function.
+    """
+
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.0, 3.0)
+    jpeg_p: float = 0.5
+    jpeg_quality: tuple[int, int] = (30, 100)
+    reencode_quality: tuple[int, int] | None = DEFAULT_REENCODE_QUALITY
+
+    def training_view(self, image: Image.Image, sha256: str) -> Image.Image:
+        """What the backbone sees of a training-split image."""
+        from PIL import ImageFilter
+
+        rng = np.random.default_rng(int(sha256[16:32], 16))
+        if rng.random() < self.blur_p:
+            image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(*self.blur_sigma))))
+        if rng.random() < self.jpeg_p:
+            image = _jpeg(image, int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1)))
+        return self.held_out_view(image, sha256)
+
+    def held_out_view(self, image: Image.Image, sha256: str) -> Image.Image:
+        """What the backbone sees of a validation or test image: the re-encode rule only."""
+        if self.reencode_quality is None:
+            return image.convert("RGB")
+        return reencode_jpeg(image, sha256, self.reencode_quality)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 def threshold_at_fpr(real_probabilities: np.ndarray, target_fpr: float) -> float:
@@ -133,19 +203,73 @@ def threshold_at_fpr(real_probabilities: np.ndarray, target_fpr: float) -> float
     return float(np.nextafter(ordered[allowed], np.inf))
 
 
+def training_manifest(images: Sequence[LabelledImage]) -> list[dict[str, Any]]:
+    """One row per training image (hash, label, split, source), sorted: what exactly a detector saw."""
+    rows = {(im.sha256, im.label): {"sha256": im.sha256, "label": im.label, "split": split_of(im.sha256),
+                                    "source": im.source} for im in images}
+    return [rows[k] for k in sorted(rows)]
+
+
+def manifest_sha256(manifest: Sequence[dict[str, Any]]) -> str:
+    return hashlib.sha256("".join(f"{r['sha256']}:{r['label']}\n" for r in manifest).encode()).hexdigest()
+
+
+def embed_views(backbone: BackboneSpec, items: Sequence[LabelledImage], view: Callable[[Image.Image, str], Image.Image],
+                batch_size: int = 64, workers: int = 2, torch_threads: int | None = None,
+                device: str | None = None, progress: Any = None) -> np.ndarray:
+    """Embed ``view(image, sha)`` of each item; augmentation and preprocessing overlap with inference."""
+    bb = load_backbone(backbone, torch_threads=torch_threads, device=device)
+    chunks = [np.zeros((0, bb.embed_dim), dtype=np.float32)]
+    for batch, tensor in prefetch(batched(items, batch_size),
+                                  lambda b: bb.tensors([view(im.image, im.sha256) for im in b]), workers):
+        chunks.append(bb.embed_tensors(tensor))
+        if progress is not None:
+            progress.update(len(batch))
+    return np.concatenate(chunks)
+
+
+def fit_calibration(probe: ClipProbe, logits: np.ndarray, labels: np.ndarray, method: str) -> None:
+    """Fit the logit -> probability map on validation images (Platt: 2 parameters; isotonic: monotone steps)."""
+    from sklearn.linear_model import LogisticRegression
+
+    if method == "platt":
+        platt = LogisticRegression(C=1e6, max_iter=5000).fit(logits[:, None], labels)
+        probe.platt_a, probe.platt_b, probe.isotonic = float(platt.coef_[0][0]), float(platt.intercept_[0]), None
+    elif method == "isotonic":
+        from sklearn.isotonic import IsotonicRegression
+
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(logits, labels)
+        probe.isotonic = {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
+    else:
+        raise ValueError(f"calibration must be 'platt' or 'isotonic', not {method!r}")
+
+
 def train_clip_probe(
     backbone: BackboneSpec,
     images: Sequence[LabelledImage],
     target_fpr: float = 0.01,
-    reencode_quality: tuple[int, int] = DEFAULT_REENCODE_QUALITY,
+    reencode_quality: tuple[int, int] | None = DEFAULT_REENCODE_QUALITY,
     regularization: float = 1.0,
     torch_threads: int | None = None,
     progress: Any = None,
+    calibration: str = "platt",
+    augmentation: Augmentation | None = None,
+    batch_size: int = 64,
+    workers: int = 2,
+    device: str | None = None,
 ) -> ClipProbe:
-    """Fit the linear head, Platt-calibrate on validation, set the threshold at target FPR."""
+    """Fit the linear head on augmented train images, calibrate on validation, set the threshold at target FPR.
+
+    ``augmentation`` None means UnivFD's defaults with ``reencode_quality`` as the re-encode rule.
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import average_precision_score, roc_auc_score
 
+    if not 0 < target_fpr < 1:
+        raise ValueError(f"target FPR must be between 0 and 1, got {target_fpr}")
+    if calibration not in ("platt", "isotonic"):
+        raise ValueError(f"calibration must be 'platt' or 'isotonic', not {calibration!r}")
+    augment = augmentation or Augmentation(reencode_quality=reencode_quality)
     splits = {name: [im for im in images if split_of(im.sha256) == name] for name in ("train", "val", "test")}
     for name, part in splits.items():
         labels = {im.label for im in part}
@@ -154,16 +278,12 @@ def train_clip_probe(
                 f"the {name} split needs real and generated images, got labels {sorted(labels)} "
                 f"from {len(images)} images; add more images to both classes"
             )
-    bb = load_backbone(backbone, torch_threads=torch_threads)
-    embedded: dict[str, np.ndarray] = {}
-    for name, part in splits.items():
-        chunks = []
-        for start in range(0, len(part), 64):
-            batch = [reencode_jpeg(im.image, im.sha256, reencode_quality) for im in part[start : start + 64]]
-            chunks.append(bb.embed(batch))
-            if progress is not None:
-                progress.update(len(batch))
-        embedded[name] = np.concatenate(chunks)
+    embedded = {
+        name: embed_views(backbone, part, augment.training_view if name == "train" else augment.held_out_view,
+                          batch_size=batch_size, workers=workers, torch_threads=torch_threads, device=device,
+                          progress=progress)
+        for name, part in splits.items()
+    }
     y = {name: np.array([im.label for im in part]) for name, part in splits.items()}
 
     # fit on standardised features (so one C suits any backbone), then fold the scaling into the head
@@ -171,8 +291,7 @@ def train_clip_probe(
     head = LogisticRegression(C=regularization, max_iter=5000).fit((embedded["train"] - mean) / std, y["train"])
     weight = head.coef_[0] / std
     probe = ClipProbe(backbone=backbone, weight=weight.tolist(), bias=float(head.intercept_[0] - weight @ mean))
-    platt = LogisticRegression(C=1e6, max_iter=5000).fit(probe.logits(embedded["val"])[:, None], y["val"])
-    probe.platt_a, probe.platt_b = float(platt.coef_[0][0]), float(platt.intercept_[0])
+    fit_calibration(probe, probe.logits(embedded["val"]), y["val"], calibration)
     val_probs = probe.probabilities(embedded["val"])
     probe.threshold = threshold_at_fpr(val_probs[y["val"] == 0], target_fpr)
 
@@ -183,13 +302,16 @@ def train_clip_probe(
         "test_average_precision": round(float(average_precision_score(y["test"], test_probs)), 4),
         "test_tpr_at_threshold": round(float(predicted[y["test"] == 1].mean()), 4),
         "test_fpr_at_threshold": round(float(predicted[y["test"] == 0].mean()), 4),
+        "val_fpr_at_threshold": round(float((val_probs[y["val"] == 0] >= probe.threshold).mean()), 4),
     }
-    manifest = hashlib.sha256("".join(sorted(f"{im.sha256}:{im.label}" for im in images)).encode()).hexdigest()
+    manifest = training_manifest(images)
     probe.training = {
         "target_fpr": target_fpr,
-        "reencode_jpeg_quality": list(reencode_quality),
+        "calibration": calibration,
+        "augmentation": augment.to_dict(),
+        "reencode_jpeg_quality": list(augment.reencode_quality) if augment.reencode_quality else None,
         "counts": {name: {"real": int((y[name] == 0).sum()), "fake": int((y[name] == 1).sum())} for name in y},
-        "data_manifest_sha256": manifest,
+        "data_manifest_sha256": manifest_sha256(manifest),
         "sources": sorted({im.source for im in images if im.source}),
         "metrics": metrics,
     }

@@ -13,10 +13,25 @@ from pipeline.db import transaction
 from pipeline.errors import UserError
 
 
-def register_detector(settings: Settings, detector: Detector, promote: bool = False) -> Path:
-    """Store the detector in the database and as ``$HOME/detectors/<id>.json``; optionally promote it."""
-    safe_name = detector.id.replace(":", "_")
-    path = save_detector(detector, settings.detector_dir / f"{safe_name}.json")
+def detector_file(settings: Settings, detector_id: str) -> Path:
+    return settings.detector_dir / f"{detector_id.replace(':', '_')}.json"
+
+
+def register_detector(settings: Settings, detector: Detector, promote: bool = False,
+                      manifest: list[dict] | None = None) -> Path:
+    """Store the detector in the database and as ``$HOME/detectors/<id>.json``; optionally promote it.
+
+    ``manifest`` (training images by hash, label, split, source) goes to ``detector_training_images``
+    and to ``<id>.manifest.csv`` beside the JSON file.
+    """
+    path = save_detector(detector, detector_file(settings, detector.id))
+    if manifest is not None:
+        import csv
+
+        with path.with_suffix(".manifest.csv").open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["sha256", "label", "split", "source"])
+            writer.writeheader()
+            writer.writerows(manifest)
     spec = detector.to_spec()
     with transaction(settings) as conn:
         conn.execute(
@@ -34,10 +49,32 @@ def register_detector(settings: Settings, detector: Detector, promote: bool = Fa
                 "metrics": json.dumps(spec.get("training", {}).get("metrics", {}), sort_keys=True),
             },
         )
+        if manifest is not None:
+            from pipeline.db import insert_rows
+
+            conn.execute(sa.text("delete from detector_training_images where detector_id = :id"), {"id": detector.id})
+            insert_rows(conn, "insert into detector_training_images (detector_id, sha256, label, split, source)"
+                              " values (:d, :sha256, :label, :split, :source)",
+                        ({"d": detector.id, **row} for row in manifest))
         if promote:
-            conn.execute(sa.text("update detectors set is_default = false where is_default"))
-            conn.execute(sa.text("update detectors set is_default = true where detector_id = :id"), {"id": detector.id})
+            _promote(conn, detector.id)
     return path
+
+
+def _promote(conn: sa.Connection, detector_id: str) -> None:
+    conn.execute(sa.text("update detectors set is_default = false where is_default and detector_id <> :id"),
+                 {"id": detector_id})
+    conn.execute(sa.text("update detectors set is_default = true where detector_id = :id"), {"id": detector_id})
+
+
+def promote_detector(settings: Settings, ref: str) -> str:
+    """Make a stored detector (by id, or a saved .json file, which is stored first) the default."""
+    detector = resolve_detector(settings, ref)
+    if Path(ref).suffix == ".json":
+        register_detector(settings, detector)
+    with transaction(settings) as conn:
+        _promote(conn, detector.id)
+    return detector.id
 
 
 def resolve_detector(settings: Settings, ref: str | None = None) -> Detector:
@@ -71,7 +108,8 @@ def resolve_detector(settings: Settings, ref: str | None = None) -> Detector:
 def list_detectors(settings: Settings) -> list[dict]:
     with transaction(settings) as conn:
         rows = conn.execute(
-            sa.text("select detector_id, kind, backbone_id, metrics, is_default, created_at from detectors"
-                    " order by created_at")
+            sa.text("select detector_id, kind, version, backbone_id, metrics, is_default, created_at,"
+                    " (select count(*) from detector_training_images t where t.detector_id = d.detector_id)"
+                    " as training_images from detectors d order by created_at, detector_id")
         )
         return [dict(r._mapping) for r in rows]
