@@ -45,14 +45,11 @@ class BlueskyReader(ExportReader):
                 if isinstance(value, Rejection):
                     yield value
                     continue
-                if isinstance(value, NotAnArray):
-                    lone = value.value
-                    if isinstance(lone, dict) and isinstance(lone.get("records"), list):
-                        items = [(f"record {i}", v) for i, v in enumerate(lone["records"], start=1)]
-                    else:
-                        items = [("file", lone)]
+                lone = value.value if isinstance(value, NotAnArray) else value
+                if isinstance(lone, dict) and isinstance(lone.get("records"), list):  # a listRecords page
+                    items = [(f"{locator} record {i}", v) for i, v in enumerate(lone["records"], start=1)]
                 else:
-                    items = [(locator, value)]
+                    items = [(locator, lone)]
                 for loc, item in items:
                     try:
                         yield self._record(name, loc, item, blobs)

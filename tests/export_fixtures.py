@@ -1,0 +1,185 @@
+"""Realistic small exports in each platform's own layout and field names (../shared/FORMATS.md),
+written at test time so that each test can also damage them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zipfile
+from pathlib import Path
+
+from PIL import Image
+
+IO_USER_COLUMNS = ["userid", "user_display_name", "user_screen_name", "user_reported_location",
+                   "user_profile_description", "user_profile_url", "follower_count", "following_count",
+                   "account_creation_date", "account_language"]
+IO_TWEET_COLUMNS = ["tweetid", *IO_USER_COLUMNS, "tweet_language", "tweet_text", "tweet_time", "tweet_client_name",
+                    "in_reply_to_userid", "in_reply_to_tweetid", "quoted_tweet_tweetid", "is_retweet",
+                    "retweet_userid", "retweet_tweetid", "latitude", "longitude", "quote_count", "reply_count",
+                    "like_count", "retweet_count", "hashtags", "urls", "user_mentions", "poll_choices"]
+HASH_A = "Fa0nMj9dZ+zhLS9CHiXYwCOtryR8b6m5wMR+UQI9lQ="
+HASH_B = "lphZn35n7SSfX5a1vbWlh13Vwmy0YeJLbypJl5QBhFI="
+BIG_ID = "1095348051581644800"  # an account over 5,000 followers keeps its real id and names
+
+
+def image_bytes(color=(120, 30, 200), fmt="JPEG", size=(48, 48)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, fmt)
+    return buf.getvalue()
+
+
+def io_users_rows() -> list[dict]:
+    return [
+        {"userid": HASH_A, "user_display_name": HASH_A, "user_screen_name": HASH_A, "user_reported_location": "",
+         "user_profile_description": "Joven Cubano.\n\n#Revolucionario, \"siempre\"", "user_profile_url": "",
+         "follower_count": "1759", "following_count": "2120", "account_creation_date": "2019-04-29",
+         "account_language": "es"},
+        {"userid": HASH_B, "user_display_name": HASH_B, "user_screen_name": HASH_B, "user_reported_location": "Cuba",
+         "user_profile_description": "Hasta la victoria siempre", "user_profile_url": "https://t.co/abc",
+         "follower_count": "4", "following_count": "19", "account_creation_date": "2018-12-31",
+         "account_language": "en"},
+        {"userid": BIG_ID, "user_display_name": "Noticias Habana", "user_screen_name": "noticiashabana",
+         "user_reported_location": "La Habana", "user_profile_description": "", "user_profile_url": "",
+         "follower_count": "12003", "following_count": "150", "account_creation_date": "2019-02-12",
+         "account_language": "es"},
+    ]
+
+
+def write_io_export(root: Path, avatar_url: str | None = "https://pbs.example.com/profile_images/1/a.jpg") -> Path:
+    """A takedown release folder: users CSV, tweets CSV, a media zip and an avatar manifest."""
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / "cuba_092020_users_csv_hashed.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, IO_USER_COLUMNS, quoting=csv.QUOTE_ALL)
+        writer.writeheader()
+        writer.writerows(io_users_rows())
+    users = {u["userid"]: u for u in io_users_rows()}
+    tweets = [
+        (HASH_A, {"tweetid": "1300000000000000001", "tweet_text": "Viva #Cuba https://t.co/x\nsegunda línea",
+                  "tweet_time": "2020-05-01 13:45", "hashtags": "[Cuba, CubaViva]", "urls": "[https://granma.cu/a]"}),
+        (HASH_B, {"tweetid": "1300000000000000002", "tweet_text": "RT @x: Viva #Cuba", "tweet_time": "2020-05-01 13:46",
+                  "is_retweet": "True", "retweet_userid": HASH_A, "retweet_tweetid": "1300000000000000001",
+                  "hashtags": "[Cuba]", "urls": "[]"}),
+        (BIG_ID, {"tweetid": "1300000000000000003", "tweet_text": "@a de acuerdo", "tweet_time": "2020-05-02 08:00",
+                  "in_reply_to_userid": HASH_A, "in_reply_to_tweetid": "1300000000000000001",
+                  "quoted_tweet_tweetid": "1299999999999999999", "is_retweet": "False", "hashtags": "[]",
+                  "urls": "['https://a.example/x', 'https://b.example/y']"}),
+    ]
+    with (root / "cuba_092020_tweets_csv_hashed.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, IO_TWEET_COLUMNS, quoting=csv.QUOTE_ALL, restval="")
+        writer.writeheader()
+        for userid, tweet in tweets:
+            writer.writerow({**users[userid], "tweet_language": "es", "is_retweet": "False", **tweet})
+    with zipfile.ZipFile(root / "cuba_092020_profile_images.zip", "w") as zf:
+        zf.writestr(f"profile_images/{HASH_A.replace('/', '_').replace('+', '-')}.jpg", image_bytes((200, 0, 0)))
+        zf.writestr(f"profile_images/{HASH_B}.png", image_bytes((0, 200, 0), "PNG"))
+        zf.writestr("README.txt", "media for the Cuba release")
+    if avatar_url:
+        (root / "avatars.csv").write_text(f"userid,avatar\n{BIG_ID},{avatar_url}\n", encoding="utf-8")
+    return root
+
+
+def _js(name: str, value) -> str:
+    return f"window.YTD.{name}.part0 = " + json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def personal_archive_members() -> dict[str, bytes]:
+    account = [{"account": {"email": "a@example.com", "createdVia": "web", "username": "maria_lopez84",
+                            "accountId": "1234567890", "createdAt": "2011-06-23T13:04:14.000Z",
+                            "accountDisplayName": "María López"}}]
+    profile = [{"profile": {"description": {"bio": "Periodista.\nOpiniones propias.", "website": "https://t.co/w",
+                                            "location": "Madrid"},
+                            "avatarMediaUrl": "https://pbs.twimg.com/profile_images/1/AbCd_400x400.jpg",
+                            "headerMediaUrl": "https://pbs.twimg.com/profile_banners/1/2"}}]
+    tweets = [
+        {"tweet": {"id_str": "1500000000000000001", "created_at": "Wed Jun 23 13:04:14 +0000 2021",
+                   "full_text": "Leyendo #prensa https://t.co/q", "in_reply_to_status_id_str": None,
+                   "entities": {"hashtags": [{"text": "Prensa", "indices": ["8", "15"]}],
+                                "urls": [{"url": "https://t.co/q", "expanded_url": "https://elpais.com/x"}]}}},
+        {"tweet": {"id_str": "1500000000000000002", "created_at": "Thu Jun 24 09:00:00 +0000 2021",
+                   "full_text": "@otra gracias", "in_reply_to_status_id_str": "1499999999999999999",
+                   "entities": {"hashtags": [], "urls": []}}},
+    ]
+    manifest = {"userInfo": {"accountId": "1234567890", "userName": "maria_lopez84", "displayName": "María López"}}
+    return {
+        "data/account.js": _js("account", account).encode(),
+        "data/profile.js": _js("profile", profile).encode(),
+        "data/tweets.js": _js("tweets", tweets).encode(),
+        "data/follower.js": _js("follower", [{"follower": {"accountId": str(i)}} for i in range(3)]).encode(),
+        "data/following.js": _js("following", [{"following": {"accountId": "9"}}]).encode(),
+        "data/manifest.js": ("window.__THAR_CONFIG = " + json.dumps(manifest)).encode(),
+        "data/profile_media/1234567890-AbCd_400x400.jpg": image_bytes((10, 90, 160)),
+    }
+
+
+def write_personal_archive(path: Path, extra: dict[str, bytes] | None = None) -> Path:
+    """The archive as X delivers it: one zip."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in {**personal_archive_members(), **(extra or {})}.items():
+            zf.writestr(name, data)
+    return path
+
+
+def mastodon_accounts() -> list[dict]:
+    return [
+        {"id": "109382", "username": "ana", "acct": "ana", "display_name": "Ana :verified:", "locked": False,
+         "bot": False, "group": False, "created_at": "2022-11-07T00:00:00.000Z", "last_status_at": "2024-01-02",
+         "followers_count": 321, "following_count": 12, "statuses_count": 877,
+         "note": "<p>Investigadora &amp; docente.</p><p>Línea 2<br>línea 3</p>",
+         "url": "https://mastodon.social/@ana",
+         "avatar": "https://files.mastodon.social/accounts/avatars/109/382/original/anim.gif",
+         "avatar_static": "https://files.mastodon.social/accounts/avatars/109/382/static/still.png",
+         "header": "", "header_static": "", "fields": [{"name": "web", "value": "<a href=\"x\">x</a>"}],
+         "moved": None, "suspended": False, "limited": False},
+        {"id": "5", "username": "bob", "acct": "bob@fosstodon.org", "display_name": "", "locked": False,
+         "bot": True, "created_at": "2023-01-01T12:00:00Z", "followers_count": 0, "following_count": 0,
+         "statuses_count": 1, "note": "", "url": "https://fosstodon.org/@bob",
+         "avatar": "https://mastodon.social/avatars/original/missing.png",
+         "avatar_static": "https://mastodon.social/avatars/original/missing.png", "fields": []},
+    ]
+
+
+BSKY_DID_A = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
+BSKY_DID_B = "did:plc:z72i7hdynmk6r22z27h6tvur"
+BSKY_CID = "bafkreihq6ezp5vnf7wlfx4vqpaqb36hz5a4s6mpm3ly4g3tc4fl2kk3g7a"
+
+
+def write_bluesky_export(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    records = {"records": [
+        {"uri": f"at://{BSKY_DID_A}/app.bsky.actor.profile/self", "cid": "bafyreiabc",
+         "value": {"$type": "app.bsky.actor.profile", "displayName": "Ana 🌊", "description": "Hola.\nSegunda línea",
+                   "avatar": {"$type": "blob", "ref": {"$link": BSKY_CID}, "mimeType": "image/jpeg", "size": 900},
+                   "createdAt": "2023-04-05T10:11:12.000Z"}},
+        {"uri": f"at://{BSKY_DID_B}/app.bsky.actor.profile/self", "cid": "bafyreidef",
+         "value": {"$type": "app.bsky.actor.profile", "displayName": "Bob",
+                   "avatar": {"$type": "blob", "ref": {"$link": "bafkreiaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"},
+                              "mimeType": "image/png", "size": 1200}}},
+    ]}
+    (root / "profiles.json").write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    (root / "blobs").mkdir(exist_ok=True)
+    (root / "blobs" / BSKY_CID).write_bytes(image_bytes((5, 5, 250)))
+    return root
+
+
+def reddit_about(name: str, id_: str | None, **data) -> dict:
+    body = {"name": name, "is_suspended": id_ is None}
+    if id_ is not None:
+        body.update({"id": id_, "created_utc": 1325741702.0, "link_karma": 10, "comment_karma": 4, "verified": True,
+                     "has_verified_email": False,
+                     "icon_img": "https://styles.redditmedia.com/t5_abc/styles/profileIcon_x.png?width=256&amp;s=9f2",
+                     "snoovatar_img": "",
+                     "subreddit": {"title": f"{name} things", "public_description": "I post maps.",
+                                   "subscribers": 42.0}})
+    body.update(data)
+    return {"kind": "t2", "data": body}
+
+
+def write_reddit_export(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for about in (reddit_about("spez", "1w72"), reddit_about("mapmaker", "abc12"), reddit_about("gone_user", None)):
+        folder = root / about["data"]["name"]
+        folder.mkdir()
+        (folder / "about.json").write_text(json.dumps(about), encoding="utf-8")
+    return root
