@@ -49,8 +49,10 @@ def test_bad_rows_are_quarantined_and_valid_rows_kept(tmp_path):
             + b"x,1,dup,,2020-01-01,5,\n"                       # duplicate id
             + b"x,8,extra,bio,2020-01-01,5,a.png,surplus\n"     # broken quoting: more cells than columns
             + b"x,9,ok2,,2020-01-01,5,\n")
+    body = body.replace(b"caf\xe9", "caf\u00e9 \u2713".encode() + b"\xe9")  # mixed: UTF-8 elsewhere, one stray byte
     records, rejected = read(write(tmp_path, body))
-    assert [r.account_id for r in records] == ["1", "9"]
+    # duplicates are found by the ingest stage in the database (test_ingest_quarantines_duplicates...)
+    assert [r.account_id for r in records] == ["1", "1", "9"]
     reasons = {r.locator: r.reason for r in rejected}
     assert reasons == {
         "line 3": "platform and account_id are required",
@@ -58,7 +60,6 @@ def test_bad_rows_are_quarantined_and_valid_rows_kept(tmp_path):
         "line 5": "created_at 'yesterday' is not a date (expected ISO 8601 or YYYY-MM-DD)",
         "line 6": "bio is not valid UTF-8",
         "line 7": "bio contains a NUL byte",
-        "line 8": "duplicate account x:1 (first at line 2)",
         "line 9": "more cells than header columns (broken quoting?)",
     }
     assert all(r.source_file == "manifest.csv" and len(r.excerpt) <= 500 for r in rejected)
@@ -106,3 +107,119 @@ def test_impossible_dates(value):
 
 def test_twitter_legacy_date():
     assert parse_timestamp("Wed Jun 23 13:04:14 +0000 2011") == datetime(2011, 6, 23, 13, 4, 14, tzinfo=timezone.utc)
+
+
+# --- the ingest stage against a real PostgreSQL -------------------------------------------------
+
+def _ingest(settings, run_key, export, fmt="auto"):
+    from pipeline.db import ensure_schema
+    from pipeline.ingest import ingest_export
+    from pipeline.runs import start_run
+
+    ensure_schema(settings)
+    start_run(settings, run_key, str(export), fmt)
+    return ingest_export(settings, run_key, export, fmt)
+
+
+def _rows(settings, sql, **params):
+    import sqlalchemy as sa
+
+    from pipeline.db import transaction
+
+    with transaction(settings) as conn:
+        return [tuple(r) for r in conn.execute(sa.text(sql), params).all()]
+
+
+def test_ingest_quarantines_duplicates_in_the_database_first_wins(settings, tmp_path):
+    write(tmp_path, HEADER + b"x,1,first,,2020-01-01,5,\nx,2,two,,,,\nx,1,second,,2020-01-01,6,\n")
+    result = _ingest(settings, "dup", tmp_path)
+    assert (result.accounts, result.rejected) == (2, 1)
+    assert _rows(settings, "select account_key, handle, source_locator from account_snapshots order by 1") == [
+        ("x:1", "first", "line 2"), ("x:2", "two", "line 3")]
+    assert _rows(settings, "select locator, reason from quarantine") == [
+        ("line 4", "duplicate account x:1 (first at manifest.csv line 2)")]
+
+
+def test_io_export_ingests_accounts_and_posts(settings, tmp_path):
+    from export_fixtures import BIG_ID, HASH_A, HASH_B, write_io_export
+
+    export = write_io_export(tmp_path / "io")
+    result = _ingest(settings, "io", export)
+    assert (result.export_format, result.accounts, result.posts, result.rejected) == ("twitter_io", 3, 3, 0)
+    posts = _rows(settings, "select account_key, post_id, reposted_id, replied_id, quoted_id, urls, hashtags,"
+                            " posted_at at time zone 'UTC' from posts order by post_id")
+    assert [p[:5] for p in posts] == [
+        (f"twitter:{HASH_A}", "1300000000000000001", None, None, None),
+        (f"twitter:{HASH_B}", "1300000000000000002", "1300000000000000001", None, None),
+        (f"twitter:{BIG_ID}", "1300000000000000003", None, "1300000000000000001", "1299999999999999999"),
+    ]
+    assert posts[0][5:] == (["https://granma.cu/a"], ["cuba", "cubaviva"], datetime(2020, 5, 1, 13, 45))
+    assert posts[2][5] == ["https://a.example/x", "https://b.example/y"]
+
+
+def test_posts_of_unknown_accounts_and_duplicate_posts_are_quarantined(settings, tmp_path):
+    import csv as _csv
+
+    from export_fixtures import HASH_A, IO_TWEET_COLUMNS, write_io_export
+
+    export = write_io_export(tmp_path / "io", avatar_url=None)
+    with (export / "cuba_092020_tweets_csv_hashed.csv").open("a", newline="", encoding="utf-8") as fh:
+        writer = _csv.DictWriter(fh, IO_TWEET_COLUMNS, quoting=_csv.QUOTE_ALL, restval="")
+        writer.writerow({"tweetid": "77", "userid": "someone-else", "tweet_text": "orphan", "tweet_time": "2020-05-03 10:00"})
+        writer.writerow({"tweetid": "1300000000000000001", "userid": HASH_A, "tweet_text": "again",
+                         "tweet_time": "2020-05-03 10:00"})
+    result = _ingest(settings, "io", export)
+    assert (result.accounts, result.posts, result.rejected) == (3, 3, 2)
+    # the first tweet spans lines 2-5 (its author's bio and its text hold line breaks)
+    assert _rows(settings, "select source_file, locator, reason from quarantine order by locator") == [
+        ("cuba_092020_tweets_csv_hashed.csv", "line 8",
+         "post 77 by twitter:someone-else, which is not among the export's accounts"),
+        ("cuba_092020_tweets_csv_hashed.csv", "line 9",
+         "duplicate post 1300000000000000001 (first at cuba_092020_tweets_csv_hashed.csv line 2)"),
+    ]
+
+
+def test_reingesting_an_identical_export_changes_nothing(settings, tmp_path):
+    from conftest import table_contents
+    from export_fixtures import write_io_export
+    from pipeline.images import acquire_avatars
+
+    export = write_io_export(tmp_path / "io", avatar_url=None)
+    (export / "cuba_092020_users_csv_hashed.csv").open("a", encoding="utf-8").write('"x","","","","","","many","","",""\n')
+    _ingest(settings, "same", export)
+    acquire_avatars(settings, "same")
+    before = table_contents(settings)
+    assert len(before["account_snapshots"]) == 3 and len(before["posts"]) == 3 and len(before["quarantine"]) == 1
+    _ingest(settings, "same", export)
+    acquire_avatars(settings, "same")
+    assert table_contents(settings) == before
+
+
+def test_avatar_change_under_a_new_run_key_keeps_history(settings, tmp_path):
+    from export_fixtures import image_bytes
+    from pipeline.images import acquire_avatars
+
+    export = tmp_path / "e"
+    (export / "a").mkdir(parents=True)
+    (export / "a" / "me.jpg").write_bytes(image_bytes((10, 10, 10)))
+    write(export, b"platform,account_id,avatar\nx,1,a/me.jpg\n")
+    _ingest(settings, "day1", export)
+    acquire_avatars(settings, "day1")
+    (export / "a" / "me.jpg").write_bytes(image_bytes((250, 250, 250)))  # switched to another face
+    _ingest(settings, "day2", export)
+    acquire_avatars(settings, "day2")
+    history = _rows(settings, "select run_key, sha256 from account_avatars where account_key = 'x:1' order by run_key")
+    assert [r[0] for r in history] == ["day1", "day2"] and history[0][1] != history[1][1]
+    assert _rows(settings, "select count(*) from images") == [(2,)]
+    assert _rows(settings, "select first_seen_run from accounts") == [("day1",)]
+
+
+def test_unreadable_export_is_a_user_error_and_keeps_the_previous_rows(settings, tmp_path):
+    from pipeline.errors import UserError
+
+    write(tmp_path, HEADER + b"x,1,a,,,,\n")
+    _ingest(settings, "r", tmp_path)
+    (tmp_path / "manifest.csv").write_bytes(b"platform,handle\nx,a\n")
+    with pytest.raises(UserError, match=r"cannot read .* as generic: manifest.csv lacks column\(s\) account_id"):
+        _ingest(settings, "r", tmp_path, "generic")
+    assert _rows(settings, "select account_key from account_snapshots") == [("x:1",)]
