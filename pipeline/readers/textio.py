@@ -61,7 +61,8 @@ def csv_rows(fh: IO[str], source: str, required: Iterable[str]) -> Iterator[tupl
     as too many or too few cells and is rejected; an oversized field is rejected by the csv module.
     """
     csv.field_size_limit(min(sys.maxsize, MAX_FIELD_CHARS * 4))
-    reader = csv.DictReader(fh, restval=_MISSING)
+    lines = _CountedLines(fh)  # csv's own line_num is not advanced by a row that raised
+    reader = csv.DictReader(lines, restval=_MISSING)
     try:
         fieldnames = reader.fieldnames
     except csv.Error as exc:
@@ -70,7 +71,7 @@ def csv_rows(fh: IO[str], source: str, required: Iterable[str]) -> Iterator[tupl
     if missing:
         raise FieldError(f"{source} lacks column(s) {', '.join(sorted(missing))} (header: {fieldnames})")
     while True:
-        line = reader.line_num + 1
+        line = lines.count + 1
         try:
             row = next(reader)
         except StopIteration:
@@ -89,6 +90,22 @@ def csv_rows(fh: IO[str], source: str, required: Iterable[str]) -> Iterator[tupl
         yield f"line {line}", row
 
 
+class _CountedLines:
+    """The text file's lines, counted as the csv reader pulls them (quoted fields span lines)."""
+
+    def __init__(self, fh: IO[str]):
+        self._fh = fh
+        self.count = 0
+
+    def __iter__(self) -> "_CountedLines":
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._fh)
+        self.count += 1
+        return line
+
+
 class NotAnArray(ValueError):
     """The file holds one JSON value that is not an array."""
 
@@ -103,12 +120,13 @@ def _skip_ws(buf: str, pos: int) -> int:
     return pos
 
 
-def json_records(fh: IO[str], source: str, start_at: str | None = None,
-                 chunk: int = 1 << 20) -> Iterator[tuple[str, Any]]:
+def json_records(fh: IO[str], source: str, start_at: str | None = None, chunk: int = 1 << 20,
+                 array_only: bool = False) -> Iterator[tuple[str, Any]]:
     """(locator, value) per record of a JSON array or of JSON lines, reading ``chunk`` characters at a time.
 
-    ``start_at`` skips a JavaScript prefix up to that character (``window.YTD.x.part0 = [``). A
-    single JSON value that is not an array raises NotAnArray (its value attached). An unparseable
+    ``start_at`` skips a JavaScript prefix up to and including that marker (``window.YTD.x.part0 =``). A
+    single JSON value that is not an array raises NotAnArray (its value attached), and with
+    ``array_only`` any non-array does (JSON lines are not accepted). An unparseable
     line of JSON lines is yielded as a Rejection and reading goes on; a syntax error inside an array
     cannot be resynchronised, so it is yielded as a Rejection and the file ends there.
     """
@@ -116,7 +134,7 @@ def json_records(fh: IO[str], source: str, start_at: str | None = None,
     buf = fh.read(chunk)
     eof = len(buf) < chunk
     pos = 0
-    if start_at is not None:
+    if start_at is not None:  # parse what follows the marker
         while buf.find(start_at) < 0 and not eof and len(buf) < 65536:  # the prefix is short
             more = fh.read(chunk)
             eof = len(more) < chunk
@@ -124,13 +142,21 @@ def json_records(fh: IO[str], source: str, start_at: str | None = None,
         found = buf.find(start_at)
         if found < 0:
             raise FieldError(f"{source} does not contain {start_at!r}: not the expected file")
-        pos = found
+        pos = found + len(start_at)
     if buf[pos:pos + 1] == "\ufeff":
         pos += 1
     start = pos
     pos = _skip_ws(buf, pos)
     if pos >= len(buf):
         return
+    if buf[pos] != "[" and array_only:
+        rest = buf[pos:] + ("" if eof else fh.read(MAX_JSON_RECORD_CHARS))
+        try:
+            value = decoder.raw_decode(rest)[0]
+        except json.JSONDecodeError as exc:
+            yield "file", Rejection.of(source, "file", f"not JSON: {exc.msg}", rest[:500])
+            return
+        raise NotAnArray(value)
     if buf[pos] != "[":
         yield from _json_lines(buf[start:], fh, source, decoder, eof, chunk)
         return

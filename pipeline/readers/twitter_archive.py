@@ -88,7 +88,7 @@ class TwitterArchiveReader(ExportReader):
     def _entries(self, source: ExportSource, name: str) -> Iterator[tuple[str, Any]]:
         with source.open_binary(name) as raw:
             try:
-                yield from json_records(open_text(raw), name, start_at="[")
+                yield from json_records(open_text(raw), name, start_at="=", array_only=True)
             except NotAnArray as exc:
                 yield "file", Rejection.of(name, "file", str(exc), repr(exc.value))
 
