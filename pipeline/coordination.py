@@ -24,12 +24,13 @@ by the posts plus one partition of pairs.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import logging
 import math
 import tempfile
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +52,7 @@ class _Source:
     edge_type: str
     value_name: str  # evidence key of the matched value
     rows: str  # select g, account_key, posted_at, ctid, ord from posts of run %(k)s
-    value: str  # SQL for the matched value of post p (and url ordinal t.ord), for evidence
+    value: str  # SQL for the matched value of post {p} (and its URL ordinal {ord}), for evidence
     multi_row_posts: bool  # one post can give several rows (several URLs)
 
 
@@ -60,20 +61,20 @@ _SOURCES = {
         "co_repost", "reposted_id",
         "select p.reposted_id as g, p.account_key, p.posted_at, p.ctid, 1 as ord from posts p"
         " where p.run_key = %(k)s and p.reposted_id is not null and p.posted_at is not null",
-        "p.reposted_id", False),
+        "{p}.reposted_id", False),
     "co_link": _Source(
         "co_link", "url",
         "select normalise_url(u.url) as g, p.account_key, p.posted_at, p.ctid, u.ord::int4 as ord from posts p"
         " cross join lateral unnest(p.urls) with ordinality as u(url, ord)"
         " where p.run_key = %(k)s and p.reposted_id is null and p.posted_at is not null"
         " and normalise_url(u.url) is not null",
-        "normalise_url(p.urls[t.ord])", True),
+        "normalise_url({p}.urls[{ord}])", True),
     "co_post": _Source(
         "co_post", "text",
         "select normalise_post_text(p.text) as g, p.account_key, p.posted_at, p.ctid, 1 as ord from posts p"
         " where p.run_key = %(k)s and p.reposted_id is null and p.posted_at is not null"
         " and normalise_post_text(p.text) is not null",
-        f"left(normalise_post_text(p.text), {TEXT_EXCERPT})", False),
+        f"left(normalise_post_text({{p}}.text), {TEXT_EXCERPT})", False),
 }
 
 # Binary COPY row: int16 field count, then (int32 length, value) per field.
@@ -113,16 +114,24 @@ class _Pairs:
     ex_hi_row: np.ndarray
 
 
-def build_post_edges(conn: sa.Connection, run_key: str, params: NetworkParams) -> dict[str, int]:
-    """Replace the run's co_repost, co_link and co_post edges; returns the edge count per type."""
+def build_post_edges(conn: sa.Connection, run_key: str, params: NetworkParams,
+                     edge_types: Sequence[str] = EDGE_TYPES) -> dict[str, int]:
+    """Replace the run's co_repost, co_link and co_post edges (or the given subset); returns the edge
+    count per type. Runs inside the caller's transaction."""
     if params.co_window_seconds < 0 or params.co_min_weight < 1 or params.co_evidence_examples < 0:
         raise ValueError("co_window_seconds must be >= 0, co_min_weight >= 1 and co_evidence_examples >= 0")
+    unknown = set(edge_types) - set(EDGE_TYPES)
+    if unknown:
+        raise ValueError(f"unknown post edge type(s) {sorted(unknown)}; known: {list(EDGE_TYPES)}")
+    edge_types = [t for t in EDGE_TYPES if t in edge_types]
     cur = conn.connection.dbapi_connection.cursor()
     try:
-        cur.execute("delete from edges where run_key = %s and edge_type = any(%s)", (run_key, list(EDGE_TYPES)))
+        cur.execute("delete from edges where run_key = %s and edge_type = any(%s)", (run_key, edge_types))
         cur.execute("select current_setting('work_mem')")
         work_mem = cur.fetchone()[0]
-        cur.execute("select set_config('work_mem', %s, true)", (EXPORT_WORK_MEM,))
+        cur.execute("select current_setting('TimeZone')")
+        time_zone = cur.fetchone()[0]
+        cur.execute("select set_config('work_mem', %s, true), set_config('TimeZone', 'UTC', true)", (EXPORT_WORK_MEM,))
         cur.execute("drop table if exists pg_temp._co_acct")
         # Account numbers follow account_key order, so lo < hi in numbers means a_key < b_key in the table.
         cur.execute(
@@ -132,14 +141,18 @@ def build_post_edges(conn: sa.Connection, run_key: str, params: NetworkParams) -
         cur.execute("create unique index on _co_acct (account_key)")
         cur.execute("analyze _co_acct")
         counts = {}
-        for edge_type in EDGE_TYPES:
+        for edge_type in edge_types:
             source = _SOURCES[edge_type]
+            started = time.perf_counter()
             rows = _export_rows(cur, source, run_key)
+            exported = time.perf_counter()
             pairs = co_occurring_pairs(rows, params)
+            paired = time.perf_counter()
             counts[edge_type] = _insert_edges(cur, run_key, source, params, rows, pairs)
-            log.info("%s: %d posts, %d edges", edge_type, len(rows), counts[edge_type])
+            log.info("%s: %d rows, %d edges; export %.1f s, pairs %.1f s, evidence and insert %.1f s", edge_type,
+                     len(rows), counts[edge_type], exported - started, paired - exported, time.perf_counter() - paired)
         cur.execute("drop table if exists pg_temp._co_acct")
-        cur.execute("select set_config('work_mem', %s, true)", (work_mem,))
+        cur.execute("select set_config('work_mem', %s, true), set_config('TimeZone', %s, true)", (work_mem, time_zone))
     finally:
         cur.close()
     return counts
@@ -246,8 +259,8 @@ def _pairs_of(rows: _Rows, chunks: list[tuple[np.ndarray, np.ndarray]], params: 
     pid = pid.astype(np.int64)
     n_pairs, n_posts = keys.size, int(rows.post.max()) + 1
     # Directed weight, as QUT: distinct posts of one account that have a co-occurring post of the other.
-    w_lohi = np.bincount(np.unique(pid * n_posts + rows.post[lo_row]) // n_posts, minlength=n_pairs)
-    w_hilo = np.bincount(np.unique(pid * n_posts + rows.post[hi_row]) // n_posts, minlength=n_pairs)
+    w_lohi = np.bincount(_distinct(pid * n_posts + rows.post[lo_row]) // n_posts, minlength=n_pairs)
+    w_hilo = np.bincount(_distinct(pid * n_posts + rows.post[hi_row]) // n_posts, minlength=n_pairs)
     total = np.bincount(pid, minlength=n_pairs)
     kept = np.maximum(w_lohi, w_hilo) >= params.co_min_weight
     new_index = np.cumsum(kept) - 1
@@ -265,6 +278,12 @@ def _pairs_of(rows: _Rows, chunks: list[tuple[np.ndarray, np.ndarray]], params: 
                   new_index[ex_pid], ex_lo, ex_hi)
 
 
+def _distinct(x: np.ndarray) -> np.ndarray:
+    """Sorted distinct values; a plain sort is several times faster than np.unique's hash path here."""
+    x = np.sort(x)
+    return x[np.r_[True, x[1:] != x[:-1]]] if x.size else x
+
+
 def _empty_pairs() -> _Pairs:
     e = np.zeros(0, dtype=np.int64)
     return _Pairs(e, e, e, e, e, e, e, e)
@@ -279,50 +298,69 @@ def _concat_pairs(parts: list[_Pairs]) -> _Pairs:
                   cat([p.ex_lo_row for p in parts]), cat([p.ex_hi_row for p in parts]))
 
 
-def _example_rows(cur: Any, source: _Source, rows: _Rows, wanted: np.ndarray) -> dict[int, dict[str, Any]]:
-    """post id, time and matched value of the given rows, fetched by their table address (ctid)."""
-    found: dict[int, dict[str, Any]] = {}
-    for start in range(0, wanted.size, 50_000):
-        chunk = wanted[start:start + 50_000]
-        tids = [f"({b},{o})" for b, o in zip(rows.blk[chunk].tolist(), rows.off[chunk].tolist())]
-        cur.execute(
-            f"select t.n, p.post_id, p.posted_at, {source.value}"
-            " from unnest(%s::tid[], %s::int4[], %s::int8[]) as t(tid, ord, n)"
-            " join posts p on p.ctid = t.tid",
-            (tids, rows.ord[chunk].tolist(), chunk.tolist()))
-        for n, post_id, posted_at, value in cur.fetchall():
-            found[n] = {"post": post_id, "at": posted_at.isoformat(), "value": value}
-    return found
+def _copy_in(cur: Any, table: str, columns: list[tuple[str, str, np.ndarray | tuple[np.ndarray, np.ndarray]]]) -> None:
+    """Binary COPY of numpy columns (int4, int8, or tid as (block, offset)) into a table."""
+    n = len(columns[0][2][0] if columns[0][1] == "tid" else columns[0][2])
+    fields = [("nf", ">i2")]
+    for name, kind, _ in columns:
+        fields.append((f"{name}_len", ">i4"))
+        fields += [(f"{name}_blk", ">u4"), (f"{name}_off", ">u2")] if kind == "tid" else [(name, ">" + kind)]
+    out = np.zeros(n, dtype=np.dtype(fields))
+    out["nf"] = len(columns)
+    for name, kind, values in columns:
+        if kind == "tid":
+            out[f"{name}_len"] = 6
+            out[f"{name}_blk"], out[f"{name}_off"] = values
+        else:
+            out[f"{name}_len"] = int(kind[1])
+            out[name] = values
+    data = _COPY_HEADER + b"\x00" * 8 + out.tobytes() + b"\xff\xff"
+    cur.copy_expert(f"copy {table} ({', '.join(c[0] for c in columns)}) from stdin (format binary)", io.BytesIO(data))
 
 
 def _insert_edges(cur: Any, run_key: str, source: _Source, params: NetworkParams, rows: _Rows,
                   pairs: _Pairs) -> int:
+    """Pairs and example row addresses go to temporary tables; PostgreSQL joins the example posts by
+    ctid and builds each edge's evidence JSON itself."""
     if not pairs.lo.size:
         return 0
-    aids = np.unique(np.concatenate([pairs.lo, pairs.hi]))
-    cur.execute("select aid, account_key from _co_acct where aid = any(%s)", (aids.tolist(),))
-    key_of = dict(cur.fetchall())
-    wanted = np.unique(np.concatenate([pairs.ex_lo_row, pairs.ex_hi_row]))
-    info = _example_rows(cur, source, rows, wanted)
-    examples: list[list[dict[str, Any]]] = [[] for _ in range(pairs.lo.size)]
-    for p, lo_row, hi_row in zip(pairs.ex_pair.tolist(), pairs.ex_lo_row.tolist(), pairs.ex_hi_row.tolist()):
-        a, b = info.get(lo_row), info.get(hi_row)
-        if a is None or b is None:  # the row moved under a concurrent update: keep the edge, skip the example
-            continue
-        examples[p].append({source.value_name: a["value"], "a_post": a["post"], "a_at": a["at"],
-                            "b_post": b["post"], "b_at": b["at"],
-                            "delta_seconds": abs(int(rows.t[hi_row]) - int(rows.t[lo_row])) / 1e6})
+    cur.execute("drop table if exists pg_temp._co_pairs, pg_temp._co_ex")
+    cur.execute("create temp table _co_pairs (n int4, lo int4, hi int4, wab int4, wba int4, total int4) on commit drop")
+    cur.execute("create temp table _co_ex (n int4, rank int4, lo_tid tid, lo_ord int4, hi_tid tid, hi_ord int4,"
+                " delta_us int8) on commit drop")
+    _copy_in(cur, "_co_pairs", [("n", "i4", np.arange(pairs.lo.size)), ("lo", "i4", pairs.lo), ("hi", "i4", pairs.hi),
+                                ("wab", "i4", pairs.w_lohi), ("wba", "i4", pairs.w_hilo), ("total", "i4", pairs.total)])
+    lo, hi = pairs.ex_lo_row, pairs.ex_hi_row
+    _copy_in(cur, "_co_ex", [("n", "i4", pairs.ex_pair), ("rank", "i4", np.arange(lo.size)),
+                             ("lo_tid", "tid", (rows.blk[lo], rows.off[lo])), ("lo_ord", "i4", rows.ord[lo]),
+                             ("hi_tid", "tid", (rows.blk[hi], rows.off[hi])), ("hi_ord", "i4", rows.ord[hi]),
+                             ("delta_us", "i8", np.abs(rows.t[hi] - rows.t[lo]))])
+    cur.execute("analyze _co_pairs")
+    cur.execute("analyze _co_ex")
     used = json.dumps({"co_window_seconds": params.co_window_seconds, "co_min_weight": params.co_min_weight,
                        "co_evidence_examples": params.co_evidence_examples}, sort_keys=True)
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    for n, (lo, hi, wab, wba, total) in enumerate(zip(pairs.lo.tolist(), pairs.hi.tolist(), pairs.w_lohi.tolist(),
-                                                       pairs.w_hilo.tolist(), pairs.total.tolist())):
-        evidence = {"weight_a_to_b": wab, "weight_b_to_a": wba, "co_occurrences": total, "examples": examples[n]}
-        writer.writerow([run_key, source.edge_type, key_of[lo], key_of[hi], max(wab, wba), used,
-                         json.dumps(evidence, sort_keys=True)])
-    buf.seek(0)
-    cur.copy_expert("copy edges (run_key, edge_type, a_key, b_key, weight, params, evidence) from stdin (format csv)",
-                    buf)
+    value = source.value.format(p="pa", ord="e.lo_ord")
+    # A row whose ctid no longer matches (a concurrent update) loses its example, never the edge.
+    cur.execute(
+        f"""
+        insert into edges (run_key, edge_type, a_key, b_key, weight, params, evidence)
+        select %(k)s, %(t)s, a.account_key, b.account_key, greatest(p.wab, p.wba), cast(%(params)s as jsonb),
+               jsonb_build_object('weight_a_to_b', p.wab, 'weight_b_to_a', p.wba, 'co_occurrences', p.total,
+                                  'examples', coalesce(x.examples, '[]'::jsonb))
+        from _co_pairs p
+        join _co_acct a on a.aid = p.lo
+        join _co_acct b on b.aid = p.hi
+        left join (
+            select e.n, jsonb_agg(jsonb_build_object(
+                       %(value_name)s, {value}, 'a_post', pa.post_id, 'a_at', pa.posted_at,
+                       'b_post', pb.post_id, 'b_at', pb.posted_at, 'delta_seconds', (e.delta_us / 1e6)::float8)
+                       order by e.rank) as examples
+            from _co_ex e  -- lateral + limit: one TID lookup per example, never a scan of posts
+            cross join lateral (select * from posts where ctid = e.lo_tid and run_key = %(k)s limit 1) pa
+            cross join lateral (select * from posts where ctid = e.hi_tid and run_key = %(k)s limit 1) pb
+            group by e.n
+        ) x on x.n = p.n
+        """,
+        {"k": run_key, "t": source.edge_type, "params": used, "value_name": source.value_name})
+    cur.execute("drop table if exists pg_temp._co_pairs, pg_temp._co_ex")
     return int(pairs.lo.size)
-
