@@ -44,7 +44,8 @@ def test_flag_evidence_names_rules_edges_and_images(settings, demo_data):
     assert len(evidence["images"]) == 4 and all(len(i["accounts"]) == 6 for i in evidence["images"])
     assert evidence["edges"] and all(e["a_key"] < e["b_key"] for e in evidence["edges"])
     assert evidence["params"]["min_cluster_size"] == 3
-    assert {e["edge_type"] for e in evidence["edges"]} == {"identical_avatar", "creation_window"}
+    # the ring's own traces; the image-similarity types may add corroborating edges on top
+    assert {"identical_avatar", "creation_window"} <= {e["edge_type"] for e in evidence["edges"]}
 
 
 def test_rerun_same_key_leaves_identical_tables(settings, demo_data):
