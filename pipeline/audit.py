@@ -40,7 +40,7 @@ STAGES: dict[str, Callable[[RunContext], Any]] = {
     "ingest": _ingest,
     "acquire_images": lambda c: images.acquire_avatars(c.settings, c.run_key),
     "score": lambda c: score.score_run(c.settings, c.run_key, c.detector),
-    "aggregate": lambda c: {"accounts": aggregate.aggregate_run(c.settings, c.run_key)},
+    "aggregate": lambda c: aggregate.aggregate_run(c.settings, c.run_key, c.network),
     "networks": lambda c: networks.build_networks(c.settings, c.run_key, c.network),
     "flag": lambda c: {"flags": flags.flag_run(c.settings, c.run_key, c.network)},
     "summarize": lambda c: report.summarize_run(c.settings, c.run_key),
