@@ -27,6 +27,8 @@ class RunContext:
     run_key: str
     network: NetworkParams
     detector: str | None = None  # id or .json path; None = the promoted default
+    shard_index: int = 0  # the score stage handles the images whose hash falls in this shard
+    shard_count: int = 1
 
 
 def _ingest(ctx: RunContext) -> Any:
@@ -39,7 +41,7 @@ def _ingest(ctx: RunContext) -> Any:
 STAGES: dict[str, Callable[[RunContext], Any]] = {
     "ingest": _ingest,
     "acquire_images": lambda c: images.acquire_avatars(c.settings, c.run_key),
-    "score": lambda c: score.score_run(c.settings, c.run_key, c.detector),
+    "score": lambda c: score.score_run(c.settings, c.run_key, c.detector, c.shard_index, c.shard_count),
     "aggregate": lambda c: aggregate.aggregate_run(c.settings, c.run_key, c.network),
     "networks": lambda c: networks.build_networks(c.settings, c.run_key, c.network),
     "flag": lambda c: {"flags": flags.flag_run(c.settings, c.run_key, c.network)},

@@ -20,7 +20,9 @@ def _settings(args: argparse.Namespace, schema: bool = True):
     from pipeline.config import load_settings
     from pipeline.db import ensure_schema
 
-    settings = load_settings(home=args.home, database_url=args.database_url, detector=getattr(args, "detector", None))
+    settings = load_settings(home=args.home, database_url=args.database_url, detector=getattr(args, "detector", None),
+                             **{k: getattr(args, k) for k in ("batch_size", "score_workers", "torch_threads", "device")
+                                if getattr(args, k, None) is not None})
     if schema:
         ensure_schema(settings)
     return settings
@@ -111,14 +113,72 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 
 def cmd_train_probe(args: argparse.Namespace) -> int:
-    from pipeline.train import train_probe
+    from detectors.clip_probe import Augmentation
+    from pipeline.train import parse_range, train_probe
 
+    if not 0 <= args.blur_prob <= 1 or not 0 <= args.jpeg_prob <= 1:
+        raise UserError("--blur-prob and --jpeg-prob are probabilities between 0 and 1")
+    augmentation = Augmentation(blur_p=args.blur_prob, jpeg_p=args.jpeg_prob,
+                                jpeg_quality=parse_range(args.jpeg_quality, "--jpeg-quality"),
+                                reencode_quality=parse_range(args.reencode_quality, "--reencode-quality"))
     result = train_probe(_settings(args), Path(args.real), Path(args.fake), model=args.model, weights=args.weights,
-                         target_fpr=args.target_fpr, promote=args.promote, out=Path(args.out) if args.out else None)
+                         target_fpr=args.target_fpr, promote=args.promote, out=Path(args.out) if args.out else None,
+                         calibration=args.calibration, augmentation=augmentation, normalize=not args.no_normalize,
+                         preprocess=args.preprocess)
     for line in result.skipped:
         print(f"skipped {line}", file=sys.stderr)
     print(f"detector {result.detector_id} saved to {result.path}{' (promoted to default)' if args.promote else ''}")
+    print(f"training manifest: {result.manifest_path}")
     print("held-out metrics: " + json.dumps(result.metrics, sort_keys=True))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pipeline.evaluate import evaluate_folders
+
+    result = evaluate_folders(_settings(args), args.detector, Path(args.real), Path(args.fake),
+                              report=Path(args.report) if args.report else None)
+    if args.json:
+        _print_json(result)
+        return 0
+    for line in result["skipped"]:
+        print(f"skipped {line}", file=sys.stderr)
+    print(f"detector {result['detector_id']} (threshold {result['threshold']:.4f}); "
+          f"{result['overlap_with_training']} evaluation images were in its training data")
+    for condition, groups in result["conditions"].items():
+        for group, m in groups.items():
+            print(f"  {condition:<10} {group:<16} AUC {m['roc_auc']:.4f}  AP {m['average_precision']:.4f}  "
+                  f"TPR@1%FPR {m['tpr_at_1pct_fpr']:.3f}  TPR@5%FPR {m['tpr_at_5pct_fpr']:.3f}  "
+                  f"acc@thr {m['accuracy_at_threshold']:.3f}  ECE {m['ece']:.3f}  ({m['n_real']} real, {m['n_fake']} fake)")
+    if result.get("report"):
+        print(f"report: {result['report']}")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from pipeline.detector_store import promote_detector
+
+    print(f"{promote_detector(_settings(args), args.detector_ref)} is now the default detector")
+    return 0
+
+
+def cmd_preset(args: argparse.Namespace) -> int:
+    from pipeline.detector_store import install_preset
+
+    detector, path = install_preset(_settings(args), args.name, head_file=Path(args.head_file) if args.head_file else None,
+                                    model=args.model, weights=args.weights, promote=args.promote)
+    print(f"detector {detector.id} ({args.name} head over {detector.backbone_id}) saved to {path}"
+          f"{' (promoted to default)' if args.promote else ''}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from pipeline.score import score_run
+
+    result = score_run(_settings(args), args.run_key, args.detector, args.shard_index, args.shard_count)
+    print(f"shard {result.shard_index}/{result.shard_count}: {result.images_in_run} images, {result.newly_scored} newly "
+          f"scored ({result.embedded} embedded, {result.from_cache} from the embedding cache), "
+          f"{result.faces_analyzed} face analyses, {result.images_per_second} images/s")
     return 0
 
 
@@ -127,7 +187,8 @@ def cmd_detectors(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     for d in list_detectors(settings):
-        print(f"{'*' if d['is_default'] else ' '} {d['detector_id']}  {d['backbone_id']}  {json.dumps(d['metrics'])}")
+        print(f"{'*' if d['is_default'] else ' '} {d['detector_id']}  {d['backbone_id'] or '-'}  "
+              f"{d['training_images']} training images  {json.dumps(d['metrics'])}")
     return 0
 
 
@@ -146,6 +207,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"  planted: {net.name}, {len(net.account_ids)} accounts")
     print("next: `profile-audit flags --json`")
     return 0
+
+
+def _score_options(p: argparse.ArgumentParser) -> None:
+    """Throughput options shared by the commands that embed images."""
+    p.add_argument("--batch-size", type=_positive, help="images per inference batch (default 64, or PROFILE_AUDIT_BATCH_SIZE)")
+    p.add_argument("--score-workers", type=int, help="decode/preprocess threads feeding inference (default 2; 0 = none)")
+    p.add_argument("--torch-threads", type=_positive, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", help="cuda, cuda:1 or cpu (default: CUDA with fp16 when available, else the CPU)")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-key", help="run key (default: derived from the export's contents)")
     p.add_argument("--detector", help="detector id or saved detector .json (default: the promoted one)")
     p.add_argument("--json", action="store_true", help="print the summary and flags as JSON")
+    _score_options(p)
 
     p = add("flags", cmd_flags, "list flagged clusters with members, rules and evidence")
     p.add_argument("--run-key", help="only this run")
@@ -200,6 +277,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-fpr", type=float, default=0.01, help="false-positive rate on real validation images")
     p.add_argument("--promote", action="store_true", help="make it the default detector")
     p.add_argument("--out", help="also write the saved detector JSON here")
+    p.add_argument("--calibration", choices=["platt", "isotonic"], default="platt",
+                   help="logit -> probability map fitted on validation images")
+    p.add_argument("--blur-prob", type=float, default=0.5, help="UnivFD augmentation: Gaussian blur probability")
+    p.add_argument("--jpeg-prob", type=float, default=0.5, help="UnivFD augmentation: JPEG probability")
+    p.add_argument("--jpeg-quality", default="30-100", help="UnivFD augmentation: JPEG quality range")
+    p.add_argument("--reencode-quality", default="50-80",
+                   help="the re-encode rule: every image of both classes is re-encoded at a quality in this range "
+                        "('none' turns the rule off, which lets file format become a shortcut)")
+    p.add_argument("--no-normalize", action="store_true", help="use encode_image output without L2 normalisation")
+    p.add_argument("--preprocess", choices=["resize_center_crop", "center_crop"], default="resize_center_crop",
+                   help="center_crop = UnivFD's test setting: crop to the input size without resizing")
+    _score_options(p)
+
+    p = add("evaluate", cmd_evaluate, "evaluate a detector on labelled folders, clean and after JPEG q75 / resize x0.5")
+    p.add_argument("--detector", help="detector id or saved .json (default: the promoted one)")
+    p.add_argument("--real", required=True, help="folder of real images")
+    p.add_argument("--fake", required=True, help="folder of generated images (sub-folders per generator allowed)")
+    p.add_argument("--report", help="write a report with a ROC curve: a .md (plus .roc.svg) or .html file")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _score_options(p)
+
+    p = add("promote", cmd_promote, "make a saved detector the default")
+    p.add_argument("detector_ref", metavar="DETECTOR", help="detector id or saved .json")
+
+    p = add("preset", cmd_preset, "install a published head as a detector (univfd: UnivFD's Linear(768,1) on ViT-L-14)")
+    p.add_argument("name", choices=["univfd"])
+    p.add_argument("--head-file", help="a local copy of the head (checked against the pinned sha256); default: download")
+    p.add_argument("--model", help="backbone model override (default: the preset's, ViT-L-14)")
+    p.add_argument("--weights", help="backbone weights override: a local checkpoint file of the same model, for no network")
+    p.add_argument("--promote", action="store_true", help="make it the default detector")
+
+    p = add("score", cmd_score, "run only the score stage of a run (one shard of it with --shard-index/--shard-count)")
+    p.add_argument("--run-key", required=True)
+    p.add_argument("--detector", help="detector id or saved .json (default: the promoted one)")
+    p.add_argument("--shard-index", type=int, default=0, help="this shard (0-based); images are split by hash")
+    p.add_argument("--shard-count", type=int, default=1, help="number of shards")
+    _score_options(p)
 
     add("detectors", cmd_detectors, "list saved detectors (* = default)")
     add("demo", cmd_demo, "generate the demo export, train the demo probe, audit, print flagged clusters")

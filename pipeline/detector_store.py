@@ -113,3 +113,18 @@ def list_detectors(settings: Settings) -> list[dict]:
                     " as training_images from detectors d order by created_at, detector_id")
         )
         return [dict(r._mapping) for r in rows]
+
+
+def install_preset(settings: Settings, name: str, head_file: Path | None = None, model: str | None = None,
+                   weights: str | None = None, promote: bool = False) -> tuple[Detector, Path]:
+    """Fetch (or copy) and verify a published head, then store it as a detector like a trained one."""
+    from detectors.presets import PRESETS, PresetError, fetch_head, preset_detector
+
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
+    try:
+        head = fetch_head(PRESETS[name], settings.home / "presets", source=head_file)
+        detector = preset_detector(name, head, model=model, weights=weights)
+    except (PresetError, FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    return detector, register_detector(settings, detector, promote=promote)
