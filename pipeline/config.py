@@ -41,6 +41,7 @@ class NetworkParams:
     coactivity_share_rule: float = 0.5  # rule coordinated_activity: share of members with a co_* edge
     cluster_match_jaccard: float = 0.5  # a cluster keeps a previous run's id at this member overlap
     status_keep_jaccard: float = 0.8  # an investigator's status carries over at this overlap, else re-opened
+    burst_factor: float = 5.0  # creation_window: a trait's accounts in one window vs its average rate
     # co_repost / co_link / co_post edges (pipeline/coordination.py), as QUT's coordination-network-toolkit:
     # two posts co-occur when |t1 - t2| <= co_window_seconds (QUT's README works with 1 minute), and an
     # edge needs co_min_weight co-occurring posts (QUT's CLI default --min_edge_weight 2).

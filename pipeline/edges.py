@@ -6,7 +6,8 @@ tested without a database. Weights are on one scale: a pair whose summed weights
 
 Strong alone:
 - ``identical_avatar`` (1.0): the same image sha256; a star around the group's smallest account key.
-- ``creation_window`` (0.5 per shared trait): created within the window AND sharing a trait.
+- ``creation_window`` (0.5 per shared trait): created within the window AND sharing a trait, in a
+  burst of that trait (at least ``burst_factor`` times its usual rate).
 Corroborating (0.25-0.35; two of them on one pair, or one with a strong edge, make it strong):
 - ``near_duplicate_avatar``: distinct images within ``near_dup_max_distance`` pHash bits. pHash alone
   collides on low-detail pictures (cartoons, silhouettes, logos on flat colour), so it must agree
@@ -154,10 +155,27 @@ def normalised_link(url: str | None) -> str | None:
     return text or None
 
 
+def burst_members(times: np.ndarray, window: float, min_count: int, factor: float) -> np.ndarray:
+    """Mask of sorted ``times`` (seconds) lying in a burst: a window holding at least ``min_count`` of
+    them and at least ``factor`` times the group's average count per window."""
+    n = len(times)
+    span = max(float(times[-1] - times[0]), window) if n else window
+    need = max(min_count, int(np.ceil(factor * n * window / span)))
+    ends = np.searchsorted(times, times + window, side="right")
+    starts = np.flatnonzero(ends - np.arange(n) >= need)
+    marks = np.zeros(n + 1, dtype=np.int64)
+    np.add.at(marks, starts, 1)
+    np.add.at(marks, ends[starts], -1)
+    return np.cumsum(marks)[:n] > 0
+
+
 def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkParams) -> list[Edge]:
-    """Chain accounts sharing a trait whose creation times lie within the window of each other."""
+    """Chain accounts sharing a trait whose creation times lie within the window of each other, inside
+    a burst of that trait (``burst_members``): a template or a synthetic face is common on a large
+    platform, many of them in one window is not."""
     window = params.creation_window_hours * 3600
-    used = {"creation_window_hours": params.creation_window_hours, "min_template_digits": params.min_template_digits}
+    used = {"creation_window_hours": params.creation_window_hours, "min_template_digits": params.min_template_digits,
+            "burst_factor": params.burst_factor, "min_cluster_size": params.min_cluster_size}
     by_trait: dict[tuple[str, str], list[AccountTraits]] = defaultdict(list)
     for acc in accounts:
         if acc.created_at is None:
@@ -170,8 +188,13 @@ def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkPara
             by_trait[("synthetic_avatar", "label")].append(acc)
     edges: dict[tuple[str, str], Edge] = {}
     for (trait, value), members in sorted(by_trait.items()):
+        if len(members) < params.min_cluster_size:
+            continue
         members.sort(key=lambda a: (a.created_at, a.account_key))
-        for prev, cur in zip(members, members[1:]):
+        times = np.array([a.created_at.timestamp() for a in members])
+        bursting = burst_members(times, window, params.min_cluster_size, params.burst_factor)
+        for k in np.flatnonzero(bursting[:-1] & bursting[1:]):
+            prev, cur = members[k], members[k + 1]
             delta = (cur.created_at - prev.created_at).total_seconds()
             if delta > window:
                 continue
@@ -190,7 +213,8 @@ def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkPara
 
 
 def identical_text_edges(accounts: Iterable[AccountTraits], params: NetworkParams) -> list[Edge]:
-    """identical_bio and identical_link: a star per group of 2..identical_text_max_group accounts."""
+    """identical_bio and identical_link: every pair of a group of 2..identical_text_max_group accounts
+    (a clique, not a star, so that a weak text edge can corroborate another edge on the same pair)."""
     used = {"identical_text_max_group": params.identical_text_max_group, "min_bio_chars": MIN_BIO_CHARS}
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for acc in accounts:
@@ -202,7 +226,8 @@ def identical_text_edges(accounts: Iterable[AccountTraits], params: NetworkParam
     for (edge_type, value), members in sorted(groups.items()):
         if not 2 <= len(members) <= params.identical_text_max_group:
             continue
-        hub, *rest = sorted(members)
-        edges += [Edge.between(edge_type, hub, m, TEXT_EDGE_WEIGHT, used, {"value": value, "group_size": len(members)})
-                  for m in rest]
+        members.sort()
+        evidence = {"value": value, "group_size": len(members)}
+        edges += [Edge(edge_type, a, b, TEXT_EDGE_WEIGHT, used, evidence)
+                  for i, a in enumerate(members) for b in members[i + 1:]]
     return edges
