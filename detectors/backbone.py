@@ -138,7 +138,7 @@ class Backbone:
             self._load(wanted)
         except BackboneLoadError:
             raise
-        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+        except (RuntimeError, AssertionError) as exc:  # torch's CUDA init errors (OOM is a RuntimeError)
             if not wanted.startswith("cuda") or device:
                 raise
             # auto-selected CUDA that cannot hold the model (or a broken driver): the CPU still works
@@ -189,8 +189,8 @@ class Backbone:
         except (OSError, ValueError) as exc:
             raise BackboneLoadError(f"cannot load backbone {spec.id}: {str(exc).splitlines()[0]}") from None
         except RuntimeError as exc:
-            if "CUDA" in str(exc) or "cuda" in str(exc):
-                raise  # the caller falls back to the CPU
+            if device.startswith("cuda"):
+                raise  # __init__ falls back to the CPU when CUDA was chosen automatically
             hint = ("; with no network, download the weights once elsewhere and pass the checkpoint file"
                     if pretrained and not spec.weights.startswith("file:") else "")
             raise BackboneLoadError(f"cannot load backbone {spec.id}: {str(exc).splitlines()[0]}{hint}") from None

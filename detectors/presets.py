@@ -74,7 +74,7 @@ def fetch_head(preset: HeadPreset, cache_dir: Path, source: Path | None = None, 
             response = httpx.get(preset.url, follow_redirects=True, timeout=timeout)
             response.raise_for_status()
         except httpx.HTTPError as exc:
-            raise PresetError(f"cannot download the {preset.name} head from {preset.url}: {exc}; "
+            raise PresetError(f"cannot download the {preset.name} head from {preset.url}: {str(exc).splitlines()[0]}; "
                               "download it elsewhere and pass the file (--head-file)") from None
         data, origin = response.content, preset.url
     actual = hashlib.sha256(data).hexdigest()
