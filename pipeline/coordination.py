@@ -181,11 +181,11 @@ def _export_rows(cur: Any, source: _Source, run_key: str) -> _Rows:
         raw = np.fromfile(fh, dtype=_ROW, count=n, offset=ext) if n else np.zeros(0, _ROW)
     if n and not ((raw["nf"] == 5).all() and (raw["l2"] == 8).all() and (raw["l3"] == 6).all()):
         raise RuntimeError("binary COPY stream has unexpected fields (a null in a non-null column?)")
-    group = np.cumsum(raw["new"], dtype=np.int64) - 1
-    blk = raw["blk"].astype(np.int64)
-    off = raw["off"].astype(np.int64)
+    group = np.cumsum(raw["new"], dtype=np.int32) - 1
+    blk = raw["blk"].astype(np.uint32)
+    off = raw["off"].astype(np.uint16)
     if source.multi_row_posts and n:
-        _, post = np.unique(blk * 65536 + off, return_inverse=True)
+        _, post = np.unique(blk.astype(np.int64) * 65536 + off, return_inverse=True)
         post = post.astype(np.int64)
     else:
         post = np.arange(n, dtype=np.int64)
