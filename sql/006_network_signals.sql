@@ -50,7 +50,7 @@ $$;
 create or replace function link_domain(url text) returns text
 language sql immutable as $$
     -- 'https://www.Example.com/a?b' -> 'example.com'
-    select nullif(lower(substring(btrim(url) from '^(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:www\.)?([^/:?#@\s]+)')), '')
+    select nullif(lower(substring(btrim(url) from '^(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:[^/?#@\s]*@)?(?:www\.)?([^/:?#@\s]+)')), '')
 $$;
 
 create or replace function compute_account_signals(p_run_key text) returns integer

@@ -1,0 +1,109 @@
+"""Per-account signals and the explainable risk score, computed in PostgreSQL (sql/006_network_signals.sql)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import sqlalchemy as sa
+
+from pipeline import planted
+from pipeline.aggregate import aggregate_run
+from pipeline.db import ensure_schema, transaction
+
+
+def _one(settings, sql, **params):
+    with transaction(settings) as conn:
+        return conn.execute(sa.text(sql), params).scalar_one()
+
+
+@pytest.mark.parametrize("handle, entropy", [("aaaa", 0.0), ("ab", 1.0), ("abcd", 2.0), ("", None), (None, None)])
+def test_handle_entropy(settings, handle, entropy):
+    ensure_schema(settings)
+    value = _one(settings, "select handle_entropy(:h)", h=handle)
+    assert value == entropy if entropy is None else math.isclose(value, entropy, abs_tol=1e-4)
+
+
+@pytest.mark.parametrize("bio, expected", [("", True), ("  ", True), ("Hello!", True), ("...", True),
+                                           ("emma_smith", True), ("coffee, code and cats", False)])
+def test_default_bio(settings, bio, expected):
+    ensure_schema(settings)
+    assert _one(settings, "select is_default_bio(:b, 'emma_smith', 'Emma Smith')", b=bio) is expected
+
+
+@pytest.mark.parametrize("url, domain", [("https://www.Example.com/a?b=1", "example.com"), ("example.org", "example.org"),
+                                         ("http://user@host.net:8080/x", "host.net"), ("", None), (None, None)])
+def test_link_domain(settings, url, domain):
+    ensure_schema(settings)
+    assert _one(settings, "select link_domain(:u)", u=url) == domain
+
+
+@pytest.fixture
+def small_run(settings):
+    pop = planted.generate(settings, "sig", organic=200, seed=3, operations={"corepost_ring": 0, "batch": 1,
+                                                                         "avatar_ring": 1, "lookalike": 0})
+    aggregate_run(settings, "sig")
+    return pop
+
+
+def _signals(settings, run_key):
+    with transaction(settings) as conn:
+        return {r["account_key"]: dict(r) for r in conn.execute(
+            sa.text("select * from account_signals where run_key = :k"), {"k": run_key}).mappings()}
+
+
+def test_signals_cover_every_account_and_risk_is_the_sum_of_its_contributions(settings, small_run):
+    signals = _signals(settings, "sig")
+    assert set(signals) == set(small_run.truth)
+    for s in signals.values():
+        assert math.isclose(s["risk"], min(1.0, sum(float(v) for v in s["contributions"].values())), abs_tol=1e-9)
+        assert 0 <= s["risk"] <= 1
+
+
+def test_batch_account_shape(settings, small_run):
+    key = small_run.operations["batch"][0][0]
+    s = _signals(settings, "sig")[key]
+    assert s["handle_digits"] == 8 and s["handle_template"] == "a_a+8digits"
+    assert s["bio_empty"] and s["bio_default"]
+    assert s["followers"] < 10 and s["account_age_days"] < 400
+    assert {"template_handle", "empty_bio", "few_followers"} <= set(s["contributions"])
+    assert s["handle_entropy"] > 2
+
+
+def test_ring_reuse_and_near_duplicate_counts(settings, small_run):
+    ring = small_run.operations["avatar_ring"][0]  # 4 faces x (6 sharing + 2 near-duplicate copies)
+    signals = _signals(settings, "sig")
+    sharer, copy = signals[ring[0]], signals[ring[6]]
+    assert sharer["avatar_reuse_count"] == 5
+    assert sharer["near_duplicate_count"] == 2  # the two copies of its face
+    assert copy["avatar_reuse_count"] == 0 and copy["near_duplicate_count"] == 7  # 6 sharers + the other copy
+    assert "near_duplicate_avatar" in copy["contributions"] and "avatar_reuse" in sharer["contributions"]
+    assert sharer["avatar_label"] and sharer["contributions"]["synthetic_avatar"] > 0.3
+    assert sharer["link_domain"].startswith("ring0-deals")
+
+
+def test_history_face_signal_and_rerun(settings, small_run):
+    """A second run where one account swapped its generated face for a real one: the change is counted and
+    the history maximum remembered. A face-signal row adds its contribution. Reruns are identical."""
+    ring_key = small_run.operations["avatar_ring"][0][0]
+    planted.generate(settings, "sig2", organic=200, seed=3, operations={"corepost_ring": 0, "batch": 1,
+                                                                    "avatar_ring": 1, "lookalike": 0})
+    organic_sha = _one(settings, "select sha256 from account_avatars where run_key = 'sig2' and account_key ="
+                                 " 'planted:o0000000'")
+    with transaction(settings) as conn:
+        conn.execute(sa.text("update account_avatars set sha256 = :s where run_key = 'sig2' and account_key = :k"),
+                     {"s": organic_sha, "k": ring_key})
+        conn.execute(sa.text("insert into face_signals (sha256, detector_id, face_count, eye_alignment_distance,"
+                             " gan_eye_aligned) values (:s, :d, 1, 0.8, true)"),
+                     {"s": organic_sha, "d": planted.DETECTOR_ID})
+    aggregate_run(settings, "sig2")
+    before = _signals(settings, "sig")[ring_key]
+    after = _signals(settings, "sig2")[ring_key]
+    assert after["avatar_changes"] == 1
+    assert after["avatar_probability_max"] == before["avatar_probability"] > after["avatar_probability"]
+    assert after["contributions"]["past_synthetic_avatar"] > 0
+    assert after["face_gan_eye_aligned"] is True and after["face_count"] == 1
+    assert after["contributions"]["gan_eye_alignment"] == 0.15
+    first = _signals(settings, "sig2")
+    aggregate_run(settings, "sig2")
+    assert _signals(settings, "sig2") == first
