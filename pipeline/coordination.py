@@ -64,10 +64,12 @@ _SOURCES = {
         "{p}.reposted_id", False),
     "co_link": _Source(
         "co_link", "url",
-        "select normalise_url(u.url) as g, p.account_key, p.posted_at, p.ctid, u.ord::int4 as ord from posts p"
+        # one row per (post, normalised URL), as QUT's message_url table keyed by (message, url)
+        "select g, account_key, posted_at, ctid, min(ord)::int4 as ord from ("
+        " select normalise_url(u.url) as g, p.account_key, p.posted_at, p.ctid, u.ord from posts p"
         " cross join lateral unnest(p.urls) with ordinality as u(url, ord)"
-        " where p.run_key = %(k)s and p.reposted_id is null and p.posted_at is not null"
-        " and normalise_url(u.url) is not null",
+        " where p.run_key = %(k)s and p.reposted_id is null and p.posted_at is not null) x"
+        " where g is not null group by g, account_key, posted_at, ctid",
         "normalise_url({p}.urls[{ord}])", True),
     "co_post": _Source(
         "co_post", "text",

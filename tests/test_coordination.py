@@ -146,13 +146,18 @@ def test_co_link_normalises_urls_and_ignores_reposts(settings):
         # URLs in reposts do not count (as QUT)
         post("a", "a3", 200, "R", urls=["https://z.example/"]), post("c", "c3", 200, "R", urls=["https://z.example/"]),
         post("a", "a4", 300, "S", urls=["https://z.example/"]), post("c", "c4", 300, "S", urls=["https://z.example/"]),
+        # one post naming one page twice (two spellings) is one URL of that post
+        post("d", "d7", 600, urls=["https://dup.example/p", "http://www.dup.example/p/"]),
+        post("e", "e7", 601, urls=["https://dup.example/p"]),
+        post("d", "d8", 700, urls=["https://dup.example/q"]), post("e", "e8", 701, urls=["https://dup.example/q"]),
         # the path keeps its case: different pages
         post("a", "a5", 400, urls=["https://q.example/A"]), post("c", "c5", 400, urls=["https://q.example/a"]),
         post("a", "a6", 500, urls=["https://q.example/B"]), post("c", "c6", 500, urls=["https://q.example/b"]),
     ])
     run_edges(settings)
     got = edges(settings, "co_link")
-    assert {k: v["weight"] for k, v in got.items()} == {("a", "b"): 2.0}
+    assert {k: v["weight"] for k, v in got.items()} == {("a", "b"): 2.0, ("d", "e"): 2.0}
+    assert got[("d", "e")]["evidence"]["co_occurrences"] == 2
     ev = got[("a", "b")]["evidence"]
     assert (ev["weight_a_to_b"], ev["weight_b_to_a"], ev["co_occurrences"]) == (2, 2, 3)
     assert {x["url"] for x in ev["examples"]} == {"example.com/a?id=7", "news.example/x", "news.example/y"}
