@@ -38,6 +38,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from pipeline.config import NetworkParams
+from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,8 @@ def build_post_edges(conn: sa.Connection, run_key: str, params: NetworkParams,
     """Replace the run's co_repost, co_link and co_post edges (or the given subset); returns the edge
     count per type. Runs inside the caller's transaction."""
     if params.co_window_seconds < 0 or params.co_min_weight < 1 or params.co_evidence_examples < 0:
-        raise ValueError("co_window_seconds must be >= 0, co_min_weight >= 1 and co_evidence_examples >= 0")
+        raise UserError("network settings: co_window_seconds must be >= 0, co_min_weight >= 1 and "
+                        "co_evidence_examples >= 0; fix the [network] table or the DAG Params")
     unknown = set(edge_types) - set(EDGE_TYPES)
     if unknown:
         raise ValueError(f"unknown post edge type(s) {sorted(unknown)}; known: {list(EDGE_TYPES)}")

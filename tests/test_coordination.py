@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from pipeline.config import NetworkParams
 from pipeline.coordination import build_post_edges
 from pipeline.db import ensure_schema, insert_rows, transaction
+from pipeline.errors import UserError
 from pipeline.runs import start_run
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -298,5 +299,7 @@ def test_evidence_is_bounded(settings):
 
 def test_bad_parameters_are_refused(settings):
     load_posts(settings, [post("a", "a1", 0, "X")])
-    with pytest.raises(ValueError, match="co_min_weight"):
+    with pytest.raises(UserError, match="co_min_weight"):
         run_edges(settings, NetworkParams(co_min_weight=0))
+    with pytest.raises(UserError, match="co_window_seconds"):
+        run_edges(settings, NetworkParams(co_window_seconds=-1))
