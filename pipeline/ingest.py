@@ -55,6 +55,7 @@ def ingest_export(settings: Settings, run_key: str, export_path: Path, fmt: str 
     """
     reader = resolve_reader(export_path, fmt)
     with transaction(settings) as conn:
+        conn.execute(sa.text("set local work_mem = '128MB'"))  # the distinct-on sorts of _publish stay in memory
         _create_staging(conn)
         conn.execute(sa.text("delete from quarantine where run_key = :k and stage = 'ingest'"), {"k": run_key})
         accounts: list[tuple] = []

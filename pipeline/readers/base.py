@@ -91,6 +91,7 @@ class FieldError(ValueError):
     """A field that cannot be parsed; the message names the field and the value."""
 
 
+_UNDECODED = re.compile("[\udc80-\udcff]")  # bytes that surrogateescape kept from an undecodable file
 _DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d", "%a %b %d %H:%M:%S %z %Y")
 
 
@@ -140,7 +141,7 @@ def clean_text(value: object, field: str) -> str | None:
     text = str(value)
     if len(text) > MAX_FIELD_CHARS:
         raise FieldError(f"{field} is {len(text)} characters (limit {MAX_FIELD_CHARS})")
-    if any("\udc80" <= ch <= "\udcff" for ch in text):
+    if _UNDECODED.search(text):
         raise FieldError(f"{field} is not valid UTF-8")
     if "\x00" in text:
         raise FieldError(f"{field} contains a NUL byte")
