@@ -1,0 +1,132 @@
+"""Edges: the sub-quadratic near-duplicate index against a brute-force scan, each edge builder's rules,
+and the network stage's rows on PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from pipeline import edges as E
+from pipeline import planted
+from pipeline.config import NetworkParams
+from pipeline.db import transaction
+from pipeline.neardup import brute_force_pairs, choose_chunks, near_duplicate_pairs, parse_phash
+
+T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+def _hashes_with_planted_neighbours(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    h = rng.integers(0, 2 ** 63, size=n, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, n).astype(np.uint64)
+    near = []
+    for k in range(0, 11):  # copies of the first hashes, k bits flipped
+        for base in h[:40]:
+            flips = rng.choice(64, size=k, replace=False)
+            near.append(int(base) ^ sum(1 << int(b) for b in flips))
+    return np.concatenate([h, np.array(near, dtype=np.uint64), h[:5]])  # and exact duplicates
+
+
+@pytest.mark.parametrize("radius", [0, 2, 6, 8, 10])
+def test_near_duplicates_match_brute_force(radius):
+    hashes = _hashes_with_planted_neighbours(20_000, seed=radius)
+    fast = near_duplicate_pairs(hashes, radius)
+    slow = brute_force_pairs(hashes, radius)
+    assert len(fast[0]) > 0
+    for a, b in zip(fast, slow):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("chunks", [3, 4, 7])
+def test_near_duplicates_any_chunking_and_small_blocks(chunks):
+    hashes = _hashes_with_planted_neighbours(3000, seed=1)
+    expected = brute_force_pairs(hashes, 6)
+    got = near_duplicate_pairs(hashes, 6, chunks=chunks, block=64)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_chunk_choice_keeps_tables_small():
+    assert choose_chunks(1_000_000, 6) >= 3 and choose_chunks(10, 0) >= 3
+    assert parse_phash(["ffffffffffffffff", "0000000000000001"]).tolist() == [2 ** 64 - 1, 1]
+
+
+def _acc(key, created=None, sha=None, label=None, template=None, digits=0, bio=None, url=None):
+    return E.AccountTraits(key, created, sha, label, template, digits, bio, url)
+
+
+def test_identical_avatar_star_and_default_avatar_cap():
+    params = NetworkParams(identical_avatar_max_group=3)
+    accounts = [_acc(f"p:{i}", sha="x") for i in range(3)] + [_acc(f"p:d{i}", sha="default") for i in range(4)]
+    edges = E.identical_avatar_edges(accounts, params)
+    assert {(e.a_key, e.b_key) for e in edges} == {("p:0", "p:1"), ("p:0", "p:2")}
+    assert all(e.evidence == {"sha256": "x", "group_size": 3} and e.weight == 1.0 for e in edges)
+
+
+def test_near_duplicate_edges_join_hubs_and_are_corroborating():
+    params = NetworkParams(near_dup_max_distance=6)
+    groups = {"a": ["p:1", "p:2"], "b": ["p:3"]}
+    [edge] = E.near_duplicate_edges(groups, [("a", "b", 2), ("a", "zz", 1)], params)
+    assert (edge.a_key, edge.b_key) == ("p:1", "p:3")
+    assert edge.evidence == {"sha256": ["a", "b"], "hamming": 2}
+    assert 0.25 <= edge.weight < params.strong_edge_min_weight
+
+
+def test_similar_embedding_exact_blocked_neighbours():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(50, 16))
+    vectors = np.concatenate([base, base[:10] + rng.normal(scale=0.01, size=(10, 16))])
+    pairs = E.similar_embedding_pairs(vectors, 0.99, 5, block=7)
+    assert {(i, j) for i, j, _ in pairs} == {(i, 50 + i) for i in range(10)}
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert all(abs(s - float(unit[i] @ unit[j])) < 1e-5 for i, j, s in pairs)
+
+
+def test_creation_window_needs_a_shared_trait_inside_a_burst():
+    params = NetworkParams(creation_window_hours=48, min_template_digits=6, burst_factor=5)
+    burst = [_acc(f"p:b{i}", T0 + timedelta(hours=i), template="a+8digits", digits=8) for i in range(5)]
+    spread = [_acc(f"p:s{i}", T0 + timedelta(days=30 * (i + 1)), template="a+8digits", digits=8) for i in range(40)]
+    no_trait = [_acc(f"p:n{i}", T0 + timedelta(minutes=i)) for i in range(10)]
+    edges = E.creation_window_edges(burst + spread + no_trait, params)
+    linked = {k for e in edges for k in (e.a_key, e.b_key)}
+    assert linked == {a.account_key for a in burst}
+    assert all(e.evidence["traits"] == ["handle_template"] and e.evidence["value"] == "a+8digits" for e in edges)
+
+
+def test_burst_members_against_the_average_rate():
+    times = np.sort(np.concatenate([np.arange(0, 10) * 60.0, np.linspace(1e6, 1e8, 200)]))
+    mask = E.burst_members(times, 3600, 3, 5)
+    assert mask[:10].all() and not mask[10:].any()
+
+
+def test_identical_text_edges_are_cliques_with_a_cap():
+    params = NetworkParams(identical_text_max_group=3)
+    accounts = [_acc(f"p:{i}", bio="Crypto signals daily, join now", url="https://WWW.x.io/Join/") for i in range(3)]
+    accounts += [_acc(f"p:z{i}", url="http://x.io/join#top") for i in range(1)]  # 4 with that link: over the cap
+    accounts += [_acc("p:short", bio="hi"), _acc("p:short2", bio="hi")]
+    edges = E.identical_text_edges(accounts, params)
+    assert {e.edge_type for e in edges} == {"identical_bio"}
+    assert len(edges) == 3 and all(e.weight == E.TEXT_EDGE_WEIGHT for e in edges)
+    assert E.normalised_link("HTTPS://www.Example.com/Shop/#x") == "example.com/shop"
+
+
+def test_network_stage_writes_typed_edges_with_params_and_evidence(settings):
+    pop = planted.generate(settings, "net", organic=300, seed=5)
+    planted.run_network_stages(settings, "net")
+    with transaction(settings) as conn:
+        rows = conn.execute(sa.text("select edge_type, a_key, b_key, weight, params, evidence from edges"
+                                    " where run_key = 'net'")).mappings().all()
+    types = {r["edge_type"] for r in rows}
+    assert {"identical_avatar", "near_duplicate_avatar", "similar_embedding", "creation_window", "identical_link",
+            "co_repost"} <= types
+    for r in rows:
+        assert r["a_key"] < r["b_key"] and r["params"] and r["evidence"] and r["weight"] > 0
+    near = [r for r in rows if r["edge_type"] == "near_duplicate_avatar"]
+    ring = {k for ms in pop.operations["avatar_ring"] for k in ms}
+    assert all(r["a_key"] in ring and r["b_key"] in ring for r in near)
+    assert all(r["params"]["near_dup_max_distance"] == 6 and r["evidence"]["hamming"] <= 6 for r in near)
+    sim = [r for r in rows if r["edge_type"] == "similar_embedding"]
+    assert sim and all(r["evidence"]["cosine"] >= 0.95 and r["params"]["backbone_id"] == planted.BACKBONE_ID
+                       for r in sim)
