@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
-from pipeline import aggregate, flags, images, ingest, networks, report, runs, score
+from pipeline import aggregate, flags, html_report, images, ingest, networks, report, runs, score
 from pipeline.config import NetworkParams, Settings
 from pipeline.db import ensure_schema, transaction
 from pipeline.detector_store import resolve_detector
@@ -45,6 +45,7 @@ STAGES: dict[str, Callable[[RunContext], Any]] = {
     "aggregate": lambda c: aggregate.aggregate_run(c.settings, c.run_key, c.network),
     "networks": lambda c: networks.build_networks(c.settings, c.run_key, c.network),
     "flag": lambda c: {"flags": flags.flag_run(c.settings, c.run_key, c.network)},
+    "report": lambda c: html_report.report_run(c.settings, c.run_key),
     "summarize": lambda c: report.summarize_run(c.settings, c.run_key),
 }
 assert tuple(STAGES) == STAGE_NAMES, "pipeline.stages.STAGE_NAMES must list the stages of STAGES in order"

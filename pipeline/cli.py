@@ -112,6 +112,14 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.html_report import write_report
+
+    result = write_report(_settings(args), args.run_key, cluster_id=args.cluster, out=Path(args.out) if args.out else None)
+    print(f"wrote {result.pages} page{'s' if result.pages != 1 else ''}; open {result.path}")
+    return 0
+
+
 def cmd_train_probe(args: argparse.Namespace) -> int:
     from detectors.clip_probe import Augmentation
     from pipeline.train import parse_range, train_probe
@@ -267,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("quarantine", cmd_quarantine, "list rejected records and images of a run")
     p.add_argument("--run-key", required=True)
     p.add_argument("--json", action="store_true")
+
+    p = add("report", cmd_report, "write the HTML evidence report of a run (or of one cluster), viewable offline")
+    p.add_argument("--run-key", required=True)
+    p.add_argument("--cluster", metavar="ID", help="only this cluster's page")
+    p.add_argument("--out", metavar="DIR", help="output folder (default HOME/reports/<run key>)")
 
     p = add("train-probe", cmd_train_probe, "train a CLIP linear-probe detector from labelled image folders")
     p.add_argument("--real", required=True, help="folder of real images")

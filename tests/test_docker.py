@@ -249,3 +249,70 @@ def test_paths_agree_between_dockerfile_and_compose(services):
 def test_substitute_defaults():
     assert substitute_defaults("${PROFILE_AUDIT_LANDING:-./landing}:/x") == "./landing:/x"
     assert substitute_defaults("${UNSET}") == ""
+
+
+GRAFANA = DOCKER / "grafana"
+
+
+def dashboard_views() -> set[str]:
+    text = (REPO / "sql" / "007_dashboard_views.sql").read_text()
+    return set(re.findall(r"^create view (\w+)", text, re.MULTILINE))
+
+
+def dashboard_queries() -> list[str]:
+    """Every rawSql of the provisioned Grafana dashboards (the JSON must parse)."""
+    import json
+
+    files = sorted((GRAFANA / "dashboards").glob("*.json"))
+    assert files, "no Grafana dashboard JSON in docker/grafana/dashboards"
+    queries = []
+    for path in files:
+        dashboard = json.loads(path.read_text())
+        assert dashboard["uid"] and dashboard["panels"], path.name
+        for panel in dashboard["panels"]:
+            assert panel["targets"], f"{path.name}: panel {panel['title']!r} has no query"
+            queries += [t["rawSql"] for t in panel["targets"]]
+    return queries
+
+
+def test_grafana_dashboard_queries_only_the_dashboard_views():
+    views = dashboard_views()
+    assert len(views) == 4, views
+    queries = dashboard_queries()
+    assert len(queries) >= 4
+    used = set()
+    for sql in queries:
+        relations = {m.lower() for m in re.findall(r"\b(?:from|join)\s+([A-Za-z_][\w.]*)", sql, re.IGNORECASE)}
+        assert relations and relations <= views, f"query reads {sorted(relations - views)}: {sql}"
+        assert not re.search(r"\b(insert|update|delete|drop|alter|create|grant|truncate)\b", sql, re.IGNORECASE), sql
+        used |= relations
+    assert used == views, f"views no panel shows: {sorted(views - used)}"
+
+
+def test_grafana_service_is_provisioned_with_the_reader_datasource(services):
+    grafana = services["grafana"]
+    assert IMAGE_RE.match(grafana["image"]) and grafana["image"].startswith("grafana/grafana:")
+    mounts = dict((t, s) for s, t in bind_mounts(grafana))
+    assert (DOCKER / mounts["/etc/grafana/provisioning"]).resolve() == GRAFANA / "provisioning"
+    sources = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "profile-audit.yaml").read_text())["datasources"]
+    providers = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "profile-audit.yaml").read_text())["providers"]
+    dashboards_in = providers[0]["options"]["path"]
+    assert (DOCKER / mounts[dashboards_in]).resolve() == GRAFANA / "dashboards"
+    (source,) = sources
+    assert source["url"] == "postgres:5432" and source["jsonData"]["database"] == PROJECT_DB
+    assert source["type"] == "grafana-postgresql-datasource"
+    import json
+
+    for path in (GRAFANA / "dashboards").glob("*.json"):
+        for panel in json.loads(path.read_text())["panels"]:
+            assert {t["datasource"]["uid"] for t in panel["targets"]} == {source["uid"]}, panel["title"]
+    # the datasource logs in as the user the postgres init script puts in profile_audit_reader
+    user_var = source["user"].lstrip("$").strip("{}")
+    user = env_of(grafana)[user_var]
+    assert env_of(services["postgres"])[user_var] == user
+    assert env_of(grafana)["PROFILE_AUDIT_GRAFANA_DB_PASSWORD"] == env_of(services["postgres"])["PROFILE_AUDIT_GRAFANA_DB_PASSWORD"]
+    init = (DOCKER / "postgres-init" / "02-dashboard-reader.sh").read_text()
+    assert "CREATE ROLE profile_audit_reader NOLOGIN" in init and "IN ROLE profile_audit_reader" in init
+    assert user_var in init
+    depends = grafana["depends_on"]
+    assert depends["airflow-init"]["condition"] == "service_completed_successfully", "views exist after db upgrade"

@@ -1,0 +1,11 @@
+#!/bin/bash
+# Runs once, when the postgres-data volume is first initialised. Creates the read-only dashboard
+# role (sql/007_dashboard_views.sql grants it SELECT on the dashboard_* views when
+# `profile-audit db upgrade` runs) and the login user Grafana connects as.
+set -euo pipefail
+psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
+     -v reader_user="${PROFILE_AUDIT_GRAFANA_DB_USER:-grafana_reader}" \
+     -v reader_password="${PROFILE_AUDIT_GRAFANA_DB_PASSWORD:-grafana_reader}" <<'SQL'
+CREATE ROLE profile_audit_reader NOLOGIN;
+CREATE ROLE :"reader_user" LOGIN PASSWORD :'reader_password' IN ROLE profile_audit_reader;
+SQL

@@ -1,0 +1,278 @@
+"""The HTML evidence report (pipeline/html_report.py), read as HTML: no browser here (test_report_browser.py).
+
+The module's audit is the demo export with hostile text planted in one ring account: a bio that is a
+<script>, a display name that is an <img onerror>, and a javascript: link. The report must show them
+as text.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import shutil
+import uuid
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+RUN_KEY = "investigation:report/<test>"  # characters that are unsafe in a path and in HTML
+HOSTILE = {"bio": '<script>alert("bio")</script>', "display_name": "<img src=x onerror=alert(1)>",
+           "url": "javascript:alert(document.cookie)"}
+HOSTILE_ACCOUNT = "r000"
+
+
+def hostile_export(source: Path, target: Path) -> Path:
+    """A copy of the demo export whose account r000 (in the reused-face ring) carries hostile text."""
+    shutil.copytree(source, target)
+    manifest = target / "manifest.csv"
+    with manifest.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = reader.fieldnames, list(reader)
+    for row in rows:
+        if row["account_id"] == HOSTILE_ACCOUNT:
+            row.update(HOSTILE)
+    with manifest.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return target
+
+
+def fresh_settings(server_url: str, home: Path):
+    """A new database on the test server, for a module-scoped audit."""
+    from pipeline.config import load_settings
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'create database "{name}"'))
+    admin.dispose()
+    url = sa.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    return load_settings(env={}, home=home, database_url=url)
+
+
+@pytest.fixture(scope="module")
+def audited_report(server_url, demo_data, tmp_path_factory):
+    """The hostile demo export audited once by the whole pipeline, which writes the report as a stage."""
+    from pipeline.audit import audit_export
+    from pipeline.db import dispose_engines
+    from pipeline.flags import list_flags
+
+    root = tmp_path_factory.mktemp("report")
+    settings = fresh_settings(server_url, root / "home")
+    export = hostile_export(demo_data["export"], root / "export")
+    summary = audit_export(settings, export, run_key=RUN_KEY, detector=str(demo_data["detector"]))
+    flags = list_flags(settings, run_key=RUN_KEY)
+    yield {"settings": settings, "summary": summary, "flags": flags}
+    dispose_engines()
+
+
+class Collector(HTMLParser):
+    """Every start tag with its attributes, and the page's text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(path: Path) -> Collector:
+    collector = Collector()
+    collector.feed(path.read_text(encoding="utf-8"))
+    return collector
+
+
+def _cluster_rows(settings, cluster_id: str) -> dict[str, dict]:
+    from pipeline.db import transaction
+
+    with transaction(settings) as conn:
+        rows = conn.execute(sa.text(
+            "select m.account_key, s.handle, g.avatar_sha256, g.avatar_probability from cluster_members m"
+            " join account_snapshots s on s.run_key = m.run_key and s.account_key = m.account_key"
+            " join account_signals g on g.run_key = m.run_key and g.account_key = m.account_key"
+            " where m.run_key = :k and m.cluster_id = :c"), {"k": RUN_KEY, "c": cluster_id}).mappings().all()
+    return {r["account_key"]: dict(r) for r in rows}
+
+
+def _edge_count(settings, cluster_id: str) -> int:
+    from pipeline.db import transaction
+
+    with transaction(settings) as conn:
+        return conn.execute(sa.text(
+            "select count(*) from edges e"
+            " join cluster_members a on a.run_key = e.run_key and a.account_key = e.a_key and a.cluster_id = :c"
+            " join cluster_members b on b.run_key = e.run_key and b.account_key = e.b_key and b.cluster_id = :c"
+            " where e.run_key = :k"), {"k": RUN_KEY, "c": cluster_id}).scalar_one()
+
+
+def test_the_report_stage_writes_index_and_one_page_per_flagged_cluster(audited_report):
+    from pipeline.html_report import cluster_page_name, report_dir
+
+    settings, flags = audited_report["settings"], audited_report["flags"]
+    folder = report_dir(settings, RUN_KEY)
+    assert folder.parent == settings.home / "reports" and "/" not in folder.name and "<" not in folder.name
+    assert flags, "the demo export raises flags"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["index.html", *(cluster_page_name(f["cluster_id"]) for f in flags)])
+    index = parse(folder / "index.html")
+    links = [a["href"] for tag, a in index.tags if tag == "a"]
+    assert sorted(links) == sorted(cluster_page_name(f["cluster_id"]) for f in flags)
+    text = " ".join(index.text)
+    for f in flags:
+        assert f["flag_id"] in text and f"{f['score']:.3f}" in text
+        for rule, why in f["evidence"]["rules"].items():
+            assert rule in text and why in text
+
+
+def test_cluster_pages_show_members_probabilities_thumbnails_and_edges(audited_report):
+    from pipeline.html_report import cluster_page_name, report_dir
+
+    settings = audited_report["settings"]
+    folder = report_dir(settings, RUN_KEY)
+    for flag in audited_report["flags"]:
+        page = parse(folder / cluster_page_name(flag["cluster_id"]))
+        text = " ".join(page.text)
+        members = _cluster_rows(settings, flag["cluster_id"])
+        for key, m in members.items():
+            assert key in text and m["handle"] in text
+        images = {m["avatar_sha256"]: m["avatar_probability"] for m in members.values() if m["avatar_sha256"]}
+        tiles = [a for tag, a in page.tags if tag == "div" and a.get("class") == "tile"]
+        assert sorted(t["title"] for t in tiles) == sorted(images)
+        for sha, probability in images.items():
+            assert f"p = {probability:.3f}" in text, sha
+        thumbs = [a["src"] for tag, a in page.tags if tag == "img"]
+        assert len(thumbs) == len(images) and all(src.startswith("data:image/jpeg;base64,") for src in thumbs)
+        svgs = [a.get("aria-label") for tag, a in page.tags if tag == "svg"]
+        assert svgs == ["creation-date histogram", "cluster graph"]
+        circles = [a for tag, a in page.tags if tag == "circle"]
+        assert len(circles) == len(members)
+        lines = [a for tag, a in page.tags if tag == "line"]
+        edges_total = _edge_count(settings, flag["cluster_id"])
+        assert len(lines) - 2 == edges_total  # two axis lines in the histogram, one line per edge in the graph
+        assert f"Edge evidence ({edges_total} edges)" in text
+        for edge in flag["evidence"]["edges"]:
+            assert edge["a_key"] in text and edge["b_key"] in text
+
+
+def test_hostile_export_text_is_escaped(audited_report):
+    from pipeline.html_report import CSP, report_dir
+
+    folder = report_dir(audited_report["settings"], RUN_KEY)
+    ring_pages = [p for p in folder.glob("cluster-*.html") if f"demo:{HOSTILE_ACCOUNT}" in p.read_text()]
+    assert len(ring_pages) == 1, "the hostile account is in a flagged cluster"
+    raw = ring_pages[0].read_text()
+    page = parse(ring_pages[0])
+    assert not [t for t, _ in page.tags if t in ("script", "iframe", "object", "embed")]
+    assert all(a.get("src", "").startswith("data:image/jpeg;base64,") for t, a in page.tags if t == "img")
+    assert all(not a.get("href", "").lower().startswith("javascript") for _, a in page.tags)
+    assert all(not any(k.startswith("on") for k in a) for _, a in page.tags), "an event-handler attribute got through"
+    for value in HOSTILE.values():
+        assert html.escape(value, quote=True) in raw  # shown as text, as written
+        if html.escape(value, quote=True) != value:
+            assert value not in raw
+    assert f'href="{HOSTILE["url"]}' not in raw  # the link is shown, never followed
+    assert HOSTILE["bio"] in " ".join(page.text)
+    # and the run key, which has <, > and / in it, is escaped on every page
+    for path in folder.iterdir():
+        assert "<test>" not in path.read_text() and "&lt;test&gt;" in path.read_text()
+    metas = [a for t, a in parse(folder / "index.html").tags if t == "meta" and a.get("http-equiv")]
+    assert metas == [{"http-equiv": "Content-Security-Policy", "content": CSP}]
+
+
+def test_rewriting_gives_the_same_bytes_and_drops_stale_pages(audited_report):
+    from pipeline.html_report import report_dir, write_report
+
+    settings = audited_report["settings"]
+    folder = report_dir(settings, RUN_KEY)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    (folder / "cluster-stale.html").write_text("from a run whose clusters changed")
+    result = write_report(settings, RUN_KEY)
+    assert result.path == folder / "index.html" and result.pages == len(before)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_missing_image_file_shows_a_placeholder(audited_report, tmp_path):
+    from pipeline.html_report import write_report
+
+    settings, flag = audited_report["settings"], audited_report["flags"][0]
+    members = _cluster_rows(settings, flag["cluster_id"])
+    sha = sorted(m["avatar_sha256"] for m in members.values() if m["avatar_sha256"])[0]
+    stored = next(settings.image_dir.rglob(f"{sha}.*"))
+    moved = tmp_path / stored.name
+    shutil.move(stored, moved)
+    try:
+        result = write_report(settings, RUN_KEY, cluster_id=flag["cluster_id"], out=tmp_path / "one")
+    finally:
+        shutil.move(moved, stored)
+    page = parse(result.path)
+    tile = next(i for i, (t, a) in enumerate(page.tags) if t == "div" and a.get("title") == sha)
+    assert page.tags[tile + 1] == ("div", {"class": "missing"})
+    assert result.pages == 1 and sorted(p.name for p in (tmp_path / "one").iterdir()) == [result.path.name]
+
+
+def test_cli_report_for_one_cluster_and_user_errors(audited_report, tmp_path):
+    from test_cli import _one_line_error, run_cli
+
+    settings, flag = audited_report["settings"], audited_report["flags"][0]
+    base = ["--database-url", settings.database_url]
+    out = run_cli(*base, "report", "--run-key", RUN_KEY, "--cluster", flag["cluster_id"], "--out", str(tmp_path / "r"),
+                  home=settings.home)
+    assert out.returncode == 0, out.stderr
+    pages = list((tmp_path / "r").iterdir())
+    assert len(pages) == 1 and str(pages[0]) in out.stdout and flag["flag_id"] in pages[0].read_text()
+    out = run_cli(*base, "report", "--run-key", "nightly:1999-01-01", home=settings.home)
+    assert out.returncode == 2
+    _one_line_error(out, "no run 'nightly:1999-01-01'")
+    out = run_cli(*base, "report", "--run-key", RUN_KEY, "--cluster", "nope", home=settings.home)
+    assert out.returncode == 2
+    _one_line_error(out, "no cluster 'nope'")
+    (tmp_path / "file").write_text("x")
+    out = run_cli(*base, "report", "--run-key", RUN_KEY, "--out", str(tmp_path / "file"), home=settings.home)
+    _one_line_error(out, "is not a folder")
+
+
+def test_histogram_bins_cover_the_span_and_count_every_account():
+    from datetime import date, timedelta
+
+    from pipeline.html_report import _day_bins, svg_histogram
+
+    burst = [date(2019, 12, 8)] * 106 + [date(2020, 1, 9)] * 105  # the Thailand 2020 release's two creation days
+    bins = _day_bins(burst)
+    assert sum(n for _, _, n in bins) == len(burst)
+    assert bins[0][0] == date(2019, 12, 8) and bins[-1][1] == date(2020, 1, 9)
+    assert all(s == e for s, e, _ in bins) and len(bins) == 33  # one bar per day over 33 days
+    assert {s: n for s, _, n in bins if n} == {date(2019, 12, 8): 106, date(2020, 1, 9): 105}
+    spread = [date(2012, 1, 1) + timedelta(days=37 * i) for i in range(100)]
+    wide = _day_bins(spread)
+    assert len(wide) <= 60 and sum(n for _, _, n in wide) == 100
+    assert all((b[0] - a[1]).days == 1 for a, b in zip(wide, wide[1:]))  # contiguous, no gaps or overlaps
+    one_day = _day_bins([date(2025, 12, 10)] * 16)  # a batch created on one day: a spike on a two-week axis
+    assert len(one_day) == 15 and [(s, n) for s, _, n in one_day if n] == [(date(2025, 12, 10), 16)]
+    svg = svg_histogram(burst)
+    assert svg.count("<rect") == 2 and "2019-12-08: 106 accounts" in svg
+    assert "No creation dates" in svg_histogram([None, None])
+
+
+def test_graph_layout_is_deterministic_and_separates_communities():
+    import itertools
+    import math
+
+    from pipeline.html_report import graph_layout
+
+    # two 8-cliques joined by one edge
+    pairs = [p for group in (range(8), range(8, 16)) for p in itertools.combinations(group, 2)] + [(0, 8)]
+    pos = graph_layout(16, pairs)
+    assert pos == graph_layout(16, pairs)
+    assert all(0 <= x <= 1 and 0 <= y <= 1 for x, y in pos)
+    dist = lambda i, j: math.dist(pos[i], pos[j])  # noqa: E731
+    within = [dist(i, j) for i, j in pairs[:-1]]
+    across = [dist(i, j) for i in range(8) for j in range(8, 16)]
+    assert sum(within) / len(within) < 0.5 * sum(across) / len(across)
