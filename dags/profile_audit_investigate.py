@@ -10,7 +10,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from pipeline.airflow_support import audit_task_chain, network_param_specs
+from pipeline.airflow_support import audit_task_chain, network_param_specs, score_param_specs
 
 
 @dag(
@@ -24,6 +24,7 @@ from pipeline.airflow_support import audit_task_chain, network_param_specs
         "investigation_id": Param("", type="string", description="names the run; empty = the DAG run id"),
         "format": Param("auto", type="string"),
         "detector": Param("", type="string", description="detector id or .json; empty = promoted default"),
+        **score_param_specs(),
         **network_param_specs(),
     },
     doc_md=__doc__,

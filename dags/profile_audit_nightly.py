@@ -11,7 +11,7 @@ import os
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from pipeline.airflow_support import audit_task_chain, network_param_specs
+from pipeline.airflow_support import audit_task_chain, network_param_specs, score_param_specs
 
 
 @dag(
@@ -26,6 +26,7 @@ from pipeline.airflow_support import audit_task_chain, network_param_specs
                              description="folder of YYYY-MM-DD/ exports; empty = PROFILE_AUDIT_LANDING_DIR or config"),
         "format": Param("auto", type="string"),
         "detector": Param("", type="string", description="detector id or .json; empty = promoted default"),
+        **score_param_specs(),
         **network_param_specs(),
     },
     doc_md=__doc__,

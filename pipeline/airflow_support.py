@@ -84,15 +84,32 @@ def begin_run(run_key: str, export_path: str, fmt: str, params: dict[str, Any], 
     return {"run_key": run_key, "params": {k: v for k, v in params.items() if v is not None}}
 
 
-def run_stage(stage: str, run: dict[str, Any]) -> dict[str, Any]:
-    """One pipeline stage as a task; returns the stage's counts for XCom."""
+def run_stage(stage: str, run: dict[str, Any], shard_index: int = 0, shard_count: int = 1) -> dict[str, Any]:
+    """One pipeline stage as a task (the score stage: one shard of it); returns the stage's counts for XCom."""
     from pipeline import audit
 
     settings = airflow_settings(run["params"])
     ctx = audit.RunContext(settings, run["run_key"], network_params_from(run["params"], settings),
-                           run["params"].get("detector") or None)
+                           run["params"].get("detector") or None, shard_index, shard_count)
     out = audit.run_stage(ctx, stage)
     return {k: v for k, v in out.items() if isinstance(v, (int, float, str, dict))}
+
+
+def score_param_specs() -> dict[str, Any]:
+    """Airflow Params of the score stage: how many mapped score tasks share the run's images."""
+    from airflow.sdk import Param
+
+    return {"score_shards": Param(1, type="integer", minimum=1, maximum=1024,
+                                  description="score tasks mapped over the images (split by image hash); "
+                                              "1 = one task. Put several on GPU workers for large runs")}
+
+
+def score_shard_plan(run: dict[str, Any]) -> list[dict[str, int]]:
+    """The shards that dynamic task mapping expands the score task over."""
+    count = int(run["params"].get("score_shards") or 1)
+    if count < 1:
+        raise ValueError(f"score_shards must be at least 1, got {count}")
+    return [{"shard_index": i, "shard_count": count} for i in range(count)]
 
 
 def flags_asset():
@@ -113,6 +130,22 @@ def audit_task_chain(run: Any) -> Any:
     for stage in STAGE_NAMES:
         # the flag task updates the flags Asset, so dashboards or exports can be scheduled on it
         outlets = [flags_asset()] if stage == "flag" else []
+
+        if stage == "score":  # mapped over hash shards: one task instance per shard
+            @task(task_id="plan_score_shards")
+            def plan_score_shards(run_info: dict[str, Any]) -> list[dict[str, int]]:
+                return score_shard_plan(run_info)
+
+            @task(task_id="score", map_index_template="{{ task.op_kwargs['shard']['shard_index'] }}")
+            def score_shard(run_info: dict[str, Any], shard: dict[str, int]) -> dict[str, Any]:
+                return run_stage("score", run_info, shard["shard_index"], shard["shard_count"])
+
+            planned = plan_score_shards(run)
+            if previous is not None:
+                previous >> planned
+            current = score_shard.partial(run_info=run).expand(shard=planned)
+            previous = current
+            continue
 
         @task(task_id=stage, outlets=outlets)
         def stage_task(run_info: dict[str, Any], stage_name: str = stage) -> dict[str, Any]:

@@ -29,7 +29,7 @@ def test_dagbag_loads_without_errors(airflow_db):
     assert DAG_IDS <= set(bag.dag_ids)
     nightly = bag.get_dag("profile_audit_nightly")
     assert [t.task_id for t in nightly.topological_sort()] == [
-        "begin", "ingest", "acquire_images", "score", "aggregate", "networks", "flag", "report", "summarize"]
+        "begin", "ingest", "acquire_images", "plan_score_shards", "score", "aggregate", "networks", "flag", "report", "summarize"]
     assert [a.name for a in nightly.get_task("flag").outlets] == ["profile_audit_flags"]
     assert bag.get_dag("profile_audit_investigate").get_task("flag").outlets == nightly.get_task("flag").outlets
 
