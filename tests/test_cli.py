@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 COMMANDS = [[], ["db"], ["db", "upgrade"], ["audit"], ["flags"], ["flag"], ["flag", "set-status"], ["quarantine"],
-            ["train-probe"], ["detectors"], ["demo"]]
+            ["train-probe"], ["detectors"], ["demo"], ["report"]]
 
 
 def run_cli(*args: str, env: dict | None = None, home: Path | None = None) -> subprocess.CompletedProcess:
