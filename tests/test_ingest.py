@@ -220,6 +220,6 @@ def test_unreadable_export_is_a_user_error_and_keeps_the_previous_rows(settings,
     write(tmp_path, HEADER + b"x,1,a,,,,\n")
     _ingest(settings, "r", tmp_path)
     (tmp_path / "manifest.csv").write_bytes(b"platform,handle\nx,a\n")
-    with pytest.raises(UserError, match=r"cannot read .* as generic: manifest.csv lacks column\(s\) account_id"):
+    with pytest.raises(UserError, match=r"cannot read .* as generic: manifest.csv has no platform,account_id header \(missing account_id; "):
         _ingest(settings, "r", tmp_path, "generic")
     assert _rows(settings, "select account_key from account_snapshots") == [("x:1",)]

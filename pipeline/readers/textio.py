@@ -67,9 +67,10 @@ def csv_rows(fh: IO[str], source: str, required: Iterable[str]) -> Iterator[tupl
         fieldnames = reader.fieldnames
     except csv.Error as exc:
         raise FieldError(f"{source} has an unreadable header: {exc}") from None
-    missing = set(required) - set(fieldnames or [])
+    required = tuple(required)
+    missing = [c for c in required if c not in (fieldnames or [])]
     if missing:
-        raise FieldError(f"{source} lacks column(s) {', '.join(sorted(missing))} (header: {fieldnames})")
+        raise FieldError(f"{source} has no {','.join(required)} header (missing {', '.join(missing)}; got {fieldnames})")
     while True:
         line = lines.count + 1
         try:
