@@ -254,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("audit", cmd_audit, "run the whole pipeline on one export and print a summary")
     p.add_argument("export_path", metavar="EXPORT_PATH", help="export folder or manifest file")
-    p.add_argument("--format", default="auto", help="export format (default: auto-detect)")
+    p.add_argument("--format", default="auto",
+                   help="export format: auto (default: detect), generic, twitter_io, twitter_archive, mastodon, "
+                        "bluesky, reddit")
     p.add_argument("--run-key", help="run key (default: derived from the export's contents)")
     p.add_argument("--detector", help="detector id or saved detector .json (default: the promoted one)")
     p.add_argument("--json", action="store_true", help="print the summary and flags as JSON")
