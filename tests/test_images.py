@@ -129,3 +129,24 @@ def test_acquire_stores_each_distinct_image_once_and_quarantines_failures(settin
     assert reasons["line 5 avatar"] == "avatar file 'a/missing.png' not found in the export"
     assert reasons["line 6 avatar"] == "fetch failed: destination 169.254.169.254 is link-local (cloud metadata range); refused"
     assert len(stored) == 1 and (settings.image_dir / stored[0]).read_bytes() == png()
+
+
+def test_cmyk_palette_and_grey_alpha_become_rgb():
+    buf = io.BytesIO()
+    Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(buf, "JPEG", quality=95)  # red in CMYK
+    fmt, rgb = decode_image(buf.getvalue())
+    assert (fmt, rgb.mode) == ("JPEG", "RGB")
+    r, g, b = rgb.getpixel((8, 8))
+    assert r > 200 and g < 60 and b < 60
+    _, rgb = decode_image(png(mode="P", color=3))
+    assert rgb.mode == "RGB"
+    _, rgb = decode_image(png(mode="LA", color=(0, 0)))
+    assert rgb.getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_animated_webp_uses_its_first_frame():
+    frames = [Image.new("RGB", (16, 16), c) for c in ((250, 0, 0), (0, 250, 0), (0, 0, 250))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    fmt, rgb = decode_image(buf.getvalue())
+    assert fmt == "WEBP" and rgb.getpixel((8, 8)) == (250, 0, 0)
