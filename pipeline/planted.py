@@ -280,8 +280,9 @@ def _copy_new(conn: sa.Connection, table: str, columns: tuple[str, ...], rows) -
 
 
 def _clear(conn: sa.Connection, run_key: str) -> None:
-    """A rerun of the generator replaces the run's rows (shared images and accounts are kept)."""
-    for table in ("flags", "clusters", "edges", "avatar_near_duplicates", "account_signals", "posts", "account_avatars",
+    """A rerun of the generator replaces the run's input rows, as a re-ingest would; flags (with their
+    investigator statuses) are the flag stage's to keep or drop."""
+    for table in ("clusters", "edges", "avatar_near_duplicates", "account_signals", "posts", "account_avatars",
                   "account_snapshots"):
         conn.execute(sa.text(f"delete from {table} where run_key = :k"), {"k": run_key})
 
