@@ -31,6 +31,8 @@ def _settings(args: argparse.Namespace, schema: bool = True):
 def print_stage(stage: str, result: dict[str, Any], seconds: float) -> None:
     """One progress line per stage on stderr, so stdout stays the summary (or JSON)."""
     shown = "" if stage == "summarize" else ", ".join(f"{k} {v}" for k, v in result.items() if isinstance(v, (int, float)))
+    if stage == "report" and result.get("report"):
+        shown += f", open {result['report']}"
     print(f"  {stage:<15} {seconds:6.1f} s  {shown}".rstrip(), file=sys.stderr, flush=True)
 
 
