@@ -101,6 +101,19 @@ def cmd_flag_set_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evidence(args: argparse.Namespace) -> int:
+    from pipeline.evidence import cluster_evidence, write_evidence
+
+    data = cluster_evidence(_settings(args), args.cluster_id, args.run_key)
+    written = write_evidence(data, args.format, Path(args.out) if args.out else None)
+    for path in written:
+        print(path)
+    if written:
+        print(f"cluster {data['cluster_id']} of run {data['run_key']}: {len(data['members'])} members,"
+              f" {len(data['edges'])} edges", file=sys.stderr)
+    return 0
+
+
 def cmd_quarantine(args: argparse.Namespace) -> int:
     from pipeline.quarantine import list_quarantine
 
@@ -275,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("flag_id")
     p.add_argument("status", choices=["new", "confirmed", "dismissed", "escalated"])
     p.add_argument("--note")
+
+    p = add("evidence", cmd_evidence, "export one cluster's members, edges and evidence as JSON or CSV")
+    p.add_argument("cluster_id", metavar="CLUSTER_ID", help="a cluster id, as `profile-audit flags` shows it")
+    p.add_argument("--run-key", help="the run (default: the latest run that has this cluster)")
+    p.add_argument("--format", choices=["json", "csv"], default="json")
+    p.add_argument("--out", help="json: a file (default stdout); csv: a folder (default ./evidence-CLUSTER_ID)")
 
     p = add("quarantine", cmd_quarantine, "list rejected records and images of a run")
     p.add_argument("--run-key", required=True)
