@@ -311,6 +311,8 @@ class SafeFetcher:
         """Fetch distinct URLs with ``concurrency`` workers; on_result sees each result as it lands.
 
         Workers pull from the iterator, so a million URLs never become a million pending tasks.
+        on_result runs in worker threads (image decoding releases the GIL), so it must only do
+        thread-safe things: the callers assign to dicts and write content-addressed files.
         """
         pending = iter(dict.fromkeys(urls))
         done = 0
@@ -319,7 +321,9 @@ class SafeFetcher:
             async def worker() -> None:
                 nonlocal done
                 for url in pending:  # shared iterator: each URL goes to exactly one worker
-                    on_result(await self.fetch(client, url))
+                    result = await self.fetch(client, url)
+                    # the handler decodes and stores the image: off the event loop, so fetching goes on
+                    await asyncio.to_thread(on_result, result)
                     done += 1
 
             await asyncio.gather(*(worker() for _ in range(max(1, self.params.concurrency))))

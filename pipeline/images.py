@@ -12,6 +12,7 @@ import io
 import os
 import re
 import tempfile
+import threading
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -268,15 +269,18 @@ def acquire_avatars(settings: Settings, run_key: str, fetcher: SafeFetcher | Non
     fetched = 0
     if urls:
         counter = Counter("images (fetch)", len(urls), unit="url")
+        lock = threading.Lock()  # on_result runs in the fetcher's worker threads
 
         def on_result(result: FetchResult) -> None:
             nonlocal fetched
-            counter.update(1)
             if result.ok:
-                fetched += 1
-                accept(result.url, result.data)
-            else:
-                outcomes[result.url] = f"fetch failed: {result.reason}"
+                accept(result.url, result.data)  # decode outside the lock: Pillow releases the GIL
+            with lock:
+                counter.update(1)
+                if result.ok:
+                    fetched += 1
+                else:
+                    outcomes[result.url] = f"fetch failed: {result.reason}"
 
         (fetcher or SafeFetcher.from_settings(settings)).fetch_all(urls, on_result)
         counter.close()
