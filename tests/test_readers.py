@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
@@ -45,7 +44,7 @@ def test_io_reader_on_the_real_cuba_file():
     assert len(expected) == 526 and len(accounts) == 526
     assert len({a.account_key for a in accounts}) == 526
     multi_line = 0
-    for record, row in zip(accounts, expected):
+    for record, row in zip(accounts, expected, strict=True):
         assert record.account_id == row["userid"] and record.handle == row["user_screen_name"]
         assert record.bio == (row["user_profile_description"].strip() or None)
         assert record.followers == int(row["follower_count"])
