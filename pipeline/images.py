@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from PIL import Image, ImageOps
 
 from pipeline.archives import ExportSource, UnsafeMember
+from pipeline.bulk import copy_rows
 from pipeline.config import Settings
 from pipeline.db import insert_rows, transaction
 from pipeline.fetch import FetchResult, SafeFetcher
@@ -303,12 +304,9 @@ def acquire_avatars(settings: Settings, run_key: str, fetcher: SafeFetcher | Non
             images.values(),
         )
         conn.execute(sa.text("delete from account_avatars where run_key = :k"), {"k": run_key})
-        insert_rows(
-            conn,
-            "insert into account_avatars (run_key, account_key, avatar_ref, sha256, status, reason)"
-            " values (:run_key, :account_key, :avatar_ref, :sha256, :status, :reason)",
-            avatars,
-        )
+        columns = ("run_key", "account_key", "avatar_ref", "sha256", "status", "reason")
+        for start in range(0, len(avatars), 10_000):  # COPY: one round trip per batch, not per row
+            copy_rows(conn, "account_avatars", columns, ([a[c] for c in columns] for a in avatars[start:start + 10_000]))
         replace_stage_rows(conn, run_key, "images", rejections)
     stored = sum(1 for a in avatars if a["status"] == "stored")
     return AcquireResult(stored=stored, failed=len(avatars) - stored, distinct_images=len(images), fetched=fetched)
