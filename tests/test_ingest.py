@@ -223,3 +223,21 @@ def test_unreadable_export_is_a_user_error_and_keeps_the_previous_rows(settings,
     with pytest.raises(UserError, match=r"cannot read .* as generic: manifest.csv has no platform,account_id header \(missing account_id; "):
         _ingest(settings, "r", tmp_path, "generic")
     assert _rows(settings, "select account_key from account_snapshots") == [("x:1",)]
+
+
+@pytest.mark.slow
+def test_whole_audit_detects_and_runs_an_io_release_and_a_personal_archive(settings, demo_data, tmp_path):
+    from export_fixtures import write_io_export, write_personal_archive
+    from pipeline.audit import audit_export
+
+    io_export = write_io_export(tmp_path / "io", avatar_url=None)
+    archive = write_personal_archive(tmp_path / "drop" / "twitter-2024.zip")
+    for run_key, export in (("io", io_export), ("archive", archive)):
+        audit_export(settings, export, run_key=run_key, detector=str(demo_data["detector"]))
+    assert _rows(settings, "select run_key, export_format, status from runs order by 1") == [
+        ("archive", "twitter_archive", "succeeded"), ("io", "twitter_io", "succeeded")]
+    assert _rows(settings, "select run_key, count(*) from account_avatars where status = 'stored' group by 1 order by 1") == [
+        ("archive", 1), ("io", 2)]
+    assert _rows(settings, "select run_key, count(*) from posts group by 1 order by 1") == [("archive", 2), ("io", 3)]
+    scored = _rows(settings, "select count(distinct a.sha256) from account_avatars a join image_scores s using (sha256)")
+    assert scored == [(3,)]
