@@ -108,6 +108,14 @@ def _create_staging(conn: sa.Connection) -> None:
         " text text, source_file text not null, source_locator text not null) on commit drop"))
 
 
+def _set_changed(table: str, columns: tuple[str, ...]) -> str:
+    """The DO UPDATE clause of an upsert that rewrites a row only when one of its columns changed."""
+    names = ", ".join(columns)
+    new = ", ".join(f"excluded.{c}" for c in columns)
+    old = ", ".join(f"{table}.{c}" for c in columns)
+    return f"({names}) = ({new}) where ({old}) is distinct from ({new})"
+
+
 def _publish(conn: sa.Connection, run_key: str) -> tuple[int, int]:
     """Move staged rows into place: first occurrence wins, later duplicates and orphan posts are quarantined."""
     k = {"k": run_key}
@@ -117,11 +125,16 @@ def _publish(conn: sa.Connection, run_key: str) -> tuple[int, int]:
         "insert into accounts (account_key, platform, account_id, first_seen_run)"
         " select distinct on (account_key) account_key, platform, account_id, :k from _stage_accounts"
         " order by account_key, seq on conflict (account_key) do nothing"), k)
-    conn.execute(sa.text("delete from account_snapshots where run_key = :k"), k)
-    accounts = conn.execute(sa.text(
+    # Upsert that writes only changed rows, then drop the rows the export no longer has: re-ingesting an
+    # identical export reads but does not rewrite (no dead tuples, no index churn).
+    conn.execute(sa.text(
         f"insert into account_snapshots (run_key, account_key, {snap})"
-        f" select distinct on (account_key) :k, account_key, {snap} from _stage_accounts order by account_key, seq"), k
-    ).rowcount
+        f" select distinct on (account_key) :k, account_key, {snap} from _stage_accounts order by account_key, seq"
+        f" on conflict (run_key, account_key) do update set {_set_changed('account_snapshots', SNAPSHOT_COLUMNS)}"), k)
+    conn.execute(sa.text(
+        "delete from account_snapshots s where s.run_key = :k"
+        " and not exists (select 1 from _stage_accounts t where t.account_key = s.account_key)"), k)
+    accounts = conn.execute(sa.text("select count(*) from account_snapshots where run_key = :k"), k).scalar_one()
     conn.execute(sa.text(
         "insert into quarantine (run_key, stage, source_file, locator, reason, excerpt)"
         " select :k, 'ingest', s.source_file, s.source_locator,"
@@ -130,13 +143,18 @@ def _publish(conn: sa.Connection, run_key: str) -> tuple[int, int]:
         "        'bio', s.bio)::text, 500)"
         " from _stage_accounts s join account_snapshots f on f.run_key = :k and f.account_key = s.account_key"
         " where (s.source_file, s.source_locator) <> (f.source_file, f.source_locator) on conflict do nothing"), k)
-    conn.execute(sa.text("delete from posts where run_key = :k"), k)
     cols = ", ".join(POST_COLUMNS)
-    posts = conn.execute(sa.text(
+    conn.execute(sa.text(
         f"insert into posts (run_key, account_key, {cols})"
         f" select distinct on (p.account_key, p.post_id) :k, p.account_key, {', '.join('p.' + c for c in POST_COLUMNS)}"
         " from _stage_posts p join account_snapshots a on a.run_key = :k and a.account_key = p.account_key"
-        " order by p.account_key, p.post_id, p.seq"), k).rowcount
+        " order by p.account_key, p.post_id, p.seq"
+        f" on conflict (run_key, account_key, post_id) do update set {_set_changed('posts', POST_COLUMNS)}"), k)
+    conn.execute(sa.text(
+        "delete from posts d where d.run_key = :k and not exists (select 1 from _stage_posts p join account_snapshots a"
+        " on a.run_key = :k and a.account_key = p.account_key where p.account_key = d.account_key"
+        " and p.post_id = d.post_id)"), k)
+    posts = conn.execute(sa.text("select count(*) from posts where run_key = :k"), k).scalar_one()
     conn.execute(sa.text(
         "insert into quarantine (run_key, stage, source_file, locator, reason, excerpt)"
         " select :k, 'ingest', p.source_file, p.source_locator,"
