@@ -201,3 +201,16 @@ def test_retry_after_forms():
     assert retry_after_seconds("7") == 7.0
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past: retry now
     assert retry_after_seconds("soon") is None
+
+
+def test_https_is_pinned_to_the_checked_address_and_verified_by_name(tmp_path):
+    from fetch_server import TLSServer, self_signed
+
+    cert, key, trust = self_signed(tmp_path, "avatars.example.com")
+    with TLSServer(cert, key) as server:
+        fetcher = SafeFetcher(FAST, resolver=to_loopback, unsafe_allow_loopback_hops=1, verify=trust)
+        ok = one(fetcher, server.url("/img.png", host="avatars.example.com"))
+        assert ok.data == png_bytes()  # connected to 127.0.0.1, TLS SNI and certificate check by name
+        wrong = one(fetcher, server.url("/img.png", host="other.example.com"))
+        assert not wrong.ok and "CERTIFICATE_VERIFY_FAILED" in wrong.reason and "other.example.com" in wrong.reason
+        assert [h for _, h in server.requests] == [f"avatars.example.com:{server.port}"]
