@@ -122,6 +122,7 @@ def test_the_report_stage_writes_index_and_one_page_per_flagged_cluster(audited_
     assert flags, "the demo export raises flags"
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["index.html", *(cluster_page_name(f["cluster_id"]) for f in flags)])
+    assert all(p.stat().st_mode & 0o444 == 0o444 for p in folder.iterdir()), "pages must be readable by others"
     index = parse(folder / "index.html")
     links = [a["href"] for tag, a in index.tags if tag == "a"]
     assert sorted(links) == sorted(cluster_page_name(f["cluster_id"]) for f in flags)
