@@ -58,6 +58,10 @@ def test_account_risk_view_matches_signals_and_flags(audited):
         assert set(view) == set(signals) and len(view) == 341
         assert all(view[k]["risk"] == signals[k]["risk"] and view[k]["avatar_synthetic"] == signals[k]["avatar_label"]
                    for k in view)
+        for column in ("avatar_probability_max", "near_duplicate_count", "avatar_changes", "handle_entropy",
+                       "bio_default", "link_domain", "posts_per_day", "contributions"):  # 009: the signals of 006
+            assert all(view[k][column] == signals[k][column] for k in view), column
+        assert any(r["near_duplicate_count"] for r in view.values())  # the demo's near-duplicate ring shows
         flagged = {f"{m['platform']}:{m['account_id']}": f["flag_id"] for f in list_flags(settings, run_key=run_key)
                    for m in f["members"]}
         assert {k: r["flag_id"] for k, r in view.items() if r["flag_id"]} == flagged
