@@ -53,5 +53,9 @@ def aggregate_run(settings: Settings, run_key: str, params: NetworkParams | None
     with transaction(settings) as conn:
         params = params or run_params(conn, run_key)
         pairs = store_near_duplicates(conn, run_key, params.near_dup_max_distance)
+        # bulk-loaded tables may not be analysed yet; without statistics the planner picks nested loops
+        # (measured: 464 s instead of 11 s for 50k accounts)
+        for table in ("account_snapshots", "account_avatars", "image_scores", "avatar_near_duplicates"):
+            conn.execute(sa.text(f"analyze {table}"))
         accounts = int(conn.execute(sa.text("select compute_account_signals(:k)"), {"k": run_key}).scalar_one())
     return {"accounts": accounts, "near_duplicate_pairs": pairs}

@@ -7,7 +7,8 @@ tested without a database. Weights are on one scale: a pair whose summed weights
 Strong alone:
 - ``identical_avatar`` (1.0): the same image sha256; a star around the group's smallest account key.
 - ``creation_window`` (0.5 per shared trait): created within the window AND sharing a trait, in a
-  burst of that trait (at least ``burst_factor`` times its usual rate).
+  burst of that trait (at least ``burst_factor`` times its usual rate, and improbable at that rate:
+  Poisson tail below ``burst_p_value`` / group size).
 Corroborating (0.25-0.35; two of them on one pair, or one with a strong edge, make it strong):
 - ``near_duplicate_avatar``: distinct images within ``near_dup_max_distance`` pHash bits. pHash alone
   collides on low-detail pictures (cartoons, silhouettes, logos on flat colour), so it must agree
@@ -155,12 +156,18 @@ def normalised_link(url: str | None) -> str | None:
     return text or None
 
 
-def burst_members(times: np.ndarray, window: float, min_count: int, factor: float) -> np.ndarray:
-    """Mask of sorted ``times`` (seconds) lying in a burst: a window holding at least ``min_count`` of
-    them and at least ``factor`` times the group's average count per window."""
+def burst_members(times: np.ndarray, window: float, min_count: int, factor: float, p_value: float = 1.0) -> np.ndarray:
+    """Mask of sorted ``times`` (seconds) lying in a burst: a window holding at least ``min_count`` of them,
+    at least ``factor`` times the group's average count per window, and a count that a Poisson process at
+    that average rate reaches with probability below ``p_value`` / n (Bonferroni over the n windows)."""
     n = len(times)
     span = max(float(times[-1] - times[0]), window) if n else window
-    need = max(min_count, int(np.ceil(factor * n * window / span)))
+    rate = n * window / span
+    need = max(min_count, int(np.ceil(factor * rate)))
+    if p_value < 1.0 and n:
+        from scipy.stats import poisson
+
+        need = max(need, int(poisson.isf(p_value / n, rate)) + 1)
     ends = np.searchsorted(times, times + window, side="right")
     starts = np.flatnonzero(ends - np.arange(n) >= need)
     marks = np.zeros(n + 1, dtype=np.int64)
@@ -175,7 +182,8 @@ def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkPara
     platform, many of them in one window is not."""
     window = params.creation_window_hours * 3600
     used = {"creation_window_hours": params.creation_window_hours, "min_template_digits": params.min_template_digits,
-            "burst_factor": params.burst_factor, "min_cluster_size": params.min_cluster_size}
+            "burst_factor": params.burst_factor, "burst_p_value": params.burst_p_value,
+            "min_cluster_size": params.min_cluster_size}
     by_trait: dict[tuple[str, str], list[AccountTraits]] = defaultdict(list)
     for acc in accounts:
         if acc.created_at is None:
@@ -192,7 +200,7 @@ def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkPara
             continue
         members.sort(key=lambda a: (a.created_at, a.account_key))
         times = np.array([a.created_at.timestamp() for a in members])
-        bursting = burst_members(times, window, params.min_cluster_size, params.burst_factor)
+        bursting = burst_members(times, window, params.min_cluster_size, params.burst_factor, params.burst_p_value)
         for k in np.flatnonzero(bursting[:-1] & bursting[1:]):
             prev, cur = members[k], members[k + 1]
             delta = (cur.created_at - prev.created_at).total_seconds()

@@ -143,6 +143,8 @@ def build_networks(settings: Settings, run_key: str, params: NetworkParams) -> N
     """Replace the run's edges and clusters."""
     with transaction(settings) as conn:
         counts = build_edges(conn, run_key, params)
+        conn.execute(sa.text("analyze edges"))
         clusters = build_clusters(conn, run_key, params)
+        conn.execute(sa.text("analyze cluster_members"))
     log.info("networks %s: edges %s, clusters %d", run_key, counts, len(clusters))
     return NetworkResult(counts, len(clusters))

@@ -127,43 +127,71 @@ class _Writer:
 
 
 def _organic(w: _Writer, n: int, rng: np.random.Generator, posts_per_account: float) -> list[str]:
+    """Organic accounts, drawn with numpy in bulk (a million take a minute, not an hour)."""
+    first = np.array(FIRST)[rng.integers(len(FIRST), size=n)]
+    last = np.array(LAST)[rng.integers(len(LAST), size=n)]
+    style = rng.random(n)
+    cut = rng.integers(1, 6, size=n)
+    small = rng.integers(1, 10 ** rng.integers(1, 5, size=n))
+    long_digits = rng.integers(10 ** 7, 10 ** 8, size=n)
+    age_days = rng.uniform(30, 14 * 365, size=n)
+    age_secs = rng.uniform(0, 86400, size=n)
+    bio_pick = rng.integers(len(BIOS), size=n)
+    no_bio = rng.random(n) < 0.3
+    link_roll = rng.random(n)
+    common = rng.integers(len(COMMON_LINKS), size=n)
+    followers = rng.lognormal(5, 1.5, size=n).astype(np.int64)
+    following = rng.lognormal(5, 1, size=n).astype(np.int64)
+    n_posts = rng.lognormal(4, 1.5, size=n).astype(np.int64)
+    has_avatar = rng.random(n) < 0.95  # the rest show the platform's default picture: no stored avatar
+    false_positive = rng.random(n) < 0.01  # the detector's ~1% false positives on real photos
+    prob = np.where(false_positive, rng.uniform(0.5, 0.9, size=n), rng.beta(1, 30, size=n))
+    phash = rng.integers(0, 2 ** 63, size=n, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, size=n).astype(np.uint64)
     keys = []
-    span_days = 14 * 365
-    created = AS_OF - timedelta(days=1)  # placeholder for typing
-    popular = [f"popular-{i}" for i in range(max(50, n // 20))]
-    week = 7 * 86400
     for i in range(n):
         key = f"{PLATFORM}:o{i:07d}"
-        first, last = FIRST[rng.integers(len(FIRST))], LAST[rng.integers(len(LAST))]
-        style = rng.random()
-        if style < 0.35:
-            handle = f"{first}{last}"
-        elif style < 0.65:
-            handle = f"{first}.{last[:rng.integers(1, len(last) + 1)]}"
-        elif style < 0.97:
-            handle = f"{first}{last[0]}{rng.integers(1, 10 ** rng.integers(1, 5))}"
+        f, la = first[i], last[i]
+        if style[i] < 0.35:
+            handle = f"{f}{la}"
+        elif style[i] < 0.65:
+            handle = f"{f}.{la[:cut[i]]}"
+        elif style[i] < 0.97:
+            handle = f"{f}{la[0]}{small[i]}"
         else:  # some real people do have long digit runs
-            handle = f"{first}_{last}{rng.integers(10 ** 7, 10 ** 8)}"
-        created = AS_OF - timedelta(days=float(rng.uniform(30, span_days)), seconds=float(rng.uniform(0, 86400)))
-        bio = "" if rng.random() < 0.3 else BIOS[rng.integers(len(BIOS))]
-        roll = rng.random()
-        url = (f"https://{first}{last}{i}.example.org" if roll < 0.3
-               else f"https://www.{COMMON_LINKS[rng.integers(len(COMMON_LINKS))]}/" if roll < 0.4 else None)
-        followers = int(rng.lognormal(5, 1.5))
-        w.account(key, handle, created, bio, url, followers, int(rng.lognormal(5, 1)), int(rng.lognormal(4, 1.5)),
-                  f"{first.title()} {last.title()}")
-        if rng.random() < 0.95:  # the rest show the platform's default picture: no stored avatar
-            p = float(rng.beta(1, 30)) if rng.random() > 0.01 else float(rng.uniform(0.5, 0.9))
-            w.avatar(key, _sha(f"organic-{i}"), int(rng.integers(0, 2 ** 63)) * 2 + int(rng.integers(0, 2)), p)
-        for j in range(rng.poisson(posts_per_account)):
-            at = AS_OF - timedelta(seconds=float(rng.uniform(0, week)))
-            if rng.random() < 0.5:
-                w.post(key, f"o{i}-{j}", at, reposted=popular[int(rng.zipf(1.5)) % len(popular)])
-            else:
-                w.post(key, f"o{i}-{j}", at, urls=[f"https://news{rng.integers(200)}.example.com/story/{rng.integers(10**6)}"]
-                       if rng.random() < 0.3 else None, text=f"organic post {i}-{j} {rng.integers(10**9)}")
+            handle = f"{f}_{la}{long_digits[i]}"
+        roll = link_roll[i]
+        url = (f"https://{f}{la}{i}.example.org" if roll < 0.3
+               else f"https://www.{COMMON_LINKS[common[i]]}/" if roll < 0.4 else None)
+        w.account(key, handle, AS_OF - timedelta(days=float(age_days[i]), seconds=float(age_secs[i])),
+                  "" if no_bio[i] else BIOS[bio_pick[i]], url, int(followers[i]), int(following[i]), int(n_posts[i]),
+                  f"{f.title()} {la.title()}")
+        if has_avatar[i]:
+            w.avatar(key, _sha(f"organic-{i}"), int(phash[i]), float(prob[i]))
         keys.append(key)
+    _organic_posts(w, keys, rng, posts_per_account)
     return keys
+
+
+def _organic_posts(w: _Writer, keys: list[str], rng: np.random.Generator, per_account: float) -> None:
+    """Half reposts of popular posts (Zipf), half own posts, some with news links; spread over a week."""
+    counts = rng.poisson(per_account, size=len(keys))
+    total = int(counts.sum())
+    owner = np.repeat(np.arange(len(keys)), counts)
+    seconds = rng.uniform(0, 7 * 86400, size=total)
+    repost = rng.random(total) < 0.5
+    popular = rng.zipf(1.5, size=total) % max(50, len(keys) // 20)
+    with_link = rng.random(total) < 0.3
+    link_site, link_story, salt = rng.integers(200, size=total), rng.integers(10 ** 6, size=total), rng.integers(10 ** 9, size=total)
+    seq = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    for p in range(total):
+        i = int(owner[p])
+        at = AS_OF - timedelta(seconds=float(seconds[p]))
+        if repost[p]:
+            w.post(keys[i], f"o{i}-{seq[p]}", at, reposted=f"popular-{popular[p]}")
+        else:
+            w.post(keys[i], f"o{i}-{seq[p]}", at,
+                   urls=[f"https://news{link_site[p]}.example.com/story/{link_story[p]}"] if with_link[p] else None,
+                   text=f"organic post {i}-{seq[p]} {salt[p]}")
 
 
 def _batch(w: _Writer, op: int, rng: np.random.Generator, size: int = 30) -> list[str]:

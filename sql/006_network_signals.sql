@@ -32,7 +32,7 @@ language sql immutable as $$
     select case when coalesce(handle, '') = '' then null else
         round((-sum(n / total * ln(n / total)) / ln(2))::numeric, 4)::double precision end
     from (select count(*)::double precision as n, length(lower(handle))::double precision as total
-          from regexp_split_to_table(lower(coalesce(handle, '')), '') as c group by c) t
+          from string_to_table(lower(coalesce(handle, '')), null) as c group by c) t
 $$;
 
 create or replace function is_default_bio(bio text, handle text, display_name text) returns boolean
