@@ -143,14 +143,24 @@ def thumbnail_data_uri(settings: Settings, storage_path: str | None) -> str | No
     """A small JPEG of a stored image as a data URI; None when the file is gone or unreadable."""
     if not storage_path:
         return None
-    from PIL import Image
+    import warnings
 
-    from pipeline.images import ImageRejected, load_stored_image
+    from PIL import Image, ImageOps
 
-    try:
-        img = load_stored_image(settings, storage_path)
-    except (OSError, ImageRejected):
+    path = settings.image_dir / storage_path
+    try:  # the store holds only images validated at acquisition; still, never let one break the report
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))  # JPEG: decode at a reduced scale, much faster
+                img = ImageOps.exif_transpose(img)
+                img = img.convert("RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB")
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError, Image.DecompressionBombWarning):
         return None
+    if img.mode == "RGBA":  # flatten onto white, as the scorer sees it
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(img, mask=img.getchannel("A"))
+        img = background
     img.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=80)
@@ -211,22 +221,25 @@ def graph_layout(n: int, pairs: Sequence[tuple[int, int]], iterations: int = 150
     if n == 1:
         return [(0.5, 0.5)]
     angles = 2 * np.pi * np.arange(n) / n
-    pos = np.column_stack([np.cos(angles), np.sin(angles)]) * 0.5
-    k = math.sqrt(1.0 / n)
+    x, y = np.cos(angles) * 0.5, np.sin(angles) * 0.5
+    k2 = 1.0 / n  # the ideal edge length k = sqrt(area / n), squared
     heat = 0.1
     index = np.array(pairs, dtype=int).reshape(-1, 2)
+    a, b = index[:, 0], index[:, 1]
     for _ in range(iterations):
-        delta = pos[:, None, :] - pos[None, :, :]
-        dist2 = np.maximum((delta ** 2).sum(-1), 1e-6)
-        disp = (delta * (k * k / dist2)[:, :, None]).sum(1)
+        dx, dy = x[:, None] - x[None, :], y[:, None] - y[None, :]
+        push = k2 / np.maximum(dx * dx + dy * dy, 1e-6)  # repulsion k^2/d along the unit vector: delta * k^2/d^2
+        disp_x, disp_y = (dx * push).sum(1), (dy * push).sum(1)
         if len(index):
-            d = pos[index[:, 0]] - pos[index[:, 1]]
-            pull = d * (np.sqrt((d ** 2).sum(-1)) / k)[:, None]
-            np.add.at(disp, index[:, 0], -pull)
-            np.add.at(disp, index[:, 1], pull)
-        length = np.maximum(np.sqrt((disp ** 2).sum(-1)), 1e-9)
-        pos += disp / length[:, None] * np.minimum(length, heat)[:, None]
+            ex, ey = x[a] - x[b], y[a] - y[b]
+            pull = np.sqrt(ex * ex + ey * ey) / math.sqrt(k2)  # attraction d^2/k along the edge
+            disp_x -= np.bincount(a, ex * pull, n) - np.bincount(b, ex * pull, n)
+            disp_y -= np.bincount(a, ey * pull, n) - np.bincount(b, ey * pull, n)
+        length = np.maximum(np.sqrt(disp_x * disp_x + disp_y * disp_y), 1e-9)
+        step = np.minimum(length, heat) / length
+        x, y = x + disp_x * step, y + disp_y * step
         heat *= 0.97
+    pos = np.column_stack([x, y])
     pos -= pos.min(0)
     span = pos.max(0)
     pos /= np.where(span > 0, span, 1.0)
