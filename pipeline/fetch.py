@@ -31,7 +31,7 @@ from pipeline.config import FetchParams
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
-USER_AGENT = "profile-audit (avatar fetcher; https://github.com/profile-audit)"
+USER_AGENT = "profile-audit avatar fetcher"
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 WORKERS_PER_CLIENT = 16
@@ -174,6 +174,7 @@ class SafeFetcher:
         self._resolve = resolver or system_resolver
         self._loopback_hops = unsafe_allow_loopback_hops
         self._rate = _HostRate(params.per_host_rate)
+        self._dns: dict[tuple[str, int], list[str]] = {}
 
     @classmethod
     def from_settings(cls, settings) -> "SafeFetcher":
@@ -205,9 +206,12 @@ class SafeFetcher:
             addresses = [str(literal)]
         else:
             try:
-                addresses = await self._resolve(url.host, port)
+                # one lookup per host and port for the fetcher's life (a run): the connection goes to
+                # the address checked here, so a later, different DNS answer cannot matter
+                addresses = self._dns.get((url.host, port)) or await self._resolve(url.host, port)
             except (OSError, UnicodeError) as exc:
                 raise FetchRefused(f"cannot resolve host {url.host!r}: {exc}") from None
+            self._dns[(url.host, port)] = addresses
             if not addresses:
                 raise FetchRefused(f"host {url.host!r} resolves to no address")
         for text in addresses:
