@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from functools import partial
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -164,7 +165,8 @@ class Augmentation:
       disables the rule (only to measure what it does).
 
     The draws are seeded by the image hash and never by the label: both classes go through exactly
-    the same function.
+    the same function. Each training image is embedded in ``views`` independently drawn views (as
+    UnivFD sees each image augmented afresh in every epoch), so the head also sees unaugmented ones.
     """
 
     blur_p: float = 0.5
@@ -172,12 +174,13 @@ class Augmentation:
     jpeg_p: float = 0.5
     jpeg_quality: tuple[int, int] = (30, 100)
     reencode_quality: tuple[int, int] | None = DEFAULT_REENCODE_QUALITY
+    views: int = 1
 
-    def training_view(self, image: Image.Image, sha256: str) -> Image.Image:
-        """What the backbone sees of a training-split image."""
+    def training_view(self, image: Image.Image, sha256: str, view: int = 0) -> Image.Image:
+        """What the backbone sees of a training-split image, in its ``view``-th augmented view."""
         from PIL import ImageFilter
 
-        rng = np.random.default_rng(int(sha256[16:32], 16))
+        rng = np.random.default_rng([int(sha256[16:32], 16), view])
         if rng.random() < self.blur_p:
             image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(*self.blur_sigma))))
         if rng.random() < self.jpeg_p:
@@ -278,17 +281,20 @@ def train_clip_probe(
                 f"the {name} split needs real and generated images, got labels {sorted(labels)} "
                 f"from {len(images)} images; add more images to both classes"
             )
-    embedded = {
-        name: embed_views(backbone, part, augment.training_view if name == "train" else augment.held_out_view,
-                          batch_size=batch_size, workers=workers, torch_threads=torch_threads, device=device,
-                          progress=progress)
-        for name, part in splits.items()
-    }
+    if augment.views < 1:
+        raise ValueError(f"augmentation views must be at least 1, got {augment.views}")
+    embed = partial(embed_views, backbone, batch_size=batch_size, workers=workers, torch_threads=torch_threads,
+                    device=device, progress=progress)
+    embedded = {name: embed(part, augment.held_out_view) for name, part in splits.items() if name != "train"}
     y = {name: np.array([im.label for im in part]) for name, part in splits.items()}
+    # the train split: `views` augmented views of every image, stacked, labels repeated
+    embedded["train"] = np.concatenate([embed(splits["train"], partial(augment.training_view, view=v))
+                                        for v in range(augment.views)])
+    y_train = np.tile(y["train"], augment.views)
 
     # fit on standardised features (so one C suits any backbone), then fold the scaling into the head
     mean, std = embedded["train"].mean(axis=0), embedded["train"].std(axis=0) + 1e-6
-    head = LogisticRegression(C=regularization, max_iter=5000).fit((embedded["train"] - mean) / std, y["train"])
+    head = LogisticRegression(C=regularization, max_iter=5000).fit((embedded["train"] - mean) / std, y_train)
     weight = head.coef_[0] / std
     probe = ClipProbe(backbone=backbone, weight=weight.tolist(), bias=float(head.intercept_[0] - weight @ mean))
     fit_calibration(probe, probe.logits(embedded["val"]), y["val"], calibration)

@@ -71,6 +71,15 @@ def encode(arr: np.ndarray, fmt: str, quality: int = 92) -> bytes:
     return buf.getvalue()
 
 
+def demo_augmentation() -> Any:
+    """The demo probe trains with the re-encode rule alone, without UnivFD's blur and JPEG draws:
+    the demo's trace is a per-pixel pattern that blur erases, and the demo serves every avatar as
+    a JPEG. With the draws (p=0.5 each), it labels 38 of the 40 planted faces instead of all 40."""
+    from detectors.clip_probe import Augmentation
+
+    return Augmentation(blur_p=0.0, jpeg_p=0.0)
+
+
 def make_labelled_set(root: Path, per_class: int = 300, seed: int = 7) -> tuple[Path, Path]:
     """real/ and fake/ folders; both classes mix PNG and JPEG the same way, so format carries no label."""
     rng = np.random.default_rng(seed)
@@ -190,7 +199,7 @@ def run_demo(settings: Settings, workdir: Path | None = None,
     real, fake = make_labelled_set(workdir / "training")
     export, planted = make_demo_export(workdir / "export")
     say("training the demo probe (tiny random-initialised backbone)")
-    trained = train_probe(settings, real, fake, promote=True)
+    trained = train_probe(settings, real, fake, promote=True, augmentation=demo_augmentation())
     say(f"auditing {export}")
     summary = audit_export(settings, export, run_key="demo", detector=trained.detector_id, on_stage=on_stage)
     return {"summary": summary, "detector": trained, "planted": planted, "export": export}

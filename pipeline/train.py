@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detectors.backbone import BackboneLoadError, BackboneSpec
-from detectors.clip_probe import Augmentation, LabelledImage, train_clip_probe, training_manifest
+from detectors.clip_probe import Augmentation, LabelledImage, split_of, train_clip_probe, training_manifest
 from pipeline.config import Settings
 from pipeline.db import ensure_schema
 from pipeline.detector_store import register_detector
@@ -92,7 +92,8 @@ def train_probe(
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(str(exc)) from None
     images = real_images + fake_images
-    counter = Counter("embed", len(images))
+    views = (augmentation or Augmentation()).views
+    counter = Counter("embed", len(images) + (views - 1) * sum(split_of(im.sha256) == "train" for im in images))
     try:
         probe = train_clip_probe(spec, images, target_fpr=target_fpr, torch_threads=settings.torch_threads,
                                  progress=counter, calibration=calibration, augmentation=augmentation,

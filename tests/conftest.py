@@ -76,14 +76,14 @@ def demo_data(tmp_path_factory):
     from detectors import save_detector
     from detectors.backbone import BackboneSpec
     from detectors.clip_probe import train_clip_probe
-    from pipeline.demo import make_demo_export, make_labelled_set
+    from pipeline.demo import demo_augmentation, make_demo_export, make_labelled_set
     from pipeline.train import load_labelled_folder
 
     root = tmp_path_factory.mktemp("demo")
     real, fake = make_labelled_set(root / "training")
     export, planted = make_demo_export(root / "export")
     images = load_labelled_folder(real, 0)[0] + load_labelled_folder(fake, 1)[0]
-    probe = train_clip_probe(BackboneSpec.parse("pa-tiny-vit", "random:0"), images)
+    probe = train_clip_probe(BackboneSpec.parse("pa-tiny-vit", "random:0"), images, augmentation=demo_augmentation())
     detector_path = save_detector(probe, root / "demo-probe.json")
     return {"root": root, "export": export, "planted": planted, "detector": detector_path, "probe": probe,
             "real": real, "fake": fake}
