@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from typing import Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -36,6 +37,7 @@ class Counter:
 
     def __init__(self, desc: str, total: int, unit: str = "img"):
         self.desc, self.total, self.unit, self.done = desc, total, unit, 0
+        self._started = time.perf_counter()
         self._bar = None
         if _interactive():
             from tqdm import tqdm
@@ -47,7 +49,8 @@ class Counter:
         if self._bar is not None:
             self._bar.update(n)
         elif self.total and (self.done * 10 // self.total) != ((self.done - n) * 10 // self.total):
-            log.info("%s: %d/%d %s", self.desc, self.done, self.total, self.unit)
+            rate = self.done / max(time.perf_counter() - self._started, 1e-9)
+            log.info("%s: %d/%d %s (%.1f %s/s)", self.desc, self.done, self.total, self.unit, rate, self.unit)
 
     def close(self) -> None:
         if self._bar is not None:
