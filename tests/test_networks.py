@@ -130,3 +130,22 @@ def test_network_stage_writes_typed_edges_with_params_and_evidence(settings):
     sim = [r for r in rows if r["edge_type"] == "similar_embedding"]
     assert sim and all(r["evidence"]["cosine"] >= 0.95 and r["params"]["backbone_id"] == planted.BACKBONE_ID
                        for r in sim)
+
+
+@pytest.mark.parametrize("rate, alpha", [(0.2, 1e-5), (0.59, 6.7e-6), (11.7, 3.3e-7), (3.0, 0.01), (150.0, 1e-6)])
+def test_poisson_threshold_matches_scipy(rate, alpha):
+    from scipy.stats import poisson
+
+    assert E.poisson_count_above(rate, alpha) == int(poisson.isf(alpha, rate)) + 1
+
+
+def test_burst_needs_an_improbable_count_at_the_group_rate():
+    """A dense trait (one account every 12 h on average): 4 in 48 h is ordinary, 30 in two hours is not."""
+    rng = np.random.default_rng(0)
+    ordinary = np.sort(rng.uniform(0, 2000 * 43200, size=2000))
+    burst = 1e7 + np.arange(30) * 240.0
+    times = np.sort(np.concatenate([ordinary, burst]))
+    mask = E.burst_members(times, 48 * 3600, 3, 1, p_value=0.01)
+    assert set(np.flatnonzero(mask)) >= set(np.flatnonzero(np.isin(times, burst)))
+    assert mask.sum() < 30 + 40  # the burst, plus at most the ordinary accounts around it
+    assert E.burst_members(times, 48 * 3600, 3, 1, p_value=1.0).sum() > 10 * mask.sum()  # count alone: most
