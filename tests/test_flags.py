@@ -109,3 +109,21 @@ def test_rerun_of_a_day_keeps_its_statuses(settings, two_days):
     planted.run_network_stages(settings, "day2")
     again = _flag_of(settings, "day2", pop.operations["avatar_ring"][0])
     assert (again["status"], again["status_note"]) == ("dismissed", "changed my mind")
+
+
+def test_investigate_dag_params_cover_every_network_parameter(airflow_db, settings):
+    """Every threshold of the network and flag stages is a Param of the investigate DAG, and a value
+    given there is the one the stages use (and record on the run)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from conftest import REPO
+    from pipeline.airflow_support import network_params_from
+
+    dag = DagBag(str(REPO / "dags")).get_dag("profile_audit_investigate")
+    names = set(NetworkParams().as_dict())
+    assert names <= set(dag.params)
+    chosen = {"near_dup_max_distance": 4, "clip_min_cosine": 0.9, "leiden_min_size": 50, "status_keep_jaccard": 0.7,
+              "burst_p_value": 0.001}
+    params = network_params_from({**{n: None for n in names}, **chosen}, settings)
+    assert {k: getattr(params, k) for k in chosen} == chosen
+    assert params.min_cluster_size == NetworkParams().min_cluster_size  # empty Param: the configured value
