@@ -2,9 +2,10 @@
 
 Generates ``--accounts`` accounts (organic plus the planted operations of pipeline/planted.py, with
 about ``--posts-per-account`` posts each) straight into the embedded PostgreSQL in a temporary folder,
-then runs the aggregate, networks and flag stages and prints, per stage, seconds and accounts/s,
-the peak RSS of this process (the PostgreSQL server's memory is not included), the edge counts,
-and the per-kind precision and recall of the flags.
+then runs the aggregate, networks and flag stages. Generation and the stages run in two child
+processes, so the stages' peak RSS is their own. Prints, per stage, seconds and accounts/s and the
+peak RSS of the stage process (the PostgreSQL server's memory is not included), then the per-kind
+precision and recall of the flags.
 
     .venv/bin/python bench/network_pipeline.py --accounts 1000000
     .venv/bin/python bench/network_pipeline.py --accounts 20000      # a quick run
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,37 +37,56 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def generate(args: argparse.Namespace, home: Path) -> None:
+    settings = load_settings(env={}, home=home)
+    started = time.perf_counter()
+    pop = planted.generate(settings, "bench", organic=max(0, args.accounts - PLANTED_ACCOUNTS), seed=args.seed,
+                           posts_per_account=args.posts_per_account)
+    (home / "truth.pickle").write_bytes(pickle.dumps(pop))
+    print(f"generated {pop.accounts:,} accounts and {pop.posts:,} posts in {time.perf_counter() - started:.0f} s"
+          f" (generator peak RSS {rss_mib():,.0f} MiB)", flush=True)
+    dispose_engines()
+
+
+def stages(home: Path) -> None:
+    settings = load_settings(env={}, home=home)
+    pop = pickle.loads((home / "truth.pickle").read_bytes())
+    print(f"stage process RSS before the stages {rss_mib():,.0f} MiB", flush=True)
+
+    def on_stage(name, result, seconds):
+        print(f"  {name:<10} {seconds:8.1f} s  {pop.accounts / seconds:10,.0f} accounts/s"
+              f"  peak RSS {rss_mib():7,.0f} MiB  {result}", flush=True)
+
+    wall = time.perf_counter()
+    planted.run_network_stages(settings, "bench", on_stage=on_stage)
+    total = time.perf_counter() - wall
+    print(f"signals + edges + clusters + flags: {total:.0f} s for {pop.accounts:,} accounts"
+          f" ({pop.accounts / total:,.0f} accounts/s); peak RSS {rss_mib():,.0f} MiB")
+    print("kind            planted  flagged  precision  recall")
+    for kind, m in planted.evaluate(settings, pop).items():
+        print(f"{kind:<15} {m['planted']:>7,}  {m['flagged']:>7,}  {str(m['precision']):>9}  {m['recall']:>6}")
+    dispose_engines()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--accounts", type=int, default=1_000_000)
     ap.add_argument("--posts-per-account", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--home", help="data folder (default: a temporary folder, removed afterwards)")
+    ap.add_argument("--phase", choices=["all", "generate", "stages"], default="all", help=argparse.SUPPRESS)
     args = ap.parse_args()
-
+    if args.phase == "generate":
+        return generate(args, Path(args.home))
+    if args.phase == "stages":
+        return stages(Path(args.home))
     with tempfile.TemporaryDirectory(prefix="pa-network-bench-") as tmp:
-        settings = load_settings(env={}, home=Path(args.home or tmp))
-        started = time.perf_counter()
-        pop = planted.generate(settings, "bench", organic=max(0, args.accounts - PLANTED_ACCOUNTS), seed=args.seed,
-                               posts_per_account=args.posts_per_account)
-        gen_s = time.perf_counter() - started
-        print(f"generated {pop.accounts:,} accounts and {pop.posts:,} posts in {gen_s:.0f} s"
-              f" (peak RSS so far {rss_mib():,.0f} MiB)", flush=True)
-        rows = []
-
-        def on_stage(name, result, seconds):
-            rows.append((name, seconds, rss_mib()))
-            print(f"  {name:<10} {seconds:8.1f} s  {pop.accounts / seconds:10,.0f} accounts/s"
-                  f"  peak RSS {rss_mib():7,.0f} MiB  {result}", flush=True)
-
-        wall = time.perf_counter()
-        planted.run_network_stages(settings, "bench", on_stage=on_stage)
-        total = time.perf_counter() - wall
-        print(f"signals + edges + clusters + flags: {total:.0f} s for {pop.accounts:,} accounts"
-              f" ({pop.accounts / total:,.0f} accounts/s); peak RSS {rss_mib():,.0f} MiB")
-        print("kind            planted  flagged  precision  recall")
-        for kind, m in planted.evaluate(settings, pop).items():
-            print(f"{kind:<15} {m['planted']:>7,}  {m['flagged']:>7,}  {str(m['precision']):>9}  {m['recall']:>6}")
+        home = Path(args.home or tmp)
+        common = [sys.executable, __file__, "--home", str(home), "--accounts", str(args.accounts),
+                  "--posts-per-account", str(args.posts_per_account), "--seed", str(args.seed)]
+        for phase in ("generate", "stages"):
+            subprocess.run([*common, "--phase", phase], check=True)
+        # the embedded server stops when its last client exits; a last client here makes sure it has
         dispose_engines()
 
 
