@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.neardup import brute_force_pairs, choose_chunks, near_duplicate_pairs  # noqa: E402
+from pipeline.neardup import brute_force_pairs, choose_chunks, near_duplicate_pairs
 
 
 def make_hashes(n: int, radius: int, planted: int, seed: int) -> np.ndarray:
@@ -47,7 +47,7 @@ def main() -> None:
     hashes = make_hashes(args.hashes, args.radius, args.planted, args.seed)
     n = len(hashes)
     started = time.perf_counter()
-    i, j, d = near_duplicate_pairs(hashes, args.radius)
+    i, j, _ = near_duplicate_pairs(hashes, args.radius)
     index_s = time.perf_counter() - started
 
     rows = np.sort(np.random.default_rng(args.seed + 1).choice(n, size=min(args.sample, n), replace=False))

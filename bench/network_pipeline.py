@@ -26,9 +26,9 @@ from pathlib import Path
 os.environ.setdefault("PROFILE_AUDIT_NO_PROGRESS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline import planted  # noqa: E402
-from pipeline.config import load_settings  # noqa: E402
-from pipeline.db import dispose_engines  # noqa: E402
+from pipeline import planted
+from pipeline.config import load_settings
+from pipeline.db import dispose_engines
 
 PLANTED_ACCOUNTS = 2 * 30 + 2 * 32 + 2 * 20 + 12  # the default operations of planted.generate
 
@@ -64,7 +64,7 @@ def stages(home: Path) -> None:
           f" ({pop.accounts / total:,.0f} accounts/s); peak RSS {rss_mib():,.0f} MiB")
     print("kind            planted  flagged  precision  recall")
     for kind, m in planted.evaluate(settings, pop).items():
-        print(f"{kind:<15} {m['planted']:>7,}  {m['flagged']:>7,}  {str(m['precision']):>9}  {m['recall']:>6}")
+        print(f"{kind:<15} {m['planted']:>7,}  {m['flagged']:>7,}  {m['precision']!s:>9}  {m['recall']:>6}")
     dispose_engines()
 
 

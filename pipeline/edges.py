@@ -23,9 +23,10 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class Edge:
     evidence: dict[str, Any]
 
     @classmethod
-    def between(cls, edge_type: str, x: str, y: str, weight: float, params: dict, evidence: dict) -> "Edge":
+    def between(cls, edge_type: str, x: str, y: str, weight: float, params: dict, evidence: dict) -> Edge:
         a, b = sorted((x, y))
         return cls(edge_type, a, b, weight, params, evidence)
 

@@ -27,7 +27,7 @@ import hashlib
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,7 @@ DETECTOR_ID = "planted-sim:v1"
 BACKBONE_ID = "planted-backbone"
 EMBED_DIM = 32
 PLATFORM = "planted"
-AS_OF = datetime(2026, 3, 1, tzinfo=timezone.utc)
+AS_OF = datetime(2026, 3, 1, tzinfo=UTC)
 FIRST = ["emma", "liam", "olivia", "noah", "ava", "mateo", "sofia", "lucas", "mia", "elena", "omar", "yuki", "amara",
          "ivan", "chloe", "diego", "lena", "ravi", "zoe", "felix", "nora", "hugo", "lara", "kofi", "sara", "tom"]
 LAST = ["smith", "garcia", "chen", "kowalski", "nguyen", "silva", "okafor", "muller", "rossi", "haddad", "tanaka",

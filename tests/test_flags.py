@@ -3,7 +3,7 @@ next run unless the cluster's membership changed materially."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -13,7 +13,7 @@ from pipeline.config import NetworkParams
 from pipeline.db import transaction
 from pipeline.flags import SCORE_WEIGHTS, assess_cluster, list_flags, set_flag_status
 
-T0 = datetime(2025, 5, 1, tzinfo=timezone.utc)
+T0 = datetime(2025, 5, 1, tzinfo=UTC)
 
 
 def _member(i, label=False, sha=None, template=None, digits=0, risk=0.1, day=0):
@@ -115,8 +115,8 @@ def test_investigate_dag_params_cover_every_network_parameter(airflow_db, settin
     """Every threshold of the network and flag stages is a Param of the investigate DAG, and a value
     given there is the one the stages use (and record on the run)."""
     from airflow.dag_processing.dagbag import DagBag
-
     from conftest import REPO
+
     from pipeline.airflow_support import network_params_from
 
     dag = DagBag(str(REPO / "dags")).get_dag("profile_audit_investigate")

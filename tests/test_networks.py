@@ -3,7 +3,7 @@ and the network stage's rows on PostgreSQL."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -15,14 +15,14 @@ from pipeline.config import NetworkParams
 from pipeline.db import transaction
 from pipeline.neardup import brute_force_pairs, choose_chunks, near_duplicate_pairs, parse_phash
 
-T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def _hashes_with_planted_neighbours(n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     h = rng.integers(0, 2 ** 63, size=n, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, n).astype(np.uint64)
     near = []
-    for k in range(0, 11):  # copies of the first hashes, k bits flipped
+    for k in range(11):  # copies of the first hashes, k bits flipped
         for base in h[:40]:
             flips = rng.choice(64, size=k, replace=False)
             near.append(int(base) ^ sum(1 << int(b) for b in flips))

@@ -7,8 +7,8 @@ Run with ``-s`` to see the precision and recall table.
 from __future__ import annotations
 
 import pytest
-
 from conftest import table_contents
+
 from pipeline import planted
 
 PRECISION_FLOOR = 0.9
@@ -25,7 +25,7 @@ def population(settings):
 def _print_table(metrics):
     print("\nkind            planted  flagged  precision  recall")
     for kind, m in metrics.items():
-        print(f"{kind:<15} {m['planted']:>7}  {m['flagged']:>7}  {str(m['precision']):>9}  {m['recall']:>6}")
+        print(f"{kind:<15} {m['planted']:>7}  {m['flagged']:>7}  {m['precision']!s:>9}  {m['recall']:>6}")
 
 
 def test_planted_operations_are_flagged_and_the_lookalike_is_not(settings, population):
