@@ -328,10 +328,12 @@ def _prob(p: float | None) -> str:
     return "not scored" if p is None else f"{p:.3f}"
 
 
-def render_cluster_page(settings: Settings, run: dict[str, Any], cluster: dict[str, Any]) -> str:
+def render_cluster_page(settings: Settings, run: dict[str, Any], cluster: dict[str, Any], with_index: bool = True) -> str:
+    """One cluster's page; `with_index` links back to the run's index page written beside it."""
     members, edges, flag = cluster["members"], cluster["edges"], cluster["flag"]
     title = f"Cluster {cluster['cluster_id']} — run {run['run_key']}"
-    out = [f'<p><a href="index.html">← all flagged clusters of run {e(run["run_key"])}</a></p>', f"<h1>{e(title)}</h1>"]
+    out = [f'<p><a href="index.html">← all flagged clusters of run {e(run["run_key"])}</a></p>' if with_index else "",
+           f"<h1>{e(title)}</h1>"]
     if flag:
         reasons = (flag["evidence"] or {}).get("rules", {})
         out.append(_kv_table([("flag", flag["flag_id"]), ("status", flag["status"]), ("investigator note", flag["status_note"]),
@@ -457,7 +459,7 @@ def write_report(settings: Settings, run_key: str, cluster_id: str | None = None
             cluster = _load_cluster(conn, run_key, cluster_id)
             target.mkdir(parents=True, exist_ok=True)
             page = target / cluster_page_name(cluster_id)
-            _write(page, render_cluster_page(settings, run, cluster))
+            _write(page, render_cluster_page(settings, run, cluster, with_index=(target / "index.html").is_file()))
             return ReportResult(page, 1, 1 if cluster["flag"] else 0)
         flags = _load_flags(conn, run_key)
         clusters = {f["cluster_id"]: _load_cluster(conn, run_key, f["cluster_id"]) for f in flags if f["has_cluster"]}

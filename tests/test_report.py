@@ -151,6 +151,7 @@ def test_cluster_pages_show_members_probabilities_thumbnails_and_edges(audited_r
             assert f"p = {probability:.3f}" in text, sha
         thumbs = [a["src"] for tag, a in page.tags if tag == "img"]
         assert len(thumbs) == len(images) and all(src.startswith("data:image/jpeg;base64,") for src in thumbs)
+        assert [a["href"] for tag, a in page.tags if tag == "a"] == ["index.html"]
         svgs = [a.get("aria-label") for tag, a in page.tags if tag == "svg"]
         assert svgs == ["creation-date histogram", "cluster graph"]
         circles = [a for tag, a in page.tags if tag == "circle"]
@@ -229,6 +230,7 @@ def test_cli_report_for_one_cluster_and_user_errors(audited_report, tmp_path):
     assert out.returncode == 0, out.stderr
     pages = list((tmp_path / "r").iterdir())
     assert len(pages) == 1 and str(pages[0]) in out.stdout and flag["flag_id"] in pages[0].read_text()
+    assert 'href="index.html"' not in pages[0].read_text()  # no index beside it: no dead link
     out = run_cli(*base, "report", "--run-key", "nightly:1999-01-01", home=settings.home)
     assert out.returncode == 2
     _one_line_error(out, "no run 'nightly:1999-01-01'")
