@@ -269,6 +269,8 @@ class SafeFetcher:
             try:
                 outcome = await self._request_once(client, url, pinned, address)
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+                if "CERTIFICATE_VERIFY_FAILED" in str(exc):  # will not change on retry
+                    raise FetchRefused(f"TLS certificate refused: {exc}") from None
                 outcome, wait = f"{type(exc).__name__}: {exc}".rstrip(": "), None
             else:
                 if not isinstance(outcome, tuple):
