@@ -17,6 +17,7 @@ EXPECTED_TABLES = {
     "runs", "accounts", "account_snapshots", "images", "account_avatars", "detectors", "embeddings",
     "image_scores", "account_signals", "edges", "clusters", "cluster_members", "flags", "quarantine",
     "schema_migrations",
+    "face_signals", "detector_training_images",  # 005: face detector rows, training manifests
 }
 
 
