@@ -27,8 +27,7 @@ from pipeline.config import Settings
 from pipeline.db import insert_rows, transaction
 from pipeline.fetch import FetchResult, SafeFetcher
 from pipeline.progress import Counter, progress
-from pipeline.quarantine import replace_stage_rows
-from pipeline.readers import Rejection, resolve_reader
+from pipeline.readers import resolve_reader
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_IMAGE_PIXELS = 25_000_000  # 5000 x 5000: far above any avatar, far below a bomb
@@ -224,19 +223,16 @@ def acquire_avatars(settings: Settings, run_key: str, fetcher: SafeFetcher | Non
 
     Each distinct reference is read or fetched once. URLs go through the safe fetcher (bounded
     concurrency, public destinations only); images are validated and stored as they arrive, so
-    only metadata stays in memory. ``fetcher`` is for tests; production builds it from settings.
+    only metadata stays in memory; per-account rows are joined in SQL. ``fetcher`` is for tests;
+    production builds it from settings.
     """
     with transaction(settings) as conn:
         run = conn.execute(
             sa.text("select export_path, export_format from runs where run_key = :k"), {"k": run_key}
         ).one()
-        snapshots = conn.execute(
-            sa.text(
-                "select account_key, avatar_ref, source_file, source_locator from account_snapshots"
-                " where run_key = :k and avatar_ref is not null order by account_key"
-            ),
-            {"k": run_key},
-        ).all()
+        refs = conn.execute(sa.text(  # distinct references only: per-account rows stay in the database
+            "select distinct avatar_ref from account_snapshots where run_key = :k and avatar_ref is not null"
+            " order by avatar_ref"), {"k": run_key}).scalars().all()
     export_path = Path(run.export_path)
     export_root = resolve_reader(export_path, run.export_format or "auto").export_root(export_path)
 
@@ -256,7 +252,6 @@ def acquire_avatars(settings: Settings, run_key: str, fetcher: SafeFetcher | Non
             "storage_path": image.storage_path,
         }
 
-    refs = list(dict.fromkeys(s.avatar_ref for s in snapshots))
     local = LocalAvatars(export_root)
     try:
         for ref in progress([r for r in refs if not is_url(r)], desc="images (export)", unit="avatar"):
@@ -286,15 +281,6 @@ def acquire_avatars(settings: Settings, run_key: str, fetcher: SafeFetcher | Non
         (fetcher or SafeFetcher.from_settings(settings)).fetch_all(urls, on_result)
         counter.close()
 
-    avatars, rejections = [], []
-    for snap in snapshots:
-        outcome = outcomes[snap.avatar_ref]
-        row = {"run_key": run_key, "account_key": snap.account_key, "avatar_ref": snap.avatar_ref}
-        if isinstance(outcome, str):
-            avatars.append({**row, "sha256": None, "status": "failed", "reason": outcome})
-            rejections.append(Rejection.of(snap.source_file, f"{snap.source_locator} avatar", outcome, snap.avatar_ref))
-        else:
-            avatars.append({**row, "sha256": outcome["sha256"], "status": "stored", "reason": None})
     with transaction(settings) as conn:
         insert_rows(
             conn,
@@ -303,10 +289,30 @@ def acquire_avatars(settings: Settings, run_key: str, fetcher: SafeFetcher | Non
             " on conflict (sha256) do nothing",
             images.values(),
         )
-        conn.execute(sa.text("delete from account_avatars where run_key = :k"), {"k": run_key})
-        columns = ("run_key", "account_key", "avatar_ref", "sha256", "status", "reason")
-        for start in range(0, len(avatars), 10_000):  # COPY: one round trip per batch, not per row
-            copy_rows(conn, "account_avatars", columns, ([a[c] for c in columns] for a in avatars[start:start + 10_000]))
-        replace_stage_rows(conn, run_key, "images", rejections)
-    stored = sum(1 for a in avatars if a["status"] == "stored")
-    return AcquireResult(stored=stored, failed=len(avatars) - stored, distinct_images=len(images), fetched=fetched)
+        stored, failed = _record_outcomes(conn, run_key, outcomes)
+    return AcquireResult(stored=stored, failed=failed, distinct_images=len(images), fetched=fetched)
+
+
+def _record_outcomes(conn: sa.Connection, run_key: str, outcomes: dict[str, dict | str]) -> tuple[int, int]:
+    """Per-account avatar rows and quarantine rows, joined in SQL from the per-reference outcomes."""
+    k = {"k": run_key}
+    conn.execute(sa.text("create temporary table _avatar_outcomes (avatar_ref text primary key, sha256 text,"
+                         " reason text) on commit drop"))
+    rows = [(ref, None if isinstance(o, str) else o["sha256"], o if isinstance(o, str) else None)
+            for ref, o in outcomes.items()]
+    for start in range(0, len(rows), 10_000):  # COPY: one round trip per batch, not per row
+        copy_rows(conn, "_avatar_outcomes", ("avatar_ref", "sha256", "reason"), rows[start:start + 10_000])
+    conn.execute(sa.text("delete from account_avatars where run_key = :k"), k)
+    conn.execute(sa.text(
+        "insert into account_avatars (run_key, account_key, avatar_ref, sha256, status, reason)"
+        " select :k, s.account_key, s.avatar_ref, o.sha256, case when o.sha256 is null then 'failed' else 'stored' end,"
+        " o.reason from account_snapshots s join _avatar_outcomes o using (avatar_ref) where s.run_key = :k"), k)
+    conn.execute(sa.text("delete from quarantine where run_key = :k and stage = 'images'"), k)
+    conn.execute(sa.text(
+        "insert into quarantine (run_key, stage, source_file, locator, reason, excerpt)"
+        " select :k, 'images', s.source_file, s.source_locator || ' avatar', o.reason, left(s.avatar_ref, 500)"
+        " from account_snapshots s join _avatar_outcomes o using (avatar_ref)"
+        " where s.run_key = :k and o.sha256 is null on conflict do nothing"), k)
+    counts = dict(conn.execute(sa.text(
+        "select status, count(*) from account_avatars where run_key = :k group by status"), k).all())
+    return counts.get("stored", 0), counts.get("failed", 0)
