@@ -23,10 +23,11 @@ import os
 import re
 import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -190,8 +191,8 @@ def svg_histogram(created: Iterable[Any], width: int = 640, height: int = 200) -
     left, bottom, top = 40, 30, 10
     plot_w, plot_h = width - left - 10, height - bottom - top
     bar_w = plot_w / len(bins)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img"'
-             f' aria-label="creation-date histogram">',
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img"'
+              f' aria-label="creation-date histogram">'),
              f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#444"/>',
              f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#444"/>',
              f'<text x="{left - 4}" y="{top + 10}" text-anchor="end" font-size="11">{peak}</text>',
@@ -265,8 +266,8 @@ def svg_graph(members: Sequence[dict[str, Any]], edges: Sequence[dict[str, Any]]
     by_key = {m["account_key"]: m for m in members}
     pad = 20
     xy = [(pad + x * (size - 2 * pad), pad + y * (size - 2 * pad)) for x, y in pos]
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" role="img"'
-             f' aria-label="cluster graph" style="border:1px solid #ccc">']
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" role="img"'
+              f' aria-label="cluster graph" style="border:1px solid #ccc">')]
     for ed in shown:
         (x1, y1), (x2, y2) = xy[where[ed["a_key"]]], xy[where[ed["b_key"]]]
         parts.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{colour[ed["edge_type"]]}"'

@@ -206,7 +206,7 @@ def test_missing_image_file_shows_a_placeholder(audited_report, tmp_path):
 
     settings, flag = audited_report["settings"], audited_report["flags"][0]
     members = _cluster_rows(settings, flag["cluster_id"])
-    sha = sorted(m["avatar_sha256"] for m in members.values() if m["avatar_sha256"])[0]
+    sha = min(m["avatar_sha256"] for m in members.values() if m["avatar_sha256"])
     stored = next(settings.image_dir.rglob(f"{sha}.*"))
     moved = tmp_path / stored.name
     shutil.move(stored, moved)
@@ -243,6 +243,7 @@ def test_cli_report_for_one_cluster_and_user_errors(audited_report, tmp_path):
 
 
 def test_histogram_bins_cover_the_span_and_count_every_account():
+    import itertools
     from datetime import date, timedelta
 
     from pipeline.html_report import _day_bins, svg_histogram
@@ -256,7 +257,7 @@ def test_histogram_bins_cover_the_span_and_count_every_account():
     spread = [date(2012, 1, 1) + timedelta(days=37 * i) for i in range(100)]
     wide = _day_bins(spread)
     assert len(wide) <= 60 and sum(n for _, _, n in wide) == 100
-    assert all((b[0] - a[1]).days == 1 for a, b in zip(wide, wide[1:]))  # contiguous, no gaps or overlaps
+    assert all((b[0] - a[1]).days == 1 for a, b in itertools.pairwise(wide))  # contiguous, no gaps or overlaps
     one_day = _day_bins([date(2025, 12, 10)] * 16)  # a batch created on one day: a spike on a two-week axis
     assert len(one_day) == 15 and [(s, n) for s, _, n in one_day if n] == [(date(2025, 12, 10), 16)]
     svg = svg_histogram(burst)

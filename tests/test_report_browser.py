@@ -24,8 +24,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from test_report import RUN_KEY, audited_report  # noqa: F401  (module-scoped fixture: one audit here too)
+from test_report import (
+    RUN_KEY,
+    audited_report,  # noqa: F401  (the module-scoped fixture: one audit here too)
+)
 
 WINDOW = (1280, 1800)
 CHECK_SCRIPT = """(function () {
@@ -78,7 +80,7 @@ def run_chromium(args: list[str], page: Path, profile: Path) -> subprocess.Compl
         [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
          "--no-first-run", "--disable-extensions", f"--user-data-dir={profile}", "--virtual-time-budget=5000",
          *args, page.as_uri()],
-        capture_output=True, text=True, timeout=180)
+        capture_output=True, text=True, timeout=180, check=False)
 
 
 def console_lines(stderr: str) -> list[str]:
@@ -118,7 +120,7 @@ def assert_real_screenshot(png: Path) -> None:
         assert ImageStat.Stat(grey).stddev[0] > 5
 
 
-def test_every_report_page_renders_in_chromium_without_errors(audited_report, tmp_path):
+def test_every_report_page_renders_in_chromium_without_errors(audited_report, tmp_path):  # noqa: F811
     from pipeline.html_report import report_dir
 
     folder = report_dir(audited_report["settings"], RUN_KEY)
