@@ -34,18 +34,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PROFILE_AUDIT_NO_PROGRESS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
+import numpy as np
+import sqlalchemy as sa
 
-from detectors import save_detector  # noqa: E402
-from detectors.backbone import BackboneSpec, load_backbone  # noqa: E402
-from detectors.clip_probe import ClipProbe  # noqa: E402
-from pipeline import audit  # noqa: E402
-from pipeline.config import load_settings  # noqa: E402
-from pipeline.db import transaction  # noqa: E402
-from pipeline.demo import draw_face, encode  # noqa: E402
-from pipeline.images import load_stored_image  # noqa: E402
-from pipeline.score import face_signals_for, score_run  # noqa: E402
+from detectors import save_detector
+from detectors.backbone import BackboneSpec, load_backbone
+from detectors.clip_probe import ClipProbe
+from pipeline import audit
+from pipeline.config import load_settings
+from pipeline.db import transaction
+from pipeline.demo import draw_face, encode
+from pipeline.images import load_stored_image
+from pipeline.score import face_signals_for, score_run
 
 
 def make_export(root: Path, count: int, size: int) -> Path:

@@ -3,6 +3,7 @@
 Importing this package registers the built-in detectors; it does not import torch.
 """
 
+from detectors import clip_probe, faces  # noqa: F401  (registers ClipProbe, FaceDetector)
 from detectors.base import (
     REGISTRY,
     Detector,
@@ -13,7 +14,6 @@ from detectors.base import (
     register,
     save_detector,
 )
-from detectors import clip_probe, faces  # noqa: F401  (registers ClipProbe, FaceDetector)
 
 __all__ = [
     "REGISTRY",

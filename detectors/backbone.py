@@ -18,9 +18,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -29,7 +30,7 @@ MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 TINY_MODEL = "pa-tiny-vit"  # 64-wide, 2 layers, patch 32: thousands of images/s on a CPU
 PREPROCESS_MODES = ("resize_center_crop", "center_crop")
 
-_loaded: dict[str, "Backbone"] = {}
+_loaded: dict[str, Backbone] = {}
 _lock = threading.Lock()
 _configs_registered = False
 
@@ -81,7 +82,7 @@ class BackboneSpec:
     weights_sha256: str | None = None  # filled for file and local-dir weights: the identity of the checkpoint
 
     @classmethod
-    def parse(cls, model: str, weights: str, **kw: Any) -> "BackboneSpec":
+    def parse(cls, model: str, weights: str, **kw: Any) -> BackboneSpec:
         """Accept a tag, a path to a checkpoint file, 'local-dir:<folder>', or 'random:<seed>'."""
         if kw.get("preprocess", "resize_center_crop") not in PREPROCESS_MODES:
             raise ValueError(f"preprocess must be one of {PREPROCESS_MODES}")
@@ -91,7 +92,7 @@ class BackboneSpec:
                 raise FileNotFoundError(f"local-dir backbone folder {folder} not found")
             sha = kw.pop("weights_sha256", None) or local_dir_sha256(folder)
             return cls(model=model, weights=f"local-dir:{folder}", weights_sha256=sha, **kw)
-        if weights.startswith("random:") or weights.startswith("file:"):
+        if weights.startswith(("random:", "file:")):
             spec = cls(model=model, weights=weights, **kw)
         elif Path(weights).suffix in {".safetensors", ".bin", ".pt", ".pth"} or Path(weights).is_file():
             spec = cls(model=model, weights=f"file:{Path(weights).resolve()}", **kw)
@@ -119,7 +120,7 @@ class BackboneSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "BackboneSpec":
+    def from_dict(cls, data: dict[str, Any]) -> BackboneSpec:
         return cls(**data)
 
 

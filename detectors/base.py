@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
@@ -39,7 +40,7 @@ class Detector(ABC):
 
     @classmethod
     @abstractmethod
-    def from_spec(cls, spec: dict[str, Any]) -> "Detector":
+    def from_spec(cls, spec: dict[str, Any]) -> Detector:
         ...
 
     @property

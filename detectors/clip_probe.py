@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-from functools import partial
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from functools import partial
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -19,7 +20,6 @@ from PIL import Image
 from detectors.backbone import BackboneSpec, load_backbone
 from detectors.base import EmbeddingDetector, ImageScore, register
 from detectors.batching import batched, prefetch
-
 
 # Both classes are re-encoded at a JPEG quality drawn from this range before embedding. Measured on
 # the demo faces (tests/test_detectors.py): a ceiling at or below the usual upload quality masks a
@@ -109,7 +109,7 @@ class ClipProbe(EmbeddingDetector):
         return spec
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> "ClipProbe":
+    def from_spec(cls, spec: dict[str, Any]) -> ClipProbe:
         return cls(
             backbone=BackboneSpec.from_dict(spec["backbone"]),
             weight=list(spec["weight"]),

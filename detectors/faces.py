@@ -18,9 +18,10 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
@@ -151,7 +152,7 @@ class FaceDetector(Detector):
         return asdict(self)
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> "FaceDetector":
+    def from_spec(cls, spec: dict[str, Any]) -> FaceDetector:
         detector = cls(**spec)
         current = cls().cascades
         if detector.cascades != current:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import html
 import io
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -190,8 +191,8 @@ def roc_svg(curves: dict[str, list[tuple[float, float]]], size: int = 360) -> st
     def xy(f: float, t: float) -> str:
         return f"{pad + f * plot:.1f},{pad + (1 - t) * plot:.1f}"
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" viewBox="0 0 {size} {size}"'
-             ' font-family="sans-serif" font-size="11">',
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" viewBox="0 0 {size} {size}"'
+              ' font-family="sans-serif" font-size="11">'),
              f'<rect x="{pad}" y="{pad}" width="{plot}" height="{plot}" fill="white" stroke="black"/>',
              f'<line x1="{pad}" y1="{pad + plot}" x2="{pad + plot}" y2="{pad}" stroke="#999" stroke-dasharray="4 3"/>']
     for tick in (0.0, 0.25, 0.5, 0.75, 1.0):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-
 from conftest import REPO, table_contents
+
 from pipeline.db import transaction
 
 pytestmark = pytest.mark.slow

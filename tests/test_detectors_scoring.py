@@ -145,11 +145,9 @@ def test_prefetch_keeps_order_and_bounds_the_queue():
         time.sleep(0.002)
         return [x * 2 for x in batch]
 
-    consumed = 0
     out = []
-    for batch, result in prefetch(batched(list(range(100)), 4), prepare, workers=2, depth=3):
+    for consumed, (_, result) in enumerate(prefetch(batched(list(range(100)), 4), prepare, workers=2, depth=3), 1):
         out.extend(result)
-        consumed += 1
         with lock:
             ahead.append(len(started) - consumed)
     assert out == [x * 2 for x in range(100)]

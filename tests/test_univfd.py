@@ -15,9 +15,9 @@ from functools import partial
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 from PIL import Image
 
-from conftest import SHARED_DATA
 from detectors.presets import UNIVFD, PresetError, fetch_head, load_head, preset_detector
 
 HEAD = SHARED_DATA / "univfd" / "fc_weights.pth"
