@@ -39,9 +39,10 @@ class NetworkParams:
     leiden_min_size: int = 200  # components at least this large are split by Leiden
     leiden_resolution: float = 1.0  # Leiden (RBConfiguration) resolution: higher, smaller communities
     coactivity_share_rule: float = 0.5  # rule coordinated_activity: share of members with a co_* edge
+    coactivity_min_weight: int = 3  # ... of at least this weight (weight-2 co-reposts of viral posts are chance at 1M)
     cluster_match_jaccard: float = 0.5  # a cluster keeps a previous run's id at this member overlap
     status_keep_jaccard: float = 0.8  # an investigator's status carries over at this overlap, else re-opened
-    burst_factor: float = 5.0  # creation_window: a trait's accounts in one window vs its average rate
+    burst_factor: float = 2.0  # creation_window: a trait's accounts in one window vs its average rate
     burst_p_value: float = 0.01  # creation_window: Poisson tail of a window's count, Bonferroni over the trait group
     # co_repost / co_link / co_post edges (pipeline/coordination.py), as QUT's coordination-network-toolkit:
     # two posts co-occur when |t1 - t2| <= co_window_seconds (QUT's README works with 1 minute), and an

@@ -1,8 +1,8 @@
 """Stage 6, flags: score clusters, apply the flag rules, and record the evidence an investigator checks.
 
 Cluster features are shares in [0, 1]: synthetic avatars (S), the largest one-day creation share (B),
-one handle template (T), members with a co_* edge (C), members with an identical or near-duplicate
-avatar edge (I), and the mean account risk (R). The score is
+one handle template (T), members with a co_* edge of weight >= ``coactivity_min_weight`` (C), members
+with an identical or near-duplicate avatar edge (I), and the mean account risk (R). The score is
 ``min(1, 0.35 S + 0.25 B + 0.25 T + 0.6 C + 0.1 I + 0.2 R)``; each term is stored in
 ``features.score_contributions``. Shared imagery alone (a brand's regional accounts with one logo)
 stays far below the threshold; a synthetic-face ring, a templated batch or a co-activity ring reaches it.
@@ -67,7 +67,7 @@ def assess_cluster(cluster_id: str, members: list[dict[str, Any]], edges: list[d
     templates = Counter(m["handle_template"] for m in members
                         if m["handle_template"] and m["handle_digits"] >= params.min_template_digits)
     template_share = templates.most_common(1)[0][1] / size if templates else 0.0
-    coactive = _touching(edges, lambda t: t.startswith("co_"))
+    coactive = _touching([e for e in edges if e["weight"] >= params.coactivity_min_weight], lambda t: t.startswith("co_"))
     image_linked = _touching(edges, lambda t: t in IMAGE_EDGES)
     edge_mix = Counter(e["edge_type"] for e in edges)
     shares = {
