@@ -18,6 +18,8 @@ EXPECTED_TABLES = {
     "image_scores", "account_signals", "edges", "clusters", "cluster_members", "flags", "quarantine",
     "schema_migrations",
     "face_signals", "detector_training_images",  # 005: face detector rows, training manifests
+    "posts",  # 003
+    "avatar_near_duplicates",  # 006: near-duplicate avatar pairs per run
 }
 
 
