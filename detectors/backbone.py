@@ -223,7 +223,10 @@ class Backbone:
         import torch
 
         with torch.inference_mode():
-            batch = batch.to(self.device, dtype=next(self.model.parameters()).dtype, non_blocking=True)
+            # open_clip's fp16 casts only conv/linear/attention weights (its first parameter may stay
+            # fp32), so the input dtype follows the precision, not an arbitrary parameter.
+            dtype = torch.float16 if self.precision == "fp16" else torch.float32
+            batch = batch.to(self.device, dtype=dtype, non_blocking=True)
             features = self.model.encode_image(batch)
             self.forward_passes += int(batch.shape[0])
             if self.spec.normalize:

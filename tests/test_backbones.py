@@ -99,3 +99,18 @@ def test_embed_equals_preprocess_then_embed_tensors():
     before = backbone.forward_passes
     np.testing.assert_array_equal(backbone.embed(images), backbone.embed_tensors(backbone.tensors(images)))
     assert backbone.forward_passes - before == 10
+
+
+def test_fp16_model_gets_fp16_input_even_when_its_first_parameter_is_fp32():
+    """open_clip's fp16 (our CUDA setting) casts only conv/linear/attention weights, so the model's first
+    parameter stays fp32. Found on an H100: inputs cast to that dtype met fp16 conv weights and failed.
+    Reproduced on the CPU, where torch runs fp16 convolutions too."""
+    import open_clip
+    import torch
+
+    backbone = Backbone(BackboneSpec.parse("pa-tiny-vit", "random:0"), device="cpu")
+    fp16 = open_clip.create_model("pa-tiny-vit", precision="fp16", device="cpu").eval()
+    assert next(fp16.parameters()).dtype == torch.float32 and fp16.visual.conv1.weight.dtype == torch.float16
+    backbone.model, backbone.precision = fp16, "fp16"
+    features = backbone.embed(_images(2))
+    assert features.shape == (2, backbone.embed_dim) and features.dtype == np.float32 and np.isfinite(features).all()
