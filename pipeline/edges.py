@@ -168,7 +168,7 @@ def poisson_count_above(rate: float, alpha: float) -> int:
 
 
 def burst_members(times: np.ndarray, window: float, min_count: int, factor: float, p_value: float = 1.0) -> np.ndarray:
-    """Mask of sorted ``times`` (seconds) lying in a burst: a window holding at least ``min_count`` of them,
+    """Mask of sorted ``times`` (seconds) lying in a burst: the window centred on each holds at least ``min_count``,
     at least ``factor`` times the group's average count per window, and a count that a Poisson process at
     that average rate reaches with probability below ``p_value`` / n (Bonferroni over the n windows)."""
     n = len(times)
@@ -177,12 +177,9 @@ def burst_members(times: np.ndarray, window: float, min_count: int, factor: floa
     need = max(min_count, int(np.ceil(factor * rate)))
     if p_value < 1.0 and n:
         need = max(need, poisson_count_above(rate, p_value / n))
-    ends = np.searchsorted(times, times + window, side="right")
-    starts = np.flatnonzero(ends - np.arange(n) >= need)
-    marks = np.zeros(n + 1, dtype=np.int64)
-    np.add.at(marks, starts, 1)
-    np.add.at(marks, ends[starts], -1)
-    return np.cumsum(marks)[:n] > 0
+    # the window is centred on each account, so accounts at the edge of a burst are not swept in
+    count = np.searchsorted(times, times + window / 2, side="right") - np.searchsorted(times, times - window / 2)
+    return count >= need
 
 
 def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkParams) -> list[Edge]:
