@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from pipeline.config import Settings
 from pipeline.db import transaction
 from pipeline.errors import UserError
+from pipeline.evidence import load_cluster
 
 THUMB_PX = 96
 MAX_TILES = 400  # distinct images on one contact sheet
@@ -110,31 +111,11 @@ def _load_flags(conn: sa.Connection, run_key: str) -> list[dict[str, Any]]:
 
 
 def _load_cluster(conn: sa.Connection, run_key: str, cluster_id: str) -> dict[str, Any]:
-    cluster = conn.execute(sa.text(
-        "select cluster_id, size, score, features from clusters where run_key = :k and cluster_id = :c"),
-        {"k": run_key, "c": cluster_id}).mappings().one_or_none()
+    cluster = load_cluster(conn, run_key, cluster_id)
     if cluster is None:
         raise UserError(f"no cluster {cluster_id!r} in run {run_key!r}; "
                         f"list them with `profile-audit flags --run-key {run_key}`")
-    flag = conn.execute(sa.text(
-        "select flag_id, score, rules, evidence, status, status_note from flags"
-        " where run_key = :k and cluster_id = :c"), {"k": run_key, "c": cluster_id}).mappings().one_or_none()
-    members = [dict(r) for r in conn.execute(sa.text(
-        "select m.account_key, a.platform, a.account_id, s.handle, s.display_name, s.bio, s.url, s.created_at,"
-        " g.avatar_sha256, g.avatar_probability, g.avatar_label, g.risk, g.contributions, i.storage_path"
-        " from cluster_members m join accounts a on a.account_key = m.account_key"
-        " left join account_snapshots s on s.run_key = m.run_key and s.account_key = m.account_key"
-        " left join account_signals g on g.run_key = m.run_key and g.account_key = m.account_key"
-        " left join images i on i.sha256 = g.avatar_sha256"
-        " where m.run_key = :k and m.cluster_id = :c order by m.account_key"),
-        {"k": run_key, "c": cluster_id}).mappings()]
-    edges = [dict(r) for r in conn.execute(sa.text(
-        "select e.edge_type, e.a_key, e.b_key, e.weight, e.params, e.evidence from edges e"
-        " join cluster_members ma on ma.run_key = e.run_key and ma.account_key = e.a_key and ma.cluster_id = :c"
-        " join cluster_members mb on mb.run_key = e.run_key and mb.account_key = e.b_key and mb.cluster_id = :c"
-        " where e.run_key = :k order by e.edge_type, e.a_key, e.b_key"),
-        {"k": run_key, "c": cluster_id}).mappings()]
-    return {**dict(cluster), "flag": dict(flag) if flag else None, "members": members, "edges": edges}
+    return cluster
 
 
 # ---------------------------------------------------------------------------------------------- pictures

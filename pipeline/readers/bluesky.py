@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from pipeline.readers.base import AccountRecord, ExportReader, FieldError, Rejection, clean_text, parse_timestamp
-from pipeline.readers.jsonfiles import detect_by_markers, iter_json_file, json_files, rejection
+from pipeline.readers.jsonfiles import detect_by_markers, export_root, iter_json_export, rejection
 from pipeline.readers.textio import NotAnArray
 
 PLATFORM = "bluesky"
@@ -35,26 +35,21 @@ class BlueskyReader(ExportReader):
         return detect_by_markers(path, PROFILE_TYPE) or detect_by_markers(path, '"did:plc:', '"displayName"')
 
     def read(self, path: Path) -> Iterator[AccountRecord | Rejection]:
-        files = json_files(path)
-        if not files:
-            raise FieldError(f"no .json or .jsonl files in {path}")
-        root = path if path.is_dir() else path.parent
-        blobs = self._blob_index(root) if path.is_dir() else self._blob_index(root, shallow=True)
-        for file in files:
-            for name, locator, value in iter_json_file(file, root):
-                if isinstance(value, Rejection):
-                    yield value
-                    continue
-                lone = value.value if isinstance(value, NotAnArray) else value
-                if isinstance(lone, dict) and isinstance(lone.get("records"), list):  # a listRecords page
-                    items = [(f"{locator} record {i}", v) for i, v in enumerate(lone["records"], start=1)]
-                else:
-                    items = [(locator, lone)]
-                for loc, item in items:
-                    try:
-                        yield self._record(name, loc, item, blobs)
-                    except FieldError as exc:
-                        yield rejection(name, loc, str(exc), item)
+        blobs = self._blob_index(export_root(path), shallow=not path.is_dir())
+        for name, locator, value in iter_json_export(path):
+            if isinstance(value, Rejection):
+                yield value
+                continue
+            lone = value.value if isinstance(value, NotAnArray) else value
+            if isinstance(lone, dict) and isinstance(lone.get("records"), list):  # a listRecords page
+                items = [(f"{locator} record {i}", v) for i, v in enumerate(lone["records"], start=1)]
+            else:
+                items = [(locator, lone)]
+            for loc, item in items:
+                try:
+                    yield self._record(name, loc, item, blobs)
+                except FieldError as exc:
+                    yield rejection(name, loc, str(exc), item)
 
     @staticmethod
     def _blob_index(root: Path, shallow: bool = False) -> dict[str, str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator
 
-from pipeline.readers.base import Rejection
+from pipeline.readers.base import FieldError, Rejection
 from pipeline.readers.textio import NotAnArray, json_records, open_text
 
 JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
@@ -45,6 +45,22 @@ def iter_json_file(path: Path, root: Path) -> Iterator[tuple[str, str, Any]]:
                 yield name, locator, value
         except NotAnArray as exc:
             yield name, "file", exc
+
+
+def iter_json_export(path: Path) -> Iterator[tuple[str, str, Any]]:
+    """iter_json_file over every JSON file the export path means, names relative to its folder.
+    Raises FieldError when there is none, so a wrong path is an error rather than an empty run."""
+    files = json_files(path)
+    if not files:
+        raise FieldError(f"no .json, .jsonl or .ndjson files in {path}")
+    root = export_root(path)
+    for file in files:
+        yield from iter_json_file(file, root)
+
+
+def export_root(path: Path) -> Path:
+    """The folder that source names (and blob paths) are relative to."""
+    return path if path.is_dir() else path.parent
 
 
 def excerpt(value: Any) -> str:

@@ -24,7 +24,7 @@ from pipeline.readers.base import (
     parse_timestamp,
     required_id,
 )
-from pipeline.readers.jsonfiles import detect_by_markers, iter_json_file, json_files, rejection
+from pipeline.readers.jsonfiles import detect_by_markers, iter_json_export, rejection
 from pipeline.readers.textio import NotAnArray
 
 PLATFORM = "mastodon"
@@ -63,23 +63,18 @@ class MastodonReader(ExportReader):
         return detect_by_markers(path, '"acct"', '"username"', '"followers_count"')
 
     def read(self, path: Path) -> Iterator[AccountRecord | Rejection]:
-        files = json_files(path)
-        if not files:
-            raise FieldError(f"no .json or .jsonl files in {path}")
-        root = path if path.is_dir() else path.parent
-        for file in files:
-            for name, locator, value in iter_json_file(file, root):
-                if isinstance(value, Rejection):
-                    yield value
-                elif isinstance(value, NotAnArray):
-                    yield rejection(name, "file", f"{value} (Mastodon accounts come as an array or JSON lines)", value.value)
-                elif not isinstance(value, dict):
-                    yield rejection(name, locator, f"expected an Account object, got a JSON {type(value).__name__}", value)
-                else:
-                    try:
-                        yield self._record(name, locator, value)
-                    except FieldError as exc:
-                        yield rejection(name, locator, str(exc), value)
+        for name, locator, value in iter_json_export(path):
+            if isinstance(value, Rejection):
+                yield value
+            elif isinstance(value, NotAnArray):
+                yield rejection(name, "file", f"{value} (Mastodon accounts come as an array or JSON lines)", value.value)
+            elif not isinstance(value, dict):
+                yield rejection(name, locator, f"expected an Account object, got a JSON {type(value).__name__}", value)
+            else:
+                try:
+                    yield self._record(name, locator, value)
+                except FieldError as exc:
+                    yield rejection(name, locator, str(exc), value)
 
     @staticmethod
     def _record(source: str, locator: str, row: dict) -> AccountRecord:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from pipeline.readers.base import AccountRecord, ExportReader, FieldError, Rejection, clean_text, parse_count, parse_timestamp
-from pipeline.readers.jsonfiles import detect_by_markers, iter_json_file, json_files, rejection
+from pipeline.readers.jsonfiles import detect_by_markers, iter_json_export, rejection
 from pipeline.readers.textio import NotAnArray
 
 PLATFORM = "reddit"
@@ -27,20 +27,15 @@ class RedditReader(ExportReader):
         return detect_by_markers(path, '"t2"', '"created_utc"')
 
     def read(self, path: Path) -> Iterator[AccountRecord | Rejection]:
-        files = json_files(path)
-        if not files:
-            raise FieldError(f"no .json files in {path}")
-        root = path if path.is_dir() else path.parent
-        for file in files:
-            for name, locator, value in iter_json_file(file, root):
-                if isinstance(value, Rejection):
-                    yield value
-                    continue
-                item = value.value if isinstance(value, NotAnArray) else value
-                try:
-                    yield self._record(name, locator, item)
-                except FieldError as exc:
-                    yield rejection(name, locator, str(exc), item)
+        for name, locator, value in iter_json_export(path):
+            if isinstance(value, Rejection):
+                yield value
+                continue
+            item = value.value if isinstance(value, NotAnArray) else value
+            try:
+                yield self._record(name, locator, item)
+            except FieldError as exc:
+                yield rejection(name, locator, str(exc), item)
 
     @staticmethod
     def _record(source: str, locator: str, item: Any) -> AccountRecord:
