@@ -74,10 +74,17 @@ def _run_images(settings: Settings, run_key: str, shard_index: int, shard_count:
     return [(r.sha256, r.storage_path) for r in rows if in_shard(r.sha256, shard_index, shard_count)]
 
 
-def _done(settings: Settings, table: str, detector_id: str, shas: list[str]) -> set[str]:
+def _done(settings: Settings, table: str, shas: list[str], *, detector_id: str | None = None,
+          backbone_id: str | None = None) -> set[str]:
+    """The images among ``shas`` that already have a row in ``table`` for this detector (image_scores,
+    face_signals) or backbone (embeddings), read in chunks so a large run stays one cheap query each."""
+    column, value = ("detector_id", detector_id) if detector_id is not None else ("backbone_id", backbone_id)
+    found: set[str] = set()
     with transaction(settings) as conn:
-        return set(conn.execute(sa.text(f"select sha256 from {table} where detector_id = :d and sha256 = any(:s)"),
-                                {"d": detector_id, "s": shas}).scalars())
+        for chunk in batched(shas, 10_000):
+            found.update(conn.execute(sa.text(f"select sha256 from {table} where {column} = :v and sha256 = any(:s)"),
+                                      {"v": value, "s": chunk}).scalars())
+    return found
 
 
 def score_run(settings: Settings, run_key: str, detector_ref: str | None = None, shard_index: int = 0,
@@ -89,7 +96,7 @@ def score_run(settings: Settings, run_key: str, detector_ref: str | None = None,
     register_detector(settings, detector)
     set_detector(settings, run_key, detector.id)
     images = _run_images(settings, run_key, shard_index, shard_count)
-    done = _done(settings, "image_scores", detector.id, [sha for sha, _ in images])
+    done = _done(settings, "image_scores", [sha for sha, _ in images], detector_id=detector.id)
     todo = [(sha, path) for sha, path in images if sha not in done]
     stats = score_images(settings, detector, todo)
     faces = face_signals_for(settings, images) if settings.face_signals else 0
@@ -146,7 +153,7 @@ def _score_embedding_detector(settings: Settings, detector: EmbeddingDetector, i
 
         torch.set_num_threads(settings.torch_threads)
     backbone = detector.backbone_id
-    cached = _done_embeddings(settings, backbone, [sha for sha, _ in images])
+    cached = _done(settings, "embeddings", [sha for sha, _ in images], backbone_id=backbone)
     hits = [sha for sha, _ in images if sha in cached]
     for chunk in batched(hits, CACHE_CHUNK):  # rescoring from the cache: no image is opened
         with transaction(settings) as conn:
@@ -177,14 +184,6 @@ def _score_embedding_detector(settings: Settings, detector: EmbeddingDetector, i
     return ScoreStats(embedded=embedded, from_cache=len(hits))
 
 
-def _done_embeddings(settings: Settings, backbone_id: str, shas: list[str]) -> set[str]:
-    found: set[str] = set()
-    with transaction(settings) as conn:
-        for chunk in batched(shas, 10_000):
-            found.update(conn.execute(sa.text("select sha256 from embeddings where backbone_id = :b and sha256 = any(:s)"),
-                                      {"b": backbone_id, "s": chunk}).scalars())
-    return found
-
 
 def face_signals_for(settings: Settings, images: list[tuple[str, str]]) -> int:
     """Face count and eye alignment for images without a face_signals row of the current face detector."""
@@ -192,7 +191,7 @@ def face_signals_for(settings: Settings, images: list[tuple[str, str]]) -> int:
 
     detector = FaceDetector()
     register_detector(settings, detector)
-    done = _done(settings, "face_signals", detector.id, [sha for sha, _ in images])
+    done = _done(settings, "face_signals", [sha for sha, _ in images], detector_id=detector.id)
     todo = [(sha, path) for sha, path in images if sha not in done]
     load = _loader(settings)
     counter = Counter("faces", len(todo))
