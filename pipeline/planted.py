@@ -34,9 +34,9 @@ import numpy as np
 import sqlalchemy as sa
 
 from pipeline import runs
+from pipeline.bulk import copy_rows
 from pipeline.config import NetworkParams, Settings
 from pipeline.db import ensure_schema, transaction
-from pipeline.networks import copy_rows
 
 DETECTOR_ID = "planted-sim:v1"
 BACKBONE_ID = "planted-backbone"
