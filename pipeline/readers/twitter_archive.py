@@ -27,6 +27,7 @@ from pipeline.readers.base import (
     required_id,
     zip_ref,
 )
+from pipeline.readers.jsonfiles import rejection
 from pipeline.readers.textio import NotAnArray, json_records, open_text
 
 PLATFORM = "twitter"
@@ -79,7 +80,7 @@ class TwitterArchiveReader(ExportReader):
             try:
                 record = self._account(source, prefix, account, profile or {}, manifest, tweet_files)
             except FieldError as exc:
-                yield Rejection.of(prefix + "account.js", "record 1", str(exc), json.dumps(account))
+                yield rejection(prefix + "account.js", "record 1", str(exc), account)
                 return
             yield record
             for name in tweet_files:
@@ -99,7 +100,7 @@ class TwitterArchiveReader(ExportReader):
             if isinstance(item, Rejection):
                 return item
             if not isinstance(item, dict) or not isinstance(item.get(key), dict):
-                return Rejection.of(name, locator, f"expected an object with a {key!r} object", json.dumps(item)[:500])
+                return rejection(name, locator, f"expected an object with a {key!r} object", item)
             return item[key]
         return None
 
@@ -162,12 +163,12 @@ class TwitterArchiveReader(ExportReader):
                     continue
                 tweet = item.get("tweet") if isinstance(item, dict) else None
                 if not isinstance(tweet, dict):
-                    yield Rejection.of(name, locator, "expected an object with a 'tweet' object", json.dumps(item)[:500])
+                    yield rejection(name, locator, "expected an object with a 'tweet' object", item)
                     continue
                 try:
                     yield self._post(name, locator, tweet, account_id)
                 except FieldError as exc:
-                    yield Rejection.of(name, locator, str(exc), json.dumps(tweet, ensure_ascii=False))
+                    yield rejection(name, locator, str(exc), tweet)
         except UnsafeMember as exc:
             yield Rejection.of(name, "file", str(exc), "")
 
