@@ -22,11 +22,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PROFILE_AUDIT_NO_PROGRESS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline import aggregate, flags, images, ingest, networks, report, runs, score  # noqa: E402
 from pipeline.config import load_settings  # noqa: E402
-from pipeline.db import ensure_schema  # noqa: E402
-from pipeline.demo import make_demo_export, make_labelled_set  # noqa: E402
-from pipeline.train import train_probe  # noqa: E402
+from pipeline.core import runs
+from pipeline.core.db import ensure_schema  # noqa: E402
+from pipeline.flags import rules as flags
+from pipeline.images import acquire as images
+from pipeline.ingest import load as ingest
+from pipeline.networks import build as networks
+from pipeline.reporting import summary as report
+from pipeline.scoring import score  # noqa: E402
+from pipeline.scoring.train import train_probe  # noqa: E402
+from pipeline.signals import aggregate
+from pipeline.testing.demo import make_demo_export, make_labelled_set  # noqa: E402
 
 
 def timed_run(settings, export: Path, run_key: str, detector_id: str) -> dict[str, float]:

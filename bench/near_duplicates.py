@@ -1,4 +1,4 @@
-"""Near-duplicate perceptual hashes at scale: the multi-index hashing of pipeline/neardup.py against a
+"""Near-duplicate perceptual hashes at scale: the multi-index hashing of pipeline/signals/neardup.py against a
 brute-force scan, measured in the same run.
 
 N random 64-bit hashes plus planted near-duplicates (copies with 0..R bits flipped). The index finds
@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.neardup import brute_force_pairs, choose_chunks, near_duplicate_pairs
+from pipeline.signals.neardup import brute_force_pairs, choose_chunks, near_duplicate_pairs
 
 
 def make_hashes(n: int, radius: int, planted: int, seed: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Signals, edges, clusters and flags for a large planted population: wall time per stage and peak RSS.
 
-Generates ``--accounts`` accounts (organic plus the planted operations of pipeline/planted.py, with
+Generates ``--accounts`` accounts (organic plus the planted operations of pipeline/testing/planted.py, with
 about ``--posts-per-account`` posts each) straight into the embedded PostgreSQL in a temporary folder,
 then runs the aggregate, networks and flag stages. Generation and the stages run in two child
 processes, so the stages' peak RSS is their own. Prints, per stage, seconds and accounts/s and the
@@ -26,9 +26,9 @@ from pathlib import Path
 os.environ.setdefault("PROFILE_AUDIT_NO_PROGRESS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline import planted
 from pipeline.config import load_settings
-from pipeline.db import dispose_engines
+from pipeline.core.db import dispose_engines
+from pipeline.testing import planted
 
 PLANTED_ACCOUNTS = 2 * 30 + 2 * 32 + 2 * 20 + 12  # the default operations of planted.generate
 

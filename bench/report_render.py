@@ -28,10 +28,11 @@ import numpy as np  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from pipeline import html_report, runs  # noqa: E402
 from pipeline.config import load_settings  # noqa: E402
-from pipeline.db import ensure_schema, insert_rows, transaction  # noqa: E402
-from pipeline.images import store_image, validate_image  # noqa: E402
+from pipeline.core import runs  # noqa: E402
+from pipeline.core.db import ensure_schema, insert_rows, transaction  # noqa: E402
+from pipeline.images.acquire import store_image, validate_image  # noqa: E402
+from pipeline.reporting import html as html_report
 
 
 def build_run(settings, run_key: str, size: int, rng: np.random.Generator) -> str:

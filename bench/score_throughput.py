@@ -42,10 +42,10 @@ from detectors.backbone import BackboneSpec, load_backbone
 from detectors.clip_probe import ClipProbe
 from pipeline import audit
 from pipeline.config import load_settings
-from pipeline.db import transaction
-from pipeline.demo import draw_face, encode
-from pipeline.images import load_stored_image
-from pipeline.score import face_signals_for, score_run
+from pipeline.core.db import transaction
+from pipeline.images.acquire import load_stored_image
+from pipeline.scoring.score import face_signals_for, score_run
+from pipeline.testing.demo import draw_face, encode
 
 
 def make_export(root: Path, count: int, size: int) -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from pipeline.airflow_support import audit_task_chain, network_param_specs, score_param_specs
+from pipeline.airflow.tasks import audit_task_chain, network_param_specs, score_param_specs
 
 
 @dag(
@@ -32,7 +32,7 @@ from pipeline.airflow_support import audit_task_chain, network_param_specs, scor
 def profile_audit_investigate():
     @task
     def begin() -> dict:
-        from pipeline.airflow_support import begin_run
+        from pipeline.airflow.tasks import begin_run
 
         ctx = get_current_context()
         params = dict(ctx["params"])

@@ -11,7 +11,7 @@ import os
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from pipeline.airflow_support import audit_task_chain, network_param_specs, score_param_specs
+from pipeline.airflow.tasks import audit_task_chain, network_param_specs, score_param_specs
 
 
 @dag(
@@ -36,7 +36,7 @@ def profile_audit_nightly():
     def begin() -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pipeline.airflow_support import begin_run, landing_folder, nightly_run_key
+        from pipeline.airflow.tasks import begin_run, landing_folder, nightly_run_key
 
         ctx = get_current_context()
         day = ctx["data_interval_start"]

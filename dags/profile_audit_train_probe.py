@@ -44,8 +44,8 @@ def profile_audit_train_probe():
         from pathlib import Path
 
         from detectors.clip_probe import Augmentation
-        from pipeline.airflow_support import airflow_settings
-        from pipeline.train import parse_range, train_probe
+        from pipeline.airflow.tasks import airflow_settings
+        from pipeline.scoring.train import parse_range, train_probe
 
         p = get_current_context()["params"]
         augmentation = Augmentation(blur_p=p["blur_prob"], jpeg_p=p["jpeg_prob"],
@@ -63,8 +63,8 @@ def profile_audit_train_probe():
 
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pipeline.airflow_support import airflow_settings
-        from pipeline.evaluate import evaluate_folders
+        from pipeline.airflow.tasks import airflow_settings
+        from pipeline.scoring.evaluate import evaluate_folders
 
         p = get_current_context()["params"]
         if not (p["eval_real_dir"] and p["eval_fake_dir"]):

@@ -11,11 +11,19 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 
-from pipeline import aggregate, flags, html_report, images, ingest, networks, report, runs, score
 from pipeline.config import NetworkParams, Settings
-from pipeline.db import ensure_schema, transaction
-from pipeline.detector_store import resolve_detector
-from pipeline.readers import resolve_reader
+from pipeline.core import runs
+from pipeline.core.db import ensure_schema, transaction
+from pipeline.flags import rules as flags
+from pipeline.images import acquire as images
+from pipeline.ingest import load as ingest
+from pipeline.ingest.readers import resolve_reader
+from pipeline.networks import build as networks
+from pipeline.reporting import html as html_report
+from pipeline.reporting import summary as report
+from pipeline.scoring import score
+from pipeline.scoring.detector_store import resolve_detector
+from pipeline.signals import aggregate
 from pipeline.stages import STAGE_NAMES
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ log = logging.getLogger("profile_audit")
 def _settings(args: argparse.Namespace, schema: bool = True):
     """Settings from flags, environment and TOML; brings the schema up to date unless told not to."""
     from pipeline.config import load_settings
-    from pipeline.db import ensure_schema
+    from pipeline.core.db import ensure_schema
 
     settings = load_settings(home=args.home, database_url=args.database_url, detector=getattr(args, "detector", None),
                              **{k: getattr(args, k) for k in ("batch_size", "score_workers", "torch_threads", "device")
@@ -41,7 +41,7 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from pipeline.db import upgrade
+    from pipeline.core.db import upgrade
 
     applied = upgrade(_settings(args, schema=False))
     print("applied: " + ", ".join(applied) if applied else "database schema is up to date")
@@ -50,8 +50,8 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from pipeline.audit import audit_export
-    from pipeline.flags import list_flags
-    from pipeline.report import format_summary
+    from pipeline.flags.rules import list_flags
+    from pipeline.reporting.summary import format_summary
 
     settings = _settings(args)
     summary = audit_export(settings, Path(args.export_path), fmt=args.format, run_key=args.run_key, detector=args.detector,
@@ -79,7 +79,7 @@ def _flag_view(flag: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_flags(args: argparse.Namespace) -> int:
-    from pipeline.flags import list_flags
+    from pipeline.flags.rules import list_flags
 
     settings = _settings(args)
     flagged = [_flag_view(f) for f in list_flags(settings, run_key=args.run_key, status=args.status)]
@@ -94,7 +94,7 @@ def cmd_flags(args: argparse.Namespace) -> int:
 
 
 def cmd_flag_set_status(args: argparse.Namespace) -> int:
-    from pipeline.flags import set_flag_status
+    from pipeline.flags.rules import set_flag_status
 
     set_flag_status(_settings(args), args.flag_id, args.status, args.note)
     print(f"{args.flag_id}: {args.status}")
@@ -102,7 +102,7 @@ def cmd_flag_set_status(args: argparse.Namespace) -> int:
 
 
 def cmd_evidence(args: argparse.Namespace) -> int:
-    from pipeline.evidence import cluster_evidence, write_evidence
+    from pipeline.reporting.evidence import cluster_evidence, write_evidence
 
     data = cluster_evidence(_settings(args), args.cluster_id, args.run_key)
     written = write_evidence(data, args.format, Path(args.out) if args.out else None)
@@ -115,7 +115,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
-    from pipeline.quarantine import list_quarantine
+    from pipeline.ingest.quarantine import list_quarantine
 
     rows = list_quarantine(_settings(args), args.run_key)
     if args.json:
@@ -128,7 +128,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pipeline.html_report import write_report
+    from pipeline.reporting.html import write_report
 
     result = write_report(_settings(args), args.run_key, cluster_id=args.cluster, out=Path(args.out) if args.out else None)
     print(f"wrote {result.pages} page{'s' if result.pages != 1 else ''}; open {result.path}")
@@ -137,7 +137,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_train_probe(args: argparse.Namespace) -> int:
     from detectors.clip_probe import Augmentation
-    from pipeline.train import parse_range, train_probe
+    from pipeline.scoring.train import parse_range, train_probe
 
     if not 0 <= args.blur_prob <= 1 or not 0 <= args.jpeg_prob <= 1:
         raise UserError("--blur-prob and --jpeg-prob are probabilities between 0 and 1")
@@ -157,7 +157,7 @@ def cmd_train_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pipeline.evaluate import evaluate_folders
+    from pipeline.scoring.evaluate import evaluate_folders
 
     result = evaluate_folders(_settings(args), args.detector, Path(args.real), Path(args.fake),
                               report=Path(args.report) if args.report else None)
@@ -179,14 +179,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from pipeline.detector_store import promote_detector
+    from pipeline.scoring.detector_store import promote_detector
 
     print(f"{promote_detector(_settings(args), args.detector_ref)} is now the default detector")
     return 0
 
 
 def cmd_preset(args: argparse.Namespace) -> int:
-    from pipeline.detector_store import install_preset
+    from pipeline.scoring.detector_store import install_preset
 
     detector, path = install_preset(_settings(args), args.name, head_file=Path(args.head_file) if args.head_file else None,
                                     model=args.model, weights=args.weights, promote=args.promote)
@@ -196,7 +196,7 @@ def cmd_preset(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from pipeline.score import score_run
+    from pipeline.scoring.score import score_run
 
     result = score_run(_settings(args), args.run_key, args.detector, args.shard_index, args.shard_count)
     print(f"shard {result.shard_index}/{result.shard_count}: {result.images_in_run} images, {result.newly_scored} newly "
@@ -206,7 +206,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_detectors(args: argparse.Namespace) -> int:
-    from pipeline.detector_store import list_detectors
+    from pipeline.scoring.detector_store import list_detectors
 
     settings = _settings(args)
     for d in list_detectors(settings):
@@ -216,9 +216,9 @@ def cmd_detectors(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pipeline.demo import run_demo
-    from pipeline.flags import list_flags
-    from pipeline.report import format_summary
+    from pipeline.flags.rules import list_flags
+    from pipeline.reporting.summary import format_summary
+    from pipeline.testing.demo import run_demo
 
     settings = _settings(args)
     result = run_demo(settings, say=lambda text: print(text, file=sys.stderr, flush=True), on_stage=print_stage)

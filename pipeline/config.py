@@ -30,7 +30,7 @@ class NetworkParams:
     synthetic_share_rule: float = 0.5  # rule synthetic_faces: share of members with a synthetic avatar
     burst_share_rule: float = 0.5  # rule batch_created: largest one-day share of creation dates
     template_share_rule: float = 0.5  # rule templated_handles: share of members with one handle template
-    # image, text and cluster parameters (pipeline/neardup.py, edges.py, clusters.py; README "Edges")
+    # image, text and cluster parameters (pipeline/signals/neardup.py, edges.py, clusters.py; README "Edges")
     near_dup_max_distance: int = 6  # near_duplicate_avatar: pHash Hamming distance, of 64 bits
     clip_min_cosine: float = 0.95  # similar_embedding: cosine between two likely-synthetic avatars
     clip_max_neighbours: int = 10  # similar_embedding: nearest neighbours kept per avatar
@@ -44,7 +44,7 @@ class NetworkParams:
     status_keep_jaccard: float = 0.8  # an investigator's status carries over at this overlap, else re-opened
     burst_factor: float = 2.0  # creation_window: a trait's accounts in one window vs its average rate
     burst_p_value: float = 0.01  # creation_window: Poisson tail of a window's count, Bonferroni over the trait group
-    # co_repost / co_link / co_post edges (pipeline/coordination.py), as QUT's coordination-network-toolkit:
+    # co_repost / co_link / co_post edges (pipeline/networks/coactivity.py), as QUT's coordination-network-toolkit:
     # two posts co-occur when |t1 - t2| <= co_window_seconds (QUT's README works with 1 minute), and an
     # edge needs co_min_weight co-occurring posts (QUT's CLI default --min_edge_weight 2).
     co_window_seconds: float = 60.0
@@ -68,7 +68,7 @@ class NetworkParams:
 @dataclass(frozen=True)
 class FetchParams:
     """Limits of avatar URL fetching (TOML table ``[fetch]``). There is deliberately no setting that
-    allows private or loopback destinations: see pipeline/fetch.py."""
+    allows private or loopback destinations: see pipeline/images/fetch.py."""
 
     concurrency: int = 16  # requests in flight
     per_host_rate: float = 10.0  # request starts per second to one host (0 = unlimited)

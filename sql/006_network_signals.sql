@@ -16,7 +16,7 @@ alter table account_signals
     add column if not exists avatar_changes integer not null default 0; -- distinct avatars in history minus one
 
 -- Pairs of distinct images of one run whose 64-bit pHashes differ in at most `near_dup_max_distance`
--- bits; written by the aggregate stage (pipeline/neardup.py), read by signals and the network stage.
+-- bits; written by the aggregate stage (pipeline/signals/neardup.py), read by signals and the network stage.
 create table if not exists avatar_near_duplicates (
     run_key     text not null references runs(run_key) on delete cascade,
     sha_a       text not null references images(sha256),

@@ -1,4 +1,4 @@
--- Normalisation used by the co_link and co_post edges (pipeline/coordination.py). In SQL so that the
+-- Normalisation used by the co_link and co_post edges (pipeline/networks/coactivity.py). In SQL so that the
 -- grouping and the sort happen inside PostgreSQL, next to the posts, and the same rule is visible to
 -- anyone querying the table.
 

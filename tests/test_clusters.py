@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from pipeline import planted
-from pipeline.clusters import Cluster, assign_ids, cluster_id_of, connected_components, find_clusters, strong_pairs
 from pipeline.config import NetworkParams
-from pipeline.db import transaction
+from pipeline.core.db import transaction
+from pipeline.networks.clusters import Cluster, assign_ids, cluster_id_of, connected_components, find_clusters, strong_pairs
+from pipeline.testing import planted
 
 
 def test_strong_pairs_take_the_max_of_image_types_and_add_the_rest():

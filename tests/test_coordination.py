@@ -12,10 +12,10 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline.config import NetworkParams
-from pipeline.coordination import build_post_edges
-from pipeline.db import ensure_schema, insert_rows, transaction
+from pipeline.core.db import ensure_schema, insert_rows, transaction
+from pipeline.core.runs import start_run
 from pipeline.errors import UserError
-from pipeline.runs import start_run
+from pipeline.networks.coactivity import build_post_edges
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 RUN = "investigation:co"
@@ -203,7 +203,7 @@ def test_rerun_is_idempotent_and_keeps_other_edges(settings):
 
 def test_partitioned_pairs_equal_single_pass(settings):
     """Over the pair budget the sweep splits accounts into partitions; the result must not change."""
-    from pipeline import coordination
+    from pipeline.networks import coactivity as coordination
 
     rng = random.Random(5)
     posts = [post(f"u{rng.randrange(40)}", f"p{n}", rng.randrange(0, 900), f"T{rng.randrange(15)}",

@@ -53,7 +53,7 @@ def _use_database(monkeypatch, settings):
 
 def test_nightly_dag_flags_planted_networks_and_reruns_identically(airflow_db, settings, demo_data, tmp_path,
                                                                     monkeypatch):
-    from pipeline.flags import list_flags
+    from pipeline.flags.rules import list_flags
 
     _use_database(monkeypatch, settings)
     landing = tmp_path / "landing"
@@ -85,7 +85,7 @@ def test_investigate_dag_uses_params_and_airflow_connection(airflow_db, settings
     """The database comes from the Airflow connection profile_audit_db; thresholds from Params."""
     from sqlalchemy.engine import make_url
 
-    from pipeline.flags import list_flags
+    from pipeline.flags.rules import list_flags
 
     url = make_url(settings.database_url)
     monkeypatch.delenv("PROFILE_AUDIT_DATABASE_URL", raising=False)
@@ -103,7 +103,7 @@ def test_investigate_dag_uses_params_and_airflow_connection(airflow_db, settings
 
 
 def test_train_probe_dag_saves_and_promotes(airflow_db, settings, demo_data, monkeypatch):
-    from pipeline.detector_store import list_detectors
+    from pipeline.scoring.detector_store import list_detectors
 
     _use_database(monkeypatch, settings)
     dag = _dagbag().get_dag("profile_audit_train_probe")
@@ -117,7 +117,7 @@ def test_train_probe_dag_saves_and_promotes(airflow_db, settings, demo_data, mon
 
 def test_connection_uri_becomes_a_psycopg2_url(airflow_db, monkeypatch):
     """The compose file's form of the connection (a URI in AIRFLOW_CONN_PROFILE_AUDIT_DB)."""
-    from pipeline.airflow_support import airflow_settings, database_url_from_connection
+    from pipeline.airflow.tasks import airflow_settings, database_url_from_connection
 
     monkeypatch.setenv("AIRFLOW_CONN_PROFILE_AUDIT_DB", "postgresql://audit:p%40ss@db.example:5433/profile_audit")
     monkeypatch.setenv("PROFILE_AUDIT_DATABASE_URL", "postgresql+psycopg2://env@elsewhere/other")
@@ -130,7 +130,7 @@ def test_connection_uri_becomes_a_psycopg2_url(airflow_db, monkeypatch):
 
 
 def test_landing_folder_param_then_environment(airflow_db, monkeypatch, tmp_path):
-    from pipeline.airflow_support import landing_folder
+    from pipeline.airflow.tasks import landing_folder
 
     day = pendulum.datetime(2026, 3, 4, tz="UTC")
     monkeypatch.setenv("PROFILE_AUDIT_HOME", str(tmp_path))

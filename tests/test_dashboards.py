@@ -22,8 +22,8 @@ ADHOC = "dash-adhoc"
 def audited(server_url, demo_data, tmp_path_factory):
     from pipeline.audit import audit_export
     from pipeline.config import load_settings
-    from pipeline.db import dispose_engines
-    from pipeline.flags import list_flags, set_flag_status
+    from pipeline.core.db import dispose_engines
+    from pipeline.flags.rules import list_flags, set_flag_status
 
     name = "t_" + uuid.uuid4().hex[:12]
     admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
@@ -42,14 +42,14 @@ def audited(server_url, demo_data, tmp_path_factory):
 
 
 def _rows(settings, sql: str, **params) -> list[dict]:
-    from pipeline.db import transaction
+    from pipeline.core.db import transaction
 
     with transaction(settings) as conn:
         return [dict(r) for r in conn.execute(sa.text(sql), params).mappings()]
 
 
 def test_account_risk_view_matches_signals_and_flags(audited):
-    from pipeline.flags import list_flags
+    from pipeline.flags.rules import list_flags
 
     settings = audited["settings"]
     for run_key in (NIGHTLY, ADHOC):

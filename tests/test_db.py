@@ -10,7 +10,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from pipeline.db import Migration, discover_migrations, get_engine, sql_dir, upgrade
+from pipeline.core.db import Migration, discover_migrations, get_engine, sql_dir, upgrade
 from pipeline.errors import UserError
 
 EXPECTED_TABLES = {

@@ -16,7 +16,7 @@ from PIL import Image
 from detectors import REGISTRY, detector_from_saved, read_detector_file, save_detector
 from detectors.backbone import BackboneLoadError, BackboneSpec, load_backbone
 from detectors.clip_probe import DEFAULT_REENCODE_QUALITY, ClipProbe, reencode_jpeg, split_of, threshold_at_fpr
-from pipeline.demo import draw_face, encode
+from pipeline.testing.demo import draw_face, encode
 
 TINY = BackboneSpec.parse("pa-tiny-vit", "random:0")
 

@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import REPO, table_contents
 
-from pipeline.db import transaction
+from pipeline.core.db import transaction
 
 pytestmark = pytest.mark.slow
 

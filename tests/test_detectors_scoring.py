@@ -17,9 +17,9 @@ from detectors import save_detector
 from detectors.batching import batched, prefetch
 from detectors.clip_probe import ClipProbe
 from pipeline import audit
-from pipeline.db import transaction
+from pipeline.core.db import transaction
 from pipeline.errors import UserError
-from pipeline.score import in_shard, score_run
+from pipeline.scoring.score import in_shard, score_run
 
 
 def _acquired(settings, export, detector, run_key="s1"):
@@ -41,7 +41,7 @@ def _scores(settings, detector_id):
 @pytest.fixture(scope="module")
 def small_export(tmp_path_factory):
     """The demo generator with 40 organic accounts: about 70 avatars, enough for batches and shards."""
-    from pipeline.demo import make_demo_export
+    from pipeline.testing.demo import make_demo_export
 
     return make_demo_export(tmp_path_factory.mktemp("small") / "export", organic=40)[0]
 
@@ -89,7 +89,7 @@ def test_missing_image_file_is_a_clear_error(settings, demo_data, small_export):
 
 def test_shards_are_disjoint_cover_the_run_and_score_like_one_pass(settings, demo_data, scored, database_url):
     from pipeline.config import load_settings
-    from pipeline.db import dispose_engines
+    from pipeline.core.db import dispose_engines
 
     whole = _scores(settings, scored.detector_id)
     with transaction(settings) as conn:
@@ -167,7 +167,7 @@ def test_prefetch_surfaces_worker_errors():
 
 
 def test_cached_embeddings_match_a_fresh_forward_pass(settings, demo_data, scored):
-    from pipeline.images import load_stored_image
+    from pipeline.images.acquire import load_stored_image
 
     with transaction(settings) as conn:
         rows = conn.execute(sa.text("select e.vector, i.storage_path from embeddings e join images i using (sha256)"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import planted
+from pipeline.testing import planted
 
 
 def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess:

@@ -11,11 +11,11 @@ import asyncio
 import ipaddress
 
 import pytest
-
 from fetch_server import LocalServer, png_bytes
+
 from pipeline.config import FetchParams, load_settings
 from pipeline.errors import UserError
-from pipeline.fetch import SafeFetcher, _HostRate, literal_ip, non_public_reason, retry_after_seconds
+from pipeline.images.fetch import SafeFetcher, _HostRate, literal_ip, non_public_reason, retry_after_seconds
 
 FAST = FetchParams(backoff=0.01, connect_timeout=2, read_timeout=2, total_timeout=10, per_host_rate=0)
 

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from pipeline import planted
 from pipeline.config import NetworkParams
-from pipeline.db import transaction
-from pipeline.flags import SCORE_WEIGHTS, assess_cluster, list_flags, set_flag_status
+from pipeline.core.db import transaction
+from pipeline.flags.rules import SCORE_WEIGHTS, assess_cluster, list_flags, set_flag_status
+from pipeline.testing import planted
 
 T0 = datetime(2025, 5, 1, tzinfo=UTC)
 
@@ -117,7 +117,7 @@ def test_investigate_dag_params_cover_every_network_parameter(airflow_db, settin
     from airflow.dag_processing.dagbag import DagBag
     from conftest import REPO
 
-    from pipeline.airflow_support import network_params_from
+    from pipeline.airflow.tasks import network_params_from
 
     dag = DagBag(str(REPO / "dags")).get_dag("profile_audit_investigate")
     names = set(NetworkParams().as_dict())

@@ -14,8 +14,6 @@ import zipfile
 
 import pytest
 import sqlalchemy as sa
-from PIL import Image
-
 from export_fixtures import (
     HASH_A,
     IO_USER_COLUMNS,
@@ -26,13 +24,15 @@ from export_fixtures import (
     write_personal_archive,
 )
 from fetch_server import LocalServer, png_bytes
+from PIL import Image
+
 from pipeline.config import FetchParams
-from pipeline.db import ensure_schema, transaction
-from pipeline.fetch import SafeFetcher
-from pipeline.images import acquire_avatars
-from pipeline.ingest import ingest_export
-from pipeline.readers import READERS, AccountRecord, Rejection
-from pipeline.runs import start_run
+from pipeline.core.db import ensure_schema, transaction
+from pipeline.core.runs import start_run
+from pipeline.images.acquire import acquire_avatars
+from pipeline.images.fetch import SafeFetcher
+from pipeline.ingest.load import ingest_export
+from pipeline.ingest.readers import READERS, AccountRecord, Rejection
 
 
 def audit_images(settings, run_key, export, fmt="auto", fetcher=None):

@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from pipeline.db import transaction
-from pipeline.images import ImageRejected, decode_image, read_local_avatar, validate_image
+from pipeline.core.db import transaction
+from pipeline.images.acquire import ImageRejected, decode_image, read_local_avatar, validate_image
 
 
 def png(size=(40, 30), mode="RGB", color=(200, 10, 10), **save) -> bytes:
@@ -101,10 +101,10 @@ def test_paths_outside_the_export_are_refused(tmp_path, ref):
 
 
 def test_acquire_stores_each_distinct_image_once_and_quarantines_failures(settings, tmp_path):
-    from pipeline.db import ensure_schema
-    from pipeline.images import acquire_avatars
-    from pipeline.ingest import ingest_export
-    from pipeline.runs import start_run
+    from pipeline.core.db import ensure_schema
+    from pipeline.core.runs import start_run
+    from pipeline.images.acquire import acquire_avatars
+    from pipeline.ingest.load import ingest_export
 
     export = tmp_path / "export"
     (export / "a").mkdir(parents=True)

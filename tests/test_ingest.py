@@ -8,9 +8,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pipeline.readers import AccountRecord, Rejection, resolve_reader
-from pipeline.readers.base import MAX_FIELD_CHARS, parse_timestamp
-from pipeline.readers.generic import GenericManifestReader
+from pipeline.ingest.readers import AccountRecord, Rejection, resolve_reader
+from pipeline.ingest.readers.base import MAX_FIELD_CHARS, parse_timestamp
+from pipeline.ingest.readers.generic import GenericManifestReader
 
 HEADER = b"platform,account_id,handle,bio,created_at,followers,avatar\n"
 
@@ -99,7 +99,7 @@ def test_utf8_bom_header(tmp_path):
 
 @pytest.mark.parametrize("value", ["2020-13-45", "12345678901234567890", "Tue Feb 30 10:00:00 +0000 2020"])
 def test_impossible_dates(value):
-    from pipeline.readers.base import FieldError
+    from pipeline.ingest.readers.base import FieldError
 
     with pytest.raises(FieldError):
         parse_timestamp(value)
@@ -112,9 +112,9 @@ def test_twitter_legacy_date():
 # --- the ingest stage against a real PostgreSQL -------------------------------------------------
 
 def _ingest(settings, run_key, export, fmt="auto"):
-    from pipeline.db import ensure_schema
-    from pipeline.ingest import ingest_export
-    from pipeline.runs import start_run
+    from pipeline.core.db import ensure_schema
+    from pipeline.core.runs import start_run
+    from pipeline.ingest.load import ingest_export
 
     ensure_schema(settings)
     start_run(settings, run_key, str(export), fmt)
@@ -124,7 +124,7 @@ def _ingest(settings, run_key, export, fmt="auto"):
 def _rows(settings, sql, **params):
     import sqlalchemy as sa
 
-    from pipeline.db import transaction
+    from pipeline.core.db import transaction
 
     with transaction(settings) as conn:
         return [tuple(r) for r in conn.execute(sa.text(sql), params).all()]
@@ -182,7 +182,8 @@ def test_posts_of_unknown_accounts_and_duplicate_posts_are_quarantined(settings,
 def test_reingesting_an_identical_export_changes_nothing(settings, tmp_path):
     from conftest import table_contents
     from export_fixtures import write_io_export
-    from pipeline.images import acquire_avatars
+
+    from pipeline.images.acquire import acquire_avatars
 
     export = write_io_export(tmp_path / "io", avatar_url=None)
     (export / "cuba_092020_users_csv_hashed.csv").open("a", encoding="utf-8").write('"x","","","","","","many","","",""\n')
@@ -197,7 +198,8 @@ def test_reingesting_an_identical_export_changes_nothing(settings, tmp_path):
 
 def test_avatar_change_under_a_new_run_key_keeps_history(settings, tmp_path):
     from export_fixtures import image_bytes
-    from pipeline.images import acquire_avatars
+
+    from pipeline.images.acquire import acquire_avatars
 
     export = tmp_path / "e"
     (export / "a").mkdir(parents=True)
@@ -228,6 +230,7 @@ def test_unreadable_export_is_a_user_error_and_keeps_the_previous_rows(settings,
 @pytest.mark.slow
 def test_whole_audit_detects_and_runs_an_io_release_and_a_personal_archive(settings, demo_data, tmp_path):
     from export_fixtures import write_io_export, write_personal_archive
+
     from pipeline.audit import audit_export
 
     io_export = write_io_export(tmp_path / "io", avatar_url=None)

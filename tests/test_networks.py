@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from pipeline import edges as E
-from pipeline import planted
 from pipeline.config import NetworkParams
-from pipeline.db import transaction
-from pipeline.neardup import brute_force_pairs, choose_chunks, near_duplicate_pairs, parse_phash
+from pipeline.core.db import transaction
+from pipeline.networks import edges as E
+from pipeline.signals.neardup import brute_force_pairs, choose_chunks, near_duplicate_pairs, parse_phash
+from pipeline.testing import planted
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 

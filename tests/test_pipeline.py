@@ -10,12 +10,12 @@ import shutil
 
 import pytest
 import sqlalchemy as sa
-
 from conftest import table_contents
+
 from pipeline.audit import audit_export
-from pipeline.db import transaction
+from pipeline.core.db import transaction
 from pipeline.errors import UserError
-from pipeline.flags import list_flags, set_flag_status
+from pipeline.flags.rules import list_flags, set_flag_status
 
 
 def _flagged_sets(settings, run_key):
@@ -71,7 +71,7 @@ def test_investigator_status_survives_rerun(settings, demo_data):
 
 
 def test_second_run_reuses_scores_and_embeddings(settings, demo_data):
-    from pipeline.score import score_run
+    from pipeline.scoring.score import score_run
 
     audit_export(settings, demo_data["export"], run_key="a", detector=str(demo_data["detector"]))
     with transaction(settings) as conn:
@@ -84,7 +84,7 @@ def test_second_run_reuses_scores_and_embeddings(settings, demo_data):
 
 
 def test_quarantine_names_record_and_reason_and_keeps_valid_rows(settings, demo_data):
-    from pipeline.quarantine import list_quarantine
+    from pipeline.ingest.quarantine import list_quarantine
 
     audit_export(settings, demo_data["export"], run_key="q", detector=str(demo_data["detector"]))
     rows = list_quarantine(settings, "q")
@@ -127,7 +127,7 @@ def test_unknown_format_and_missing_path(settings, tmp_path, demo_data):
 
 
 def test_default_run_key_is_content_derived(tmp_path, demo_data):
-    from pipeline.runs import default_run_key
+    from pipeline.core.runs import default_run_key
 
     copy = tmp_path / "copy"
     shutil.copytree(demo_data["export"], copy)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from conftest import table_contents
 
-from pipeline import planted
+from pipeline.testing import planted
 
 PRECISION_FLOOR = 0.9
 RECALL_FLOOR = 0.85
@@ -40,7 +40,7 @@ def test_planted_operations_are_flagged_and_the_lookalike_is_not(settings, popul
 
 def test_each_kind_fires_its_own_rule(settings, population):
     """The flags say why: the co-repost ring by co-activity, the batch by creation and handles, the ring by images."""
-    from pipeline.flags import list_flags
+    from pipeline.flags.rules import list_flags
 
     expected = {"batch": {"batch_created", "templated_handles"}, "avatar_ring": {"shared_avatar", "synthetic_faces"},
                 "corepost_ring": {"coordinated_activity"}}
@@ -58,7 +58,7 @@ def test_lookalike_forms_a_cluster_but_scores_low(settings, population):
     """The brand's shared logo does link its accounts; the score keeps them below the flag threshold."""
     import sqlalchemy as sa
 
-    from pipeline.db import transaction
+    from pipeline.core.db import transaction
 
     brand = set(population.operations["lookalike"][0])
     with transaction(settings) as conn:

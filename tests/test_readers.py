@@ -7,7 +7,6 @@ import json
 from datetime import datetime, timezone
 
 import pytest
-
 from conftest import SHARED_DATA
 from export_fixtures import (
     BIG_ID,
@@ -22,8 +21,9 @@ from export_fixtures import (
     write_personal_archive,
     write_reddit_export,
 )
+
 from pipeline.errors import UserError
-from pipeline.readers import READERS, AccountRecord, PostRecord, Rejection, resolve_reader
+from pipeline.ingest.readers import READERS, AccountRecord, PostRecord, Rejection, resolve_reader
 
 CUBA = SHARED_DATA / "twitter_io" / "cuba_092020_users_csv_hashed.csv"
 

@@ -1,4 +1,4 @@
-"""The HTML evidence report (pipeline/html_report.py), read as HTML: no browser here (test_report_browser.py).
+"""The HTML evidence report (pipeline/reporting/html.py), read as HTML: no browser here (test_report_browser.py).
 
 The module's audit is the demo export with hostile text planted in one ring account: a bio that is a
 <script>, a display name that is an <img onerror>, and a javascript: link. The report must show them
@@ -57,8 +57,8 @@ def fresh_settings(server_url: str, home: Path):
 def audited_report(server_url, demo_data, tmp_path_factory):
     """The hostile demo export audited once by the whole pipeline, which writes the report as a stage."""
     from pipeline.audit import audit_export
-    from pipeline.db import dispose_engines
-    from pipeline.flags import list_flags
+    from pipeline.core.db import dispose_engines
+    from pipeline.flags.rules import list_flags
 
     root = tmp_path_factory.mktemp("report")
     settings = fresh_settings(server_url, root / "home")
@@ -91,7 +91,7 @@ def parse(path: Path) -> Collector:
 
 
 def _cluster_rows(settings, cluster_id: str) -> dict[str, dict]:
-    from pipeline.db import transaction
+    from pipeline.core.db import transaction
 
     with transaction(settings) as conn:
         rows = conn.execute(sa.text(
@@ -103,7 +103,7 @@ def _cluster_rows(settings, cluster_id: str) -> dict[str, dict]:
 
 
 def _edge_count(settings, cluster_id: str) -> int:
-    from pipeline.db import transaction
+    from pipeline.core.db import transaction
 
     with transaction(settings) as conn:
         return conn.execute(sa.text(
@@ -114,7 +114,7 @@ def _edge_count(settings, cluster_id: str) -> int:
 
 
 def test_the_report_stage_writes_index_and_one_page_per_flagged_cluster(audited_report):
-    from pipeline.html_report import cluster_page_name, report_dir
+    from pipeline.reporting.html import cluster_page_name, report_dir
 
     settings, flags = audited_report["settings"], audited_report["flags"]
     folder = report_dir(settings, RUN_KEY)
@@ -134,7 +134,7 @@ def test_the_report_stage_writes_index_and_one_page_per_flagged_cluster(audited_
 
 
 def test_cluster_pages_show_members_probabilities_thumbnails_and_edges(audited_report):
-    from pipeline.html_report import cluster_page_name, report_dir
+    from pipeline.reporting.html import cluster_page_name, report_dir
 
     settings = audited_report["settings"]
     folder = report_dir(settings, RUN_KEY)
@@ -165,7 +165,7 @@ def test_cluster_pages_show_members_probabilities_thumbnails_and_edges(audited_r
 
 
 def test_hostile_export_text_is_escaped(audited_report):
-    from pipeline.html_report import CSP, report_dir
+    from pipeline.reporting.html import CSP, report_dir
 
     folder = report_dir(audited_report["settings"], RUN_KEY)
     ring_pages = [p for p in folder.glob("cluster-*.html") if f"demo:{HOSTILE_ACCOUNT}" in p.read_text()]
@@ -190,7 +190,7 @@ def test_hostile_export_text_is_escaped(audited_report):
 
 
 def test_rewriting_gives_the_same_bytes_and_drops_stale_pages(audited_report):
-    from pipeline.html_report import report_dir, write_report
+    from pipeline.reporting.html import report_dir, write_report
 
     settings = audited_report["settings"]
     folder = report_dir(settings, RUN_KEY)
@@ -202,7 +202,7 @@ def test_rewriting_gives_the_same_bytes_and_drops_stale_pages(audited_report):
 
 
 def test_missing_image_file_shows_a_placeholder(audited_report, tmp_path):
-    from pipeline.html_report import write_report
+    from pipeline.reporting.html import write_report
 
     settings, flag = audited_report["settings"], audited_report["flags"][0]
     members = _cluster_rows(settings, flag["cluster_id"])
@@ -246,7 +246,7 @@ def test_histogram_bins_cover_the_span_and_count_every_account():
     import itertools
     from datetime import date, timedelta
 
-    from pipeline.html_report import _day_bins, svg_histogram
+    from pipeline.reporting.html import _day_bins, svg_histogram
 
     burst = [date(2019, 12, 8)] * 106 + [date(2020, 1, 9)] * 105  # the Thailand 2020 release's two creation days
     bins = _day_bins(burst)
@@ -269,7 +269,7 @@ def test_graph_layout_is_deterministic_and_separates_communities():
     import itertools
     import math
 
-    from pipeline.html_report import graph_layout
+    from pipeline.reporting.html import graph_layout
 
     # two 8-cliques joined by one edge
     pairs = [p for group in (range(8), range(8, 16)) for p in itertools.combinations(group, 2)] + [(0, 8)]

@@ -121,7 +121,7 @@ def assert_real_screenshot(png: Path) -> None:
 
 
 def test_every_report_page_renders_in_chromium_without_errors(audited_report, tmp_path):  # noqa: F811
-    from pipeline.html_report import report_dir
+    from pipeline.reporting.html import report_dir
 
     folder = report_dir(audited_report["settings"], RUN_KEY)
     pages = sorted(folder.glob("*.html"))
@@ -139,7 +139,7 @@ def test_every_report_page_renders_in_chromium_without_errors(audited_report, tm
 
 def test_the_browser_check_catches_what_it_claims_to(tmp_path):
     """The same harness on a page with a missing image, an external load and an inline script reports all three."""
-    from pipeline.html_report import CSP
+    from pipeline.reporting.html import CSP
 
     page = tmp_path / "broken.html"
     page.write_text(f'<!DOCTYPE html><html><head><meta charset="utf-8">'

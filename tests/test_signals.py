@@ -7,9 +7,9 @@ import math
 import pytest
 import sqlalchemy as sa
 
-from pipeline import planted
-from pipeline.aggregate import aggregate_run
-from pipeline.db import ensure_schema, transaction
+from pipeline.core.db import ensure_schema, transaction
+from pipeline.signals.aggregate import aggregate_run
+from pipeline.testing import planted
 
 
 def _one(settings, sql, **params):

@@ -21,9 +21,9 @@ from PIL import Image
 from detectors import read_detector_file
 from detectors.clip_probe import Augmentation, LabelledImage
 from pipeline.cli import main
-from pipeline.db import transaction
-from pipeline.demo import draw_face, encode
-from pipeline.evaluate import evaluate_folders, expected_calibration_error, tpr_at_fpr
+from pipeline.core.db import transaction
+from pipeline.scoring.evaluate import evaluate_folders, expected_calibration_error, tpr_at_fpr
+from pipeline.testing.demo import draw_face, encode
 
 GRID_PERIOD = 8
 GRID_AMPLITUDE = 8.0
@@ -135,7 +135,7 @@ def test_reencode_rule_defeats_a_pure_format_shortcut_on_the_training_path(tmp_p
 
 def test_format_shortcut_data_does_not_train_a_confident_detector(settings, tmp_path):
     """End to end on the same kind of data: held-out fakes must not score high. (Machinery only.)"""
-    from pipeline.train import train_probe
+    from pipeline.scoring.train import train_probe
 
     real, fake = make_format_shortcut_set(tmp_path / "data", 120, seed=6)
     result = train_probe(settings, real, fake, target_fpr=0.05)
@@ -173,8 +173,8 @@ def test_augmentation_is_label_blind_and_deterministic():
 
 
 def test_training_saves_a_versioned_detector_with_manifest_to_db_and_files(settings, demo_data, tmp_path):
-    from pipeline.detector_store import list_detectors, promote_detector
-    from pipeline.train import train_probe
+    from pipeline.scoring.detector_store import list_detectors, promote_detector
+    from pipeline.scoring.train import train_probe
 
     first = train_probe(settings, demo_data["real"], demo_data["fake"], calibration="platt")
     probe = read_detector_file(first.path)
@@ -207,7 +207,7 @@ def test_isotonic_calibration_is_monotone_and_round_trips(settings, demo_data, t
     from detectors import save_detector
     from detectors.clip_probe import ClipProbe
 
-    iso = read_detector_file(__import__("pipeline.train", fromlist=["train_probe"]).train_probe(
+    iso = read_detector_file(__import__("pipeline.scoring.train", fromlist=["train_probe"]).train_probe(
         settings, demo_data["real"], demo_data["fake"], calibration="isotonic").path)
     logits = np.linspace(-20, 20, 200)
     probs = iso.calibrate(logits)

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(not HEAD.is_file(), reason=f"the UnivFD head cop
 
 
 def _faces(n: int = 4) -> list[Image.Image]:
-    from pipeline.demo import draw_face
+    from pipeline.testing.demo import draw_face
 
     rng = np.random.default_rng(3)
     return [Image.fromarray(draw_face(rng, 256).clip(0, 255).astype(np.uint8)) for _ in range(n)]
@@ -68,7 +68,7 @@ def test_wired_end_to_end_through_a_768_wide_random_backbone():
 
 def test_cli_installs_the_preset_from_a_local_copy_and_scores(settings, tmp_path, capsys):
     from pipeline.cli import main
-    from pipeline.detector_store import list_detectors
+    from pipeline.scoring.detector_store import list_detectors
 
     args = ["--home", str(settings.home), "--database-url", settings.database_url]
     assert main([*args, "preset", "univfd", "--head-file", str(HEAD), "--model", "pa-tiny-vit-768",

@@ -1,0 +1,1 @@
+"""Stage package `airflow`: see pipeline/stages.py for the stage table."""

@@ -1,0 +1,1 @@
+"""Stage package `core`: see pipeline/stages.py for the stage table."""

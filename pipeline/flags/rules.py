@@ -1,0 +1,248 @@
+"""Stage 6, flags: score clusters, apply the flag rules, and record the evidence an investigator checks.
+
+Cluster features are shares in [0, 1]: synthetic avatars (S), the largest one-day creation share (B),
+one handle template (T), members with a co_* edge of weight >= ``coactivity_min_weight`` (C), members
+with an identical or near-duplicate avatar edge (I), and the mean account risk (R). The score is
+``min(1, 0.35 S + 0.25 B + 0.25 T + 0.6 C + 0.1 I + 0.2 R)``; each term is stored in
+``features.score_contributions``. Shared imagery alone (a brand's regional accounts with one logo)
+stays far below the threshold; a synthetic-face ring, a templated batch or a co-activity ring reaches it.
+
+A cluster is flagged when it has at least ``min_cluster_size`` members, at least one rule fires and
+the score reaches ``flag_score_threshold``. Flags are keyed by (run, cluster); a rerun updates them
+and keeps the investigator's status. A cluster that kept a previous run's id (pipeline/networks/clusters.py)
+inherits that run's investigator status, unless its membership changed materially (Jaccard below
+``status_keep_jaccard``): then it is re-opened with a note saying why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from pipeline.config import NetworkParams, Settings
+from pipeline.core.db import transaction
+from pipeline.errors import UserError
+
+MAX_EVIDENCE_EDGES = 200
+STATUSES = ("new", "confirmed", "dismissed", "escalated")
+SCORE_WEIGHTS = {"synthetic_share": 0.35, "burst_share": 0.25, "template_share": 0.25, "coactivity_share": 0.6,
+                 "shared_image_share": 0.1, "mean_risk": 0.2}
+IMAGE_EDGES = ("identical_avatar", "near_duplicate_avatar")
+
+
+def flag_id_of(run_key: str, cluster_id: str) -> str:
+    return "f" + hashlib.sha256(f"{run_key}\n{cluster_id}".encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class ClusterAssessment:
+    cluster_id: str
+    members: list[dict[str, Any]]
+    features: dict[str, Any]
+    score: float
+    rules: dict[str, str]  # rule -> why it fired
+    evidence: dict[str, Any]
+
+
+def _touching(edges: list[dict[str, Any]], test) -> set[str]:
+    return {k for e in edges if test(e["edge_type"]) for k in (e["a_key"], e["b_key"])}
+
+
+def assess_cluster(cluster_id: str, members: list[dict[str, Any]], edges: list[dict[str, Any]],
+                   params: NetworkParams, extra_features: dict[str, Any] | None = None) -> ClusterAssessment:
+    """Features, score, rules and evidence of one cluster; ``edges`` are those with both ends inside it."""
+    size = len(members)
+    scored = [m for m in members if m["avatar_label"] is not None]
+    synthetic = [m for m in scored if m["avatar_label"]]
+    synthetic_share = len(synthetic) / len(scored) if scored else 0.0
+    days = Counter(m["created_at"].date().isoformat() for m in members if m["created_at"] is not None)
+    burst_share = max(days.values()) / size if days else 0.0
+    mean_risk = sum(m["risk"] for m in members) / size
+    image_groups = Counter(m["avatar_sha256"] for m in members if m["avatar_sha256"])
+    templates = Counter(m["handle_template"] for m in members
+                        if m["handle_template"] and m["handle_digits"] >= params.min_template_digits)
+    template_share = templates.most_common(1)[0][1] / size if templates else 0.0
+    coactive = _touching([e for e in edges if e["weight"] >= params.coactivity_min_weight], lambda t: t.startswith("co_"))
+    image_linked = _touching(edges, lambda t: t in IMAGE_EDGES)
+    edge_mix = Counter(e["edge_type"] for e in edges)
+    shares = {
+        "synthetic_share": round(synthetic_share, 4),
+        "burst_share": round(burst_share, 4),
+        "template_share": round(template_share, 4),
+        "coactivity_share": round(len(coactive) / size, 4),
+        "shared_image_share": round(len(image_linked) / size, 4),
+        "mean_risk": round(mean_risk, 4),
+    }
+    contributions = {k: round(SCORE_WEIGHTS[k] * v, 4) for k, v in shares.items() if v}
+    score = round(min(1.0, sum(contributions.values())), 4)
+    features = {
+        **(extra_features or {}),
+        "size": size,
+        **shares,
+        "density": round(len(edges) / (size * (size - 1) / 2), 4) if size > 1 else 0.0,
+        "edge_types": dict(sorted(edge_mix.items())),
+        "largest_shared_image": max(image_groups.values(), default=0),
+        "score_contributions": contributions,
+    }
+    rules: dict[str, str] = {}
+    if len(image_linked) >= params.min_cluster_size:
+        sha, n = image_groups.most_common(1)[0] if image_groups else ("", 0)
+        near = edge_mix.get("near_duplicate_avatar", 0)
+        rules["shared_avatar"] = (f"{len(image_linked)} accounts show the same or near-duplicate images"
+                                  f" (largest identical group {n}: {sha[:12]}; {near} near-duplicate links)")
+    if synthetic_share >= params.synthetic_share_rule and synthetic:
+        rules["synthetic_faces"] = f"{len(synthetic)}/{len(scored)} avatars scored as generated"
+    if burst_share >= params.burst_share_rule and edge_mix.get("creation_window"):
+        day, n = days.most_common(1)[0]
+        rules["batch_created"] = f"{n}/{size} accounts created on {day}"
+    if templates and template_share >= params.template_share_rule:
+        template, n = templates.most_common(1)[0]
+        rules["templated_handles"] = f"{n}/{size} handles follow the template {template}"
+    if coactive and shares["coactivity_share"] >= params.coactivity_share_rule:
+        co = ", ".join(f"{t} {n}" for t, n in sorted(edge_mix.items()) if t.startswith("co_"))
+        rules["coordinated_activity"] = f"{len(coactive)}/{size} accounts linked by co-activity ({co})"
+    images = defaultdict(list)
+    for m in members:
+        if m["avatar_sha256"]:
+            images[(m["avatar_sha256"], m["avatar_probability"])].append(m["account_key"])
+    evidence = {
+        "rules": rules,
+        "features": features,
+        "images": [{"sha256": sha, "probability": p, "accounts": accts}
+                   for (sha, p), accts in sorted(images.items(), key=lambda kv: (-len(kv[1]), kv[0][0]))],
+        "creation_days": dict(sorted(days.items())),
+        "edges": edges[:MAX_EVIDENCE_EDGES],
+        "edges_total": len(edges),
+        "params": params.as_dict(),
+    }
+    return ClusterAssessment(cluster_id, members, features, score, rules, evidence)
+
+
+def _inherited_status(conn: sa.Connection, lineage: dict[str, Any], params: NetworkParams
+                      ) -> tuple[str, str | None, Any]:
+    """(status, note, changed_at) for a new flag whose cluster kept a previous run's id."""
+    if not lineage.get("previous_cluster"):
+        return "new", None, None
+    prev = conn.execute(
+        sa.text("select flag_id, status, status_note, status_changed_at from flags"
+                " where run_key = :k and cluster_id = :c"),
+        {"k": lineage["previous_run"], "c": lineage["previous_cluster"]},
+    ).first()
+    if prev is None or prev.status == "new":
+        return "new", prev.status_note if prev is not None else None, None
+    if lineage["jaccard"] >= params.status_keep_jaccard:
+        return prev.status, prev.status_note, prev.status_changed_at
+    note = (f"re-opened: was {prev.status} as flag {prev.flag_id} in run {lineage['previous_run']}, but the"
+            f" membership changed (Jaccard {lineage['jaccard']}, +{lineage['added']} -{lineage['removed']} members)")
+    if prev.status_note:
+        note += f"; earlier note: {prev.status_note}"
+    return "new", note, None
+
+
+def flag_run(settings: Settings, run_key: str, params: NetworkParams) -> int:
+    """Score the run's clusters and upsert flags; returns the number of flags raised."""
+    with transaction(settings) as conn:
+        members = conn.execute(
+            sa.text(
+                "select m.cluster_id, m.account_key, a.platform, a.account_id, s.handle, s.created_at,"
+                " g.avatar_sha256, g.avatar_probability, g.avatar_label, g.risk, g.handle_template,"
+                " handle_digit_suffix(s.handle) as handle_digits"
+                " from cluster_members m join accounts a using (account_key)"
+                " join account_snapshots s on s.run_key = m.run_key and s.account_key = m.account_key"
+                " join account_signals g on g.run_key = m.run_key and g.account_key = m.account_key"
+                " where m.run_key = :k order by m.cluster_id, m.account_key"
+            ),
+            {"k": run_key},
+        ).mappings().all()
+        edge_rows = conn.execute(
+            sa.text(
+                "select ma.cluster_id, e.edge_type, e.a_key, e.b_key, e.weight, e.evidence from edges e"
+                " join cluster_members ma on ma.run_key = e.run_key and ma.account_key = e.a_key"
+                " join cluster_members mb on mb.run_key = e.run_key and mb.account_key = e.b_key"
+                "   and mb.cluster_id = ma.cluster_id"
+                " where e.run_key = :k order by ma.cluster_id, e.edge_type, e.a_key, e.b_key"
+            ),
+            {"k": run_key},
+        ).mappings().all()
+        stored = dict(conn.execute(sa.text("select cluster_id, features from clusters where run_key = :k"),
+                                   {"k": run_key}).all())
+        by_cluster: dict[str, list[dict]] = defaultdict(list)
+        for row in members:
+            by_cluster[row["cluster_id"]].append(dict(row))
+        edges_by_cluster: dict[str, list[dict]] = defaultdict(list)
+        for row in edge_rows:
+            edges_by_cluster[row["cluster_id"]].append(
+                {k: row[k] for k in ("edge_type", "a_key", "b_key", "weight", "evidence")})
+        raised, updates = [], []
+        for cid, cluster_members in sorted(by_cluster.items()):
+            kept = {k: v for k, v in (stored.get(cid) or {}).items() if k in ("lineage", "component_size")}
+            assessment = assess_cluster(cid, cluster_members, edges_by_cluster[cid], params, kept)
+            updates.append({"s": assessment.score, "f": json.dumps(assessment.features, sort_keys=True),
+                            "k": run_key, "c": cid})
+            if assessment.rules and assessment.score >= params.flag_score_threshold \
+                    and assessment.features["size"] >= params.min_cluster_size:
+                raised.append(assessment)
+        if updates:
+            conn.execute(sa.text("update clusters set score = :s, features = cast(:f as jsonb)"
+                                 " where run_key = :k and cluster_id = :c"), updates)
+        for a in raised:
+            status, note, changed_at = _inherited_status(conn, a.features.get("lineage") or {}, params)
+            conn.execute(
+                sa.text(
+                    "insert into flags (flag_id, run_key, cluster_id, score, rules, evidence, status, status_note,"
+                    " status_changed_at) values (:f, :k, :c, :s, :r, cast(:e as jsonb), :st, :n, :t)"
+                    " on conflict (flag_id) do update set score = excluded.score, rules = excluded.rules,"
+                    " evidence = excluded.evidence"  # status, note and time are the investigator's: kept
+                ),
+                {"f": flag_id_of(run_key, a.cluster_id), "k": run_key, "c": a.cluster_id, "s": a.score,
+                 "r": sorted(a.rules), "e": json.dumps(a.evidence, sort_keys=True, default=str),
+                 "st": status, "n": note, "t": changed_at},
+            )
+        # flags of this run that no longer hold: drop untouched ones, keep those an investigator handled
+        conn.execute(
+            sa.text("delete from flags where run_key = :k and status = 'new' and not (flag_id = any(:keep))"),
+            {"k": run_key, "keep": [flag_id_of(run_key, a.cluster_id) for a in raised]},
+        )
+    return len(raised)
+
+
+def list_flags(settings: Settings, run_key: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+    """Flagged clusters with members, rules and evidence, highest score first."""
+    with transaction(settings) as conn:
+        flags = conn.execute(
+            sa.text(
+                "select flag_id, run_key, cluster_id, score, rules, evidence, status, status_note from flags"
+                " where (cast(:k as text) is null or run_key = :k) and (cast(:s as text) is null or status = :s)"
+                " order by score desc, flag_id"
+            ),
+            {"k": run_key, "s": status},
+        ).mappings().all()
+        result = []
+        for f in flags:
+            members = conn.execute(
+                sa.text(
+                    "select a.platform, a.account_id, s.handle from cluster_members m join accounts a using (account_key)"
+                    " left join account_snapshots s on s.run_key = m.run_key and s.account_key = m.account_key"
+                    " where m.run_key = :k and m.cluster_id = :c order by a.platform, a.account_id"
+                ),
+                {"k": f["run_key"], "c": f["cluster_id"]},
+            ).mappings().all()
+            result.append({**dict(f), "members": [dict(m) for m in members]})
+    return result
+
+
+def set_flag_status(settings: Settings, flag_id: str, status: str, note: str | None = None) -> None:
+    if status not in STATUSES:
+        raise UserError(f"status must be one of {', '.join(STATUSES)}")
+    with transaction(settings) as conn:
+        updated = conn.execute(
+            sa.text("update flags set status = :s, status_note = :n, status_changed_at = now() where flag_id = :f"),
+            {"s": status, "n": note, "f": flag_id},
+        ).rowcount
+    if not updated:
+        raise UserError(f"no flag {flag_id!r}; list them with `profile-audit flags`")

@@ -1,0 +1,1 @@
+"""Stage package `images`: see pipeline/stages.py for the stage table."""

@@ -1,0 +1,1 @@
+"""Stage package `ingest`: see pipeline/stages.py for the stage table."""

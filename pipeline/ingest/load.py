@@ -1,0 +1,170 @@
+"""Stage 1, ingest: an export becomes accounts, per-run snapshots, posts and quarantine rows.
+
+Readers stream records; they are loaded with COPY, in batches, into temporary staging tables, and
+moved into place by set-based SQL at the end. Memory stays bounded by one batch whatever the
+file size, and duplicate detection (the same account or post twice in one export) happens in the
+database, where the first occurrence wins and the others are quarantined naming both places.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import sqlalchemy as sa
+
+from pipeline.config import Settings
+from pipeline.core.bulk import copy_rows
+from pipeline.core.db import insert_rows, transaction
+from pipeline.core.progress import progress
+from pipeline.errors import UserError
+from pipeline.ingest.archives import UnsafeMember
+from pipeline.ingest.readers import AccountRecord, ExportReader, PostRecord, Rejection, resolve_reader
+from pipeline.ingest.readers.base import FieldError
+
+SNAPSHOT_COLUMNS = (
+    "handle", "display_name", "bio", "url", "location", "created_at", "followers", "following", "posts",
+    "language", "avatar_ref", "source_file", "source_locator",
+)
+POST_COLUMNS = ("post_id", "posted_at", "reposted_id", "quoted_id", "replied_id", "urls", "hashtags", "text",
+                "source_file", "source_locator")
+_STAGE_ACCOUNTS = ("seq", "account_key", "platform", "account_id", *SNAPSHOT_COLUMNS)
+_STAGE_POSTS = ("seq", "account_key", *POST_COLUMNS)
+_QUARANTINE_INSERT = (
+    "insert into quarantine (run_key, stage, source_file, locator, reason, excerpt)"
+    " values (:run_key, 'ingest', :source_file, :locator, :reason, :excerpt) on conflict do nothing"
+)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    export_format: str
+    accounts: int
+    rejected: int
+    posts: int = 0
+
+
+def ingest_export(settings: Settings, run_key: str, export_path: Path, fmt: str = "auto",
+                  batch_size: int = 5000) -> IngestResult:
+    """Stream the export into this run's snapshots and posts, replacing the run's previous ones.
+
+    One transaction: a reader that fails outright leaves the previous rows of the run intact.
+    Accounts are created on first sight and never rewritten (``first_seen_run`` stays).
+    """
+    reader = resolve_reader(export_path, fmt)
+    with transaction(settings) as conn:
+        conn.execute(sa.text("set local work_mem = '128MB'"))  # the distinct-on sorts of _publish stay in memory
+        _create_staging(conn)
+        conn.execute(sa.text("delete from quarantine where run_key = :k and stage = 'ingest'"), {"k": run_key})
+        accounts: list[tuple] = []
+        posts: list[tuple] = []
+        rejected: list[dict] = []
+        for seq, item in enumerate(progress(_read_or_explain(reader, export_path), desc="ingest", unit="rec")):
+            if isinstance(item, AccountRecord):
+                accounts.append((seq, item.account_key, item.platform, item.account_id,
+                                 *(getattr(item, c) for c in SNAPSHOT_COLUMNS)))
+                if len(accounts) >= batch_size:
+                    copy_rows(conn, "_stage_accounts", _STAGE_ACCOUNTS, accounts)
+                    accounts = []
+            elif isinstance(item, PostRecord):
+                posts.append((seq, item.account_key, *(getattr(item, c) for c in POST_COLUMNS)))
+                if len(posts) >= batch_size:
+                    copy_rows(conn, "_stage_posts", _STAGE_POSTS, posts)
+                    posts = []
+            else:
+                rejected.append({"run_key": run_key, "source_file": item.source_file, "locator": item.locator,
+                                 "reason": item.reason, "excerpt": item.excerpt})
+                if len(rejected) >= batch_size:
+                    insert_rows(conn, _QUARANTINE_INSERT, rejected)
+                    rejected = []
+        copy_rows(conn, "_stage_accounts", _STAGE_ACCOUNTS, accounts)
+        copy_rows(conn, "_stage_posts", _STAGE_POSTS, posts)
+        insert_rows(conn, _QUARANTINE_INSERT, rejected)
+        n_accounts, n_posts = _publish(conn, run_key)
+        n_rejected = conn.execute(sa.text("select count(*) from quarantine where run_key = :k and stage = 'ingest'"),
+                                  {"k": run_key}).scalar_one()
+    return IngestResult(reader.name, n_accounts, n_rejected, n_posts)
+
+
+def _read_or_explain(reader: ExportReader, export_path: Path) -> Iterator[AccountRecord | PostRecord | Rejection]:
+    """A file the reader cannot read at all (no header, not a zip) is the user's to fix: say so."""
+    try:
+        yield from reader.read(export_path)
+    except (FieldError, UnsafeMember, OSError, UnicodeError, zipfile.BadZipFile) as exc:
+        raise UserError(f"cannot read {export_path} as {reader.name}: {exc}") from None
+
+
+def _create_staging(conn: sa.Connection) -> None:
+    conn.execute(sa.text(
+        "create temporary table _stage_accounts (seq bigint not null, account_key text not null, platform text not null,"
+        " account_id text not null, handle text, display_name text, bio text, url text, location text,"
+        " created_at timestamptz, followers bigint, following bigint, posts bigint, language text, avatar_ref text,"
+        " source_file text not null, source_locator text not null) on commit drop"))
+    conn.execute(sa.text(
+        "create temporary table _stage_posts (seq bigint not null, account_key text not null, post_id text not null,"
+        " posted_at timestamptz, reposted_id text, quoted_id text, replied_id text, urls text[], hashtags text[],"
+        " text text, source_file text not null, source_locator text not null) on commit drop"))
+
+
+def _set_changed(table: str, columns: tuple[str, ...]) -> str:
+    """The DO UPDATE clause of an upsert that rewrites a row only when one of its columns changed."""
+    names = ", ".join(columns)
+    new = ", ".join(f"excluded.{c}" for c in columns)
+    old = ", ".join(f"{table}.{c}" for c in columns)
+    return f"({names}) = ({new}) where ({old}) is distinct from ({new})"
+
+
+def _publish(conn: sa.Connection, run_key: str) -> tuple[int, int]:
+    """Move staged rows into place: first occurrence wins, later duplicates and orphan posts are quarantined."""
+    k = {"k": run_key}
+    snap = ", ".join(SNAPSHOT_COLUMNS)
+    conn.execute(sa.text("analyze _stage_accounts"))
+    conn.execute(sa.text(
+        "insert into accounts (account_key, platform, account_id, first_seen_run)"
+        " select distinct on (account_key) account_key, platform, account_id, :k from _stage_accounts"
+        " order by account_key, seq on conflict (account_key) do nothing"), k)
+    # Upsert that writes only changed rows, then drop the rows the export no longer has: re-ingesting an
+    # identical export reads but does not rewrite (no dead tuples, no index churn).
+    conn.execute(sa.text(
+        f"insert into account_snapshots (run_key, account_key, {snap})"
+        f" select distinct on (account_key) :k, account_key, {snap} from _stage_accounts order by account_key, seq"
+        f" on conflict (run_key, account_key) do update set {_set_changed('account_snapshots', SNAPSHOT_COLUMNS)}"), k)
+    conn.execute(sa.text(
+        "delete from account_snapshots s where s.run_key = :k"
+        " and not exists (select 1 from _stage_accounts t where t.account_key = s.account_key)"), k)
+    accounts = conn.execute(sa.text("select count(*) from account_snapshots where run_key = :k"), k).scalar_one()
+    conn.execute(sa.text(
+        "insert into quarantine (run_key, stage, source_file, locator, reason, excerpt)"
+        " select :k, 'ingest', s.source_file, s.source_locator,"
+        "   'duplicate account ' || s.account_key || ' (first at ' || f.source_file || ' ' || f.source_locator || ')',"
+        "   left(json_build_object('account_key', s.account_key, 'handle', s.handle, 'display_name', s.display_name,"
+        "        'bio', s.bio)::text, 500)"
+        " from _stage_accounts s join account_snapshots f on f.run_key = :k and f.account_key = s.account_key"
+        " where (s.source_file, s.source_locator) <> (f.source_file, f.source_locator) on conflict do nothing"), k)
+    cols = ", ".join(POST_COLUMNS)
+    conn.execute(sa.text(
+        f"insert into posts (run_key, account_key, {cols})"
+        f" select distinct on (p.account_key, p.post_id) :k, p.account_key, {', '.join('p.' + c for c in POST_COLUMNS)}"
+        " from _stage_posts p join account_snapshots a on a.run_key = :k and a.account_key = p.account_key"
+        " order by p.account_key, p.post_id, p.seq"
+        f" on conflict (run_key, account_key, post_id) do update set {_set_changed('posts', POST_COLUMNS)}"), k)
+    conn.execute(sa.text(
+        "delete from posts d where d.run_key = :k and not exists (select 1 from _stage_posts p join account_snapshots a"
+        " on a.run_key = :k and a.account_key = p.account_key where p.account_key = d.account_key"
+        " and p.post_id = d.post_id)"), k)
+    posts = conn.execute(sa.text("select count(*) from posts where run_key = :k"), k).scalar_one()
+    conn.execute(sa.text(
+        "insert into quarantine (run_key, stage, source_file, locator, reason, excerpt)"
+        " select :k, 'ingest', p.source_file, p.source_locator,"
+        "   case when a.account_key is null then 'post ' || p.post_id || ' by ' || p.account_key"
+        "        || ', which is not among the export''s accounts'"
+        "   else 'duplicate post ' || p.post_id || ' (first at ' || f.source_file || ' ' || f.source_locator || ')' end,"
+        "   left(coalesce(p.text, ''), 500)"
+        " from _stage_posts p"
+        " left join account_snapshots a on a.run_key = :k and a.account_key = p.account_key"
+        " left join posts f on f.run_key = :k and f.account_key = p.account_key and f.post_id = p.post_id"
+        " where a.account_key is null or (p.source_file, p.source_locator) <> (f.source_file, f.source_locator)"
+        " on conflict do nothing"), k)
+    return accounts, posts

@@ -1,0 +1,258 @@
+"""Streaming text helpers the readers share: encoding sniffing, CSV rows with per-row quarantine,
+and JSON arrays / JSON lines parsed one record at a time (memory stays bounded by one record)."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+import sys
+from typing import IO, Any, Iterable, Iterator
+
+from pipeline.ingest.readers.base import MAX_FIELD_CHARS, FieldError, Rejection
+
+SNIFF_BYTES = 1 << 20
+MAX_JSON_RECORD_CHARS = 16 * 1024 * 1024
+_MISSING = object()  # DictReader's filler for cells a short row lacks
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+
+
+def sniff_encoding(head: bytes) -> str:
+    """BOMs first (UTF-8, UTF-16, UTF-32), then BOM-less UTF-16 by its NUL pattern, then UTF-8.
+
+    A sample that is not valid UTF-8 and holds no UTF-8 multi-byte sequence at all is a legacy
+    single-byte file (Windows-1252, a superset of Latin-1 for text): decoding it as UTF-8 would
+    reject every row with an accent. A sample with both is mixed: UTF-8, and the bad rows are
+    quarantined one by one.
+    """
+    for bom, name in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                      (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+        if head.startswith(bom):
+            return name
+    sample = head[:4096]
+    if len(sample) >= 4:
+        if sample[1::2].count(0) > len(sample) // 4 and sample[0::2].count(0) == 0:
+            return "utf-16-le"
+        if sample[0::2].count(0) > len(sample) // 4 and sample[1::2].count(0) == 0:
+            return "utf-16-be"
+    try:
+        head.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(head) - 3 and len(head) == SNIFF_BYTES:  # a character cut by the sample's end
+            return "utf-8"
+    return "utf-8" if _UTF8_MULTIBYTE.search(head) else "cp1252"
+
+
+def open_text(binary: IO[bytes]) -> IO[str]:
+    """Wrap a binary stream as text in its sniffed encoding; undecodable bytes stay visible as
+    surrogates so that the row holding them is rejected, not the file."""
+    buffered = binary if isinstance(binary, io.BufferedReader) else io.BufferedReader(binary, SNIFF_BYTES)  # type: ignore[arg-type]
+    encoding = sniff_encoding(buffered.peek(SNIFF_BYTES)[:SNIFF_BYTES])
+    return io.TextIOWrapper(buffered, encoding=encoding, errors="surrogateescape", newline="")
+
+
+def csv_rows(fh: IO[str], source: str, required: Iterable[str]) -> Iterator[tuple[str, dict[str, Any] | Rejection]]:
+    """(locator, row) for each CSV record, or (locator, Rejection) for a record that cannot be read.
+
+    Quoted fields may span lines (the locator is the record's first line). Broken quoting shows up
+    as too many or too few cells and is rejected; an oversized field is rejected by the csv module.
+    """
+    csv.field_size_limit(min(sys.maxsize, MAX_FIELD_CHARS * 4))
+    lines = _CountedLines(fh)  # csv's own line_num is not advanced by a row that raised
+    reader = csv.DictReader(lines, restval=_MISSING)
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as exc:
+        raise FieldError(f"{source} has an unreadable header: {exc}") from None
+    required = tuple(required)
+    missing = [c for c in required if c not in (fieldnames or [])]
+    if missing:
+        raise FieldError(f"{source} has no {','.join(required)} header (missing {', '.join(missing)}; got {fieldnames})")
+    while True:
+        line = lines.count + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield f"line {line}", Rejection.of(source, f"line {line}", f"unreadable CSV: {exc}", "")
+            continue
+        if None in row:  # more cells than header columns: quoting is broken
+            yield f"line {line}", Rejection.of(source, f"line {line}", "more cells than header columns (broken quoting?)",
+                                               repr(row))
+            continue
+        if _MISSING in row.values():  # fewer cells: typically a quote left open to the end
+            yield f"line {line}", Rejection.of(source, f"line {line}", "fewer cells than header columns (broken quoting?)",
+                                               repr({k: v for k, v in row.items() if v is not _MISSING}))
+            continue
+        yield f"line {line}", row
+
+
+class _CountedLines:
+    """The text file's lines, counted as the csv reader pulls them (quoted fields span lines)."""
+
+    def __init__(self, fh: IO[str]):
+        self._fh = fh
+        self.count = 0
+
+    def __iter__(self) -> "_CountedLines":
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._fh)
+        self.count += 1
+        return line
+
+
+class NotAnArray(ValueError):
+    """The file holds one JSON value that is not an array."""
+
+    def __init__(self, value: Any):
+        self.value = value
+        super().__init__(f"expected a JSON array or JSON lines, got a JSON {type(value).__name__}")
+
+
+def _skip_ws(buf: str, pos: int) -> int:
+    while pos < len(buf) and buf[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def json_records(fh: IO[str], source: str, start_at: str | None = None, chunk: int = 1 << 20,
+                 array_only: bool = False) -> Iterator[tuple[str, Any]]:
+    """(locator, value) per record of a JSON array or of JSON lines, reading ``chunk`` characters at a time.
+
+    ``start_at`` skips a JavaScript prefix up to and including that marker (``window.YTD.x.part0 =``). A
+    single JSON value that is not an array raises NotAnArray (its value attached), and with
+    ``array_only`` any non-array does (JSON lines are not accepted). An unparseable
+    line of JSON lines is yielded as a Rejection and reading goes on; a syntax error inside an array
+    cannot be resynchronised, so it is yielded as a Rejection and the file ends there.
+    """
+    decoder = json.JSONDecoder()
+    buf = fh.read(chunk)
+    eof = len(buf) < chunk
+    pos = 0
+    if start_at is not None:  # parse what follows the marker
+        while buf.find(start_at) < 0 and not eof and len(buf) < 65536:  # the prefix is short
+            more = fh.read(chunk)
+            eof = len(more) < chunk
+            buf += more
+        found = buf.find(start_at)
+        if found < 0:
+            raise FieldError(f"{source} does not contain {start_at!r}: not the expected file")
+        pos = found + len(start_at)
+    if buf[pos:pos + 1] == "\ufeff":
+        pos += 1
+    start = pos
+    pos = _skip_ws(buf, pos)
+    if pos >= len(buf):
+        return
+    if buf[pos] != "[" and array_only:
+        rest = buf[pos:] + ("" if eof else fh.read(MAX_JSON_RECORD_CHARS))
+        try:
+            value = decoder.raw_decode(rest)[0]
+        except json.JSONDecodeError as exc:
+            yield "file", Rejection.of(source, "file", f"not JSON: {exc.msg}", rest[:500])
+            return
+        raise NotAnArray(value)
+    if buf[pos] != "[":
+        yield from _json_lines(buf[start:], fh, source, decoder, eof, chunk)
+        return
+    pos += 1
+    index = 0
+    while True:
+        pos = _skip_ws(buf, pos)
+        while pos >= len(buf) and not eof:
+            more = fh.read(chunk)
+            eof = len(more) < chunk
+            buf, pos = buf[pos:] + more, 0
+            pos = _skip_ws(buf, pos)
+        if pos >= len(buf):
+            yield f"record {index + 1}", Rejection.of(source, f"record {index + 1}", "the JSON array is not closed (truncated file?)", "")
+            return
+        if buf[pos] == "]":
+            return
+        if index and buf[pos] == ",":
+            pos += 1
+            continue
+        while True:
+            try:
+                value, end = decoder.raw_decode(buf, pos)
+                break
+            except json.JSONDecodeError as exc:
+                if eof or len(buf) - pos > MAX_JSON_RECORD_CHARS:
+                    reason = (f"record larger than {MAX_JSON_RECORD_CHARS} characters" if not eof
+                              else f"not JSON: {exc.msg} (the rest of the file is unreadable)")
+                    yield f"record {index + 1}", Rejection.of(source, f"record {index + 1}", reason, buf[pos:pos + 500])
+                    return
+                more = fh.read(chunk)
+                eof = len(more) < chunk
+                buf, pos = buf[pos:] + more, 0
+        index += 1
+        yield f"record {index}", value
+        pos = end
+        if pos > chunk:
+            buf, pos = buf[pos:], 0
+
+
+def _json_lines(first: str, fh: IO[str], source: str, decoder: json.JSONDecoder, eof: bool,
+                chunk: int) -> Iterator[tuple[str, Any]]:
+    """JSON lines, or one (possibly pretty-printed) JSON value that is not an array."""
+    head = first.lstrip(" \t\r\n")
+    first_line = head.split("\n", 1)[0] if "\n" in head or eof else None
+    try:
+        line_ok = first_line is not None and json.loads(first_line) is not None
+    except json.JSONDecodeError:
+        line_ok = False
+    if not line_ok:  # maybe one pretty-printed value: read it whole (bounded) and look
+        while not eof and len(first) <= MAX_JSON_RECORD_CHARS:
+            more = fh.read(chunk)
+            eof = len(more) < chunk
+            first += more
+        try:
+            value, end = decoder.raw_decode(first, _skip_ws(first, 0))
+            if not first[end:].strip() and eof:
+                raise NotAnArray(value)
+        except json.JSONDecodeError:
+            pass
+    lines = _lines(first, fh, chunk, eof)
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        locator = f"line {number}"
+        if len(text) > MAX_JSON_RECORD_CHARS:
+            yield locator, Rejection.of(source, locator, f"line longer than {MAX_JSON_RECORD_CHARS} characters", text)
+            continue
+        try:
+            yield locator, json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield locator, Rejection.of(source, locator, f"not JSON: {exc.msg}", text)
+
+
+def _lines(first: str, fh: IO[str], chunk: int, eof: bool) -> Iterator[str]:
+    buf = first
+    while True:
+        parts = buf.split("\n")
+        buf = parts.pop()
+        yield from parts
+        if eof:
+            if buf:
+                yield buf
+            return
+        more = fh.read(chunk)
+        eof = len(more) < chunk
+        buf += more
+
+
+def split_list(value: str | None) -> tuple[str, ...]:
+    """The IO archive's list-like strings: ``[a, b]``, ``['a', 'b']`` or ``[]``."""
+    if not value:
+        return ()
+    text = value.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    items = (item.strip().strip("'\"").strip() for item in text.split(","))
+    return tuple(item for item in items if item)

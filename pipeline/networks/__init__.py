@@ -1,0 +1,1 @@
+"""Stage package `networks`: see pipeline/stages.py for the stage table."""

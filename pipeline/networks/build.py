@@ -1,0 +1,133 @@
+"""Stage 5, networks: typed, evidenced edges between accounts, then clusters.
+
+Edge builders live in pipeline/networks/edges.py (image, embedding, account traits) and
+pipeline/networks/coactivity.py (co_repost, co_link, co_post from posts); clustering and cross-run
+identity in pipeline/networks/clusters.py. This module loads the run's data, writes the rows, and keeps the
+stage idempotent: it replaces the run's edges, clusters and members.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import sqlalchemy as sa
+
+from pipeline.config import NetworkParams, Settings
+from pipeline.core.bulk import copy_rows
+from pipeline.core.db import transaction
+from pipeline.networks import edges as E
+from pipeline.networks.clusters import Cluster, assign_ids, find_clusters, strong_pairs
+
+log = logging.getLogger(__name__)
+
+
+def load_traits(conn: sa.Connection, run_key: str) -> list[E.AccountTraits]:
+    rows = conn.execute(
+        sa.text(
+            "select s.account_key, s.created_at, g.avatar_sha256, g.avatar_label, g.handle_template,"
+            " handle_digit_suffix(s.handle) as digits, s.bio, s.url"
+            " from account_snapshots s join account_signals g using (run_key, account_key)"
+            " where s.run_key = :k order by s.account_key"
+        ),
+        {"k": run_key},
+    )
+    return [E.AccountTraits(r.account_key, r.created_at, r.avatar_sha256, r.avatar_label, r.handle_template,
+                            r.digits, r.bio, r.url) for r in rows]
+
+
+def _embedding_edges(conn: sa.Connection, run_key: str, groups: dict[str, list[str]],
+                     params: NetworkParams) -> list[E.Edge]:
+    """similar_embedding edges among the run's distinct avatars labelled synthetic, by the detector's backbone."""
+    backbone = conn.execute(sa.text("select d.backbone_id from runs r join detectors d using (detector_id)"
+                                    " where r.run_key = :k"), {"k": run_key}).scalar()
+    if backbone is None:
+        return []
+    rows = conn.execute(
+        sa.text("select e.sha256, e.vector from embeddings e where e.backbone_id = :b and e.sha256 in"
+                " (select distinct avatar_sha256 from account_signals where run_key = :k and avatar_label)"
+                " order by e.sha256"),
+        {"k": run_key, "b": backbone},
+    ).all()
+    if len(rows) < 2:
+        return []
+    vectors = np.array([r.vector for r in rows], dtype=np.float32)
+    return E.similar_embedding_edges(groups, [r.sha256 for r in rows], vectors, params, backbone)
+
+
+def previous_run(conn: sa.Connection, run_key: str) -> str | None:
+    """The run whose clusters this one is matched to: the previous nightly day for nightly runs, else the
+    most recently finished successful run of the same kind."""
+    kind = conn.execute(sa.text("select kind from runs where run_key = :k"), {"k": run_key}).scalar()
+    if kind == "nightly":
+        sql = ("select run_key from runs where kind = 'nightly' and run_key < :k and status = 'succeeded'"
+               " order by run_key desc limit 1")
+    else:
+        sql = ("select run_key from runs where kind = :kind and run_key <> :k and status = 'succeeded'"
+               " order by finished_at desc nulls last, run_key desc limit 1")
+    return conn.execute(sa.text(sql), {"k": run_key, "kind": kind}).scalar()
+
+
+@dataclass(frozen=True)
+class NetworkResult:
+    edges: dict[str, int]
+    clusters: int
+
+
+def build_edges(conn: sa.Connection, run_key: str, params: NetworkParams) -> dict[str, int]:
+    """Replace the run's edges of every type; returns counts per type."""
+    traits = load_traits(conn, run_key)
+    groups = E.image_groups(traits, params)
+    near = conn.execute(sa.text("select sha_a, sha_b, distance from avatar_near_duplicates where run_key = :k"
+                                " order by sha_a, sha_b"), {"k": run_key}).all()
+    built = (E.identical_avatar_edges(traits, params)
+             + E.near_duplicate_edges(groups, [tuple(r) for r in near], params)
+             + _embedding_edges(conn, run_key, groups, params)
+             + E.creation_window_edges(traits, params)
+             + E.identical_text_edges(traits, params))
+    conn.execute(sa.text("delete from edges where run_key = :k"), {"k": run_key})
+    copy_rows(conn, "edges", ("run_key", "edge_type", "a_key", "b_key", "weight", "params", "evidence"),
+              ((run_key, e.edge_type, e.a_key, e.b_key, e.weight, json.dumps(e.params, sort_keys=True),
+                json.dumps(e.evidence, sort_keys=True)) for e in built))
+    counts = Counter(e.edge_type for e in built)
+    from pipeline.networks.coactivity import build_post_edges
+
+    counts.update(build_post_edges(conn, run_key, params))
+    return dict(sorted(counts.items()))
+
+
+def build_clusters(conn: sa.Connection, run_key: str, params: NetworkParams) -> list[Cluster]:
+    """Replace the run's clusters and members from its edges (all types, including co_*)."""
+    rows = conn.execute(sa.text("select edge_type, a_key, b_key, weight from edges where run_key = :k"),
+                        {"k": run_key}).all()
+    pairs = strong_pairs(((r.edge_type, r.a_key, r.b_key, r.weight) for r in rows), params.strong_edge_min_weight)
+    clusters = find_clusters(pairs, params)
+    prev = previous_run(conn, run_key)
+    previous: dict[str, list[str]] = {}
+    if prev is not None:
+        for cid, key in conn.execute(sa.text("select cluster_id, account_key from cluster_members where run_key = :k"),
+                                     {"k": prev}):
+            previous.setdefault(cid, []).append(key)
+    assign_ids(clusters, previous, prev, params)
+    conn.execute(sa.text("delete from clusters where run_key = :k"), {"k": run_key})  # members cascade
+    copy_rows(conn, "clusters", ("run_key", "cluster_id", "size", "score", "features"),
+              ((run_key, c.cluster_id, len(c.members), 0,
+                json.dumps({"lineage": c.lineage, "component_size": c.component_size}, sort_keys=True))
+               for c in clusters))
+    copy_rows(conn, "cluster_members", ("run_key", "cluster_id", "account_key"),
+              ((run_key, c.cluster_id, m) for c in clusters for m in c.members))
+    return clusters
+
+
+def build_networks(settings: Settings, run_key: str, params: NetworkParams) -> NetworkResult:
+    """Replace the run's edges and clusters."""
+    with transaction(settings) as conn:
+        counts = build_edges(conn, run_key, params)
+        conn.execute(sa.text("analyze edges"))
+        clusters = build_clusters(conn, run_key, params)
+        conn.execute(sa.text("analyze cluster_members"))
+    log.info("networks %s: edges %s, clusters %d", run_key, counts, len(clusters))
+    return NetworkResult(counts, len(clusters))

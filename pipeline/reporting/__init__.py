@@ -1,0 +1,1 @@
+"""Stage package `reporting`: see pipeline/stages.py for the stage table."""

@@ -1,0 +1,463 @@
+"""Stage `report`: the static HTML evidence report an investigator opens offline.
+
+One folder per run, ``$PROFILE_AUDIT_HOME/reports/<safe run key>/``: ``index.html`` lists the
+run's flagged clusters, and one ``cluster-<id>.html`` page per flagged cluster shows a contact
+sheet of its avatars with their probabilities, a creation-date histogram, a picture of the
+cluster graph and the edge evidence table.
+
+The pages need nothing outside themselves: thumbnails are small JPEG data URIs made from the
+content-addressed image store, the charts are inline SVG, and a Content-Security-Policy forbids
+any other load. Every value from an export is escaped. The pages carry no wall-clock time, so a
+rerun of a run key writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import json
+import math
+import os
+import re
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from pipeline.config import Settings
+from pipeline.core.db import transaction
+from pipeline.errors import UserError
+from pipeline.reporting.evidence import load_cluster
+
+THUMB_PX = 96
+MAX_TILES = 400  # distinct images on one contact sheet
+MAX_GRAPH_NODES = 300
+MAX_TABLE_EDGES = 1000
+MAX_TABLE_MEMBERS = 2000
+MIN_SPAN_DAYS = 14  # the histogram's shortest time axis
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+EDGE_COLOURS = ("#e6550d", "#31a354", "#756bb1", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#636363")
+
+STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fff}
+h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top;text-align:left}
+th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums}
+code,.mono{font-family:ui-monospace,monospace;font-size:12px;word-break:break-all}
+.sheet{display:flex;flex-wrap:wrap;gap:8px}.tile{width:120px;border:1px solid #ccc;padding:4px;font-size:12px}
+.tile img,.tile .missing{width:96px;height:96px;display:block;margin:0 auto 4px;object-fit:contain;background:#eee}
+.tile .missing{font-size:11px;text-align:center;line-height:96px}
+.syn{color:#b00;font-weight:bold}.note{color:#666}.legend span{display:inline-block;margin-right:1em}
+.swatch{display:inline-block;width:12px;height:12px;vertical-align:middle;margin-right:4px}
+"""
+
+
+def e(value: Any) -> str:
+    """Escape anything for HTML text and attribute values; None shows as an empty string."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def safe_name(key: str) -> str:
+    """A file-system-safe name for a run key or cluster id; a hash suffix keeps distinct keys distinct."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("._") or "run"
+    if cleaned != key:
+        cleaned = f"{cleaned[:80]}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+    return cleaned
+
+
+def report_dir(settings: Settings, run_key: str) -> Path:
+    return settings.home / "reports" / safe_name(run_key)
+
+
+def cluster_page_name(cluster_id: str) -> str:
+    return f"cluster-{safe_name(cluster_id)}.html"
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    path: Path  # the index page, or the cluster page when one cluster was asked for
+    pages: int
+    flagged_clusters: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"pages": self.pages, "flagged_clusters": self.flagged_clusters, "report": str(self.path)}
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def _load_run(conn: sa.Connection, run_key: str) -> dict[str, Any]:
+    run = conn.execute(sa.text(
+        "select run_key, kind, export_path, export_format, params, detector_id from runs where run_key = :k"),
+        {"k": run_key}).mappings().one_or_none()
+    if run is None:
+        raise UserError(f"no run {run_key!r} in the database; use the run key that `profile-audit audit` printed")
+    return dict(run)
+
+
+def _load_flags(conn: sa.Connection, run_key: str) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(sa.text(
+        "select f.flag_id, f.cluster_id, f.score, f.rules, f.evidence, f.status, f.status_note,"
+        " c.size, c.cluster_id is not null as has_cluster"
+        " from flags f left join clusters c on c.run_key = f.run_key and c.cluster_id = f.cluster_id"
+        " where f.run_key = :k order by f.score desc, f.flag_id"), {"k": run_key}).mappings()]
+
+
+def _load_cluster(conn: sa.Connection, run_key: str, cluster_id: str) -> dict[str, Any]:
+    cluster = load_cluster(conn, run_key, cluster_id)
+    if cluster is None:
+        raise UserError(f"no cluster {cluster_id!r} in run {run_key!r}; "
+                        f"list them with `profile-audit flags --run-key {run_key}`")
+    return cluster
+
+
+# ---------------------------------------------------------------------------------------------- pictures
+
+
+def thumbnail_data_uri(settings: Settings, storage_path: str | None) -> str | None:
+    """A small JPEG of a stored image as a data URI; None when the file is gone or unreadable."""
+    if not storage_path:
+        return None
+    import warnings
+
+    from PIL import Image, ImageOps
+
+    path = settings.image_dir / storage_path
+    try:  # the store holds only images validated at acquisition; still, never let one break the report
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))  # JPEG: decode at a reduced scale, much faster
+                img = ImageOps.exif_transpose(img)
+                img = img.convert("RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB")
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return None
+    if img.mode == "RGBA":  # flatten onto white, as the scorer sees it
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(img, mask=img.getchannel("A"))
+        img = background
+    img.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _day_bins(days: Sequence[date], max_bins: int = 60) -> list[tuple[date, date, int]]:
+    """(first day, last day, count) bins covering the whole span; wider bins for long spans."""
+    first, last = min(days), max(days)
+    if (last - first).days < MIN_SPAN_DAYS:  # a one-day burst shows as a spike, not as one full-width bar
+        pad = (MIN_SPAN_DAYS - (last - first).days) // 2
+        first, last = first - timedelta(days=pad), last + timedelta(days=pad)
+    span = (last - first).days + 1
+    width = max(1, math.ceil(span / max_bins))
+    counts = Counter((d - first).days // width for d in days)
+    return [(first + timedelta(days=i * width), min(last, first + timedelta(days=i * width + width - 1)), counts.get(i, 0))
+            for i in range(math.ceil(span / width))]
+
+
+def svg_histogram(created: Iterable[Any], width: int = 640, height: int = 200) -> str:
+    """Inline SVG bar chart of account creation dates (UTC days)."""
+    days = [c.date() if hasattr(c, "date") else c for c in created if c is not None]
+    if not days:
+        return '<p class="note">No creation dates in the export for these accounts.</p>'
+    bins = _day_bins(days)
+    peak = max(n for _, _, n in bins)
+    left, bottom, top = 40, 30, 10
+    plot_w, plot_h = width - left - 10, height - bottom - top
+    bar_w = plot_w / len(bins)
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img"'
+              f' aria-label="creation-date histogram">'),
+             f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#444"/>',
+             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#444"/>',
+             f'<text x="{left - 4}" y="{top + 10}" text-anchor="end" font-size="11">{peak}</text>',
+             f'<text x="{left - 4}" y="{top + plot_h}" text-anchor="end" font-size="11">0</text>']
+    for i, (start, end, n) in enumerate(bins):
+        if not n:
+            continue
+        h = plot_h * n / peak
+        label = start.isoformat() if start == end else f"{start.isoformat()} to {end.isoformat()}"
+        parts.append(f'<rect x="{left + i * bar_w + 1:.1f}" y="{top + plot_h - h:.1f}" width="{max(bar_w - 2, 1):.1f}"'
+                     f' height="{h:.1f}" fill="#3182bd"><title>{e(label)}: {n} accounts</title></rect>')
+    parts.append(f'<text x="{left}" y="{height - 8}" font-size="11">{e(bins[0][0].isoformat())}</text>')
+    parts.append(f'<text x="{left + plot_w}" y="{height - 8}" font-size="11" text-anchor="end">'
+                 f'{e(bins[-1][1].isoformat())}</text>')
+    parts.append("</svg>")
+    bin_days = (bins[0][1] - bins[0][0]).days + 1
+    caption = f"{len(days)} accounts with a creation date; one bar per {'day' if bin_days == 1 else f'{bin_days} days'}."
+    return "".join(parts) + f'<p class="note">{e(caption)}</p>'
+
+
+def graph_layout(n: int, pairs: Sequence[tuple[int, int]], iterations: int = 150) -> list[tuple[float, float]]:
+    """Deterministic Fruchterman-Reingold: starts on a circle (no randomness), positions in [0, 1]."""
+    import numpy as np
+
+    if n == 0:
+        return []
+    if n == 1:
+        return [(0.5, 0.5)]
+    angles = 2 * np.pi * np.arange(n) / n
+    x, y = np.cos(angles) * 0.5, np.sin(angles) * 0.5
+    k2 = 1.0 / n  # the ideal edge length k = sqrt(area / n), squared
+    heat = 0.1
+    index = np.array(pairs, dtype=int).reshape(-1, 2)
+    a, b = index[:, 0], index[:, 1]
+    for _ in range(iterations):
+        dx, dy = x[:, None] - x[None, :], y[:, None] - y[None, :]
+        push = k2 / np.maximum(dx * dx + dy * dy, 1e-6)  # repulsion k^2/d along the unit vector: delta * k^2/d^2
+        disp_x, disp_y = (dx * push).sum(1), (dy * push).sum(1)
+        if len(index):
+            ex, ey = x[a] - x[b], y[a] - y[b]
+            pull = np.sqrt(ex * ex + ey * ey) / math.sqrt(k2)  # attraction d^2/k along the edge
+            disp_x -= np.bincount(a, ex * pull, n) - np.bincount(b, ex * pull, n)
+            disp_y -= np.bincount(a, ey * pull, n) - np.bincount(b, ey * pull, n)
+        length = np.maximum(np.sqrt(disp_x * disp_x + disp_y * disp_y), 1e-9)
+        step = np.minimum(length, heat) / length
+        x, y = x + disp_x * step, y + disp_y * step
+        heat *= 0.97
+    pos = np.column_stack([x, y])
+    pos -= pos.min(0)
+    span = pos.max(0)
+    pos /= np.where(span > 0, span, 1.0)
+    return [(float(x), float(y)) for x, y in pos]
+
+
+def svg_graph(members: Sequence[dict[str, Any]], edges: Sequence[dict[str, Any]], size: int = 640) -> tuple[str, str]:
+    """Inline SVG of the cluster graph and its HTML legend. Large clusters show their best-linked nodes."""
+    degree = Counter()
+    for edge in edges:
+        degree[edge["a_key"]] += 1
+        degree[edge["b_key"]] += 1
+    keys = [m["account_key"] for m in members]
+    note = ""
+    if len(keys) > MAX_GRAPH_NODES:
+        keys = sorted(sorted(keys, key=lambda k: (-degree[k], k))[:MAX_GRAPH_NODES])
+        note = f"Showing the {MAX_GRAPH_NODES} best-linked of {len(members)} accounts."
+    where = {k: i for i, k in enumerate(keys)}
+    shown = [ed for ed in edges if ed["a_key"] in where and ed["b_key"] in where]
+    pos = graph_layout(len(keys), sorted({(where[ed["a_key"]], where[ed["b_key"]]) for ed in shown}))
+    types = sorted({ed["edge_type"] for ed in edges})
+    colour = {t: EDGE_COLOURS[i % len(EDGE_COLOURS)] for i, t in enumerate(types)}
+    by_key = {m["account_key"]: m for m in members}
+    pad = 20
+    xy = [(pad + x * (size - 2 * pad), pad + y * (size - 2 * pad)) for x, y in pos]
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" role="img"'
+              f' aria-label="cluster graph" style="border:1px solid #ccc">')]
+    for ed in shown:
+        (x1, y1), (x2, y2) = xy[where[ed["a_key"]]], xy[where[ed["b_key"]]]
+        parts.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{colour[ed["edge_type"]]}"'
+                     f' stroke-opacity="0.6"><title>{e(ed["edge_type"])}: {e(ed["a_key"])} - {e(ed["b_key"])}</title></line>')
+    for key, (x, y) in zip(keys, xy):
+        m = by_key[key]
+        fill = "#999999" if m["avatar_label"] is None else ("#d62728" if m["avatar_label"] else "#1f77b4")
+        prob = "" if m["avatar_probability"] is None else f", p={m['avatar_probability']:.3f}"
+        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="6" fill="{fill}" stroke="#fff">'
+                     f'<title>{e(m["handle"] or key)} ({e(key)}{prob})</title></circle>')
+    parts.append("</svg>")
+    legend = ['<p class="legend">',
+              '<span><i class="swatch" style="background:#d62728"></i>avatar labelled synthetic</span>',
+              '<span><i class="swatch" style="background:#1f77b4"></i>avatar not labelled</span>',
+              '<span><i class="swatch" style="background:#999999"></i>no scored avatar</span>']
+    legend += [f'<span><i class="swatch" style="background:{colour[t]}"></i>{e(t)} edge</span>' for t in types]
+    legend.append("</p>")
+    if note:
+        legend.append(f'<p class="note">{e(note)}</p>')
+    return "".join(parts), "".join(legend)
+
+
+# ---------------------------------------------------------------------------------------------- pages
+
+
+def _page(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{e(title)}</title><style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def _compact(value: Any, limit: int = 400) -> str:
+    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _rules_html(rules: Sequence[str], reasons: dict[str, str]) -> str:
+    return "<ul>" + "".join(f"<li><b>{e(r)}</b>: {e(reasons.get(r, ''))}</li>" for r in rules) + "</ul>"
+
+
+def _kv_table(items: Iterable[tuple[str, Any]]) -> str:
+    """A two-column table; a small dict value (thresholds, edge-type counts) becomes a nested table."""
+    rows = []
+    for k, v in items:
+        if isinstance(v, dict) and v and len(v) <= 60:
+            cell = _kv_table(sorted(v.items()))
+        else:
+            cell = e(_compact(v) if isinstance(v, (dict, list)) else v)
+        rows.append(f"<tr><th>{e(k)}</th><td>{cell}</td></tr>")
+    return f"<table>{''.join(rows)}</table>"
+
+
+def _num(x: float | None) -> str:
+    return "" if x is None else f"{x:.3f}"
+
+
+def _prob(p: float | None) -> str:
+    return "not scored" if p is None else f"{p:.3f}"
+
+
+def render_cluster_page(settings: Settings, run: dict[str, Any], cluster: dict[str, Any], with_index: bool = True) -> str:
+    """One cluster's page; `with_index` links back to the run's index page written beside it."""
+    members, edges, flag = cluster["members"], cluster["edges"], cluster["flag"]
+    title = f"Cluster {cluster['cluster_id']} — run {run['run_key']}"
+    out = [f'<p><a href="index.html">← all flagged clusters of run {e(run["run_key"])}</a></p>' if with_index else "",
+           f"<h1>{e(title)}</h1>"]
+    if flag:
+        reasons = (flag["evidence"] or {}).get("rules", {})
+        out.append(_kv_table([("flag", flag["flag_id"]), ("status", flag["status"]), ("investigator note", flag["status_note"]),
+                              ("flag score", f"{flag['score']:.3f}")]))
+        out.append("<h2>Why it was flagged</h2>" + _rules_html(flag["rules"], reasons))
+    else:
+        out.append('<p class="note">This cluster was not flagged in this run.</p>')
+    out.append("<h2>Cluster features</h2>")
+    out.append(_kv_table([("members", cluster["size"]), ("cluster score", f"{cluster['score']:.3f}"),
+                          *sorted((cluster["features"] or {}).items())]))
+
+    # contact sheet: one tile per distinct image, with its probability and the accounts showing it
+    out.append("<h2>Contact sheet</h2>")
+    by_image: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for m in members:
+        if m["avatar_sha256"]:
+            by_image[m["avatar_sha256"]].append(m)
+    tiles = sorted(by_image.items(), key=lambda kv: (-len(kv[1]), -(kv[1][0]["avatar_probability"] or 0), kv[0]))
+    without = sum(1 for m in members if not m["avatar_sha256"])
+    out.append(f'<p class="note">{len(by_image)} distinct avatars for {len(members)} accounts'
+               f'{f"; {without} accounts have no stored avatar" if without else ""}.</p><div class="sheet">')
+    for sha, showing in tiles[:MAX_TILES]:
+        first = showing[0]
+        uri = thumbnail_data_uri(settings, first["storage_path"])
+        picture = (f'<img src="{e(uri)}" alt="avatar {e(sha[:12])}" width="{THUMB_PX}" height="{THUMB_PX}">' if uri
+                   else '<div class="missing">image file missing</div>')
+        label = '<span class="syn">synthetic</span>' if first["avatar_label"] else ("" if first["avatar_label"] is None
+                                                                                   else "not labelled")
+        handles = ", ".join(e(m["handle"] or m["account_id"]) for m in showing[:4])
+        more = f" +{len(showing) - 4} more" if len(showing) > 4 else ""
+        out.append(f'<div class="tile" title="{e(sha)}">{picture}<div>p = {e(_prob(first["avatar_probability"]))} {label}</div>'
+                   f'<div>{len(showing)} account{"s" if len(showing) != 1 else ""}: {handles}{e(more)}</div>'
+                   f'<div class="mono">{e(sha[:16])}</div></div>')
+    out.append("</div>")
+    if len(tiles) > MAX_TILES:
+        out.append(f'<p class="note">{len(tiles) - MAX_TILES} more distinct avatars not shown.</p>')
+
+    out.append("<h2>Account creation dates</h2>" + svg_histogram(m["created_at"] for m in members))
+    picture, legend = svg_graph(members, edges)
+    out.append("<h2>Cluster graph</h2>" + picture + legend)
+
+    out.append(f"<h2>Members ({len(members)})</h2><table><tr><th>account</th><th>handle</th><th>display name</th>"
+               "<th>created (UTC)</th><th>avatar p</th><th>risk</th><th>risk contributions</th><th>bio</th><th>link</th></tr>")
+    for m in members[:MAX_TABLE_MEMBERS]:
+        created = m["created_at"].strftime("%Y-%m-%d %H:%M") if m["created_at"] else ""
+        bio = (m["bio"] or "")[:200]
+        out.append(f'<tr><td class="mono">{e(m["account_key"])}</td><td>{e(m["handle"])}</td><td>{e(m["display_name"])}</td>'
+                   f'<td>{e(created)}</td><td class="num">{e(_prob(m["avatar_probability"]))}</td>'
+                   f'<td class="num">{_num(m["risk"])}</td>'
+                   f'<td class="mono">{e(_compact(m["contributions"]) if m["contributions"] else "")}</td>'
+                   f'<td>{e(bio)}</td><td class="mono">{e(m["url"])}</td></tr>')
+    out.append("</table>")
+    if len(members) > MAX_TABLE_MEMBERS:
+        out.append(f'<p class="note">{len(members) - MAX_TABLE_MEMBERS} more members not listed.</p>')
+
+    out.append(f"<h2>Edge evidence ({len(edges)} edges)</h2>")
+    params_by_type = {}
+    for ed in edges:
+        params_by_type.setdefault(ed["edge_type"], ed["params"])
+    if params_by_type:
+        out.append("<p>Parameters that made each edge type:</p>" + _kv_table(sorted(params_by_type.items())))
+    out.append("<table><tr><th>type</th><th>account a</th><th>account b</th><th>weight</th><th>evidence</th></tr>")
+    for ed in edges[:MAX_TABLE_EDGES]:
+        out.append(f'<tr><td>{e(ed["edge_type"])}</td><td class="mono">{e(ed["a_key"])}</td><td class="mono">{e(ed["b_key"])}</td>'
+                   f'<td class="num">{ed["weight"]:g}</td><td class="mono">{e(_compact(ed["evidence"]))}</td></tr>')
+    out.append("</table>")
+    if len(edges) > MAX_TABLE_EDGES:
+        out.append(f'<p class="note">{len(edges) - MAX_TABLE_EDGES} more edges not listed; '
+                   f'`profile-audit flags --run-key KEY --json` has the flag evidence.</p>')
+    return _page(title, "\n".join(out))
+
+
+def render_index_page(run: dict[str, Any], summary: dict[str, Any], flags: Sequence[dict[str, Any]]) -> str:
+    title = f"Evidence report — run {run['run_key']}"
+    out = [f"<h1>{e(title)}</h1>",
+           _kv_table([("run kind", run["kind"]), ("export", run["export_path"]), ("format", run["export_format"]),
+                      ("detector", run["detector_id"]), ("accounts", summary["accounts"]),
+                      ("quarantined records", summary["quarantined"]),
+                      ("avatars stored / failed", f"{summary['avatars_stored']} / {summary['avatars_failed']}"),
+                      ("avatars labelled synthetic", summary["synthetic_avatars"]),
+                      ("edges", summary["edges"] or 0), ("clusters", summary["clusters"]), ("flags", summary["flags"])]),
+           f"<h2>Flagged clusters ({len(flags)})</h2>"]
+    if not flags:
+        out.append('<p class="note">No cluster was flagged in this run.</p>')
+    else:
+        out.append("<table><tr><th>flag</th><th>status</th><th>score</th><th>members</th><th>rules</th><th>cluster</th></tr>")
+        for f in flags:
+            reasons = (f["evidence"] or {}).get("rules", {})
+            size = f["size"] if f["size"] is not None else (f["evidence"] or {}).get("features", {}).get("size", "")
+            link = (f'<a href="{e(cluster_page_name(f["cluster_id"]))}">{e(f["cluster_id"])}</a>' if f["has_cluster"]
+                    else f'{e(f["cluster_id"])} <span class="note">(no longer a cluster in this run)</span>')
+            out.append(f'<tr><td class="mono">{e(f["flag_id"])}</td><td>{e(f["status"])}'
+                       f'{"<br><i>" + e(f["status_note"]) + "</i>" if f["status_note"] else ""}</td>'
+                       f'<td class="num">{f["score"]:.3f}</td><td class="num">{e(size)}</td>'
+                       f'<td>{_rules_html(f["rules"], reasons)}</td><td class="mono">{link}</td></tr>')
+        out.append("</table>")
+    out.append("<h2>Run parameters</h2>" + _kv_table(sorted((run["params"] or {}).items())))
+    return _page(title, "\n".join(out))
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+def _write(path: Path, text: str) -> None:
+    """Atomic write: a browser or a copy never sees half a page."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".html")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be opened and shared
+    os.replace(tmp, path)
+
+
+def write_report(settings: Settings, run_key: str, cluster_id: str | None = None, out: Path | None = None) -> ReportResult:
+    """Write the run's index and one page per flagged cluster (or just the page of ``cluster_id``)."""
+    from pipeline.reporting.summary import summarize_run
+
+    target = Path(out) if out else report_dir(settings, run_key)
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{target} exists and is not a folder; pass another --out")
+    with transaction(settings) as conn:
+        run = _load_run(conn, run_key)
+        if cluster_id is not None:
+            cluster = _load_cluster(conn, run_key, cluster_id)
+            target.mkdir(parents=True, exist_ok=True)
+            page = target / cluster_page_name(cluster_id)
+            _write(page, render_cluster_page(settings, run, cluster, with_index=(target / "index.html").is_file()))
+            return ReportResult(page, 1, 1 if cluster["flag"] else 0)
+        flags = _load_flags(conn, run_key)
+        clusters = {f["cluster_id"]: _load_cluster(conn, run_key, f["cluster_id"]) for f in flags if f["has_cluster"]}
+    summary = summarize_run(settings, run_key)
+    target.mkdir(parents=True, exist_ok=True)
+    pages = {"index.html": render_index_page(run, summary, flags)}
+    for cid, cluster in clusters.items():
+        pages[cluster_page_name(cid)] = render_cluster_page(settings, run, cluster)
+    for name, text in pages.items():
+        _write(target / name, text)
+    for stale in target.glob("cluster-*.html"):  # pages of clusters no longer flagged: a rerun leaves what a first run would
+        if stale.name not in pages:
+            stale.unlink()
+    return ReportResult(target / "index.html", len(pages), len(flags))
+
+
+def report_run(settings: Settings, run_key: str) -> dict[str, Any]:
+    """The pipeline stage: the full report in the default place."""
+    return write_report(settings, run_key).as_dict()

@@ -1,0 +1,1 @@
+"""Stage package `scoring`: see pipeline/stages.py for the stage table."""

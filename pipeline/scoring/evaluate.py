@@ -1,0 +1,250 @@
+"""`profile-audit evaluate`: how a saved detector does on labelled folders, clean and laundered.
+
+Reports ROC-AUC, average precision, TPR at 1% and 5% FPR, accuracy at the detector's own threshold
+and expected calibration error; the same after JPEG at quality 75 and after a x0.5 resize (what
+platforms do to uploads); per generator when the fake folder has one sub-folder per generator.
+The report is Markdown or HTML with a ROC-curve image (SVG, written by hand: no plotting library).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from detectors import Detector
+from detectors.clip_probe import ClipProbe, LabelledImage, embed_views
+from pipeline.config import Settings
+from pipeline.core.progress import Counter
+from pipeline.errors import UserError
+
+
+def jpeg_q75(image: Image.Image, sha256: str = "") -> Image.Image:
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, "JPEG", quality=75)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def resize_half(image: Image.Image, sha256: str = "") -> Image.Image:
+    return image.convert("RGB").resize((max(1, image.width // 2), max(1, image.height // 2)), Image.BICUBIC)
+
+
+CONDITIONS: dict[str, Callable[[Image.Image, str], Image.Image]] = {
+    "clean": lambda image, sha256="": image.convert("RGB"),
+    "jpeg_q75": jpeg_q75,
+    "resize_0.5": resize_half,
+}
+
+
+def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr_target: float) -> float:
+    """The best true-positive rate among thresholds whose false-positive rate is at most the target."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, scores)
+    ok = fpr <= fpr_target + 1e-12
+    return float(tpr[ok].max()) if ok.any() else 0.0
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
+    """Mean |confidence - observed frequency| over equal-width probability bins, weighted by bin size."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(probs, edges[1:-1], right=True), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = index == b
+        if mask.any():
+            total += mask.mean() * abs(float(probs[mask].mean()) - float(labels[mask].mean()))
+    return float(total)
+
+
+def metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, Any]:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    predicted = probs >= threshold
+    return {
+        "n_real": int((labels == 0).sum()),
+        "n_fake": int((labels == 1).sum()),
+        "roc_auc": round(float(roc_auc_score(labels, probs)), 4),
+        "average_precision": round(float(average_precision_score(labels, probs)), 4),
+        "tpr_at_1pct_fpr": round(tpr_at_fpr(labels, probs, 0.01), 4),
+        "tpr_at_5pct_fpr": round(tpr_at_fpr(labels, probs, 0.05), 4),
+        "accuracy_at_threshold": round(float((predicted == (labels == 1)).mean()), 4),
+        "tpr_at_threshold": round(float(predicted[labels == 1].mean()), 4),
+        "fpr_at_threshold": round(float(predicted[labels == 0].mean()), 4),
+        "ece": round(expected_calibration_error(labels, probs), 4),
+    }
+
+
+def roc_points(labels: np.ndarray, probs: np.ndarray) -> list[tuple[float, float]]:
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, probs)
+    return [(float(f), float(t)) for f, t in zip(fpr, tpr)]
+
+
+def probabilities(detector: Detector, images: Sequence[LabelledImage], view: Callable[[Image.Image, str], Image.Image],
+                  settings: Settings, progress: Counter | None = None) -> np.ndarray:
+    """The detector's probability for each image as seen through ``view``."""
+    if isinstance(detector, ClipProbe):
+        embeddings = embed_views(detector.backbone, images, view, batch_size=settings.batch_size,
+                                 workers=settings.score_workers, torch_threads=settings.torch_threads,
+                                 device=settings.device, progress=progress)
+        return detector.probabilities(embeddings)
+    out = []
+    for start in range(0, len(images), settings.batch_size):
+        batch = images[start : start + settings.batch_size]
+        out.extend(s.probability for s in detector.score([view(im.image, im.sha256) for im in batch]))
+        if progress is not None:
+            progress.update(len(batch))
+    return np.asarray(out, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    result: dict[str, Any]
+    roc: dict[str, list[tuple[float, float]]]  # condition -> curve over all generators
+
+
+def evaluate(settings: Settings, detector: Detector, real: Sequence[LabelledImage], fake: Sequence[LabelledImage],
+             conditions: Sequence[str] = tuple(CONDITIONS)) -> Evaluation:
+    """Metrics for every condition, overall and per generator (the fake images' source folder)."""
+    images = list(real) + list(fake)
+    labels = np.array([im.label for im in images])
+    threshold = float(getattr(detector, "threshold", 0.5))
+    out: dict[str, Any] = {"detector_id": detector.id, "threshold": threshold, "conditions": {}}
+    curves = {}
+    generators = sorted({im.source for im in fake})
+    counter = Counter("evaluate", len(images) * len(conditions))
+    try:
+        for name in conditions:
+            if name not in CONDITIONS:
+                raise UserError(f"unknown condition {name!r}; known: {', '.join(CONDITIONS)}")
+            probs = probabilities(detector, images, CONDITIONS[name], settings, counter)
+            entry = {"all": metrics(labels, probs, threshold)}
+            if len(generators) > 1:
+                real_mask = labels == 0
+                for gen in generators:
+                    mask = real_mask | np.array([im.label == 1 and im.source == gen for im in images])
+                    entry[gen] = metrics(labels[mask], probs[mask], threshold)
+            out["conditions"][name] = entry
+            curves[name] = roc_points(labels, probs)
+    finally:
+        counter.close()
+    return Evaluation(out, curves)
+
+
+def training_overlap(settings: Settings, detector_id: str, images: Sequence[LabelledImage]) -> int:
+    """How many evaluation images the detector was trained, calibrated or tested on (by hash)."""
+    import sqlalchemy as sa
+
+    from pipeline.core.db import transaction
+
+    with transaction(settings) as conn:
+        return int(conn.execute(sa.text("select count(distinct sha256) from detector_training_images"
+                                        " where detector_id = :d and sha256 = any(:s)"),
+                                {"d": detector_id, "s": [im.sha256 for im in images]}).scalar_one())
+
+
+def evaluate_folders(settings: Settings, detector_ref: str | None, real: Path, fake: Path,
+                     report: Path | None = None) -> dict[str, Any]:
+    """The CLI and DAG entry: load folders, evaluate, optionally write the report; returns the result."""
+    from pipeline.core.db import ensure_schema
+    from pipeline.scoring.detector_store import resolve_detector
+    from pipeline.scoring.train import load_labelled_folder
+
+    if report is not None and report.suffix.lower() not in (".md", ".html", ".htm"):
+        raise UserError(f"--report {report} must end in .md or .html")
+    ensure_schema(settings)
+    detector = resolve_detector(settings, detector_ref)
+    if hasattr(detector, "device"):
+        detector.device = settings.device
+    real_images, skipped_real = load_labelled_folder(real, 0)
+    fake_images, skipped_fake = load_labelled_folder(fake, 1)
+    evaluation = evaluate(settings, detector, real_images, fake_images)
+    result = evaluation.result
+    result["real_dir"], result["fake_dir"] = str(real), str(fake)
+    result["skipped"] = skipped_real + skipped_fake
+    result["overlap_with_training"] = training_overlap(settings, detector.id, real_images + fake_images)
+    if report is not None:
+        result["report"] = str(write_report(evaluation, report))
+    return result
+
+
+# --- the report ------------------------------------------------------------------------------------
+
+COLOURS = {"clean": "#1f77b4", "jpeg_q75": "#d62728", "resize_0.5": "#2ca02c"}
+
+
+def roc_svg(curves: dict[str, list[tuple[float, float]]], size: int = 360) -> str:
+    """ROC curves as a standalone SVG: axes, chance diagonal, one polyline per condition, a legend."""
+    pad = 40
+    plot = size - 2 * pad
+
+    def xy(f: float, t: float) -> str:
+        return f"{pad + f * plot:.1f},{pad + (1 - t) * plot:.1f}"
+
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" viewBox="0 0 {size} {size}"'
+              ' font-family="sans-serif" font-size="11">'),
+             f'<rect x="{pad}" y="{pad}" width="{plot}" height="{plot}" fill="white" stroke="black"/>',
+             f'<line x1="{pad}" y1="{pad + plot}" x2="{pad + plot}" y2="{pad}" stroke="#999" stroke-dasharray="4 3"/>']
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        parts.append(f'<text x="{pad + tick * plot:.1f}" y="{pad + plot + 14}" text-anchor="middle">{tick:g}</text>')
+        parts.append(f'<text x="{pad - 6}" y="{pad + (1 - tick) * plot + 4:.1f}" text-anchor="end">{tick:g}</text>')
+    parts.append(f'<text x="{pad + plot / 2}" y="{size - 6}" text-anchor="middle">false-positive rate</text>')
+    parts.append(f'<text x="12" y="{pad + plot / 2}" text-anchor="middle" transform="rotate(-90 12 {pad + plot / 2})">'
+                 'true-positive rate</text>')
+    for i, (name, points) in enumerate(curves.items()):
+        colour = COLOURS.get(name, "#555")
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{" ".join(xy(f, t) for f, t in points)}">'
+                     f'<title>{html.escape(name)}</title></polyline>')
+        parts.append(f'<text x="{pad + plot - 4}" y="{pad + plot - 8 - 14 * i}" text-anchor="end" fill="{colour}">'
+                     f'{html.escape(name)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+METRIC_COLUMNS = ("n_real", "n_fake", "roc_auc", "average_precision", "tpr_at_1pct_fpr", "tpr_at_5pct_fpr",
+                  "accuracy_at_threshold", "fpr_at_threshold", "ece")
+
+
+def _rows(result: dict[str, Any]) -> list[list[str]]:
+    return [[condition, group, *(str(values[c]) for c in METRIC_COLUMNS)]
+            for condition, groups in result["conditions"].items() for group, values in groups.items()]
+
+
+def write_report(evaluation: Evaluation, path: Path) -> Path:
+    """``.html`` (SVG inline) or ``.md`` (SVG beside it as ``<name>.roc.svg``); anything else is an error."""
+    result = evaluation.result
+    svg = roc_svg(evaluation.roc)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = ["condition", "generator", *METRIC_COLUMNS]
+    intro = (f"Detector `{result['detector_id']}`, threshold {result['threshold']:.4f}. Real images from "
+             f"{result.get('real_dir', '?')}, generated from {result.get('fake_dir', '?')}. "
+             f"{result.get('overlap_with_training', 0)} of the images were in the detector's training data.")
+    if path.suffix.lower() == ".md":
+        svg_path = path.with_name(path.stem + ".roc.svg")
+        svg_path.write_text(svg, encoding="utf-8")
+        lines = ["# Detector evaluation", "", intro, "", f"![ROC curves]({svg_path.name})", "",
+                 "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in _rows(result)]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    elif path.suffix.lower() in (".html", ".htm"):
+        cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in _rows(result))
+        path.write_text(
+            "<!doctype html><html><head><meta charset='utf-8'><title>Detector evaluation</title>"
+            "<style>body{font-family:sans-serif}td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style></head><body>"
+            f"<h1>Detector evaluation</h1><p>{html.escape(intro)}</p>{svg}<table><tr>"
+            + "".join(f"<th>{h}</th>" for h in header) + f"</tr>{cells}</table>"
+            f"<script type='application/json' id='result'>{html.escape(json.dumps(result, sort_keys=True))}</script>"
+            "</body></html>", encoding="utf-8")
+    else:
+        raise UserError(f"report {path} must end in .md or .html")
+    return path

@@ -1,0 +1,116 @@
+"""Training entry point shared by `profile-audit train-probe` and the train-probe DAG.
+
+Inputs are folders of labelled images: ``--real DIR --fake DIR``, where the fake folder may hold one
+sub-folder per generator (the sub-folder name is recorded as the image's source).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from detectors.backbone import BackboneLoadError, BackboneSpec
+from detectors.clip_probe import Augmentation, LabelledImage, split_of, train_clip_probe, training_manifest
+from pipeline.config import Settings
+from pipeline.core.db import ensure_schema
+from pipeline.core.progress import Counter
+from pipeline.errors import UserError
+from pipeline.images.acquire import ImageRejected, decode_image
+from pipeline.scoring.detector_store import register_detector
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp"}
+
+
+def load_labelled_folder(folder: Path, label: int) -> tuple[list[LabelledImage], list[str]]:
+    """Every decodable image under folder (recursively); the source is the first sub-folder name."""
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder of images")
+    images, skipped = [], []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+        data = path.read_bytes()
+        try:
+            _, rgb = decode_image(data)
+        except ImageRejected as exc:
+            skipped.append(f"{path}: {exc}")
+            continue
+        rel = path.relative_to(folder)
+        source = rel.parts[0] if len(rel.parts) > 1 else folder.name
+        images.append(LabelledImage(hashlib.sha256(data).hexdigest(), rgb, label, source))
+    if not images:
+        raise UserError(f"no readable images under {folder}")
+    return images, skipped
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    detector_id: str
+    path: Path
+    metrics: dict
+    skipped: list[str]
+    manifest_path: Path | None = None
+
+
+def parse_range(text: str | tuple | list | None, name: str, cast: type = int) -> tuple | None:
+    """'30-100' or (30, 100) -> (30, 100); 'none' or '' -> None."""
+    if text is None or (isinstance(text, str) and text.strip().lower() in ("", "none", "off")):
+        return None
+    try:
+        low, high = (cast(v) for v in (text.split("-") if isinstance(text, str) else text))
+    except ValueError:
+        raise UserError(f"{name} must look like LOW-HIGH (e.g. 30-100), got {text!r}") from None
+    if low > high:
+        raise UserError(f"{name}: {low} > {high}")
+    return low, high
+
+
+def train_probe(
+    settings: Settings,
+    real: Path,
+    fake: Path,
+    model: str = "pa-tiny-vit",
+    weights: str = "random:0",
+    target_fpr: float = 0.01,
+    promote: bool = False,
+    out: Path | None = None,
+    calibration: str = "platt",
+    augmentation: Augmentation | None = None,
+    normalize: bool = True,
+    preprocess: str = "resize_center_crop",
+) -> TrainResult:
+    """Load the folders, train, then save the detector and its manifest to Postgres and to files."""
+    if not 0 < target_fpr < 1:
+        raise UserError(f"--target-fpr must be between 0 and 1 (e.g. 0.01), got {target_fpr}")
+    if calibration not in ("platt", "isotonic"):
+        raise UserError(f"--calibration must be platt or isotonic, got {calibration!r}")
+    real_images, skipped_real = load_labelled_folder(real, 0)
+    fake_images, skipped_fake = load_labelled_folder(fake, 1)
+    try:
+        spec = BackboneSpec.parse(model, weights, normalize=normalize, preprocess=preprocess)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    images = real_images + fake_images
+    views = (augmentation or Augmentation()).views
+    counter = Counter("embed", len(images) + (views - 1) * sum(split_of(im.sha256) == "train" for im in images))
+    try:
+        probe = train_clip_probe(spec, images, target_fpr=target_fpr, torch_threads=settings.torch_threads,
+                                 progress=counter, calibration=calibration, augmentation=augmentation,
+                                 batch_size=settings.batch_size, workers=settings.score_workers,
+                                 device=settings.device)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    except BackboneLoadError:
+        raise
+    finally:
+        counter.close()
+    ensure_schema(settings)
+    manifest = training_manifest(images)
+    path = register_detector(settings, probe, promote=promote, manifest=manifest)
+    manifest_path = path.with_suffix(".manifest.csv")
+    if out is not None:
+        from detectors import save_detector
+
+        path = save_detector(probe, out)
+    return TrainResult(probe.id, path, probe.training["metrics"], skipped_real + skipped_fake, manifest_path)

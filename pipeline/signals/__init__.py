@@ -1,0 +1,1 @@
+"""Stage package `signals`: see pipeline/stages.py for the stage table."""

@@ -1,0 +1,1 @@
+"""Stage package `testing`: see pipeline/stages.py for the stage table."""

@@ -1,0 +1,374 @@
+"""Planted-network populations: organic accounts plus known operations, written straight into the
+tables the network stages read, so the signals, edges, clusters and flags can be measured against
+ground truth (tests/test_planted.py) and at scale (bench/network_pipeline.py).
+
+What is simulated, and what is not: the rows stand for an ingested, scored run. Images are
+represented by their sha256, pHash and a simulated detector probability and embedding (no pixels,
+no CLIP forward pass: the detector is tested in tests/test_detectors.py). Everything downstream of
+those rows -- SQL signals, near-duplicate index, edges, clusters, flags -- is the real pipeline.
+
+Kinds of account (``Population.truth``):
+- ``organic``: varied handles, bios, links, creation dates over 14 years, unique avatars with a low
+  generated-probability (about 1% false positives), some without avatar; organic posts and reposts.
+- ``batch``: operations of 30 accounts created within one day, templated handles (``name_name`` +
+  8 digits), empty bios, few followers, distinct non-synthetic avatars.
+- ``avatar_ring``: generated faces, each shown by 6 accounts, plus near-duplicate re-encodings of
+  each face (a few pHash bits off, the same face embedding) on 2 more accounts; the ring shares one
+  link; creation spread over months, organic-looking handles.
+- ``corepost_ring``: 20 organic-looking accounts (no image signal) that repost the same 15 posts
+  within 30 seconds of each other.
+- ``lookalike``: a brand's regional accounts openly sharing one logo (old, popular, distinct links
+  and bios). Legitimate: must not be flagged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from pipeline.config import NetworkParams, Settings
+from pipeline.core import runs
+from pipeline.core.bulk import copy_rows
+from pipeline.core.db import ensure_schema, transaction
+
+DETECTOR_ID = "planted-sim:v1"
+BACKBONE_ID = "planted-backbone"
+EMBED_DIM = 32
+PLATFORM = "planted"
+AS_OF = datetime(2026, 3, 1, tzinfo=UTC)
+FIRST = ["emma", "liam", "olivia", "noah", "ava", "mateo", "sofia", "lucas", "mia", "elena", "omar", "yuki", "amara",
+         "ivan", "chloe", "diego", "lena", "ravi", "zoe", "felix", "nora", "hugo", "lara", "kofi", "sara", "tom"]
+LAST = ["smith", "garcia", "chen", "kowalski", "nguyen", "silva", "okafor", "muller", "rossi", "haddad", "tanaka",
+        "brown", "novak", "dubois", "perez", "ali", "jensen", "costa", "ivanova", "park", "kim", "lopez"]
+BIOS = ["coffee, code and cats", "runner. reader. dad.", "photographer based in Lisbon", "views my own",
+        "teacher | gardener | tea addict", "building things on the internet", "football and good food",
+        "PhD student in marine biology", "nurse, mum, baker", "music is life", "travel and street food",
+        "history nerd and hiker"]
+COMMON_LINKS = ["instagram.com", "linktr.ee", "youtube.com", "github.com", "medium.com"]
+KINDS = ("batch", "avatar_ring", "corepost_ring", "lookalike")
+
+
+@dataclass
+class Population:
+    run_key: str
+    truth: dict[str, str] = field(default_factory=dict)  # account_key -> kind ('organic' or a planted kind)
+    operations: dict[str, list[list[str]]] = field(default_factory=lambda: defaultdict(list))
+    posts: int = 0
+
+    @property
+    def accounts(self) -> int:
+        return len(self.truth)
+
+
+def _sha(tag: str) -> str:
+    return hashlib.sha256(tag.encode()).hexdigest()
+
+
+def _flip(phash: int, bits: int, rng: np.random.Generator) -> int:
+    for b in rng.choice(64, size=bits, replace=False):
+        phash ^= 1 << int(b)
+    return phash
+
+
+class _Writer:
+    """Collects rows per table, then COPYs them in one go."""
+
+    def __init__(self, run_key: str, rng: np.random.Generator):
+        self.run_key, self.rng = run_key, rng
+        self.accounts: list[tuple] = []
+        self.snapshots: list[tuple] = []
+        self.avatars: list[tuple] = []
+        self.images: dict[str, tuple] = {}
+        self.scores: dict[str, tuple] = {}
+        self.embeddings: dict[str, tuple] = {}
+        self.posts: list[tuple] = []
+
+    def account(self, key: str, handle: str, created: datetime, bio: str, url: str | None, followers: int,
+                following: int, n_posts: int, display_name: str | None = None) -> None:
+        self.accounts.append((key, PLATFORM, key.split(":", 1)[1], self.run_key))
+        self.snapshots.append((self.run_key, key, handle, display_name or handle, bio, url, created.isoformat(),
+                               followers, following, n_posts, f"avatars/{key.split(':', 1)[1]}.jpg", "planted",
+                               str(len(self.snapshots) + 1)))
+
+    def avatar(self, key: str, sha: str, phash: int, probability: float, embedding: np.ndarray | None = None) -> None:
+        self.avatars.append((self.run_key, key, f"avatars/{key.split(':', 1)[1]}.jpg", sha, "stored"))
+        if sha not in self.images:
+            self.images[sha] = (sha, 20_000, 400, 400, "JPEG", f"{phash:016x}", f"{sha[:2]}/{sha}.jpg")
+            label = probability >= 0.5
+            self.scores[sha] = (sha, DETECTOR_ID, round(probability, 4), label, "simulated probability")
+            if label:
+                vec = embedding if embedding is not None else self.rng.normal(size=EMBED_DIM)
+                self.embeddings[sha] = (sha, BACKBONE_ID, EMBED_DIM, "{" + ",".join(f"{v:.5f}" for v in vec) + "}")
+
+    def post(self, key: str, post_id: str, at: datetime, reposted: str | None = None, urls: list[str] | None = None,
+             text: str | None = None) -> None:
+        self.posts.append((self.run_key, key, post_id, at.isoformat(), reposted,
+                           "{" + ",".join(urls or []) + "}", text, "planted-posts", str(len(self.posts) + 1)))
+
+    def flush(self, conn: sa.Connection) -> None:
+        _copy_new(conn, "accounts", ("account_key", "platform", "account_id", "first_seen_run"), self.accounts)
+        copy_rows(conn, "account_snapshots", ("run_key", "account_key", "handle", "display_name", "bio", "url",
+                                              "created_at", "followers", "following", "posts", "avatar_ref",
+                                              "source_file", "source_locator"), self.snapshots)
+        _copy_new(conn, "images", ("sha256", "byte_size", "width", "height", "format", "phash", "storage_path"),
+                  self.images.values())
+        copy_rows(conn, "account_avatars", ("run_key", "account_key", "avatar_ref", "sha256", "status"), self.avatars)
+        _copy_new(conn, "image_scores", ("sha256", "detector_id", "probability", "label", "reason"), self.scores.values())
+        _copy_new(conn, "embeddings", ("sha256", "backbone_id", "dim", "vector"), self.embeddings.values())
+        copy_rows(conn, "posts", ("run_key", "account_key", "post_id", "posted_at", "reposted_id", "urls", "text",
+                                  "source_file", "source_locator"), self.posts)
+
+
+def _organic(w: _Writer, n: int, rng: np.random.Generator, posts_per_account: float) -> list[str]:
+    """Organic accounts, drawn with numpy in bulk (a million take a minute, not an hour)."""
+    first = np.array(FIRST)[rng.integers(len(FIRST), size=n)]
+    last = np.array(LAST)[rng.integers(len(LAST), size=n)]
+    style = rng.random(n)
+    cut = rng.integers(1, 6, size=n)
+    small = rng.integers(1, 10 ** rng.integers(1, 5, size=n))
+    long_digits = rng.integers(10 ** 7, 10 ** 8, size=n)
+    age_days = rng.uniform(30, 14 * 365, size=n)
+    age_secs = rng.uniform(0, 86400, size=n)
+    bio_pick = rng.integers(len(BIOS), size=n)
+    no_bio = rng.random(n) < 0.3
+    link_roll = rng.random(n)
+    common = rng.integers(len(COMMON_LINKS), size=n)
+    followers = rng.lognormal(5, 1.5, size=n).astype(np.int64)
+    following = rng.lognormal(5, 1, size=n).astype(np.int64)
+    n_posts = rng.lognormal(4, 1.5, size=n).astype(np.int64)
+    has_avatar = rng.random(n) < 0.95  # the rest show the platform's default picture: no stored avatar
+    false_positive = rng.random(n) < 0.01  # the detector's ~1% false positives on real photos
+    prob = np.where(false_positive, rng.uniform(0.5, 0.9, size=n), rng.beta(1, 30, size=n))
+    phash = rng.integers(0, 2 ** 63, size=n, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, size=n).astype(np.uint64)
+    keys = []
+    for i in range(n):
+        key = f"{PLATFORM}:o{i:07d}"
+        f, la = first[i], last[i]
+        if style[i] < 0.35:
+            handle = f"{f}{la}"
+        elif style[i] < 0.65:
+            handle = f"{f}.{la[:cut[i]]}"
+        elif style[i] < 0.97:
+            handle = f"{f}{la[0]}{small[i]}"
+        else:  # some real people do have long digit runs
+            handle = f"{f}_{la}{long_digits[i]}"
+        roll = link_roll[i]
+        url = (f"https://{f}{la}{i}.example.org" if roll < 0.3
+               else f"https://www.{COMMON_LINKS[common[i]]}/" if roll < 0.4 else None)
+        w.account(key, handle, AS_OF - timedelta(days=float(age_days[i]), seconds=float(age_secs[i])),
+                  "" if no_bio[i] else BIOS[bio_pick[i]], url, int(followers[i]), int(following[i]), int(n_posts[i]),
+                  f"{f.title()} {la.title()}")
+        if has_avatar[i]:
+            w.avatar(key, _sha(f"organic-{i}"), int(phash[i]), float(prob[i]))
+        keys.append(key)
+    _organic_posts(w, keys, rng, posts_per_account)
+    return keys
+
+
+def _organic_posts(w: _Writer, keys: list[str], rng: np.random.Generator, per_account: float) -> None:
+    """Half reposts of popular posts (Zipf), half own posts, some with news links; spread over a week."""
+    counts = rng.poisson(per_account, size=len(keys))
+    total = int(counts.sum())
+    owner = np.repeat(np.arange(len(keys)), counts)
+    seconds = rng.uniform(0, 7 * 86400, size=total)
+    repost = rng.random(total) < 0.5
+    popular = rng.zipf(1.5, size=total) % max(50, len(keys) // 20)
+    with_link = rng.random(total) < 0.3
+    link_site, link_story, salt = rng.integers(200, size=total), rng.integers(10 ** 6, size=total), rng.integers(10 ** 9, size=total)
+    seq = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    for p in range(total):
+        i = int(owner[p])
+        at = AS_OF - timedelta(seconds=float(seconds[p]))
+        if repost[p]:
+            w.post(keys[i], f"o{i}-{seq[p]}", at, reposted=f"popular-{popular[p]}")
+        else:
+            w.post(keys[i], f"o{i}-{seq[p]}", at,
+                   urls=[f"https://news{link_site[p]}.example.com/story/{link_story[p]}"] if with_link[p] else None,
+                   text=f"organic post {i}-{seq[p]} {salt[p]}")
+
+
+def _batch(w: _Writer, op: int, rng: np.random.Generator, size: int = 30) -> list[str]:
+    day = AS_OF - timedelta(days=int(rng.integers(20, 400)))
+    keys = []
+    for i in range(size):
+        key = f"{PLATFORM}:b{op}_{i:03d}"
+        handle = f"{FIRST[rng.integers(len(FIRST))]}_{LAST[rng.integers(len(LAST))]}{rng.integers(10 ** 7, 10 ** 8)}"
+        created = day + timedelta(seconds=float(rng.uniform(0, 20 * 3600)))
+        w.account(key, handle, created, "", None, int(rng.integers(0, 8)), int(rng.integers(50, 300)),
+                  int(rng.integers(0, 20)))
+        w.avatar(key, _sha(f"batch-{op}-{i}"), int(rng.integers(0, 2 ** 63)), float(rng.beta(1, 20)))
+        keys.append(key)
+    return keys
+
+
+def _avatar_ring(w: _Writer, op: int, rng: np.random.Generator, faces: int = 4, per_face: int = 6,
+                 variants: int = 2) -> list[str]:
+    keys = []
+    start = AS_OF - timedelta(days=int(rng.integers(200, 600)))
+    link = f"https://ring{op}-deals.example.net/join"
+    n = 0
+    for f in range(faces):
+        base_hash = int(rng.integers(0, 2 ** 63))
+        face_vec = rng.normal(size=EMBED_DIM)
+        sha = _sha(f"ring-{op}-face-{f}")
+        for k in range(per_face + variants):
+            key = f"{PLATFORM}:r{op}_{n:03d}"
+            n += 1
+            first, last = FIRST[rng.integers(len(FIRST))], LAST[rng.integers(len(LAST))]
+            created = start + timedelta(days=float(rng.uniform(0, 150)))
+            w.account(key, f"{first}{last}{rng.integers(1, 100)}", created, BIOS[rng.integers(len(BIOS))], link,
+                      int(rng.integers(20, 400)), int(rng.integers(100, 600)), int(rng.integers(10, 300)),
+                      f"{first.title()} {last.title()}")
+            if k < per_face:
+                w.avatar(key, sha, base_hash, float(rng.uniform(0.8, 0.99)), face_vec)
+            else:  # a re-encoded or slightly edited copy: a new sha, a few pHash bits off, the same face
+                w.avatar(key, _sha(f"ring-{op}-face-{f}-v{k}"), _flip(base_hash, int(rng.integers(1, 4)), rng),
+                         float(rng.uniform(0.8, 0.99)), face_vec + rng.normal(scale=0.05, size=EMBED_DIM))
+            keys.append(key)
+    return keys
+
+
+def _corepost_ring(w: _Writer, op: int, rng: np.random.Generator, size: int = 20, targets: int = 15) -> list[str]:
+    keys = [f"{PLATFORM}:c{op}_{i:03d}" for i in range(size)]
+    for i, key in enumerate(keys):
+        first, last = FIRST[rng.integers(len(FIRST))], LAST[rng.integers(len(LAST))]
+        created = AS_OF - timedelta(days=float(rng.uniform(100, 3000)))
+        w.account(key, f"{first}.{last}", created, BIOS[rng.integers(len(BIOS))], None, int(rng.lognormal(5, 1)),
+                  int(rng.lognormal(5, 1)), int(rng.lognormal(5, 1)), f"{first.title()} {last.title()}")
+        w.avatar(key, _sha(f"corepost-{op}-{i}"), int(rng.integers(0, 2 ** 63)), float(rng.beta(1, 30)))
+    for t in range(targets):
+        at = AS_OF - timedelta(seconds=float(rng.uniform(3600, 6 * 86400)))
+        for i, key in enumerate(keys):
+            w.post(key, f"c{op}-{i}-{t}", at + timedelta(seconds=float(rng.uniform(0, 30))), reposted=f"target-{op}-{t}")
+    return keys
+
+
+def _lookalike(w: _Writer, op: int, rng: np.random.Generator, regions: tuple[str, ...] = (
+        "uk", "fr", "de", "es", "it", "nl", "br", "mx", "jp", "in", "au", "ca")) -> list[str]:
+    keys = []
+    brand = f"acme{op}"
+    logo_hash = int(rng.integers(0, 2 ** 63))
+    for i, region in enumerate(regions):
+        key = f"{PLATFORM}:l{op}_{region}"
+        created = AS_OF - timedelta(days=float(rng.uniform(800, 4500)))
+        w.account(key, f"{brand}_{region}", created, f"Official {brand.title()} account for {region.upper()}. Support: DM us.",
+                  f"https://{brand}.example.com/{region}", int(rng.integers(20_000, 900_000)), int(rng.integers(50, 500)),
+                  int(rng.integers(2000, 20000)), f"{brand.title()} {region.upper()}")
+        w.avatar(key, _sha(f"logo-{op}"), logo_hash, float(rng.uniform(0.01, 0.08)))
+        keys.append(key)
+    return keys
+
+
+def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, seed: int = 0,
+             operations: dict[str, int] | None = None, posts_per_account: float = 2.0,
+             params: NetworkParams | None = None) -> Population:
+    """Write a planted population as run ``run_key`` (replacing it); returns the ground truth."""
+    ensure_schema(settings)
+    ops = {"batch": 2, "avatar_ring": 2, "corepost_ring": 2, "lookalike": 1, **(operations or {})}
+    params = params or settings.network
+    runs.start_run(settings, run_key, None, "planted",
+                   {"network": params.as_dict(), "detector": DETECTOR_ID, "as_of": AS_OF.isoformat()})
+    rng = np.random.default_rng(seed)
+    w = _Writer(run_key, rng)
+    pop = Population(run_key)
+    for key in _organic(w, organic, rng, posts_per_account):
+        pop.truth[key] = "organic"
+    builders = {"batch": _batch, "avatar_ring": _avatar_ring, "corepost_ring": _corepost_ring, "lookalike": _lookalike}
+    for kind in KINDS:
+        for op in range(ops.get(kind, 0)):
+            members = builders[kind](w, op, rng)
+            pop.operations[kind].append(members)
+            pop.truth.update({k: kind for k in members})
+    with transaction(settings) as conn:
+        _clear(conn, run_key)
+        conn.execute(sa.text(
+            "insert into detectors (detector_id, kind, version, backbone_id, spec) values"
+            " (:d, 'simulated', '1', :b, cast(:s as jsonb)) on conflict (detector_id) do nothing"),
+            {"d": DETECTOR_ID, "b": BACKBONE_ID, "s": json.dumps({"threshold": 0.5, "note": "planted populations"})})
+        conn.execute(sa.text("update runs set detector_id = :d where run_key = :k"), {"d": DETECTOR_ID, "k": run_key})
+        w.flush(conn)
+    pop.posts = len(w.posts)
+    return pop
+
+
+def _copy_new(conn: sa.Connection, table: str, columns: tuple[str, ...], rows) -> None:
+    """COPY through a temporary table, skipping rows whose key exists (images and accounts are shared
+    across runs)."""
+    conn.execute(sa.text(f"create temp table _planted_{table} (like {table}) on commit drop"))
+    copy_rows(conn, f"_planted_{table}", columns, rows)
+    cols = ", ".join(columns)
+    conn.execute(sa.text(f"insert into {table} ({cols}) select {cols} from _planted_{table} on conflict do nothing"))
+
+
+def _clear(conn: sa.Connection, run_key: str) -> None:
+    """A rerun of the generator replaces the run's input rows, as a re-ingest would; flags (with their
+    investigator statuses) are the flag stage's to keep or drop."""
+    for table in ("clusters", "edges", "avatar_near_duplicates", "account_signals", "posts", "account_avatars",
+                  "account_snapshots"):
+        conn.execute(sa.text(f"delete from {table} where run_key = :k"), {"k": run_key})
+
+
+def evaluate(settings: Settings, pop: Population) -> dict[str, dict[str, Any]]:
+    """Per-kind precision and recall of the run's flags, counted in accounts.
+
+    A flagged cluster is attributed to the kind most of its members have. Precision of a kind: the
+    share of the accounts in clusters attributed to it that truly are that kind. Recall: the share
+    of the kind's accounts that sit in any flagged cluster. For ``lookalike`` (and ``organic``) the
+    useful number is ``flagged``: how many of them were flagged at all; it should be 0.
+    """
+    with transaction(settings) as conn:
+        rows = conn.execute(sa.text("select f.cluster_id, m.account_key from flags f join cluster_members m"
+                                    " on m.run_key = f.run_key and m.cluster_id = f.cluster_id where f.run_key = :k"),
+                            {"k": pop.run_key}).all()
+    clusters: dict[str, list[str]] = defaultdict(list)
+    for cid, key in rows:
+        clusters[cid].append(key)
+    flagged = {k for ms in clusters.values() for k in ms}
+    attributed: dict[str, list[str]] = defaultdict(list)
+    for members in clusters.values():
+        kind = Counter(pop.truth.get(m, "organic") for m in members).most_common(1)[0][0]
+        attributed[kind] += members
+    result = {}
+    for kind in (*KINDS, "organic"):
+        truth = {k for k, v in pop.truth.items() if v == kind}
+        if not truth:
+            continue
+        claimed = attributed.get(kind, [])
+        result[kind] = {
+            "planted": len(truth),
+            "flagged": len(truth & flagged),
+            "precision": round(sum(pop.truth.get(m) == kind for m in claimed) / len(claimed), 4) if claimed else None,
+            "recall": round(len(truth & flagged) / len(truth), 4),
+        }
+    return result
+
+
+def run_network_stages(settings: Settings, run_key: str, params: NetworkParams | None = None,
+                       on_stage=None) -> dict[str, Any]:
+    """aggregate -> networks -> flag on a planted run, then mark it succeeded (so a later run matches
+    its clusters). ``on_stage(name, result, seconds)`` is called after each stage."""
+    import time
+
+    from pipeline.flags import rules as flags
+    from pipeline.networks import build as networks
+    from pipeline.signals import aggregate
+
+    params = params or settings.network
+    out: dict[str, Any] = {}
+    stages = (("aggregate", lambda: aggregate.aggregate_run(settings, run_key, params)),
+              ("networks", lambda: networks.build_networks(settings, run_key, params)),
+              ("flag", lambda: {"flags": flags.flag_run(settings, run_key, params)}))
+    for name, fn in stages:
+        started = time.perf_counter()
+        out[name] = fn()
+        if on_stage is not None:
+            on_stage(name, out[name], time.perf_counter() - started)
+    runs.finish_run(settings, run_key, {"planted": True})
+    return out
