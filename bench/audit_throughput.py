@@ -15,7 +15,6 @@ import os
 import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -25,36 +24,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.config import load_settings  # noqa: E402
 from pipeline.core import runs
 from pipeline.core.db import ensure_schema  # noqa: E402
-from pipeline.flags import rules as flags
-from pipeline.images import acquire as images
-from pipeline.ingest import load as ingest
-from pipeline.networks import build as networks
-from pipeline.reporting import summary as report
-from pipeline.scoring import score  # noqa: E402
 from pipeline.scoring.train import train_probe  # noqa: E402
-from pipeline.signals import aggregate
+from pipeline.stages import RunContext, run_stages  # noqa: E402
 from pipeline.testing.demo import make_demo_export, make_labelled_set  # noqa: E402
 
 
 def timed_run(settings, export: Path, run_key: str, detector_id: str) -> dict[str, float]:
+    """Every stage of the stage table, timed, in this process."""
     params = settings.network
     runs.start_run(settings, run_key, str(export), "generic", {"network": params.as_dict()})
-    stages = {
-        "ingest": lambda: ingest.ingest_export(settings, run_key, export, "generic"),
-        "acquire_images": lambda: images.acquire_avatars(settings, run_key),
-        "score": lambda: score.score_run(settings, run_key, detector_id),
-        "aggregate": lambda: aggregate.aggregate_run(settings, run_key),
-        "networks": lambda: networks.build_networks(settings, run_key, params),
-        "flag": lambda: flags.flag_run(settings, run_key, params),
-        "summarize": lambda: report.summarize_run(settings, run_key),
-    }
-    seconds = {}
-    for name, stage in stages.items():
-        start = time.perf_counter()
-        result = stage()
-        seconds[name] = time.perf_counter() - start
+    seconds: dict[str, float] = {}
+
+    def record(name: str, result, took: float) -> None:
+        seconds[name] = took
         if name == "score":
             seconds["forward_passes"] = result.embedded
+
+    run_stages(RunContext(settings, run_key, params, detector_id), on_stage=record)
     runs.finish_run(settings, run_key, {})
     return seconds
 

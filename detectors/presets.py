@@ -12,8 +12,6 @@ The head file is fetched from its public URL and checked against a pinned sha256
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,12 +78,9 @@ def fetch_head(preset: HeadPreset, cache_dir: Path, source: Path | None = None, 
     actual = hashlib.sha256(data).hexdigest()
     if actual != preset.sha256:
         raise PresetError(f"{origin} has sha256 {actual}, not the published {preset.name} head {preset.sha256}")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, target)
-    return target
+    from pipeline.core.storage import atomic_write
+
+    return atomic_write(target, data)
 
 
 def load_head(path: Path, embed_dim: int) -> tuple[list[float], float]:

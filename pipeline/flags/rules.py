@@ -20,19 +20,22 @@ import hashlib
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from pipeline.config import NetworkParams, Settings
 from pipeline.core.db import transaction
 from pipeline.errors import UserError
+from pipeline.networks.edge_types import is_coactivity, is_shared_image
+
+if TYPE_CHECKING:
+    from pipeline.stages import RunContext
 
 MAX_EVIDENCE_EDGES = 200
 STATUSES = ("new", "confirmed", "dismissed", "escalated")
 SCORE_WEIGHTS = {"synthetic_share": 0.35, "burst_share": 0.25, "template_share": 0.25, "coactivity_share": 0.6,
                  "shared_image_share": 0.1, "mean_risk": 0.2}
-IMAGE_EDGES = ("identical_avatar", "near_duplicate_avatar")
 
 
 def flag_id_of(run_key: str, cluster_id: str) -> str:
@@ -67,8 +70,8 @@ def assess_cluster(cluster_id: str, members: list[dict[str, Any]], edges: list[d
     templates = Counter(m["handle_template"] for m in members
                         if m["handle_template"] and m["handle_digits"] >= params.min_template_digits)
     template_share = templates.most_common(1)[0][1] / size if templates else 0.0
-    coactive = _touching([e for e in edges if e["weight"] >= params.coactivity_min_weight], lambda t: t.startswith("co_"))
-    image_linked = _touching(edges, lambda t: t in IMAGE_EDGES)
+    coactive = _touching([e for e in edges if e["weight"] >= params.coactivity_min_weight], is_coactivity)
+    image_linked = _touching(edges, is_shared_image)
     edge_mix = Counter(e["edge_type"] for e in edges)
     shares = {
         "synthetic_share": round(synthetic_share, 4),
@@ -104,7 +107,7 @@ def assess_cluster(cluster_id: str, members: list[dict[str, Any]], edges: list[d
         template, n = templates.most_common(1)[0]
         rules["templated_handles"] = f"{n}/{size} handles follow the template {template}"
     if coactive and shares["coactivity_share"] >= params.coactivity_share_rule:
-        co = ", ".join(f"{t} {n}" for t, n in sorted(edge_mix.items()) if t.startswith("co_"))
+        co = ", ".join(f"{t} {n}" for t, n in sorted(edge_mix.items()) if is_coactivity(t))
         rules["coordinated_activity"] = f"{len(coactive)}/{size} accounts linked by co-activity ({co})"
     images = defaultdict(list)
     for m in members:
@@ -246,3 +249,8 @@ def set_flag_status(settings: Settings, flag_id: str, status: str, note: str | N
         ).rowcount
     if not updated:
         raise UserError(f"no flag {flag_id!r}; list them with `profile-audit flags`")
+
+
+def run_stage(ctx: RunContext) -> dict[str, Any]:
+    """Stage `flag`."""
+    return {"flags": flag_run(ctx.settings, ctx.run_key, ctx.network)}

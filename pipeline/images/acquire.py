@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
-import tempfile
 import threading
 import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from PIL import Image, ImageOps
@@ -25,9 +24,13 @@ from pipeline.config import Settings
 from pipeline.core.bulk import copy_rows
 from pipeline.core.db import insert_rows, transaction
 from pipeline.core.progress import Counter, progress
+from pipeline.core.storage import atomic_write
 from pipeline.images.fetch import FetchResult, SafeFetcher
 from pipeline.ingest.archives import ExportSource, UnsafeMember
 from pipeline.ingest.readers import resolve_reader
+
+if TYPE_CHECKING:
+    from pipeline.stages import RunContext
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_IMAGE_PIXELS = 25_000_000  # 5000 x 5000: far above any avatar, far below a bomb
@@ -136,11 +139,7 @@ def store_image(settings: Settings, image: ValidatedImage) -> Path:
     """Write once under images/ab/cd/<sha256>.<ext>; atomic rename so readers never see half a file."""
     target = settings.image_dir / image.storage_path
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(image.data)
-        os.replace(tmp, target)
+        atomic_write(target, image.data)
     return target
 
 
@@ -316,3 +315,8 @@ def _record_outcomes(conn: sa.Connection, run_key: str, outcomes: dict[str, dict
     counts = dict(conn.execute(sa.text(
         "select status, count(*) from account_avatars where run_key = :k group by status"), k).all())
     return counts.get("stored", 0), counts.get("failed", 0)
+
+
+def run_stage(ctx: RunContext) -> Any:
+    """Stage `acquire_images`."""
+    return acquire_avatars(ctx.settings, ctx.run_key)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import sqlalchemy as sa
 
@@ -23,6 +23,9 @@ from pipeline.errors import UserError
 from pipeline.ingest.archives import UnsafeMember
 from pipeline.ingest.readers import AccountRecord, ExportReader, PostRecord, Rejection, resolve_reader
 from pipeline.ingest.readers.base import FieldError
+
+if TYPE_CHECKING:
+    from pipeline.stages import RunContext
 
 SNAPSHOT_COLUMNS = (
     "handle", "display_name", "bio", "url", "location", "created_at", "followers", "following", "posts",
@@ -168,3 +171,11 @@ def _publish(conn: sa.Connection, run_key: str) -> tuple[int, int]:
         " where a.account_key is null or (p.source_file, p.source_locator) <> (f.source_file, f.source_locator)"
         " on conflict do nothing"), k)
     return accounts, posts
+
+
+def run_stage(ctx: RunContext) -> IngestResult:
+    """Stage `ingest`: the export path and format pinned on the run row at `begin`."""
+    with transaction(ctx.settings) as conn:
+        row = conn.execute(sa.text("select export_path, export_format from runs where run_key = :k"),
+                           {"k": ctx.run_key}).one()
+    return ingest_export(ctx.settings, ctx.run_key, Path(row.export_path), row.export_format)

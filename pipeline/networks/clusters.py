@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import NetworkParams
+from pipeline.networks.edge_types import is_image
 
 
 def cluster_id_of(members: Iterable[str]) -> str:
@@ -30,15 +31,12 @@ def cluster_id_of(members: Iterable[str]) -> str:
     return "c" + hashlib.sha256("\n".join(sorted(members)).encode()).hexdigest()[:12]
 
 
-IMAGE_TYPES = frozenset({"identical_avatar", "near_duplicate_avatar", "similar_embedding"})
-
-
 def strong_pairs(edges: Iterable[tuple[str, str, str, float]], min_weight: float) -> dict[tuple[str, str], float]:
     """(a, b) -> pair weight (image types: their max; other types: summed), for pairs reaching ``min_weight``."""
     image: dict[tuple[str, str], float] = defaultdict(float)
     other: dict[tuple[str, str], float] = defaultdict(float)
     for edge_type, a, b, w in edges:
-        if edge_type in IMAGE_TYPES:
+        if is_image(edge_type):
             image[(a, b)] = max(image[(a, b)], w)
         else:
             other[(a, b)] += w

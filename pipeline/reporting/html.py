@@ -19,22 +19,24 @@ import html
 import io
 import json
 import math
-import os
 import re
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from pipeline.config import Settings
 from pipeline.core.db import transaction
+from pipeline.core.storage import atomic_write
 from pipeline.errors import UserError
 from pipeline.reporting.evidence import load_cluster
+
+if TYPE_CHECKING:
+    from pipeline.stages import RunContext
 
 THUMB_PX = 96
 MAX_TILES = 400  # distinct images on one contact sheet
@@ -421,11 +423,7 @@ def render_index_page(run: dict[str, Any], summary: dict[str, Any], flags: Seque
 
 def _write(path: Path, text: str) -> None:
     """Atomic write: a browser or a copy never sees half a page."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".html")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be opened and shared
-    os.replace(tmp, path)
+    atomic_write(path, text)  # 0644: a report is meant to be opened and shared
 
 
 def write_report(settings: Settings, run_key: str, cluster_id: str | None = None, out: Path | None = None) -> ReportResult:
@@ -461,3 +459,8 @@ def write_report(settings: Settings, run_key: str, cluster_id: str | None = None
 def report_run(settings: Settings, run_key: str) -> dict[str, Any]:
     """The pipeline stage: the full report in the default place."""
     return write_report(settings, run_key).as_dict()
+
+
+def run_stage(ctx: RunContext) -> ReportResult:
+    """Stage `report`."""
+    return report_run(ctx.settings, ctx.run_key)

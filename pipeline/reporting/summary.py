@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from pipeline.config import Settings
 from pipeline.core.db import transaction
 
+if TYPE_CHECKING:
+    from pipeline.stages import RunContext
 
 def summarize_run(settings: Settings, run_key: str) -> dict[str, Any]:
     """Counts straight from the tables, so the summary is the same on every rerun of the key."""
@@ -48,3 +50,8 @@ def format_summary(summary: dict[str, Any], flags: list[dict[str, Any]]) -> str:
         for rule, why in f["evidence"]["rules"].items():
             lines.append(f"      {rule}: {why}")
     return "\n".join(lines)
+
+
+def run_stage(ctx: RunContext) -> Any:
+    """Stage `summarize`."""
+    return summarize_run(ctx.settings, ctx.run_key)

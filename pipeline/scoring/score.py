@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -30,6 +30,9 @@ from pipeline.core.runs import set_detector
 from pipeline.errors import UserError
 from pipeline.images.acquire import load_stored_image
 from pipeline.scoring.detector_store import register_detector, resolve_detector
+
+if TYPE_CHECKING:
+    from pipeline.stages import RunContext
 
 log = logging.getLogger(__name__)
 CACHE_CHUNK = 2000  # cached embeddings read per query when rescoring from the cache
@@ -220,3 +223,8 @@ def _json(data: Any) -> str:
     import json
 
     return json.dumps(data, sort_keys=True)
+
+
+def run_stage(ctx: RunContext) -> Any:
+    """Stage `score`: one shard of the run's images."""
+    return score_run(ctx.settings, ctx.run_key, ctx.detector, ctx.shard_index, ctx.shard_count)

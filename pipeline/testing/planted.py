@@ -354,21 +354,9 @@ def run_network_stages(settings: Settings, run_key: str, params: NetworkParams |
                        on_stage=None) -> dict[str, Any]:
     """aggregate -> networks -> flag on a planted run, then mark it succeeded (so a later run matches
     its clusters). ``on_stage(name, result, seconds)`` is called after each stage."""
-    import time
+    from pipeline.stages import RunContext, run_stages
 
-    from pipeline.flags import rules as flags
-    from pipeline.networks import build as networks
-    from pipeline.signals import aggregate
-
-    params = params or settings.network
-    out: dict[str, Any] = {}
-    stages = (("aggregate", lambda: aggregate.aggregate_run(settings, run_key, params)),
-              ("networks", lambda: networks.build_networks(settings, run_key, params)),
-              ("flag", lambda: {"flags": flags.flag_run(settings, run_key, params)}))
-    for name, fn in stages:
-        started = time.perf_counter()
-        out[name] = fn()
-        if on_stage is not None:
-            on_stage(name, out[name], time.perf_counter() - started)
+    ctx = RunContext(settings, run_key, params or settings.network)
+    out = run_stages(ctx, ("aggregate", "networks", "flag"), on_stage)
     runs.finish_run(settings, run_key, {"planted": True})
     return out

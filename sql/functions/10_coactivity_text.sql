@@ -1,3 +1,6 @@
+-- Text normalisation for the co_link and co_post edges (pipeline/networks/coactivity.py).
+-- Repeatable: re-applied whenever this file changes (pipeline/core/db.py).
+
 -- Normalisation used by the co_link and co_post edges (pipeline/networks/coactivity.py). In SQL so that the
 -- grouping and the sort happen inside PostgreSQL, next to the posts, and the same rule is visible to
 -- anyone querying the table.
@@ -6,7 +9,7 @@
 -- lower-case, @mentions removed (from '@' to the next whitespace), whitespace runs collapsed to one space,
 -- ends trimmed. The whitespace class is Python's str.split() set, so NBSP and ideographic spaces count.
 -- Empty results are null: QUT matches empty messages with each other, we do not.
-create function normalise_post_text(t text) returns text
+create or replace function normalise_post_text(t text) returns text
 language sql immutable strict parallel safe as $$
     select nullif(btrim(regexp_replace(
         regexp_replace(lower(t), '@[^\s\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u001c-\u001f]*', '', 'g'),
@@ -17,7 +20,7 @@ $$;
 -- destination: scheme (http and https match), a leading 'www.', upper case in the host, default ports,
 -- the fragment, tracking parameters (utm_*, fbclid, gclid, igshid, mc_cid, mc_eid), trailing slashes
 -- of the path, and surrounding whitespace. Path and remaining query keep their case and order.
-create function normalise_url(u text) returns text
+create or replace function normalise_url(u text) returns text
 language plpgsql immutable strict parallel safe as $$
 declare
     s text := btrim(u);

@@ -7,6 +7,11 @@
 -- The views are owned by the migrating user and read the tables with the owner's rights, so
 -- `profile_audit_reader` needs SELECT on the views only, never on a table.
 
+-- Repeatable: dropped and recreated whenever a file of sql/functions or sql/views changes
+-- (pipeline/core/db.py), so the definition of each view is here and nowhere else.
+
+drop view if exists dashboard_account_risk, dashboard_cluster_summary, dashboard_daily_audit, dashboard_flag_queue cascade;
+
 -- One row per account per run: the risk, why (contributions), and the cluster and flag it belongs to.
 create view dashboard_account_risk as
 select s.run_key,
@@ -30,13 +35,22 @@ select s.run_key,
        s.contributions,
        cm.cluster_id,
        cm.flag_id,
-       cm.flag_status
+       cm.flag_status,
+       s.avatar_probability_max,
+       s.near_duplicate_count,
+       s.avatar_changes,
+       s.face_count,
+       s.posts,
+       s.posts_per_day,
+       s.handle_digits,
+       s.handle_entropy,
+       s.bio_default,
+       s.link_domain
 from account_signals s
 join runs r on r.run_key = s.run_key
 join accounts a on a.account_key = s.account_key
 left join account_snapshots sn on sn.run_key = s.run_key and sn.account_key = s.account_key
 left join lateral (
-    -- an account belongs to at most one cluster per run today; prefer a flagged one if that changes
     select m.cluster_id, f.flag_id, f.status as flag_status
     from cluster_members m
     left join flags f on f.run_key = m.run_key and f.cluster_id = m.cluster_id
@@ -121,34 +135,5 @@ select f.flag_id,
 from flags f
 join runs r on r.run_key = f.run_key
 left join clusters c on c.run_key = f.run_key and c.cluster_id = f.cluster_id;
-
--- The reader role. Roles are cluster-wide while this migration runs once per database, so creating
--- it must tolerate an existing role (and a concurrent migration of another database). Where the
--- migrating user may not create roles, an administrator creates it and runs
--- `select grant_dashboard_reader();` again in this database.
-create function grant_dashboard_reader() returns boolean
-language plpgsql as $$
-begin
-    if not exists (select 1 from pg_roles where rolname = 'profile_audit_reader') then
-        begin
-            create role profile_audit_reader nologin;
-        exception
-            when duplicate_object or unique_violation then
-                null;  -- created meanwhile by a migration of another database
-            when insufficient_privilege then
-                raise warning using message = 'cannot create role profile_audit_reader (' || sqlerrm
-                    || '); ask an administrator to run "create role profile_audit_reader nologin",'
-                    || ' then "select grant_dashboard_reader()" in this database';
-                return false;
-        end;
-    end if;
-    -- no percent signs in migrations: the driver formats the migration text
-    execute 'grant usage on schema ' || quote_ident(current_schema()) || ' to profile_audit_reader';
-    grant select on dashboard_account_risk, dashboard_cluster_summary, dashboard_daily_audit,
-                    dashboard_flag_queue to profile_audit_reader;
-    return true;
-end
-$$;
-revoke execute on function grant_dashboard_reader() from public;
 
 select grant_dashboard_reader();

@@ -1,0 +1,69 @@
+"""The edge-type registry: every type of account-to-account edge, its family, and how pairs combine.
+
+Families:
+- ``image``: the two accounts show the same or a near-identical picture (or embedding). Several image
+  edges on one pair are one piece of evidence, so a pair takes their maximum weight.
+- ``trait``: shared account traits (creation burst, handle template, identical bio or link).
+- ``coactivity``: shared behaviour in posts within a time window (``co_*``, QUT's meanings).
+Trait and co-activity edges on one pair add up. Builders, clusters, flags, the report and the docs use
+these names; an edge of an unregistered type is a bug that the contract test catches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.core.registry import Registry
+
+FAMILIES = ("image", "trait", "coactivity")
+
+
+@dataclass(frozen=True)
+class EdgeType:
+    name: str
+    family: str
+    summary: str
+    shared_image: bool = False  # the same picture, not merely similar features (flags' shared_image_share)
+
+
+EDGE_TYPES: Registry[EdgeType] = Registry("edge type")
+
+
+def register_edge_type(edge_type: EdgeType) -> EdgeType:
+    if edge_type.family not in FAMILIES:
+        raise ValueError(f"edge type {edge_type.name!r}: family {edge_type.family!r} is not one of {FAMILIES}")
+    return EDGE_TYPES.register(edge_type.name, edge_type)
+
+
+for _t in (
+    EdgeType("identical_avatar", "image", "the same avatar image (sha256)", shared_image=True),
+    EdgeType("near_duplicate_avatar", "image", "avatars whose perceptual hashes are within a few bits", shared_image=True),
+    EdgeType("similar_embedding", "image", "close backbone embeddings of two likely-synthetic avatars"),
+    EdgeType("creation_window", "trait", "accounts created inside one unusual creation burst"),
+    EdgeType("identical_bio", "trait", "the same normalised bio in a small group"),
+    EdgeType("identical_link", "trait", "the same profile link in a small group"),
+    EdgeType("co_repost", "coactivity", "reposts of the same post within the window"),
+    EdgeType("co_link", "coactivity", "the same normalised link posted within the window"),
+    EdgeType("co_post", "coactivity", "the same normalised text posted within the window"),
+):
+    register_edge_type(_t)
+
+
+def family_of(edge_type: str) -> str:
+    return EDGE_TYPES.get(edge_type).family
+
+
+def types_in(family: str) -> frozenset[str]:
+    return frozenset(name for name, t in EDGE_TYPES.items() if t.family == family)
+
+
+def is_image(edge_type: str) -> bool:
+    return family_of(edge_type) == "image"
+
+
+def is_coactivity(edge_type: str) -> bool:
+    return family_of(edge_type) == "coactivity"
+
+
+def is_shared_image(edge_type: str) -> bool:
+    return EDGE_TYPES.get(edge_type).shared_image

@@ -1,0 +1,153 @@
+-- Per-account signals and the explainable risk score (docs/signals.md: "Signals and risk").
+-- Repeatable: re-applied whenever this file changes (pipeline/core/db.py). The current definition
+-- of every function here is this file; numbered migrations hold tables only.
+
+create or replace function handle_template(handle text) returns text
+language sql immutable as $$
+    -- 'emma_smith48213377' -> 'a_a+8digits'; 'john.doe' -> 'a.a'
+    select case
+        when handle is null then null
+        when lower(handle) ~ '\d+$' then
+            regexp_replace(regexp_replace(lower(handle), '\d+$', ''), '[a-z]+', 'a', 'g')
+            || '+' || length(substring(lower(handle) from '\d+$')) || 'digits'
+        else regexp_replace(regexp_replace(lower(handle), '[a-z]+', 'a', 'g'), '\d+', '9', 'g')
+    end
+$$;
+
+create or replace function handle_digit_suffix(handle text) returns integer
+language sql immutable as $$
+    select coalesce(length(substring(coalesce(handle, '') from '\d+$')), 0)
+$$;
+
+create or replace function handle_entropy(handle text) returns double precision
+language sql immutable as $$
+    -- Shannon entropy of the handle's characters, in bits per character: 'aaaa' -> 0, 'x7q9k2' -> 2.58
+    select case when coalesce(handle, '') = '' then null else
+        round((-sum(n / total * ln(n / total)) / ln(2))::numeric, 4)::double precision end
+    from (select count(*)::double precision as n, length(lower(handle))::double precision as total
+          from string_to_table(lower(coalesce(handle, '')), null) as c group by c) t
+$$;
+
+create or replace function is_default_bio(bio text, handle text, display_name text) returns boolean
+language sql immutable as $$
+    -- empty, punctuation only, a stock phrase, or just the account's own name
+    select coalesce(btrim(bio), '') = ''
+        or regexp_replace(lower(bio), '[^[:alnum:]]+', '', 'g') = ''
+        or regexp_replace(lower(bio), '[^[:alnum:] ]+', '', 'g') in
+           ('hi', 'hello', 'hey', 'hey there', 'hello world', 'new here', 'just joined', 'bio', 'no bio', 'none',
+            'n a', 'na', 'hi there', 'welcome', 'just me', 'me')
+        or lower(btrim(bio)) = lower(btrim(coalesce(handle, '')))
+        or lower(btrim(bio)) = lower(btrim(coalesce(display_name, '')))
+$$;
+
+create or replace function link_domain(url text) returns text
+language sql immutable as $$
+    -- 'https://www.Example.com/a?b' -> 'example.com'
+    select nullif(lower(substring(btrim(url) from '^(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:[^/?#@\s]*@)?(?:www\.)?([^/:?#@\s]+)')), '')
+$$;
+
+create or replace function compute_account_signals(p_run_key text) returns integer
+language plpgsql as $$
+declare
+    v_detector  text;
+    v_params    jsonb;
+    v_as_of     timestamptz;
+    v_digits    integer;
+    v_count     integer;
+begin
+    select detector_id, params into v_detector, v_params from runs where run_key = p_run_key;
+    v_digits := coalesce((v_params #>> '{network,min_template_digits}')::integer, 6);
+    -- age is measured at the run's as-of time (nightly: end of the data interval), else at the newest
+    -- account creation in the export, so a rerun computes the same ages on any day
+    v_as_of := coalesce(
+        (v_params ->> 'as_of')::timestamptz,
+        (select max(created_at) from account_snapshots where run_key = p_run_key));
+
+    -- face signals come from the face stage's table when it exists; absent, the signal is null
+    drop table if exists pg_temp.pa_faces;
+    create temp table pa_faces (sha256 text primary key, face_count integer, gan_eye_aligned boolean) on commit drop;
+    if to_regclass('face_signals') is not null then
+        execute 'insert into pa_faces select distinct on (f.sha256) f.sha256, f.face_count, f.gan_eye_aligned'
+                ' from face_signals f where f.sha256 in'
+                ' (select sha256 from account_avatars where run_key = $1 and sha256 is not null)'
+                ' order by f.sha256, f.detector_id desc'
+        using p_run_key;
+    end if;
+
+    delete from account_signals where run_key = p_run_key;
+
+    insert into account_signals (
+        run_key, account_key, avatar_sha256, avatar_probability, avatar_label, avatar_reuse_count,
+        account_age_days, followers, following, follower_ratio, handle_template, bio_empty, risk, contributions,
+        avatar_probability_max, face_count, face_gan_eye_aligned, near_duplicate_count, posts, posts_per_day,
+        handle_digits, handle_entropy, bio_default, link_domain, avatar_changes)
+    with base as (
+        select s.account_key, s.handle, s.display_name, s.bio, s.url, s.created_at, s.followers, s.following,
+               s.posts, av.sha256, sc.probability, sc.label, f.face_count, f.gan_eye_aligned
+        from account_snapshots s
+        left join account_avatars av on av.run_key = s.run_key and av.account_key = s.account_key
+                                    and av.status = 'stored'
+        left join image_scores sc on sc.sha256 = av.sha256 and sc.detector_id = v_detector
+        left join pa_faces f on f.sha256 = av.sha256
+        where s.run_key = p_run_key
+    ), per_image as (
+        select sha256, count(*) as n from base where sha256 is not null group by sha256
+    ), near as (
+        -- accounts of the run whose avatar is a near-duplicate (not the same image) of this one
+        select p.sha, sum(pi.n) as n
+        from (select sha_a as sha, sha_b as other from avatar_near_duplicates where run_key = p_run_key
+              union all
+              select sha_b, sha_a from avatar_near_duplicates where run_key = p_run_key) p
+        join per_image pi on pi.sha256 = p.other
+        group by p.sha
+    ), history as (
+        select h.account_key, count(distinct h.sha256) as images, max(hs.probability) as p_max
+        from account_avatars h
+        left join image_scores hs on hs.sha256 = h.sha256 and hs.detector_id = v_detector
+        where h.status = 'stored' and h.account_key in (select account_key from base)
+        group by h.account_key
+    ), parts as (
+        select b.*, coalesce(pi.n - 1, 0) as reuse_count, coalesce(nr.n, 0) as near_count,
+               greatest(coalesce(hi.p_max, b.probability), b.probability) as p_max,
+               greatest(coalesce(hi.images, 0) - 1, 0) as changes,
+               extract(epoch from (v_as_of - b.created_at)) / 86400.0 as age_days,
+               handle_digit_suffix(b.handle) as digits,
+               is_default_bio(b.bio, b.handle, b.display_name) as default_bio
+        from base b
+        left join per_image pi using (sha256)
+        left join near nr on nr.sha = b.sha256
+        left join history hi using (account_key)
+    ), scored as (
+        select p.*, jsonb_strip_nulls(jsonb_build_object(
+                   'synthetic_avatar', case when p.probability is not null then round((0.45 * p.probability)::numeric, 4) end,
+                   'past_synthetic_avatar', case when p.p_max - coalesce(p.probability, 0) > 0.0001
+                                                 then round((0.10 * (p.p_max - coalesce(p.probability, 0)))::numeric, 4) end,
+                   'gan_eye_alignment', case when p.gan_eye_aligned then 0.15 end,
+                   'avatar_reuse',     case when p.reuse_count > 0 then 0.20 end,
+                   'near_duplicate_avatar', case when p.reuse_count = 0 and p.near_count > 0 then 0.15 end,
+                   'template_handle',  case when p.digits >= v_digits then 0.15 end,
+                   'new_account',      case when p.created_at is not null
+                                             and v_as_of - p.created_at < interval '90 days' then 0.10 end,
+                   'empty_bio',        case when coalesce(btrim(p.bio), '') = '' then 0.05 end,
+                   'default_bio',      case when coalesce(btrim(p.bio), '') <> '' and p.default_bio then 0.05 end,
+                   'few_followers',    case when p.followers is not null and p.followers < 10 then 0.05 end
+               )) as contributions
+        from parts p
+    )
+    select p_run_key, account_key, sha256, probability, label, reuse_count,
+           round(age_days::numeric, 3), followers, following,
+           case when followers is not null and following is not null
+                then round((followers::numeric / (following + 1)), 4) end,
+           handle_template(handle), coalesce(btrim(bio), '') = '',
+           least(1.0, coalesce((select sum(value::numeric) from jsonb_each_text(contributions)), 0)),
+           contributions,
+           p_max, face_count, gan_eye_aligned, near_count, posts,
+           case when posts is not null and age_days is not null
+                then round((posts / greatest(age_days, 1.0))::numeric, 4) end,
+           digits, handle_entropy(handle), default_bio, link_domain(url), changes
+    from scored;
+
+    get diagnostics v_count = row_count;
+    return v_count;
+end
+$$;
