@@ -1,4 +1,4 @@
-"""Dashboard views (sql/007_dashboard_views.sql) after real audits, and the read-only role.
+"""Dashboard views (sql/views/dashboards.sql) after real audits, and the read-only role.
 
 One database for the module: a nightly-style run with an as-of time and an ad-hoc run of the demo
 export, audited with the real pipeline, then the views are checked against the tables they summarise.

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Runs once, when the postgres-data volume is first initialised. Creates the read-only dashboard
-# role (sql/007_dashboard_views.sql grants it SELECT on the dashboard_* views when
+# role (sql/views/dashboards.sql grants it SELECT on the dashboard_* views when
 # `profile-audit db upgrade` runs) and the login user Grafana connects as.
 set -euo pipefail
 psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
