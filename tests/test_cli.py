@@ -68,6 +68,7 @@ def test_unknown_flag_and_missing_detector_file(tmp_path, database_url, demo_dat
                             "--detector", str(tmp_path / "nope.json"), home=tmp_path), "detector file")
 
 
+@pytest.mark.empty_database
 def test_audit_then_flags_json_and_set_status(tmp_path, database_url, demo_data):
     base = ("--database-url", database_url)
     out = run_cli(*base, "db", "upgrade", home=tmp_path)
