@@ -93,6 +93,7 @@ def _cli(home, *args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+@pytest.mark.slow
 def test_embedded_server_two_processes_at_once_then_stops(tmp_path):
     """No URL: both processes start (or join) the server in HOME/pg; the last one out stops it."""
     home = tmp_path / "h"

@@ -17,6 +17,8 @@ from pipeline.core.db import transaction
 from pipeline.errors import UserError
 from pipeline.flags.rules import list_flags, set_flag_status
 
+pytestmark = pytest.mark.slow  # full audits of the demo export
+
 
 def _flagged_sets(settings, run_key):
     return [{m["account_id"] for m in f["members"]} for f in list_flags(settings, run_key=run_key)]
