@@ -255,7 +255,7 @@ GRAFANA = DOCKER / "grafana"
 
 
 def dashboard_views() -> set[str]:
-    text = (REPO / "sql" / "007_dashboard_views.sql").read_text()
+    text = (REPO / "sql" / "views" / "dashboards.sql").read_text()
     return set(re.findall(r"^create view (\w+)", text, re.MULTILINE))
 
 

@@ -171,8 +171,8 @@ def test_per_host_rate_spaces_request_starts(monkeypatch):
     async def fake_sleep(seconds: float) -> None:
         slept.append(round(seconds, 6))
 
-    monkeypatch.setattr("pipeline.fetch.time.monotonic", lambda: 100.0)
-    monkeypatch.setattr("pipeline.fetch.asyncio.sleep", fake_sleep)
+    monkeypatch.setattr("pipeline.images.fetch.time.monotonic", lambda: 100.0)
+    monkeypatch.setattr("pipeline.images.fetch.asyncio.sleep", fake_sleep)
     rate = _HostRate(10.0)
 
     async def go() -> None:
