@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from pipeline.core.db import discover_migrations, discover_repeatables, sql_dir
+from pipeline.core.db import discover_migrations, discover_repeatables
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "pipeline", "detectors", "sql")
@@ -37,10 +37,6 @@ def test_every_package_folder_is_declared():
     missing = found - _declared_packages()
     assert not missing, f"add {sorted(missing)} to [tool.setuptools] packages in pyproject.toml"
     assert "pipeline._sql" in _declared_packages()
-
-
-def test_sql_dir_in_a_clone_is_the_top_level_folder():
-    assert sql_dir() == REPO / "sql"
 
 
 def _build_wheel(tmp_path: Path) -> Path:
