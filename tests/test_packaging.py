@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from pipeline.core.db import discover_migrations, discover_repeatables
+from pipeline.core.db import discover_migrations, discover_repeatables, sql_dir
+from pipeline.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "pipeline", "detectors", "sql")
@@ -37,6 +38,13 @@ def test_every_package_folder_is_declared():
     missing = found - _declared_packages()
     assert not missing, f"add {sorted(missing)} to [tool.setuptools] packages in pyproject.toml"
     assert "pipeline._sql" in _declared_packages()
+
+
+def test_missing_sql_folder_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROFILE_AUDIT_SQL_DIR", str(tmp_path / "nope"))
+    with pytest.raises(UserError, match="SQL migrations folder not found") as caught:
+        sql_dir()
+    assert str(tmp_path / "nope") in str(caught.value) and "\n" not in str(caught.value)
 
 
 def _build_wheel(tmp_path: Path) -> Path:
