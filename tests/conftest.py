@@ -29,8 +29,8 @@ os.environ.pop("PROFILE_AUDIT_CONFIG", None)
 
 
 def _no_durability(url: str) -> None:
-    """The throwaway test server need not survive a power cut: without fsync its shutdown (a checkpoint of
-    hundreds of test databases) takes seconds instead of half a minute. Same PostgreSQL, same SQL."""
+    """The throwaway test server need not survive a power cut, so its writes and its shutdown checkpoint do
+    not wait for fsync. Same PostgreSQL, same SQL; an external test server keeps its own settings."""
     import sqlalchemy as sa
 
     admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
