@@ -41,7 +41,7 @@ def build_run(settings, run_key: str, size: int, rng: np.random.Generator) -> st
     keys = [f"bench:{run_key}:{i:06d}" for i in range(size)]
     base = datetime(2025, 11, 3, tzinfo=timezone.utc)
     images, accounts, snapshots, avatars, signals = [], [], [], [], []
-    for i, key in enumerate(keys):
+    for key in keys:
         pixels = rng.integers(0, 255, size=(64, 64, 3), dtype=np.uint8)
         buf = io.BytesIO()
         Image.fromarray(pixels).resize((256, 256)).save(buf, format="JPEG", quality=80)

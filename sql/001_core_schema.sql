@@ -1,4 +1,4 @@
--- Core schema of the audit pipeline, following DESIGN.md's data flow:
+-- Core schema of the audit pipeline, in the order of the stage table (pipeline/stages.py):
 -- runs -> accounts/snapshots -> images/avatars -> embeddings/scores -> signals -> edges/clusters -> flags.
 -- Keys are natural (run_key, account_key, sha256, detector_id) so that a rerun of the same run key
 -- rewrites the same rows instead of adding new ones.
@@ -69,7 +69,7 @@ create table account_avatars (
 create index account_avatars_sha on account_avatars (sha256);
 
 create table detectors (
-    detector_id     text primary key,          -- '<kind>:<content hash>', stable for identical detectors
+    detector_id     text primary key,          -- '<kind>-v<version>:<16 hex of sha256(spec)>', stable for identical detectors
     kind            text not null,
     version         text not null,
     backbone_id     text,

@@ -1,4 +1,4 @@
--- Posts from exports that carry them (X/Twitter IO tweets CSV, personal archives, Mastodon outboxes).
+-- Posts from the readers that yield them (today the X/Twitter IO tweets CSV and X/Twitter personal archives).
 -- The network stage builds co-repost, co-link and co-post edges from this table, with the same
 -- meanings as QUT's coordination-network-toolkit (co_retweet, co_link, co_tweet).
 create table posts (

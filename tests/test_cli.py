@@ -61,6 +61,7 @@ def test_bad_config_file(tmp_path):
     _one_line_error(run_cli("db", "upgrade", home=tmp_path), "is not valid TOML")
 
 
+@pytest.mark.slow
 def test_unknown_flag_and_missing_detector_file(tmp_path, database_url, demo_data):
     _one_line_error(run_cli("--database-url", database_url, "flag", "set-status", "fdeadbeef", "confirmed",
                             home=tmp_path), "no flag 'fdeadbeef'")
@@ -68,6 +69,8 @@ def test_unknown_flag_and_missing_detector_file(tmp_path, database_url, demo_dat
                             "--detector", str(tmp_path / "nope.json"), home=tmp_path), "detector file")
 
 
+@pytest.mark.slow
+@pytest.mark.empty_database
 def test_audit_then_flags_json_and_set_status(tmp_path, database_url, demo_data):
     base = ("--database-url", database_url)
     out = run_cli(*base, "db", "upgrade", home=tmp_path)
@@ -96,6 +99,7 @@ def test_audit_then_flags_json_and_set_status(tmp_path, database_url, demo_data)
     assert "2 quarantined" in out.stdout
 
 
+@pytest.mark.slow
 def test_manifest_without_id_columns_with_forced_format(tmp_path, database_url, demo_data):
     export = tmp_path / "export"
     export.mkdir()
@@ -107,6 +111,7 @@ def test_manifest_without_id_columns_with_forced_format(tmp_path, database_url, 
     _one_line_error(out, "has no platform,account_id header")
 
 
+@pytest.mark.slow
 def test_pretrained_tag_without_network_is_a_clear_error(tmp_path, database_url, demo_data):
     """The real loading path (model + pretrained tag) is in the code; offline it fails in one line."""
     out = run_cli("--database-url", database_url, "train-probe", "--real", str(demo_data["real"]),

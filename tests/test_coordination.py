@@ -256,6 +256,7 @@ def _ours_directed(settings, edge_type: str) -> set[tuple[str, str, int]]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("window,min_weight", [(30, 2), (120, 3)])
 def test_agrees_with_qut_toolkit(settings, tmp_path, window, min_weight):
     """Same CSV into QUT's toolkit and into posts: the directed edge lists must be identical."""

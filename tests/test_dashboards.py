@@ -13,6 +13,8 @@ import psycopg2.errors
 import pytest
 import sqlalchemy as sa
 
+pytestmark = pytest.mark.slow  # two full audits of the demo export
+
 VIEWS = ("dashboard_account_risk", "dashboard_cluster_summary", "dashboard_daily_audit", "dashboard_flag_queue")
 NIGHTLY = "nightly:2026-03-04"
 ADHOC = "dash-adhoc"

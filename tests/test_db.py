@@ -28,6 +28,7 @@ def _tables(settings) -> set[str]:
         return set(conn.execute(sa.text("select tablename from pg_tables where schemaname = 'public'")).scalars())
 
 
+@pytest.mark.empty_database
 def test_migrations_from_empty_then_noop(settings):
     assert _tables(settings) == set()
     applied = upgrade(settings)
@@ -72,6 +73,7 @@ def test_badly_named_migration_is_refused(tmp_path):
         discover_migrations(tmp_path)
 
 
+@pytest.mark.empty_database
 def test_failed_migration_rolls_back(settings, tmp_path):
     bad = tmp_path / "900_bad.sql"
     bad.write_text("create table half_done (id int); select no_such_function();")
@@ -91,6 +93,7 @@ def _cli(home, *args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+@pytest.mark.slow
 def test_embedded_server_two_processes_at_once_then_stops(tmp_path):
     """No URL: both processes start (or join) the server in HOME/pg; the last one out stops it."""
     home = tmp_path / "h"

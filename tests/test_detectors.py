@@ -25,6 +25,7 @@ def test_registry_has_the_clip_probe():
     assert REGISTRY["clip_probe"] is ClipProbe
 
 
+@pytest.mark.slow
 def test_saved_form_round_trips(demo_data, tmp_path):
     probe = demo_data["probe"]
     path = save_detector(probe, tmp_path / "p.json")
@@ -34,6 +35,7 @@ def test_saved_form_round_trips(demo_data, tmp_path):
     assert [s.probability for s in again.score(images)] == [s.probability for s in probe.score(images)]
 
 
+@pytest.mark.slow
 def test_tampered_or_foreign_saved_forms_are_refused(demo_data):
     saved = demo_data["probe"].saved_form()
     tampered = json.loads(json.dumps(saved))
@@ -106,6 +108,7 @@ def test_split_is_by_hash_and_stable():
     assert abs(splits.count("train") / 2000 - 0.6) < 0.05 and abs(splits.count("test") / 2000 - 0.2) < 0.05
 
 
+@pytest.mark.slow
 def test_probe_machinery_separates_the_demo_trace(demo_data):
     """Machinery only: the demo 'generator' is a synthetic trace the tiny backbone can see."""
     metrics = demo_data["probe"].training["metrics"]

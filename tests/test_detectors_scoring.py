@@ -53,6 +53,7 @@ def scored(settings, demo_data, small_export):
     return first
 
 
+@pytest.mark.slow
 def test_first_run_embeds_each_new_image_once_and_a_rerun_embeds_none(settings, scored):
     assert scored.images_in_run > 40 and scored.newly_scored == scored.images_in_run
     assert scored.embedded == scored.images_in_run and scored.from_cache == 0
@@ -60,6 +61,7 @@ def test_first_run_embeds_each_new_image_once_and_a_rerun_embeds_none(settings, 
     assert (again.newly_scored, again.embedded) == (0, 0)
 
 
+@pytest.mark.slow
 def test_a_new_head_rescores_from_the_cache_without_opening_images(settings, demo_data, scored, tmp_path):
     """Delete every stored image file: a new head over the same backbone must still score all of them."""
     old = demo_data["probe"]
@@ -78,6 +80,7 @@ def test_a_new_head_rescores_from_the_cache_without_opening_images(settings, dem
     assert all(after[sha][0] > before[sha][0] for sha in before if before[sha][0] < 0.999)
 
 
+@pytest.mark.slow
 def test_missing_image_file_is_a_clear_error(settings, demo_data, small_export):
     _acquired(settings, small_export, demo_data["detector"])
     for path in settings.image_dir.rglob("*"):
@@ -87,6 +90,7 @@ def test_missing_image_file_is_a_clear_error(settings, demo_data, small_export):
         score_run(settings, "s1", str(demo_data["detector"]))
 
 
+@pytest.mark.slow
 def test_shards_are_disjoint_cover_the_run_and_score_like_one_pass(settings, demo_data, scored, database_url):
     from pipeline.config import load_settings
     from pipeline.core.db import dispose_engines
@@ -110,6 +114,7 @@ def test_shards_are_disjoint_cover_the_run_and_score_like_one_pass(settings, dem
     assert load_settings(env={}, home=settings.home, database_url=database_url, batch_size=7).batch_size == 7
 
 
+@pytest.mark.slow
 def test_batch_size_and_worker_count_do_not_change_scores(settings, demo_data, scored):
     from dataclasses import replace
 
@@ -124,6 +129,7 @@ def test_batch_size_and_worker_count_do_not_change_scores(settings, demo_data, s
         assert again[sha][1] == label and again[sha][0] == pytest.approx(p, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_face_signals_are_written_once_per_image(settings, scored):
     with transaction(settings) as conn:
         rows = conn.execute(sa.text("select f.*, d.kind from face_signals f join detectors d using (detector_id)")).all()
@@ -166,6 +172,7 @@ def test_prefetch_surfaces_worker_errors():
         list(prefetch(batched(list(range(20)), 4), prepare, workers=2))
 
 
+@pytest.mark.slow
 def test_cached_embeddings_match_a_fresh_forward_pass(settings, demo_data, scored):
     from pipeline.images.acquire import load_stored_image
 

@@ -139,7 +139,7 @@ def test_airflow_services_run_the_right_commands(services):
 def test_relative_host_paths_exist(services):
     checked = 0
     for name, service in services.items():
-        for source, target in bind_mounts(service):
+        for source, _target in bind_mounts(service):
             if source.startswith((".", "~")) or not Path(source).is_absolute():
                 assert not source.startswith("~"), f"{name}: {source} depends on the host's home"
                 path = (DOCKER / source).resolve()

@@ -13,6 +13,8 @@ import pytest
 
 from pipeline.testing import planted
 
+pytestmark = pytest.mark.slow  # a planted population through the network stages, then the CLI
+
 
 def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PROFILE_AUDIT_HOME": str(home)}

@@ -111,6 +111,7 @@ def test_rerun_of_a_day_keeps_its_statuses(settings, two_days):
     assert (again["status"], again["status_note"]) == ("dismissed", "changed my mind")
 
 
+@pytest.mark.slow
 def test_investigate_dag_params_cover_every_network_parameter(airflow_db, settings):
     """Every threshold of the network and flag stages is a Param of the investigate DAG, and a value
     given there is the one the stages use (and record on the run)."""

@@ -1,6 +1,6 @@
 """End-to-end audits of the demo export against a real PostgreSQL and the tiny open_clip backbone.
 
-The demo's generated faces carry a synthetic trace (pipeline.demo.GENERATOR_TRACE); these tests
+The demo's generated faces carry a synthetic trace (pipeline.testing.demo.add_generator_trace); these tests
 validate the pipeline machinery, not detection of real generators.
 """
 
@@ -16,6 +16,8 @@ from pipeline.audit import audit_export
 from pipeline.core.db import transaction
 from pipeline.errors import UserError
 from pipeline.flags.rules import list_flags, set_flag_status
+
+pytestmark = pytest.mark.slow  # full audits of the demo export
 
 
 def _flagged_sets(settings, run_key):

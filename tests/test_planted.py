@@ -69,6 +69,7 @@ def test_lookalike_forms_a_cluster_but_scores_low(settings, population):
     assert cluster.score < settings.network.flag_score_threshold
 
 
+@pytest.mark.slow
 def test_planted_rerun_is_identical(settings, population):
     first = table_contents(settings)
     again = planted.generate(settings, "planted", organic=3000, seed=11)

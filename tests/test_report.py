@@ -113,6 +113,7 @@ def _edge_count(settings, cluster_id: str) -> int:
             " where e.run_key = :k"), {"k": RUN_KEY, "c": cluster_id}).scalar_one()
 
 
+@pytest.mark.slow
 def test_the_report_stage_writes_index_and_one_page_per_flagged_cluster(audited_report):
     from pipeline.reporting.html import cluster_page_name, report_dir
 
@@ -133,6 +134,7 @@ def test_the_report_stage_writes_index_and_one_page_per_flagged_cluster(audited_
             assert rule in text and why in text
 
 
+@pytest.mark.slow
 def test_cluster_pages_show_members_probabilities_thumbnails_and_edges(audited_report):
     from pipeline.reporting.html import cluster_page_name, report_dir
 
@@ -164,6 +166,7 @@ def test_cluster_pages_show_members_probabilities_thumbnails_and_edges(audited_r
             assert edge["a_key"] in text and edge["b_key"] in text
 
 
+@pytest.mark.slow
 def test_hostile_export_text_is_escaped(audited_report):
     from pipeline.reporting.html import CSP, report_dir
 
@@ -189,6 +192,7 @@ def test_hostile_export_text_is_escaped(audited_report):
     assert metas == [{"http-equiv": "Content-Security-Policy", "content": CSP}]
 
 
+@pytest.mark.slow
 def test_rewriting_gives_the_same_bytes_and_drops_stale_pages(audited_report):
     from pipeline.reporting.html import report_dir, write_report
 
@@ -201,6 +205,7 @@ def test_rewriting_gives_the_same_bytes_and_drops_stale_pages(audited_report):
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
+@pytest.mark.slow
 def test_missing_image_file_shows_a_placeholder(audited_report, tmp_path):
     from pipeline.reporting.html import write_report
 
@@ -220,6 +225,7 @@ def test_missing_image_file_shows_a_placeholder(audited_report, tmp_path):
     assert result.pages == 1 and sorted(p.name for p in (tmp_path / "one").iterdir()) == [result.path.name]
 
 
+@pytest.mark.slow
 def test_cli_report_for_one_cluster_and_user_errors(audited_report, tmp_path):
     from test_cli import _one_line_error, run_cli
 

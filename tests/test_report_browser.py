@@ -29,6 +29,8 @@ from test_report import (
     audited_report,  # noqa: F401  (the module-scoped fixture: one audit here too)
 )
 
+pytestmark = pytest.mark.slow  # a full audit, then chromium
+
 WINDOW = (1280, 1800)
 CHECK_SCRIPT = """(function () {
   var errors = [];

@@ -72,6 +72,7 @@ def artifact_data(tmp_path_factory):
     return {"train": train, "held_out": held_out}
 
 
+@pytest.mark.slow
 def test_artifact_separates_on_held_out_images_through_the_cli(settings, artifact_data, tmp_path, capsys):
     """train-probe -> evaluate on images never seen in training: the machinery finds the planted artifact.
 
@@ -101,6 +102,7 @@ def test_artifact_separates_on_held_out_images_through_the_cli(settings, artifac
     assert "| clean | gridgan |" in report.read_text()
 
 
+@pytest.mark.slow
 def test_reencode_rule_defeats_a_pure_format_shortcut_on_the_training_path(tmp_path):
     """Fakes PNG, reals JPEG, no artifact. A format-sensitive feature (JPEG 8x8 blocking) separates the
     raw training files almost perfectly; on what the training path feeds the backbone (UnivFD
@@ -133,6 +135,7 @@ def test_reencode_rule_defeats_a_pure_format_shortcut_on_the_training_path(tmp_p
     assert train_view < 0.7 and held_out_view < 0.7  # the rule takes it away
 
 
+@pytest.mark.slow
 def test_format_shortcut_data_does_not_train_a_confident_detector(settings, tmp_path):
     """End to end on the same kind of data: held-out fakes must not score high. (Machinery only.)"""
     from pipeline.scoring.train import train_probe
@@ -172,6 +175,7 @@ def test_augmentation_is_label_blind_and_deterministic():
     assert 70 < blurred < 130
 
 
+@pytest.mark.slow
 def test_training_saves_a_versioned_detector_with_manifest_to_db_and_files(settings, demo_data, tmp_path):
     from pipeline.scoring.detector_store import list_detectors, promote_detector
     from pipeline.scoring.train import train_probe
@@ -203,6 +207,7 @@ def test_training_saves_a_versioned_detector_with_manifest_to_db_and_files(setti
                                                                                      iso.detector_id: False}
 
 
+@pytest.mark.slow
 def test_isotonic_calibration_is_monotone_and_round_trips(settings, demo_data, tmp_path):
     from detectors import save_detector
     from detectors.clip_probe import ClipProbe
@@ -226,6 +231,7 @@ def test_metric_helpers_on_known_values():
     assert perfect == 0.0 and worst == 1.0
 
 
+@pytest.mark.slow
 def test_user_mistakes_are_one_line_errors(settings, demo_data, tmp_path, capsys):
     args = ["--home", str(settings.home), "--database-url", settings.database_url]
     cases = [
@@ -244,6 +250,7 @@ def test_user_mistakes_are_one_line_errors(settings, demo_data, tmp_path, capsys
         assert message in err and len(err.splitlines()) == 1, err
 
 
+@pytest.mark.slow
 def test_html_report_embeds_the_roc_svg(settings, demo_data, tmp_path):
     out = evaluate_folders(settings, str(demo_data["detector"]), demo_data["real"], demo_data["fake"],
                            report=tmp_path / "r.html")

@@ -37,12 +37,19 @@ _engines: dict[str, Engine] = {}
 
 
 def sql_dir() -> Path:
-    """The folder of numbered migrations; ``PROFILE_AUDIT_SQL_DIR`` overrides for unusual installs."""
+    """The folder of numbered migrations: ``pipeline/_sql`` in an installed wheel (``sql/`` shipped as
+    package data), else ``sql/`` of the clone; ``PROFILE_AUDIT_SQL_DIR`` overrides for unusual installs."""
     override = os.environ.get("PROFILE_AUDIT_SQL_DIR")
-    path = Path(override) if override else Path(__file__).resolve().parents[2] / "sql"
-    if not path.is_dir():
-        raise UserError(f"SQL migrations folder {path} not found; install with `pip install -e .` from a clone")
-    return path
+    if override:
+        candidates = [Path(override)]
+    else:
+        here = Path(__file__).resolve()
+        candidates = [here.parents[1] / "_sql", here.parents[2] / "sql"]
+    for path in candidates:
+        if path.is_dir():
+            return path
+    raise UserError(f"SQL migrations folder not found (looked in {', '.join(map(str, candidates))}); "
+                    "reinstall profile-audit, or set PROFILE_AUDIT_SQL_DIR to the clone's sql/ folder")
 
 
 def embedded_url(settings: Settings) -> str:

@@ -3,6 +3,8 @@
 Every file the pipeline writes (stored images, detector JSON, report pages, cached heads, evidence)
 goes through `atomic_write`: a temp file in the target's folder, fsync, then `os.replace`, so a reader
 never sees half a file and a crash leaves at most a ``.tmp-*`` file, which `sweep_stale_temp` removes.
+Every file the pipeline reads by a name an export gave it goes through `resolve_inside` (the one
+path-escape check), so ``..``, an absolute path or a symlink cannot lead outside the export.
 """
 
 from __future__ import annotations
@@ -48,3 +50,13 @@ def sweep_stale_temp(folder: Path, older_than_s: float = STALE_AFTER_S) -> int:
         except FileNotFoundError:  # another sweeper or the writer itself got there first
             continue
     return removed
+
+
+def resolve_inside(root: Path, name: str | Path) -> Path | None:
+    """``root / name`` with symlinks resolved, or None when ``name`` is absolute or the result lies
+    outside ``root``: the one path-escape check for names that come from an export."""
+    base = root.resolve()
+    candidate = (base / name).resolve()
+    if Path(name).is_absolute() or not candidate.is_relative_to(base):
+        return None
+    return candidate

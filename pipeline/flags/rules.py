@@ -1,4 +1,4 @@
-"""Stage 6, flags: score clusters, apply the flag rules, and record the evidence an investigator checks.
+"""Stage `flag`: score clusters, apply the flag rules, and record the evidence an investigator checks.
 
 Cluster features are shares in [0, 1]: synthetic avatars (S), the largest one-day creation share (B),
 one handle template (T), members with a co_* edge of weight >= ``coactivity_min_weight`` (C), members

@@ -1,4 +1,4 @@
-"""Stage 2, acquire images: validate avatars and store them content-addressed by sha256.
+"""Stage `acquire_images`: validate avatars and store them content-addressed by sha256.
 
 Validation happens on the bytes: the type is sniffed (never taken from the file name), the pixel
 count is checked from the header before any decode (a decompression bomb is refused, not decoded),
@@ -24,8 +24,9 @@ from pipeline.config import Settings
 from pipeline.core.bulk import copy_rows
 from pipeline.core.db import insert_rows, transaction
 from pipeline.core.progress import Counter, progress
-from pipeline.core.storage import atomic_write
+from pipeline.core.storage import atomic_write, resolve_inside
 from pipeline.images.fetch import FetchResult, SafeFetcher
+from pipeline.ingest import quarantine
 from pipeline.ingest.archives import ExportSource, UnsafeMember
 from pipeline.ingest.readers import resolve_reader
 
@@ -149,9 +150,8 @@ def load_stored_image(settings: Settings, storage_path: str) -> Image.Image:
 
 def read_local_avatar(export_root: Path, ref: str) -> bytes:
     """Read a file named by the export, refusing anything that resolves outside the export folder."""
-    root = export_root.resolve()
-    candidate = (root / ref).resolve()
-    if Path(ref).is_absolute() or not candidate.is_relative_to(root):
+    candidate = resolve_inside(export_root, ref)
+    if candidate is None:
         raise ImageRejected(f"avatar path {ref!r} points outside the export folder; refused")
     if not candidate.is_file():
         raise ImageRejected(f"avatar file {ref!r} not found in the export")
@@ -188,9 +188,8 @@ class LocalAvatars:
 
     def _zip_member(self, archive: str, member: str) -> bytes:
         if archive not in self._zips:
-            root = self.root.resolve()
-            path = (root / archive).resolve()
-            if Path(archive).is_absolute() or not path.is_relative_to(root):
+            path = resolve_inside(self.root, archive)
+            if path is None:
                 raise ImageRejected(f"zip {archive!r} points outside the export folder; refused")
             if not path.is_file():
                 raise ImageRejected(f"zip {archive!r} not found in the export")
@@ -306,12 +305,12 @@ def _record_outcomes(conn: sa.Connection, run_key: str, outcomes: dict[str, dict
         "insert into account_avatars (run_key, account_key, avatar_ref, sha256, status, reason)"
         " select :k, s.account_key, s.avatar_ref, o.sha256, case when o.sha256 is null then 'failed' else 'stored' end,"
         " o.reason from account_snapshots s join _avatar_outcomes o using (avatar_ref) where s.run_key = :k"), k)
-    conn.execute(sa.text("delete from quarantine where run_key = :k and stage = 'images'"), k)
-    conn.execute(sa.text(
-        "insert into quarantine (run_key, stage, source_file, locator, reason, excerpt)"
-        " select :k, 'images', s.source_file, s.source_locator || ' avatar', o.reason, left(s.avatar_ref, 500)"
+    quarantine.clear_stage(conn, run_key, "images")
+    quarantine.add_from_query(
+        conn, run_key, "images",
+        "select s.source_file, s.source_locator || ' avatar', o.reason, s.avatar_ref"
         " from account_snapshots s join _avatar_outcomes o using (avatar_ref)"
-        " where s.run_key = :k and o.sha256 is null on conflict do nothing"), k)
+        " where s.run_key = :k and o.sha256 is null", k)
     counts = dict(conn.execute(sa.text(
         "select status, count(*) from account_avatars where run_key = :k group by status"), k).all())
     return counts.get("stored", 0), counts.get("failed", 0)

@@ -14,6 +14,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import IO, Iterator
 
+from pipeline.core.storage import resolve_inside
+
 DEFAULT_MAX_MEMBER_BYTES = 10 * 1024 * 1024
 
 
@@ -114,19 +116,16 @@ class ExportSource:
         if self._zip is not None:
             yield from sorted(self._members)
             return
-        root = self.path.resolve()
         for path in sorted(self.path.rglob("*")):
-            if path.is_symlink() and not path.resolve().is_relative_to(root):
+            if path.is_symlink() and resolve_inside(self.path, path.relative_to(self.path)) is None:
                 self.unsafe.append((str(path.relative_to(self.path)), "symlink points outside the export; refused"))
                 continue
             if path.is_file():
                 yield path.relative_to(self.path).as_posix()
 
     def _local(self, name: str) -> Path:
-        safe = safe_member_name(name)
-        root = self.path.resolve()
-        candidate = (root / safe).resolve()
-        if not candidate.is_relative_to(root):
+        candidate = resolve_inside(self.path, safe_member_name(name))
+        if candidate is None:
             raise UnsafeMember(f"{name!r} resolves outside the export folder (symlink?); refused")
         return candidate
 

@@ -1,4 +1,4 @@
-"""Stage 1, ingest: an export becomes accounts, per-run snapshots, posts and quarantine rows.
+"""Stage `ingest`: an export becomes accounts, per-run snapshots, posts and quarantine rows.
 
 Readers stream records; they are loaded with COPY, in batches, into temporary staging tables, and
 moved into place by set-based SQL at the end. Memory stays bounded by one batch whatever the
@@ -17,9 +17,10 @@ import sqlalchemy as sa
 
 from pipeline.config import Settings
 from pipeline.core.bulk import copy_rows
-from pipeline.core.db import insert_rows, transaction
+from pipeline.core.db import transaction
 from pipeline.core.progress import progress
 from pipeline.errors import UserError
+from pipeline.ingest import quarantine
 from pipeline.ingest.archives import UnsafeMember
 from pipeline.ingest.readers import AccountRecord, ExportReader, PostRecord, Rejection, resolve_reader
 from pipeline.ingest.readers.base import FieldError
@@ -35,10 +36,6 @@ POST_COLUMNS = ("post_id", "posted_at", "reposted_id", "quoted_id", "replied_id"
                 "source_file", "source_locator")
 _STAGE_ACCOUNTS = ("seq", "account_key", "platform", "account_id", *SNAPSHOT_COLUMNS)
 _STAGE_POSTS = ("seq", "account_key", *POST_COLUMNS)
-_QUARANTINE_INSERT = (
-    "insert into quarantine (run_key, stage, source_file, locator, reason, excerpt)"
-    " values (:run_key, 'ingest', :source_file, :locator, :reason, :excerpt) on conflict do nothing"
-)
 
 
 @dataclass(frozen=True)
@@ -60,10 +57,10 @@ def ingest_export(settings: Settings, run_key: str, export_path: Path, fmt: str 
     with transaction(settings) as conn:
         conn.execute(sa.text("set local work_mem = '128MB'"))  # the distinct-on sorts of _publish stay in memory
         _create_staging(conn)
-        conn.execute(sa.text("delete from quarantine where run_key = :k and stage = 'ingest'"), {"k": run_key})
+        quarantine.clear_stage(conn, run_key, "ingest")
         accounts: list[tuple] = []
         posts: list[tuple] = []
-        rejected: list[dict] = []
+        rejected: list[Rejection] = []
         for seq, item in enumerate(progress(_read_or_explain(reader, export_path), desc="ingest", unit="rec")):
             if isinstance(item, AccountRecord):
                 accounts.append((seq, item.account_key, item.platform, item.account_id,
@@ -77,17 +74,15 @@ def ingest_export(settings: Settings, run_key: str, export_path: Path, fmt: str 
                     copy_rows(conn, "_stage_posts", _STAGE_POSTS, posts)
                     posts = []
             else:
-                rejected.append({"run_key": run_key, "source_file": item.source_file, "locator": item.locator,
-                                 "reason": item.reason, "excerpt": item.excerpt})
+                rejected.append(item)
                 if len(rejected) >= batch_size:
-                    insert_rows(conn, _QUARANTINE_INSERT, rejected)
+                    quarantine.add_rejections(conn, run_key, "ingest", rejected)
                     rejected = []
         copy_rows(conn, "_stage_accounts", _STAGE_ACCOUNTS, accounts)
         copy_rows(conn, "_stage_posts", _STAGE_POSTS, posts)
-        insert_rows(conn, _QUARANTINE_INSERT, rejected)
+        quarantine.add_rejections(conn, run_key, "ingest", rejected)
         n_accounts, n_posts = _publish(conn, run_key)
-        n_rejected = conn.execute(sa.text("select count(*) from quarantine where run_key = :k and stage = 'ingest'"),
-                                  {"k": run_key}).scalar_one()
+        n_rejected = quarantine.count_stage(conn, run_key, "ingest")
     return IngestResult(reader.name, n_accounts, n_rejected, n_posts)
 
 
@@ -138,14 +133,14 @@ def _publish(conn: sa.Connection, run_key: str) -> tuple[int, int]:
         "delete from account_snapshots s where s.run_key = :k"
         " and not exists (select 1 from _stage_accounts t where t.account_key = s.account_key)"), k)
     accounts = conn.execute(sa.text("select count(*) from account_snapshots where run_key = :k"), k).scalar_one()
-    conn.execute(sa.text(
-        "insert into quarantine (run_key, stage, source_file, locator, reason, excerpt)"
-        " select :k, 'ingest', s.source_file, s.source_locator,"
+    quarantine.add_from_query(
+        conn, run_key, "ingest",
+        "select s.source_file, s.source_locator,"
         "   'duplicate account ' || s.account_key || ' (first at ' || f.source_file || ' ' || f.source_locator || ')',"
-        "   left(json_build_object('account_key', s.account_key, 'handle', s.handle, 'display_name', s.display_name,"
-        "        'bio', s.bio)::text, 500)"
+        "   json_build_object('account_key', s.account_key, 'handle', s.handle, 'display_name', s.display_name,"
+        "        'bio', s.bio)::text"
         " from _stage_accounts s join account_snapshots f on f.run_key = :k and f.account_key = s.account_key"
-        " where (s.source_file, s.source_locator) <> (f.source_file, f.source_locator) on conflict do nothing"), k)
+        " where (s.source_file, s.source_locator) <> (f.source_file, f.source_locator)", k)
     cols = ", ".join(POST_COLUMNS)
     conn.execute(sa.text(
         f"insert into posts (run_key, account_key, {cols})"
@@ -158,18 +153,17 @@ def _publish(conn: sa.Connection, run_key: str) -> tuple[int, int]:
         " on a.run_key = :k and a.account_key = p.account_key where p.account_key = d.account_key"
         " and p.post_id = d.post_id)"), k)
     posts = conn.execute(sa.text("select count(*) from posts where run_key = :k"), k).scalar_one()
-    conn.execute(sa.text(
-        "insert into quarantine (run_key, stage, source_file, locator, reason, excerpt)"
-        " select :k, 'ingest', p.source_file, p.source_locator,"
+    quarantine.add_from_query(
+        conn, run_key, "ingest",
+        "select p.source_file, p.source_locator,"
         "   case when a.account_key is null then 'post ' || p.post_id || ' by ' || p.account_key"
         "        || ', which is not among the export''s accounts'"
         "   else 'duplicate post ' || p.post_id || ' (first at ' || f.source_file || ' ' || f.source_locator || ')' end,"
-        "   left(coalesce(p.text, ''), 500)"
+        "   coalesce(p.text, '')"
         " from _stage_posts p"
         " left join account_snapshots a on a.run_key = :k and a.account_key = p.account_key"
         " left join posts f on f.run_key = :k and f.account_key = p.account_key and f.post_id = p.post_id"
-        " where a.account_key is null or (p.source_file, p.source_locator) <> (f.source_file, f.source_locator)"
-        " on conflict do nothing"), k)
+        " where a.account_key is null or (p.source_file, p.source_locator) <> (f.source_file, f.source_locator)", k)
     return accounts, posts
 
 

@@ -1,30 +1,63 @@
-"""Quarantine: rejected records and images, each naming the source, the place and the reason."""
+"""Quarantine: rejected records and images, each naming the source, the place and the reason.
+
+This module owns the one ``insert into quarantine``: stages hand it `Rejection` objects (from Python)
+or a query that selects the rejected rows (from SQL), and a stage's rows are cleared before a rerun
+writes them again, so a rerun leaves the same set. `Rejection.of` bounds a Python excerpt; a query's
+excerpts are cut to the same ``EXCERPT_CHARS`` here.
+"""
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from pipeline.config import Settings
 from pipeline.core.db import insert_rows, transaction
-from pipeline.ingest.readers.base import Rejection
+from pipeline.ingest.readers.base import EXCERPT_CHARS, Rejection
+
+_INSERT = "insert into quarantine (run_key, stage, source_file, locator, reason, excerpt)"
+_CONFLICT = " on conflict do nothing"  # the same record, place and reason is one row
+
+
+def clear_stage(conn: Connection, run_key: str, stage: str) -> None:
+    """Remove a stage's rows for a run, before the stage writes them again."""
+    conn.execute(sa.text("delete from quarantine where run_key = :k and stage = :s"), {"k": run_key, "s": stage})
+
+
+def add_rejections(conn: Connection, run_key: str, stage: str, rejections: Iterable[Rejection]) -> int:
+    """Insert rejections found in Python (a reader's bad records). Returns how many were sent."""
+    return insert_rows(
+        conn,
+        _INSERT + " values (:run_key, :stage, :source_file, :locator, :reason, :excerpt)" + _CONFLICT,
+        ({"run_key": run_key, "stage": stage, "source_file": r.source_file, "locator": r.locator,
+          "reason": r.reason, "excerpt": r.excerpt} for r in rejections),
+    )
+
+
+def add_from_query(conn: Connection, run_key: str, stage: str, select: str,
+                   params: Mapping[str, Any] | None = None) -> None:
+    """Insert rejections found in SQL: ``select`` returns (source_file, locator, reason, excerpt) per
+    rejected row, with its own bound ``params``."""
+    conn.execute(
+        sa.text(_INSERT + " select :quarantine_run_key, :quarantine_stage, q.source_file, q.locator, q.reason,"
+                f" left(q.excerpt, {EXCERPT_CHARS}) from ({select}) as q (source_file, locator, reason, excerpt)"
+                + _CONFLICT),
+        {**(params or {}), "quarantine_run_key": run_key, "quarantine_stage": stage},
+    )
+
+
+def count_stage(conn: Connection, run_key: str, stage: str) -> int:
+    return conn.execute(sa.text("select count(*) from quarantine where run_key = :k and stage = :s"),
+                        {"k": run_key, "s": stage}).scalar_one()
 
 
 def replace_stage_rows(conn: Connection, run_key: str, stage: str, rejections: Iterable[Rejection]) -> int:
     """Replace a stage's quarantine rows for a run, so a rerun leaves the same set."""
-    conn.execute(sa.text("delete from quarantine where run_key = :k and stage = :s"), {"k": run_key, "s": stage})
-    return insert_rows(
-        conn,
-        "insert into quarantine (run_key, stage, source_file, locator, reason, excerpt)"
-        " values (:run_key, :stage, :source_file, :locator, :reason, :excerpt) on conflict do nothing",
-        (
-            {"run_key": run_key, "stage": stage, "source_file": r.source_file, "locator": r.locator,
-             "reason": r.reason, "excerpt": r.excerpt}
-            for r in rejections
-        ),
-    )
+    clear_stage(conn, run_key, stage)
+    return add_rejections(conn, run_key, stage, rejections)
 
 
 def list_quarantine(settings: Settings, run_key: str) -> list[dict[str, str]]:

@@ -1,4 +1,4 @@
-"""Stage 5, networks: typed, evidenced edges between accounts, then clusters.
+"""Stage `networks`: typed, evidenced edges between accounts, then clusters.
 
 Edge builders live in pipeline/networks/edges.py (image, embedding, account traits) and
 pipeline/networks/coactivity.py (co_repost, co_link, co_post from posts); clustering and cross-run

@@ -1,4 +1,4 @@
-"""Stage 7, report: the run summary (stored on the run row, printed by the CLI, logged by Airflow)."""
+"""Stage `summarize`: the run summary (stored on the run row, printed by the CLI, logged by Airflow)."""
 
 from __future__ import annotations
 

@@ -174,7 +174,7 @@ def evaluate_folders(settings: Settings, detector_ref: str | None, real: Path, f
     result["skipped"] = skipped_real + skipped_fake
     result["overlap_with_training"] = training_overlap(settings, detector.id, real_images + fake_images)
     if report is not None:
-        result["report"] = str(write_report(evaluation, report))
+        result["report"] = str(write_evaluation_report(evaluation, report))
     return result
 
 
@@ -220,7 +220,7 @@ def _rows(result: dict[str, Any]) -> list[list[str]]:
             for condition, groups in result["conditions"].items() for group, values in groups.items()]
 
 
-def write_report(evaluation: Evaluation, path: Path) -> Path:
+def write_evaluation_report(evaluation: Evaluation, path: Path) -> Path:
     """``.html`` (SVG inline) or ``.md`` (SVG beside it as ``<name>.roc.svg``); anything else is an error."""
     result = evaluation.result
     svg = roc_svg(evaluation.roc)

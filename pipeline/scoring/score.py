@@ -1,4 +1,4 @@
-"""Stage 3, score: each distinct image is scored once per detector, in overlapped batches.
+"""Stage `score`: each distinct image is scored once per detector, in overlapped batches.
 
 - Embedding detectors (the CLIP probe): the embedding is cached per (image sha256, backbone id).
   Images already embedded with the backbone are scored from the cache: no forward pass, and the

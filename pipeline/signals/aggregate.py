@@ -1,4 +1,4 @@
-"""Stage 4, aggregate: near-duplicate avatar pairs (numpy), then per-account signals and risk in SQL.
+"""Stage `aggregate`: near-duplicate avatar pairs (numpy), then per-account signals and risk in SQL.
 
 The near-duplicate pairs are computed here, not in the network stage, because an account's risk
 counts its near-duplicate avatars (``sql/006_network_signals.sql``); the network stage reads the same

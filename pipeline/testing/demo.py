@@ -1,10 +1,11 @@
 """The demo: a deterministic generic-format export with planted networks, a demo probe, an audit.
 
 What the demo's "generated" images are: procedurally drawn cartoon faces, plus a synthetic,
-documented artifact, ``GENERATOR_TRACE``: a fixed +/-10-level pattern of 32x32 pixels tiled from
-the top-left corner, aligned to the ViT patch grid. A random-initialised backbone can see that
-trace, and nothing else. The demo therefore exercises the pipeline end to end; it detects nothing
-about real generators. Real detection needs a pretrained backbone (README: "Real backbones").
+documented artifact added by `add_generator_trace`: a fixed +/-10-level pattern of 32x32 pixels
+(``_TRACE_TILE``) tiled from the top-left corner, aligned to the ViT patch grid. A random-initialised
+backbone can see that trace, and nothing else. The demo therefore exercises the pipeline end to end;
+it detects nothing about real generators. Real detection needs a pretrained backbone
+(docs/detectors.md, "Backbones").
 """
 
 from __future__ import annotations

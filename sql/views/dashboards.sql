@@ -2,7 +2,7 @@
 --
 -- Plain views (not materialized): they are always current, need no refresh after a run, and a rerun
 -- of a run key changes them exactly as it changes the tables. Their names and columns are the
--- stable interface for dashboards; the tables behind them may change (README: "Dashboards").
+-- stable interface for dashboards; the tables behind them may change (docs/reporting.md, "Dashboards").
 --
 -- The views are owned by the migrating user and read the tables with the owner's rights, so
 -- `profile_audit_reader` needs SELECT on the views only, never on a table.
