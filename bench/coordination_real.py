@@ -31,75 +31,17 @@ import os
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
-from datetime import UTC, datetime
+from collections import Counter
 from pathlib import Path
-
-import numpy as np
 
 os.environ.setdefault("PROFILE_AUDIT_NO_PROGRESS", "1")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from pipeline.testing import coortweet
+
 STAGES = ("ingest", "aggregate", "networks", "flag")
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-def coortweet_rows(path: Path) -> list[tuple[str, str, str, int]]:
-    """(object_id, account_id, content_id, timestamp_share) from the IO release of CooRTweet's data."""
-    rows = []
-    with path.open(newline="", encoding="utf-8") as fh:
-        for r in csv.DictReader(fh):
-            if r["retweet_tweetid"]:
-                at = datetime.strptime(r["tweet_time"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
-                rows.append((r["retweet_tweetid"], r["userid"], r["tweetid"], int(at.timestamp())))
-    return rows
-
-
-def coortweet_coordinated(rows: list[tuple[str, str, str, int]], window: int, min_participation: int,
-                          edge_weight: float) -> tuple[set[str], dict[tuple[str, str], int], float]:
-    """CooRTweet's detect_groups + generate_coordinated_network(subgraph = 1): accounts, kept edges, threshold."""
-    shares = Counter(r[1] for r in rows)
-    x = [r for r in rows if shares[r[1]] >= min_participation]  # pre-filter on participation
-    by_object = defaultdict(list)
-    for r in x:
-        by_object[r[0]].append(r)
-    result = []  # calc_group_combinations: every pair of one object's shares within the window
-    for obj, group in by_object.items():
-        group.sort(key=lambda r: r[3])
-        for i, a in enumerate(group):
-            for b in group[i + 1:]:
-                if b[3] - a[3] > window:
-                    break
-                if a[1] != b[1] and a[2] != b[2] and obj not in (a[2], b[2]):  # do_remove_loops
-                    result.append((a[1], b[1], a[2], b[2]))
-    contents = {c for r in result for c in (r[2], r[3])}  # filter_min_participation
-    per_account = Counter(r[1] for r in x if r[2] in contents)
-    kept_contents = {r[2] for r in x if r[2] in contents and per_account[r[1]] >= min_participation}
-    result = [r for r in result if r[2] in kept_contents or r[3] in kept_contents]
-    weights = Counter((min(r[0], r[1]), max(r[0], r[1])) for r in result)
-    if not weights:
-        return set(), {}, 0.0
-    threshold = float(np.quantile(np.array(list(weights.values())), edge_weight))  # numpy linear = R type 7
-    kept = {pair: w for pair, w in weights.items() if w > threshold}
-    return {a for pair in kept for a in pair}, kept, threshold
-
-
-def components(edges) -> list[set[str]]:
-    parent: dict[str, str] = {}
-
-    def find(a: str) -> str:
-        while parent.setdefault(a, a) != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for a, b in edges:
-        parent[find(a)] = find(b)
-    groups = defaultdict(set)
-    for a in list(parent):
-        groups[find(a)].add(a)
-    return list(groups.values())
 
 
 def prepare(work: Path, export: Path, run_key: str):
@@ -145,11 +87,11 @@ def bench_coortweet(data: Path, work: Path, args) -> None:
     from pipeline.flags.rules import flag_run
 
     export = data / "CooRTweet-russian-as-io"
-    rows = coortweet_rows(export / "russian_coord_tweets_csv_hashed.csv")
+    rows = coortweet.rows_from_io(export / "russian_coord_tweets_csv_hashed.csv")
     started = time.perf_counter()
-    reference, kept, threshold = coortweet_coordinated(rows, args.window, args.min_participation, args.edge_weight)
+    reference, kept, threshold = coortweet.coordinated(rows, args.window, args.min_participation, args.edge_weight)
     ref_seconds = time.perf_counter() - started
-    ref_components = components(kept)
+    ref_components = coortweet.components(kept)
     settings = prepare(work, export, "investigation:coortweet")
     from pipeline.config import NetworkParams
 
