@@ -13,6 +13,12 @@ two accounts co-occur when one posts and the other posts the same thing within
   ``co_hashtag_min_tags`` of them), in a post that is not a repost. QUT has no such network (its issue
   #30 asks for it); it is QUT's co_tweet with the hashtag set as the message, and the tests check exactly that.
 
+QUT's weight is directed: w(u1 -> u2) is the number of distinct posts of u1 that have a
+co-occurring post of u2. QUT keeps a directed edge when w >= min weight and drops self-loops on
+output. We store one undirected edge per pair (``a_key < b_key``) when either direction reaches
+``co_min_weight``; ``weight`` is the larger direction and the evidence holds both, so QUT's directed
+edge list can be recovered exactly. Posts without a timestamp are skipped.
+
 How: PostgreSQL sorts the run's posts by (matched value, time) and streams integer columns out with
 binary COPY; numpy sweeps the sorted array for pairs within the window (O(posts + pairs), never a
 per-group cross product), counts distinct posts per account pair, and the kept edges go back by
