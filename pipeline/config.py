@@ -209,7 +209,7 @@ class FetchParams:
     max_retry_after: float = 30.0  # a longer Retry-After gives up instead of waiting
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any] | None) -> "FetchParams":
+    def from_mapping(cls, values: dict[str, Any] | None) -> FetchParams:
         values = dict(values or {})
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known

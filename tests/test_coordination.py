@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ from pipeline.core.runs import start_run
 from pipeline.errors import UserError
 from pipeline.networks.coactivity import build_post_edges
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 RUN = "investigation:co"
 
 

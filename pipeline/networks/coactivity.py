@@ -248,7 +248,7 @@ def _window_sweep(rows: _Rows, window_us: int, collect: int | None = None,
 
 def co_occurring_pairs(rows: _Rows, params: NetworkParams, pair_budget: int = PAIR_BUDGET) -> _Pairs:
     """Account pairs whose directed weight reaches the minimum in either direction, with examples."""
-    window_us = int(round(params.co_window_seconds * 1_000_000))
+    window_us = round(params.co_window_seconds * 1_000_000)
     if len(rows) < 2:
         return _empty_pairs()
     total, first = _window_sweep(rows, window_us, collect=pair_budget)
