@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-# ../shared/data from the repo root; PROFILE_AUDIT_SHARED_DATA for a checkout that lives elsewhere (a worktree)
+# the shared data beside the repo; PROFILE_AUDIT_SHARED_DATA points elsewhere (a worktree outside /work)
 SHARED_DATA = Path(os.environ.get("PROFILE_AUDIT_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 # Before anything imports Airflow or open_clip: no hub downloads, a private Airflow home.
