@@ -155,3 +155,22 @@ def test_an_embedding_confirms_where_no_dhash_is_stored():
     images = {"a": E.ImageInfo(None, 0.5), "b": E.ImageInfo(None, 0.4)}
     [edge] = E.confirmed_near_duplicate_edges(groups, pairs, images, {("a", "b"): 0.97}, PARAMS)
     assert edge.evidence["confirmed_by"] == ["embedding"] and edge.evidence["cosine"] == 0.97
+
+
+def test_image_measures_tell_texture_from_flat_pictures():
+    """The detail score on pixels: a flat logo (and its JPEG re-encode) is far below the threshold, a
+    textured picture far above; acquisition stores both hashes and the score."""
+    import io
+
+    from PIL import Image
+
+    from pipeline.images.acquire import validate_image
+    from pipeline.testing.photos import flat_logo
+
+    assert flat_logo(1).detail < 0.1 and flat_logo(1, 180, 70).detail < 0.1
+    rng = np.random.default_rng(0)
+    texture = (rng.normal(128, 40, (160, 160, 3)).clip(0, 255)).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(texture).save(buf, "JPEG", quality=85)
+    image = validate_image(buf.getvalue())
+    assert image.detail > 0.5 and len(image.dhash) == 16 and len(image.phash) == 16

@@ -230,7 +230,7 @@ def count_profile(acc: AccountTraits, bin_width: float, offset: float) -> tuple[
         k = math.floor(math.log10(1 + n) / bin_width + offset)
         lo = math.ceil(10 ** ((k - offset) * bin_width) - 1 - 1e-9)
         hi = math.ceil(10 ** ((k + 1 - offset) * bin_width) - 1 - 1e-9) - 1
-        cells.append(f"{name[:3]}{k}")
+        cells.append(f"{name}{k}")
         bins[name] = [max(lo, 0), max(hi, lo)]
     return f"grid{offset:g}:" + "|".join(cells), bins
 
