@@ -55,7 +55,7 @@ class NetworkParams:
     # bench/near_duplicates.py --photos (docs/networks.md "Strong pairs")
     near_dup_confirm_dhash: int = 10  # dHash Hamming distance, of 64 bits
     near_dup_confirm_cosine: float = 0.9  # or the cosine of the two images' embeddings (the run's backbone)
-    min_image_detail: float = 0.2  # share of texture pixels; flat logos, cartoons and default avatars are below
+    min_image_detail: float = 0.3  # share of texture pixels at 32 x 32; flat logos, cartoons and default avatars are below
     # co_repost / co_link / co_post edges (pipeline/networks/coactivity.py), as QUT's coordination-network-toolkit:
     # two posts co-occur when |t1 - t2| <= co_window_seconds (QUT's README works with 1 minute), and an
     # edge needs co_min_weight co-occurring posts (QUT's CLI default --min_edge_weight 2).

@@ -137,4 +137,4 @@ def test_issue_10_evidence_names_the_burst_and_the_confirming_hash(settings, har
     assert all(e["bursts"]["count_profile"]["p_value"] < 0.01 for e in profile)
     rings = [r.evidence for r in rows if r.edge_type == "confirmed_near_duplicate"]
     assert rings and all(pop.truth[r.a_key] == "photo_ring" for r in rows if r.edge_type == "confirmed_near_duplicate")
-    assert all(e["dhash_hamming"] <= 10 and min(e["detail"]) >= 0.2 for e in rings)
+    assert all(e["dhash_hamming"] <= 10 and min(e["detail"]) >= 0.3 for e in rings)

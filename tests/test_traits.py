@@ -167,7 +167,7 @@ def test_image_measures_tell_texture_from_flat_pictures():
     from pipeline.images.acquire import validate_image
     from pipeline.testing.photos import flat_logo
 
-    assert flat_logo(1).detail < 0.1 and flat_logo(1, 180, 70).detail < 0.1
+    assert max(flat_logo(1).detail, flat_logo(1, 180, 70).detail) < PARAMS.min_image_detail
     rng = np.random.default_rng(0)
     texture = (rng.normal(128, 40, (160, 160, 3)).clip(0, 255)).astype(np.uint8)
     buf = io.BytesIO()
