@@ -157,6 +157,16 @@ def test_an_embedding_confirms_where_no_dhash_is_stored():
     assert edge.evidence["confirmed_by"] == ["embedding"] and edge.evidence["cosine"] == 0.97
 
 
+def _jpeg(pixels: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
 def test_image_measures_tell_texture_from_flat_pictures():
     """The detail score on pixels: a flat logo (and its JPEG re-encode) is far below the threshold, a
     textured picture far above; acquisition stores both hashes and the score."""
@@ -169,8 +179,10 @@ def test_image_measures_tell_texture_from_flat_pictures():
 
     assert max(flat_logo(1).detail, flat_logo(1, 180, 70).detail) < PARAMS.min_image_detail
     rng = np.random.default_rng(0)
-    texture = (rng.normal(128, 40, (160, 160, 3)).clip(0, 255)).astype(np.uint8)
+    coarse = (rng.normal(128, 40, (24, 24, 3)).clip(0, 255)).astype(np.uint8)  # texture at a few pixels' scale
     buf = io.BytesIO()
-    Image.fromarray(texture).save(buf, "JPEG", quality=85)
+    Image.fromarray(coarse).resize((160, 160), Image.Resampling.BILINEAR).save(buf, "JPEG", quality=85)
     image = validate_image(buf.getvalue())
-    assert image.detail > 0.5 and len(image.dhash) == 16 and len(image.phash) == 16
+    assert image.detail > 2 * PARAMS.min_image_detail and len(image.dhash) == 16 and len(image.phash) == 16
+    fine = (rng.normal(128, 20, (160, 160, 3)).clip(0, 255)).astype(np.uint8)  # pixel noise: not detail
+    assert validate_image(_jpeg(fine)).detail < PARAMS.min_image_detail
