@@ -29,7 +29,8 @@ def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, 
     reader = resolve_reader(export_path, fmt or "auto")
     resolve_detector(settings, detector)  # a missing detector fails now, not after ingest
     run_key = run_key or runs.default_run_key(export_path)
-    params: dict[str, Any] = {"network": network.as_dict(), "detector": detector or settings.detector or "default"}
+    params: dict[str, Any] = {**settings.policy(network).run_params(),
+                              "detector": detector or settings.detector or "default"}
     if as_of:
         params["as_of"] = as_of
     runs.start_run(settings, run_key, str(export_path), reader.name, params)

@@ -7,20 +7,78 @@ then defaults. With no database URL the embedded PostgreSQL under ``$PROFILE_AUD
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pipeline.errors import UserError
 
 ENV_PREFIX = "PROFILE_AUDIT_"
 
 
+class _Validated:
+    """Typed, frozen parameter tables, checked at construction with one-line errors.
+
+    An ``int`` field takes an int (not a bool, not 2.9, not "2"); a ``float`` field takes an int or a
+    finite float; every value is at least 0 unless ``LIMITS`` says otherwise; ``from_mapping``
+    refuses unknown keys. No coercion: a TOML typo or a wrong DAG Param is an error, not a guess."""
+
+    SECTION: ClassVar[str] = "policy"
+    LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {}
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            where = f"{self.SECTION} parameter {f.name}"
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                kind = "an integer" if f.type in ("int", int) else "a number"
+                raise UserError(f"{where} must be {kind}, got {value!r}")
+            if f.type in ("int", int):
+                if not isinstance(value, int):
+                    raise UserError(f"{where} must be an integer, got {value!r}")
+            else:
+                if not math.isfinite(value):
+                    raise UserError(f"{where} must be a finite number, got {value!r}")
+                object.__setattr__(self, f.name, float(value))
+            low, high = self.LIMITS.get(f.name, (0, None))
+            if low is not None and value < low:
+                raise UserError(f"{where} must be at least {low}, got {value!r}")
+            if high is not None and value > high:
+                raise UserError(f"{where} must be at most {high}, got {value!r}")
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any] | None):  # -> Self
+        if values is not None and not isinstance(values, dict):
+            raise UserError(f"[{cls.SECTION}] must be a table of settings, got {values!r}")
+        values = dict(values or {})
+        known = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise UserError(f"unknown {cls.SECTION} parameter(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
-class NetworkParams:
-    """Thresholds of the network and flag stages; recorded with every run for provenance."""
+class NetworkParams(_Validated):
+    """Thresholds of the network and flag stages (the flag rules' thresholds included); recorded with every
+    run for provenance. Validated at construction: see ``_Validated``."""
+
+    SECTION: ClassVar[str] = "network"
+    LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "min_cluster_size": (2, None), "identical_avatar_max_group": (2, None), "identical_text_max_group": (2, None),
+        "leiden_min_size": (2, None), "clip_max_neighbours": (1, None), "co_min_weight": (1, None),
+        "coactivity_min_weight": (1, None), "co_hashtag_min_tags": (1, None), "near_dup_max_distance": (0, 64), "clip_min_cosine": (-1, 1),
+        "burst_p_value": (0, 1), **{n: (0, 1) for n in (
+            "flag_score_threshold", "synthetic_share_rule", "burst_share_rule", "template_share_rule",
+            "coactivity_share_rule", "cluster_match_jaccard", "status_keep_jaccard")},
+    }
+
 
     creation_window_hours: float = 48.0
     min_template_digits: int = 6
@@ -38,8 +96,9 @@ class NetworkParams:
     strong_edge_min_weight: float = 0.5  # a pair joins a component when its summed edge weights reach this
     leiden_min_size: int = 200  # components at least this large are split by Leiden
     leiden_resolution: float = 1.0  # Leiden (RBConfiguration) resolution: higher, smaller communities
-    coactivity_share_rule: float = 0.5  # rule coordinated_activity: share of members with a co_* edge
-    coactivity_min_weight: int = 3  # ... of at least this weight (weight-2 co-reposts of viral posts are chance at 1M)
+    coactivity_share_rule: float = 0.5  # rule coordinated_activity: share of members with a qualifying co_* edge
+    # ... of at least this weight: 2, what CooRTweet's weight filter keeps on its own data (docs/networks.md)
+    coactivity_min_weight: int = 2
     cluster_match_jaccard: float = 0.5  # a cluster keeps a previous run's id at this member overlap
     status_keep_jaccard: float = 0.8  # an investigator's status carries over at this overlap, else re-opened
     burst_factor: float = 2.0  # creation_window: a trait's accounts in one window vs its average rate
@@ -62,19 +121,87 @@ class NetworkParams:
     co_window_seconds: float = 60.0
     co_min_weight: int = 2
     co_evidence_examples: int = 5  # example post pairs kept in each edge's evidence (plus the total count)
+    co_hashtag_min_tags: int = 2  # co_hashtag: a post's hashtag set needs this many distinct tags (one tag is a topic)
+
+
+@dataclass(frozen=True)
+class RiskWeights(_Validated):
+    """Account risk (``account_signals.risk``): the weight of each signal, summed and capped at 1, and the
+    two cut-offs the signals use. ``compute_account_signals`` (sql/functions/20_account_signals.sql) reads
+    them from the run's recorded policy; it has no copy of them. Table in docs/networks.md, "Signals and risk"."""
+
+    SECTION: ClassVar[str] = "risk_weights"
+    LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "synthetic_avatar": (0, 1), "past_synthetic_avatar": (0, 1), "gan_eye_alignment": (0, 1),
+        "avatar_reuse": (0, 1), "near_duplicate_avatar": (0, 1), "template_handle": (0, 1), "new_account": (0, 1),
+        "empty_bio": (0, 1), "default_bio": (0, 1), "few_followers": (0, 1)}
+
+    synthetic_avatar: float = 0.45  # times the avatar's generated probability
+    past_synthetic_avatar: float = 0.10  # times how much higher an earlier avatar scored
+    gan_eye_alignment: float = 0.15  # the eyes sit where a GAN puts them (face_signals)
+    avatar_reuse: float = 0.20  # another account of the run shows the same image
+    near_duplicate_avatar: float = 0.15  # ... a near-duplicate of it (and no identical one)
+    template_handle: float = 0.15  # a trailing digit run of at least network.min_template_digits
+    new_account: float = 0.10  # created less than new_account_days before the run's as-of time
+    empty_bio: float = 0.05
+    default_bio: float = 0.05  # a stock phrase, punctuation only, or the account's own name
+    few_followers: float = 0.05  # fewer than few_followers_below followers
+    new_account_days: int = 90
+    few_followers_below: int = 10
+
+
+@dataclass(frozen=True)
+class ClusterWeights(_Validated):
+    """Cluster score = min(1, sum of weight x feature share); pipeline/flags/rules.py. Table and how
+    the numbers were chosen: docs/networks.md, "Clusters and flags"."""
+
+    SECTION: ClassVar[str] = "cluster_weights"
+
+    synthetic_share: float = 0.35
+    burst_share: float = 0.25
+    template_share: float = 0.25
+    coactivity_share: float = 0.6
+    shared_image_share: float = 0.1
+    mean_risk: float = 0.2
+
+
+POLICY_VERSION = 2  # 1: the foundation's weights; 2: co-activity calibrated on CooRTweet's data (docs/networks.md)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The whole scoring policy of a run: network and rule thresholds, account risk weights, cluster
+    weights, and the version of the built-in defaults. Recorded on the run (``runs.params``:
+    ``network``, ``risk_weights``, ``cluster_weights``, ``policy_version``) and read back from there by
+    the SQL signals and the flag stage, so a run is scored by what it records."""
+
+    network: NetworkParams = field(default_factory=NetworkParams)
+    risk: RiskWeights = field(default_factory=RiskWeights)
+    cluster: ClusterWeights = field(default_factory=ClusterWeights)
+    version: int = POLICY_VERSION
+
+    def run_params(self) -> dict[str, Any]:
+        return {"network": self.network.as_dict(), "risk_weights": self.risk.as_dict(),
+                "cluster_weights": self.cluster.as_dict(), "policy_version": self.version}
 
     @classmethod
-    def from_mapping(cls, values: dict[str, Any] | None) -> "NetworkParams":
-        values = dict(values or {})
-        known = {f.name: f.type for f in fields(cls)}
-        unknown = set(values) - set(known)
-        if unknown:
-            raise UserError(f"unknown network parameter(s) {sorted(unknown)}; known: {sorted(known)}")
-        default = cls()
-        return cls(**{k: type(getattr(default, k))(v) for k, v in values.items()})
+    def from_run_params(cls, params: dict[str, Any] | None) -> Policy:
+        """The policy recorded on a run; parts a run does not record (runs opened before they existed) are
+        the built-in defaults, and keys that are no longer parameters are ignored."""
+        params = params or {}
 
-    def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        def part(kind, key):
+            known = {f.name for f in fields(kind)}
+            return kind.from_mapping({k: v for k, v in (params.get(key) or {}).items() if k in known})
+
+        return cls(part(NetworkParams, "network"), part(RiskWeights, "risk_weights"),
+                   part(ClusterWeights, "cluster_weights"), int(params.get("policy_version") or POLICY_VERSION))
+
+
+def complete_run_params(params: dict[str, Any] | None) -> dict[str, Any]:
+    """A run's params with every policy part filled in (what ``runs.start_run`` records)."""
+    params = dict(params or {})
+    return {**params, **Policy.from_run_params(params).run_params()}
 
 
 @dataclass(frozen=True)
@@ -123,6 +250,12 @@ class Settings:
     face_signals: bool = True  # the score stage also runs the face detector (face_signals table)
     network: NetworkParams = field(default_factory=NetworkParams)
     fetch: FetchParams = field(default_factory=FetchParams)
+    risk_weights: RiskWeights = field(default_factory=RiskWeights)  # TOML table [risk_weights]
+    cluster_weights: ClusterWeights = field(default_factory=ClusterWeights)  # TOML table [cluster_weights]
+
+    def policy(self, network: NetworkParams | None = None) -> Policy:
+        """The scoring policy of a run: these settings' weights, with ``network`` (e.g. DAG Params) if given."""
+        return Policy(network or self.network, self.risk_weights, self.cluster_weights)
 
     @property
     def image_dir(self) -> Path:
@@ -183,6 +316,8 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         face_signals=str(pick("face_signals", True)).strip().lower() not in ("0", "false", "no", "off"),
         network=NetworkParams.from_mapping(section.get("network")),
         fetch=FetchParams.from_mapping(section.get("fetch")),
+        risk_weights=RiskWeights.from_mapping(section.get("risk_weights")),
+        cluster_weights=ClusterWeights.from_mapping(section.get("cluster_weights")),
     )
 
 

@@ -21,9 +21,10 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 RUN = "investigation:co"
 
 
-def post(account: str, post_id: str, seconds: float, reposted: str | None = None, urls=(), text: str | None = None):
+def post(account: str, post_id: str, seconds: float, reposted: str | None = None, urls=(), text: str | None = None,
+         replied: str | None = None, hashtags=()):
     return {"account": account, "post_id": post_id, "seconds": seconds, "reposted": reposted, "urls": list(urls),
-            "text": text}
+            "text": text, "replied": replied, "hashtags": list(hashtags)}
 
 
 def load_posts(settings, posts: list[dict], run_key: str = RUN) -> None:
@@ -34,11 +35,13 @@ def load_posts(settings, posts: list[dict], run_key: str = RUN) -> None:
         insert_rows(conn, "insert into accounts (account_key, platform, account_id, first_seen_run)"
                           " values (:k, 'x', :i, :r) on conflict do nothing",
                     ({"k": f"x:{a}", "i": a, "r": run_key} for a in accounts))
-        insert_rows(conn, "insert into posts (run_key, account_key, post_id, posted_at, reposted_id, urls, text,"
-                          " source_file, source_locator) values (:r, :k, :p, :t, :rp, :u, :tx, 'test', :p)",
+        insert_rows(conn, "insert into posts (run_key, account_key, post_id, posted_at, reposted_id, replied_id, urls,"
+                          " hashtags, text, source_file, source_locator)"
+                          " values (:r, :k, :p, :t, :rp, :rr, :u, :h, :tx, 'test', :p)",
                     ({"r": run_key, "k": f"x:{p['account']}", "p": p["post_id"],
                       "t": None if p["seconds"] is None else T0 + timedelta(seconds=p["seconds"]),
-                      "rp": p["reposted"], "u": p["urls"], "tx": p["text"]} for p in posts))
+                      "rp": p["reposted"], "rr": p.get("replied"), "u": p["urls"], "h": p.get("hashtags") or [],
+                      "tx": p["text"]} for p in posts))
 
 
 def run_edges(settings, params: NetworkParams | None = None, run_key: str = RUN) -> dict[str, int]:
@@ -68,7 +71,7 @@ def test_co_repost_window_is_inclusive_and_symmetric(settings):
     counts = run_edges(settings)
     # a-b: 60 s apart (boundary, included); a-c: 61 s (out); b-c: 1 s; d-e: 10 s, e first.
     assert weights(settings, "co_repost") == {("a", "b"): 2.0, ("b", "c"): 2.0, ("d", "e"): 2.0}
-    assert counts == {"co_repost": 3, "co_link": 0, "co_post": 0}
+    assert counts == {"co_repost": 3, "co_link": 0, "co_post": 0, "co_reply": 0, "co_hashtag": 0}
     edge = edges(settings, "co_repost")[("a", "b")]
     assert edge["params"] == {"co_window_seconds": 60.0, "co_min_weight": 2, "co_evidence_examples": 5}
     ev = edge["evidence"]
@@ -226,8 +229,8 @@ def _qut_csv(path: Path, posts: list[dict]) -> None:
         writer = csv.writer(fh)
         writer.writerow(["message_id", "user_id", "username", "repost_id", "reply_id", "message", "timestamp", "urls"])
         for p in posts:
-            writer.writerow([p["post_id"], p["account"], p["account"], p["reposted"] or "", "", p["text"] or "",
-                             int(p["seconds"]), " ".join(p["urls"])])
+            writer.writerow([p["post_id"], p["account"], p["account"], p["reposted"] or "", p.get("replied") or "",
+                             p["text"] or "", int(p["seconds"]), " ".join(p["urls"])])
 
 
 def _qut_directed(db: Path, command: str, window: int, min_weight: int) -> set[tuple[str, str, int]]:
@@ -236,8 +239,8 @@ def _qut_directed(db: Path, command: str, window: int, min_weight: int) -> set[t
     from coordination_network_toolkit import compute_networks as cn
 
     fn = {"co_retweet": cn.compute_co_retweet_parallel, "co_link": cn.compute_co_link_network,
-          "co_tweet": cn.compute_co_tweet_network}[command]
-    if command == "co_tweet":
+          "co_tweet": cn.compute_co_tweet_network, "co_reply": cn.compute_co_reply_network}[command]
+    if command in ("co_tweet", "co_reply"):
         fn(str(db), window, min_edge_weight=min_weight, n_threads=1)
     else:
         fn(str(db), window, n_threads=1, min_edge_weight=min_weight)
@@ -284,6 +287,84 @@ def test_agrees_with_qut_toolkit(settings, tmp_path, window, min_weight):
         expected = _qut_directed(db, theirs, window, min_weight)
         assert len(expected) > 10, theirs  # the generated data must exercise the comparison
         assert _ours_directed(settings, ours) == expected, ours
+
+
+def _reply_and_hashtag_posts(seed: int) -> list[dict]:
+    """Replies to a few posts, reposts, and originals carrying 0 to 3 hashtags from a small vocabulary."""
+    rng = random.Random(seed)
+    tags = ["vote", "Vote", "#election", "news", "now"]
+    posts = []
+    for n in range(1200):
+        account, seconds, kind = f"u{rng.randrange(25)}", rng.randrange(0, 1800), rng.random()
+        chosen = rng.sample(tags, rng.randrange(0, 4))
+        if kind < 0.35:
+            posts.append(post(account, f"m{n}", seconds, replied=f"R{rng.randrange(15)}", text=f"reply {n}",
+                              hashtags=chosen))
+        elif kind < 0.55:  # a repost replying to something: neither QUT nor we count it as a reply
+            posts.append(post(account, f"m{n}", seconds, f"T{rng.randrange(10)}", text="RT", hashtags=chosen,
+                              replied=f"R{rng.randrange(15)}" if rng.random() < 0.3 else None))
+        else:
+            posts.append(post(account, f"m{n}", seconds, text=f"original {n}", hashtags=chosen))
+    return posts
+
+
+def _tag_set(tags: list[str]) -> str | None:
+    """The set our hashtag_set() matches on: distinct, lower case, without '#', sorted."""
+    distinct = sorted({t.lower().lstrip("#") for t in tags} - {""})
+    return " ".join(distinct) if len(distinct) >= NetworkParams().co_hashtag_min_tags else None
+
+
+@pytest.mark.parametrize("window,min_weight", [(30, 2), (120, 3)])
+def test_co_reply_agrees_with_qut_and_co_hashtag_with_qut_co_tweet_on_tag_sets(settings, tmp_path, window, min_weight):
+    """co_reply against QUT's co_reply network; co_hashtag (QUT has none) against QUT's co_tweet network on
+    a CSV whose message is each post's hashtag set: the directed edge lists must be identical."""
+    from coordination_network_toolkit.preprocess import preprocess_csv_files
+
+    posts = _reply_and_hashtag_posts(window)
+    load_posts(settings, posts)
+    run_edges(settings, NetworkParams(co_window_seconds=window, co_min_weight=min_weight))
+    replies_csv, tags_csv = tmp_path / "replies.csv", tmp_path / "tags.csv"
+    _qut_csv(replies_csv, posts)
+    # as messages, the tag set or a text of its own (QUT matches equal messages: co_tweet is co_hashtag here)
+    _qut_csv(tags_csv, [{**p, "text": _tag_set(p["hashtags"]) or f"no set {p['post_id']}"} for p in posts])
+    for name, path, theirs, ours in (("r", replies_csv, "co_reply", "co_reply"), ("h", tags_csv, "co_tweet", "co_hashtag")):
+        db = tmp_path / f"{name}.db"
+        preprocess_csv_files(str(db), [str(path)])
+        expected = _qut_directed(db, theirs, window, min_weight)
+        assert len(expected) > 10, theirs  # the generated data must exercise the comparison
+        assert _ours_directed(settings, ours) == expected, ours
+    edge = next(iter(edges(settings, "co_hashtag").values()))
+    assert edge["params"]["co_hashtag_min_tags"] == 2 and edge["params"]["co_window_seconds"] == window
+    example = edge["evidence"]["examples"][0]
+    assert set(example) >= {"hashtags", "a_post", "b_post", "a_at", "b_at", "delta_seconds"}
+    assert example["hashtags"] == _tag_set(example["hashtags"].split())
+    reply = next(iter(edges(settings, "co_reply").values()))
+    assert reply["evidence"]["examples"][0]["replied_id"].startswith("R")
+
+
+def test_co_hashtag_needs_the_same_set_not_one_shared_tag(settings):
+    posts = []
+    for i in range(3):  # a and b: the same set (in another order and case) three times; c shares one tag
+        posts += [post("a", f"a{i}", 100 * i, text="x", hashtags=["Vote", "now"]),
+                  post("b", f"b{i}", 100 * i + 5, text="y", hashtags=["#now", "vote", "vote"]),
+                  post("c", f"c{i}", 100 * i + 6, text="z", hashtags=["vote"]),
+                  post("d", f"d{i}", 100 * i + 7, f"a{i}", text="RT", hashtags=["vote", "now"])]  # reposts: not counted
+    load_posts(settings, posts)
+    counts = run_edges(settings)
+    assert counts["co_hashtag"] == 1 and weights(settings, "co_hashtag") == {("a", "b"): 3.0}
+    assert edges(settings, "co_hashtag")[("a", "b")]["evidence"]["examples"][0]["hashtags"] == "now vote"
+
+
+def test_co_reply_ignores_reposts_and_other_targets(settings):
+    posts = []
+    for i in range(2):
+        posts += [post("a", f"a{i}", 50 * i, text="r", replied=f"P{i}"),
+                  post("b", f"b{i}", 50 * i + 10, text="r", replied=f"P{i}"),
+                  post("c", f"c{i}", 50 * i + 10, f"X{i}", text="RT", replied=f"P{i}"),  # a repost
+                  post("d", f"d{i}", 50 * i + 10, text="r", replied=f"Q{i}")]  # another post
+    load_posts(settings, posts)
+    run_edges(settings)
+    assert weights(settings, "co_reply") == {("a", "b"): 2.0}
 
 
 def test_evidence_is_bounded(settings):

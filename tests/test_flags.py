@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from pipeline.config import NetworkParams
+from pipeline.config import ClusterWeights, NetworkParams
 from pipeline.core.db import transaction
-from pipeline.flags.rules import SCORE_WEIGHTS, assess_cluster, list_flags, set_flag_status
+from pipeline.flags.rules import assess_cluster, list_flags, set_flag_status
 from pipeline.testing import planted
 
 T0 = datetime(2025, 5, 1, tzinfo=UTC)
@@ -33,7 +33,8 @@ def test_score_is_the_documented_weighted_sum():
     shares = {"synthetic_share": 0.75, "burst_share": 0.5, "template_share": 1.0, "coactivity_share": 0.5,
               "shared_image_share": 0.5, "mean_risk": 0.1}
     assert {k: a.features[k] for k in shares} == shares
-    assert a.features["score_contributions"] == {k: round(SCORE_WEIGHTS[k] * v, 4) for k, v in shares.items()}
+    weights = ClusterWeights().as_dict()
+    assert a.features["score_contributions"] == {k: round(weights[k] * v, 4) for k, v in shares.items()}
     assert a.score == min(1.0, round(sum(a.features["score_contributions"].values()), 4))
     assert set(a.rules) == {"synthetic_faces", "batch_created", "templated_handles", "coordinated_activity"}
     assert a.features["density"] == 0.5 and a.features["edge_types"] == {"co_repost": 1, "creation_window": 1,

@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from pipeline.config import Settings
+from pipeline.config import Settings, complete_run_params
 from pipeline.core.db import transaction
 from pipeline.errors import UserError
 
@@ -44,7 +44,10 @@ def start_run(
     export_format: str | None = None,
     params: dict[str, Any] | None = None,
 ) -> None:
-    """Create or reopen the run row; params are the run's provenance and are replaced on rerun."""
+    """Create or reopen the run row; params are the run's provenance and are replaced on rerun. Every
+    policy part a caller leaves out is recorded with its default (``config.complete_run_params``), so the
+    SQL signals and the flag stage always find the policy on the run."""
+    params = complete_run_params(params)
     if not run_key or len(run_key) > 200:
         raise UserError("a run key must be 1 to 200 characters")
     with transaction(settings) as conn:
@@ -63,7 +66,7 @@ def start_run(
                 "kind": kind_of(run_key),
                 "p": export_path,
                 "f": export_format,
-                "params": json.dumps(params or {}, sort_keys=True),
+                "params": json.dumps(params, sort_keys=True),
             },
         )
 

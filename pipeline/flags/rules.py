@@ -1,14 +1,16 @@
 """Stage 6, flags: score clusters, apply the flag rules, and record the evidence an investigator checks.
 
 Cluster features are shares in [0, 1]: synthetic avatars (S), the largest one-day creation share (B),
-one handle template (T), members with a co_* edge of weight >= ``coactivity_min_weight`` (C), members
-with an identical or near-duplicate avatar edge (I), and the mean account risk (R). The score is
-``min(1, 0.35 S + 0.25 B + 0.25 T + 0.6 C + 0.1 I + 0.2 R)``; each term is stored in
-``features.score_contributions``. Shared imagery alone (a brand's regional accounts with one logo)
-stays far below the threshold; a synthetic-face ring, a templated batch or a co-activity ring reaches it.
+one handle template (T), members with a co-activity edge of weight at least ``coactivity_min_weight``
+(C), members with an identical or near-duplicate avatar edge (I), and the
+mean account risk (R). The score is ``min(1, sum of weight x share)`` with the weights of the run's
+policy (``config.ClusterWeights``: 0.35 S + 0.25 B + 0.25 T + 0.6 C + 0.1 I + 0.2 R); each term is
+stored in ``features.score_contributions``. Shared imagery alone (a brand's regional accounts with one
+logo) stays far below the threshold; a synthetic-face ring, a templated batch or a co-activity ring reaches it.
 
-A cluster is flagged when it has at least ``min_cluster_size`` members, at least one rule fires and
-the score reaches ``flag_score_threshold``. Flags are keyed by (run, cluster); a rerun updates them
+The flag rules are plug-ins in ``FLAG_RULES`` (registered by name; ``tests/test_flag_rules.py`` iterates
+them). A cluster is flagged when it has at least ``min_cluster_size`` members, at least one rule fires
+and the score reaches ``flag_score_threshold``. Flags are keyed by (run, cluster); a rerun updates them
 and keeps the investigator's status. A cluster that kept a previous run's id (pipeline/networks/clusters.py)
 inherits that run's investigator status, unless its membership changed materially (Jaccard below
 ``status_keep_jaccard``): then it is re-opened with a note saying why.
@@ -19,13 +21,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from pipeline.config import NetworkParams, Settings
+from pipeline.config import ClusterWeights, NetworkParams, Policy, Settings
 from pipeline.core.db import transaction
+from pipeline.core.registry import Registry
 from pipeline.errors import UserError
 from pipeline.networks.edge_types import is_coactivity, is_shared_image
 
@@ -34,12 +38,88 @@ if TYPE_CHECKING:
 
 MAX_EVIDENCE_EDGES = 200
 STATUSES = ("new", "confirmed", "dismissed", "escalated")
-SCORE_WEIGHTS = {"synthetic_share": 0.35, "burst_share": 0.25, "template_share": 0.25, "coactivity_share": 0.6,
-                 "shared_image_share": 0.1, "mean_risk": 0.2}
 
 
 def flag_id_of(run_key: str, cluster_id: str) -> str:
     return "f" + hashlib.sha256(f"{run_key}\n{cluster_id}".encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class ClusterFacts:
+    """What the rules and the score read about one cluster, computed once."""
+
+    size: int
+    scored: int  # members with a scored avatar
+    synthetic: int  # ... labelled synthetic
+    days: Counter  # creation day -> members
+    templates: Counter  # handle template (with at least min_template_digits digits) -> members
+    image_groups: Counter  # avatar sha256 -> members
+    edge_mix: Counter  # edge type -> edges inside the cluster
+    coactive: frozenset[str]  # members with a qualifying co-activity edge
+    image_linked: frozenset[str]  # members with an identical or near-duplicate avatar edge
+    shares: dict[str, float]  # the score's features, each in [0, 1]
+
+
+@dataclass(frozen=True)
+class FlagRule:
+    """A named reason to flag a cluster: ``check`` returns why it fires, or None."""
+
+    name: str
+    summary: str
+    threshold: str | None  # the NetworkParams field it compares with (None: min_cluster_size only)
+    check: Callable[[ClusterFacts, NetworkParams], str | None]
+
+
+FLAG_RULES: Registry[FlagRule] = Registry("flag rule")
+
+
+def flag_rule(name: str, summary: str, threshold: str | None = None):
+    """Decorator: register ``check`` as the flag rule ``name``."""
+    def register(check: Callable[[ClusterFacts, NetworkParams], str | None]):
+        FLAG_RULES.register(name, FlagRule(name, summary, threshold, check))
+        return check
+    return register
+
+
+@flag_rule("shared_avatar", "at least min_cluster_size members show the same or near-duplicate images")
+def _shared_avatar(f: ClusterFacts, params: NetworkParams) -> str | None:
+    if len(f.image_linked) < params.min_cluster_size:
+        return None
+    sha, n = f.image_groups.most_common(1)[0] if f.image_groups else ("", 0)
+    return (f"{len(f.image_linked)} accounts show the same or near-duplicate images (largest identical group"
+            f" {n}: {sha[:12]}; {f.edge_mix.get('near_duplicate_avatar', 0)} near-duplicate links)")
+
+
+@flag_rule("synthetic_faces", "a share of the scored avatars are labelled synthetic", "synthetic_share_rule")
+def _synthetic_faces(f: ClusterFacts, params: NetworkParams) -> str | None:
+    if f.synthetic and f.shares["synthetic_share"] >= params.synthetic_share_rule:
+        return f"{f.synthetic}/{f.scored} avatars scored as generated"
+    return None
+
+
+@flag_rule("batch_created", "a share of the members were created on one day, with creation-window edges",
+           "burst_share_rule")
+def _batch_created(f: ClusterFacts, params: NetworkParams) -> str | None:
+    if f.days and f.edge_mix.get("creation_window") and f.shares["burst_share"] >= params.burst_share_rule:
+        day, n = f.days.most_common(1)[0]
+        return f"{n}/{f.size} accounts created on {day}"
+    return None
+
+
+@flag_rule("templated_handles", "a share of the members follow one handle template", "template_share_rule")
+def _templated_handles(f: ClusterFacts, params: NetworkParams) -> str | None:
+    if f.templates and f.shares["template_share"] >= params.template_share_rule:
+        template, n = f.templates.most_common(1)[0]
+        return f"{n}/{f.size} handles follow the template {template}"
+    return None
+
+
+@flag_rule("coordinated_activity", "a share of the members have a co-activity edge of at least coactivity_min_weight", "coactivity_share_rule")
+def _coordinated_activity(f: ClusterFacts, params: NetworkParams) -> str | None:
+    if f.coactive and f.shares["coactivity_share"] >= params.coactivity_share_rule:
+        co = ", ".join(f"{t} {n}" for t, n in sorted(f.edge_mix.items()) if is_coactivity(t))
+        return f"{len(f.coactive)}/{f.size} accounts linked by co-activity ({co})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -52,63 +132,62 @@ class ClusterAssessment:
     evidence: dict[str, Any]
 
 
-def _touching(edges: list[dict[str, Any]], test) -> set[str]:
-    return {k for e in edges if test(e["edge_type"]) for k in (e["a_key"], e["b_key"])}
+def _touching(edges: list[dict[str, Any]], test) -> frozenset[str]:
+    return frozenset(k for e in edges if test(e) for k in (e["a_key"], e["b_key"]))
 
 
-def assess_cluster(cluster_id: str, members: list[dict[str, Any]], edges: list[dict[str, Any]],
-                   params: NetworkParams, extra_features: dict[str, Any] | None = None) -> ClusterAssessment:
-    """Features, score, rules and evidence of one cluster; ``edges`` are those with both ends inside it."""
+def qualifies_as_coactivity(edge: dict[str, Any], params: NetworkParams) -> bool:
+    """A co_* edge counts for C when its weight reaches ``coactivity_min_weight``."""
+    return is_coactivity(edge["edge_type"]) and edge["weight"] >= params.coactivity_min_weight
+
+
+def cluster_facts(members: list[dict[str, Any]], edges: list[dict[str, Any]], params: NetworkParams) -> ClusterFacts:
     size = len(members)
     scored = [m for m in members if m["avatar_label"] is not None]
     synthetic = [m for m in scored if m["avatar_label"]]
-    synthetic_share = len(synthetic) / len(scored) if scored else 0.0
     days = Counter(m["created_at"].date().isoformat() for m in members if m["created_at"] is not None)
-    burst_share = max(days.values()) / size if days else 0.0
-    mean_risk = sum(m["risk"] for m in members) / size
-    image_groups = Counter(m["avatar_sha256"] for m in members if m["avatar_sha256"])
     templates = Counter(m["handle_template"] for m in members
                         if m["handle_template"] and m["handle_digits"] >= params.min_template_digits)
-    template_share = templates.most_common(1)[0][1] / size if templates else 0.0
-    coactive = _touching([e for e in edges if e["weight"] >= params.coactivity_min_weight], is_coactivity)
-    image_linked = _touching(edges, is_shared_image)
-    edge_mix = Counter(e["edge_type"] for e in edges)
+    coactive = _touching(edges, lambda e: qualifies_as_coactivity(e, params))
+    image_linked = _touching(edges, lambda e: is_shared_image(e["edge_type"]))
     shares = {
-        "synthetic_share": round(synthetic_share, 4),
-        "burst_share": round(burst_share, 4),
-        "template_share": round(template_share, 4),
+        "synthetic_share": round(len(synthetic) / len(scored), 4) if scored else 0.0,
+        "burst_share": round(max(days.values()) / size, 4) if days else 0.0,
+        "template_share": round(templates.most_common(1)[0][1] / size, 4) if templates else 0.0,
         "coactivity_share": round(len(coactive) / size, 4),
         "shared_image_share": round(len(image_linked) / size, 4),
-        "mean_risk": round(mean_risk, 4),
+        "mean_risk": round(sum(m["risk"] for m in members) / size, 4),
     }
-    contributions = {k: round(SCORE_WEIGHTS[k] * v, 4) for k, v in shares.items() if v}
-    score = round(min(1.0, sum(contributions.values())), 4)
+    return ClusterFacts(size, len(scored), len(synthetic), days, templates,
+                        Counter(m["avatar_sha256"] for m in members if m["avatar_sha256"]),
+                        Counter(e["edge_type"] for e in edges), coactive, image_linked, shares)
+
+
+def cluster_score(shares: dict[str, float], weights: ClusterWeights) -> tuple[float, dict[str, float]]:
+    """The score and its non-zero terms (weight x share)."""
+    w = weights.as_dict()
+    contributions = {k: round(w[k] * v, 4) for k, v in shares.items() if v}
+    return round(min(1.0, sum(contributions.values())), 4), contributions
+
+
+def assess_cluster(cluster_id: str, members: list[dict[str, Any]], edges: list[dict[str, Any]],
+                   params: NetworkParams, extra_features: dict[str, Any] | None = None,
+                   weights: ClusterWeights | None = None) -> ClusterAssessment:
+    """Features, score, rules and evidence of one cluster; ``edges`` are those with both ends inside it."""
+    weights = weights or ClusterWeights()
+    facts = cluster_facts(members, edges, params)
+    score, contributions = cluster_score(facts.shares, weights)
+    size = facts.size
     features = {
         **(extra_features or {}),
         "size": size,
-        **shares,
+        **facts.shares,
         "density": round(len(edges) / (size * (size - 1) / 2), 4) if size > 1 else 0.0,
-        "edge_types": dict(sorted(edge_mix.items())),
-        "largest_shared_image": max(image_groups.values(), default=0),
+        "edge_types": dict(sorted(facts.edge_mix.items())),
+        "largest_shared_image": max(facts.image_groups.values(), default=0),
         "score_contributions": contributions,
     }
-    rules: dict[str, str] = {}
-    if len(image_linked) >= params.min_cluster_size:
-        sha, n = image_groups.most_common(1)[0] if image_groups else ("", 0)
-        near = edge_mix.get("near_duplicate_avatar", 0)
-        rules["shared_avatar"] = (f"{len(image_linked)} accounts show the same or near-duplicate images"
-                                  f" (largest identical group {n}: {sha[:12]}; {near} near-duplicate links)")
-    if synthetic_share >= params.synthetic_share_rule and synthetic:
-        rules["synthetic_faces"] = f"{len(synthetic)}/{len(scored)} avatars scored as generated"
-    if burst_share >= params.burst_share_rule and edge_mix.get("creation_window"):
-        day, n = days.most_common(1)[0]
-        rules["batch_created"] = f"{n}/{size} accounts created on {day}"
-    if templates and template_share >= params.template_share_rule:
-        template, n = templates.most_common(1)[0]
-        rules["templated_handles"] = f"{n}/{size} handles follow the template {template}"
-    if coactive and shares["coactivity_share"] >= params.coactivity_share_rule:
-        co = ", ".join(f"{t} {n}" for t, n in sorted(edge_mix.items()) if is_coactivity(t))
-        rules["coordinated_activity"] = f"{len(coactive)}/{size} accounts linked by co-activity ({co})"
+    rules = {name: why for name, rule in FLAG_RULES.items() if (why := rule.check(facts, params))}
     images = defaultdict(list)
     for m in members:
         if m["avatar_sha256"]:
@@ -118,10 +197,11 @@ def assess_cluster(cluster_id: str, members: list[dict[str, Any]], edges: list[d
         "features": features,
         "images": [{"sha256": sha, "probability": p, "accounts": accts}
                    for (sha, p), accts in sorted(images.items(), key=lambda kv: (-len(kv[1]), kv[0][0]))],
-        "creation_days": dict(sorted(days.items())),
+        "creation_days": dict(sorted(facts.days.items())),
         "edges": edges[:MAX_EVIDENCE_EDGES],
         "edges_total": len(edges),
         "params": params.as_dict(),
+        "cluster_weights": weights.as_dict(),
     }
     return ClusterAssessment(cluster_id, members, features, score, rules, evidence)
 
@@ -147,9 +227,13 @@ def _inherited_status(conn: sa.Connection, lineage: dict[str, Any], params: Netw
     return "new", note, None
 
 
-def flag_run(settings: Settings, run_key: str, params: NetworkParams) -> int:
-    """Score the run's clusters and upsert flags; returns the number of flags raised."""
+def flag_run(settings: Settings, run_key: str, params: NetworkParams, weights: ClusterWeights | None = None) -> int:
+    """Score the run's clusters and upsert flags; returns the number of flags raised. Without ``weights``,
+    the cluster weights recorded on the run (``runs.params.cluster_weights``) apply."""
     with transaction(settings) as conn:
+        if weights is None:
+            recorded = conn.execute(sa.text("select params from runs where run_key = :k"), {"k": run_key}).scalar()
+            weights = Policy.from_run_params(recorded).cluster
         members = conn.execute(
             sa.text(
                 "select m.cluster_id, m.account_key, a.platform, a.account_id, s.handle, s.created_at,"
@@ -164,7 +248,7 @@ def flag_run(settings: Settings, run_key: str, params: NetworkParams) -> int:
         ).mappings().all()
         edge_rows = conn.execute(
             sa.text(
-                "select ma.cluster_id, e.edge_type, e.a_key, e.b_key, e.weight, e.evidence from edges e"
+                "select ma.cluster_id, e.edge_type, e.a_key, e.b_key, e.weight, e.params, e.evidence from edges e"
                 " join cluster_members ma on ma.run_key = e.run_key and ma.account_key = e.a_key"
                 " join cluster_members mb on mb.run_key = e.run_key and mb.account_key = e.b_key"
                 "   and mb.cluster_id = ma.cluster_id"
@@ -180,11 +264,11 @@ def flag_run(settings: Settings, run_key: str, params: NetworkParams) -> int:
         edges_by_cluster: dict[str, list[dict]] = defaultdict(list)
         for row in edge_rows:
             edges_by_cluster[row["cluster_id"]].append(
-                {k: row[k] for k in ("edge_type", "a_key", "b_key", "weight", "evidence")})
+                {k: row[k] for k in ("edge_type", "a_key", "b_key", "weight", "params", "evidence")})
         raised, updates = [], []
         for cid, cluster_members in sorted(by_cluster.items()):
             kept = {k: v for k, v in (stored.get(cid) or {}).items() if k in ("lineage", "component_size")}
-            assessment = assess_cluster(cid, cluster_members, edges_by_cluster[cid], params, kept)
+            assessment = assess_cluster(cid, cluster_members, edges_by_cluster[cid], params, kept, weights)
             updates.append({"s": assessment.score, "f": json.dumps(assessment.features, sort_keys=True),
                             "k": run_key, "c": cid})
             if assessment.rules and assessment.score >= params.flag_score_threshold \

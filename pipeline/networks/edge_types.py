@@ -48,6 +48,8 @@ for _t in (
     EdgeType("co_repost", "coactivity", "reposts of the same post within the window"),
     EdgeType("co_link", "coactivity", "the same normalised link posted within the window"),
     EdgeType("co_post", "coactivity", "the same normalised text posted within the window"),
+    EdgeType("co_reply", "coactivity", "replies to the same post within the window"),
+    EdgeType("co_hashtag", "coactivity", "the same set of hashtags posted within the window"),
 ):
     register_edge_type(_t)
 

@@ -42,3 +42,13 @@ begin
     return nullif(host || coalesce(rest, ''), '');
 end
 $$;
+
+-- The hashtag set of a post for co_hashtag matching (pipeline/networks/coactivity.py): distinct tags,
+-- lower case, without '#', sorted bytewise and joined by single spaces; null when fewer than p_min_tags.
+-- Tags are stored lower case without '#' by the readers; this normalises again for other writers.
+create or replace function hashtag_set(tags text[], p_min_tags integer) returns text
+language sql immutable strict parallel safe as $$
+    select case when count(*) >= p_min_tags then string_agg(t, ' ' order by t collate "C") end
+    from (select distinct lower(ltrim(btrim(x), '#')) as t from unnest(tags) as x) s
+    where t <> ''
+$$;

@@ -46,6 +46,22 @@ language sql immutable as $$
     select nullif(lower(substring(btrim(url) from '^(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:[^/?#@\s]*@)?(?:www\.)?([^/:?#@\s]+)')), '')
 $$;
 
+create or replace function policy_value(p_params jsonb, p_path text[]) returns numeric
+language plpgsql immutable as $$
+    -- one number of a run's recorded policy (runs.params, written by pipeline.core.runs.start_run from
+    -- pipeline.config.Policy); the defaults live in Python only, so a missing value is an error, not a guess
+declare
+    v numeric := (p_params #>> p_path)::numeric;
+begin
+    if v is null then
+        -- (no percent sign in this file: it is executed through the DB-API, which would read it as a placeholder)
+        raise exception using message = 'run policy has no value at ' || p_path::text
+            || '; reopen the run with pipeline.core.runs.start_run';
+    end if;
+    return v;
+end
+$$;
+
 create or replace function compute_account_signals(p_run_key text) returns integer
 language plpgsql as $$
 declare
@@ -54,9 +70,23 @@ declare
     v_as_of     timestamptz;
     v_digits    integer;
     v_count     integer;
+    w           jsonb;  -- risk weights and cut-offs of the run's policy (pipeline.config.RiskWeights)
 begin
     select detector_id, params into v_detector, v_params from runs where run_key = p_run_key;
-    v_digits := coalesce((v_params #>> '{network,min_template_digits}')::integer, 6);
+    v_digits := policy_value(v_params, '{network,min_template_digits}')::integer;
+    w := jsonb_build_object(
+        'synthetic_avatar', policy_value(v_params, '{risk_weights,synthetic_avatar}'),
+        'past_synthetic_avatar', policy_value(v_params, '{risk_weights,past_synthetic_avatar}'),
+        'gan_eye_alignment', policy_value(v_params, '{risk_weights,gan_eye_alignment}'),
+        'avatar_reuse', policy_value(v_params, '{risk_weights,avatar_reuse}'),
+        'near_duplicate_avatar', policy_value(v_params, '{risk_weights,near_duplicate_avatar}'),
+        'template_handle', policy_value(v_params, '{risk_weights,template_handle}'),
+        'new_account', policy_value(v_params, '{risk_weights,new_account}'),
+        'empty_bio', policy_value(v_params, '{risk_weights,empty_bio}'),
+        'default_bio', policy_value(v_params, '{risk_weights,default_bio}'),
+        'few_followers', policy_value(v_params, '{risk_weights,few_followers}'),
+        'new_account_days', policy_value(v_params, '{risk_weights,new_account_days}'),
+        'few_followers_below', policy_value(v_params, '{risk_weights,few_followers_below}'));
     -- age is measured at the run's as-of time (nightly: end of the data interval), else at the newest
     -- account creation in the export, so a rerun computes the same ages on any day
     v_as_of := coalesce(
@@ -119,18 +149,20 @@ begin
         left join history hi using (account_key)
     ), scored as (
         select p.*, jsonb_strip_nulls(jsonb_build_object(
-                   'synthetic_avatar', case when p.probability is not null then round((0.45 * p.probability)::numeric, 4) end,
+                   'synthetic_avatar', case when p.probability is not null then round(((w->>'synthetic_avatar')::numeric * p.probability::numeric), 4) end,
                    'past_synthetic_avatar', case when p.p_max - coalesce(p.probability, 0) > 0.0001
-                                                 then round((0.10 * (p.p_max - coalesce(p.probability, 0)))::numeric, 4) end,
-                   'gan_eye_alignment', case when p.gan_eye_aligned then 0.15 end,
-                   'avatar_reuse',     case when p.reuse_count > 0 then 0.20 end,
-                   'near_duplicate_avatar', case when p.reuse_count = 0 and p.near_count > 0 then 0.15 end,
-                   'template_handle',  case when p.digits >= v_digits then 0.15 end,
+                                                 then round(((w->>'past_synthetic_avatar')::numeric * (p.p_max - coalesce(p.probability, 0))::numeric), 4) end,
+                   'gan_eye_alignment', case when p.gan_eye_aligned then (w->>'gan_eye_alignment')::numeric end,
+                   'avatar_reuse',     case when p.reuse_count > 0 then (w->>'avatar_reuse')::numeric end,
+                   'near_duplicate_avatar', case when p.reuse_count = 0 and p.near_count > 0 then (w->>'near_duplicate_avatar')::numeric end,
+                   'template_handle',  case when p.digits >= v_digits then (w->>'template_handle')::numeric end,
                    'new_account',      case when p.created_at is not null
-                                             and v_as_of - p.created_at < interval '90 days' then 0.10 end,
-                   'empty_bio',        case when coalesce(btrim(p.bio), '') = '' then 0.05 end,
-                   'default_bio',      case when coalesce(btrim(p.bio), '') <> '' and p.default_bio then 0.05 end,
-                   'few_followers',    case when p.followers is not null and p.followers < 10 then 0.05 end
+                                             and v_as_of - p.created_at < make_interval(days => (w->>'new_account_days')::int)
+                                             then (w->>'new_account')::numeric end,
+                   'empty_bio',        case when coalesce(btrim(p.bio), '') = '' then (w->>'empty_bio')::numeric end,
+                   'default_bio',      case when coalesce(btrim(p.bio), '') <> '' and p.default_bio then (w->>'default_bio')::numeric end,
+                   'few_followers',    case when p.followers is not null and p.followers < (w->>'few_followers_below')::int
+                                             then (w->>'few_followers')::numeric end
                )) as contributions
         from parts p
     )

@@ -1,0 +1,59 @@
+"""Real coordination data: every group of accounts that CooRTweet calls coordinated on its own bundled dataset
+(and that is large enough to be a cluster) is flagged by co-activity alone; the CooRTweet re-implementation
+the comparison rests on is checked on hand-made shares first."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from conftest import SHARED_DATA
+
+from pipeline.config import NetworkParams
+from pipeline.core import runs
+from pipeline.core.db import ensure_schema, transaction
+from pipeline.flags.rules import list_flags
+from pipeline.stages import RunContext, run_stages
+from pipeline.testing import coortweet
+
+COORTWEET_IO = SHARED_DATA / "exports" / "coordination" / "CooRTweet-russian-as-io"
+
+
+def test_coortweet_reimplementation_on_hand_made_shares():
+    rows = [  # (object, account, content, time)
+        ("X", "a", "a1", 0), ("X", "b", "b1", 10), ("Y", "a", "a2", 100), ("Y", "b", "b2", 130),  # a-b twice
+        ("Z", "a", "a3", 500), ("Z", "c", "c1", 505), ("W", "c", "c2", 900),  # a-c once
+        ("X", "d", "d1", 5),  # d shares once in all: dropped by min_participation before pairing
+        ("V", "e", "e1", 0), ("V", "f", "f1", 61), ("U", "e", "e2", 0), ("U", "f", "f2", 61),  # 61 s: too late
+    ]
+    accounts, kept, threshold = coortweet.coordinated(rows, 60, 2, 0.5)
+    assert threshold == 1.5  # weights a-b 2, a-c 1: R's median of (1, 2)
+    assert kept == {("a", "b"): 2} and accounts == {"a", "b"}
+    # at 61 s e-f (weight 2) joins: the median of (1, 2, 2) is 2 and CooRTweet keeps only weights above it
+    assert coortweet.coordinated(rows, 61, 2, 0.5)[1:] == ({}, 2.0)
+    assert coortweet.coordinated(rows, 61, 2, 0.0)[1] == {("a", "b"): 2, ("e", "f"): 2}
+    assert sorted(map(sorted, coortweet.components({("a", "b"): 1, ("b", "c"): 1, ("x", "y"): 1}))) == [
+        ["a", "b", "c"], ["x", "y"]]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not COORTWEET_IO.is_dir(), reason=f"real coordination data not found under {COORTWEET_IO}")
+def test_coortweet_groups_are_flagged_by_coactivity_alone(settings):
+    params = NetworkParams()
+    rows = coortweet.rows_from_io(COORTWEET_IO / "russian_coord_tweets_csv_hashed.csv")
+    _, kept, _ = coortweet.coordinated(rows, int(params.co_window_seconds), 2, 0.5)
+    groups = [g for g in coortweet.components(kept) if len(g) >= params.min_cluster_size]
+    assert len(groups) >= 5, "the dataset must exercise the comparison"
+    ensure_schema(settings)
+    runs.start_run(settings, "investigation:coortweet", str(COORTWEET_IO), "twitter_io")
+    run_stages(RunContext(settings, "investigation:coortweet", params), ("ingest", "aggregate", "networks", "flag"))
+    flags = list_flags(settings, run_key="investigation:coortweet")
+    for group in groups:
+        holding = [f for f in flags if group <= {m["account_id"] for m in f["members"]}]
+        assert len(holding) == 1, sorted(group)
+        flag = holding[0]
+        assert "coordinated_activity" in flag["rules"]
+        contributions = flag["evidence"]["features"]["score_contributions"]
+        assert contributions["coactivity_share"] >= params.flag_score_threshold, contributions
+    with transaction(settings) as conn:  # the policy the flags were scored by is the run's
+        recorded = conn.execute(sa.text("select params from runs where run_key = 'investigation:coortweet'")).scalar()
+    assert flags[0]["evidence"]["cluster_weights"] == recorded["cluster_weights"]

@@ -1,0 +1,78 @@
+"""Contract test of the flag-rule registry: every registered rule has a valid name, a summary, a threshold
+that is a policy parameter, a positive case here that fires it with a reason, and stays silent on a
+bland cluster; the docs list exactly the registered rules."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from conftest import REPO
+
+from pipeline.config import NetworkParams
+from pipeline.core.registry import NAME_RE
+from pipeline.flags.rules import FLAG_RULES, FlagRule, assess_cluster, cluster_facts, flag_rule
+
+T0 = datetime(2025, 5, 1, tzinfo=UTC)
+
+
+def _member(i, label=None, sha=None, template=None, digits=0, day=None):
+    return {"account_key": f"p:{i:03d}", "created_at": T0 + timedelta(days=400 * i if day is None else day),
+            "avatar_label": label, "avatar_sha256": sha, "avatar_probability": 0.9 if label else 0.05, "risk": 0.1,
+            "handle_template": template, "handle_digits": digits}
+
+
+def _chain(edge_type, n, weight=1.0, params=None):
+    return [{"edge_type": edge_type, "a_key": f"p:{i:03d}", "b_key": f"p:{i + 1:03d}", "weight": weight,
+             "params": params or {}, "evidence": {}} for i in range(n - 1)]
+
+
+# One positive case per rule: (members, edges). A rule without a case here fails the contract test.
+POSITIVE = {
+    "shared_avatar": ([_member(i, sha="s1") for i in range(4)], _chain("identical_avatar", 4)),
+    "synthetic_faces": ([_member(i, label=True) for i in range(4)], _chain("similar_embedding", 4, 0.5)),
+    "batch_created": ([_member(i, day=3) for i in range(4)], _chain("creation_window", 4, 0.5)),
+    "templated_handles": ([_member(i, template="a_a+8digits", digits=8) for i in range(4)], _chain("identical_bio", 4)),
+    "coordinated_activity": ([_member(i) for i in range(4)], _chain("co_repost", 4, 2)),
+}
+
+
+def _bland():
+    return [_member(i) for i in range(4)], _chain("identical_bio", 4, 0.5)
+
+
+def test_every_rule_keeps_the_contract():
+    params = NetworkParams()
+    assert set(POSITIVE) == set(FLAG_RULES.names()), "add a positive case for each registered rule"
+    threshold_names = {f.name for f in fields(NetworkParams)}
+    for name, rule in FLAG_RULES.items():
+        assert isinstance(rule, FlagRule) and rule.name == name and NAME_RE.match(name)
+        assert rule.summary and rule.summary == rule.summary.strip()
+        assert rule.threshold is None or rule.threshold in threshold_names, (name, rule.threshold)
+        members, edges = POSITIVE[name]
+        why = rule.check(cluster_facts(members, edges, params), params)
+        assert isinstance(why, str) and why, name
+        assert name in assess_cluster("c", members, edges, params).rules
+        assert rule.check(cluster_facts(*_bland(), params), params) is None, name
+
+
+def test_docs_list_the_registered_rules():
+    text = (REPO / "docs" / "networks.md").read_text(encoding="utf-8")
+    section = text[text.index("**Flag rules**"):text.index("## Investigator workflow")]
+    listed = [line.split("`")[1] for line in section.splitlines() if line.startswith("- `")]
+    assert listed == list(FLAG_RULES.names())
+
+
+def test_a_duplicate_rule_name_is_refused():
+    with pytest.raises(ValueError, match="already registered"):
+        flag_rule("shared_avatar", "again")(lambda facts, params: None)
+
+
+def test_coactivity_counts_edges_from_the_minimum_weight():
+    params = NetworkParams()
+    members = [_member(i) for i in range(4)]
+    assert cluster_facts(members, _chain("co_repost", 4, 2), params).shares["coactivity_share"] == 1.0
+    assert cluster_facts(members, _chain("co_repost", 4, 1), params).shares["coactivity_share"] == 0.0
+    stricter = NetworkParams(coactivity_min_weight=3)
+    assert cluster_facts(members, _chain("co_reply", 4, 2), stricter).shares["coactivity_share"] == 0.0
