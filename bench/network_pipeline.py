@@ -2,13 +2,15 @@
 
 Generates ``--accounts`` accounts (organic plus the planted operations of pipeline/testing/planted.py, with
 about ``--posts-per-account`` posts each) straight into the embedded PostgreSQL in a temporary folder,
-then runs the aggregate, networks and flag stages. Generation and the stages run in two child
+By default the population is issue 10's (``planted.HARD_OPERATIONS`` and ``OrganicMix.hard()``: busy
+days, a common suggested template, real photos from ``--faces``); ``--classic`` is the original
+generator. It then runs the aggregate, networks and flag stages. Generation and the stages run in two child
 processes, so the stages' peak RSS is their own. Prints, per stage, seconds and accounts/s and the
 peak RSS of the stage process (the PostgreSQL server's memory is not included), then the per-kind
 precision and recall of the flags.
 
     .venv/bin/python bench/network_pipeline.py --accounts 1000000
-    .venv/bin/python bench/network_pipeline.py --accounts 20000      # a quick run
+    .venv/bin/python bench/network_pipeline.py --accounts 3000 --faces ../shared/data/faces
 """
 
 from __future__ import annotations
@@ -30,8 +32,6 @@ from pipeline.config import load_settings
 from pipeline.core.db import dispose_engines
 from pipeline.testing import planted
 
-PLANTED_ACCOUNTS = 2 * 30 + 2 * 32 + 2 * 20 + 12  # the default operations of planted.generate
-
 
 def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -40,11 +40,14 @@ def rss_mib() -> float:
 def generate(args: argparse.Namespace, home: Path) -> None:
     settings = load_settings(env={}, home=home)
     started = time.perf_counter()
-    pop = planted.generate(settings, "bench", organic=max(0, args.accounts - PLANTED_ACCOUNTS), seed=args.seed,
-                           posts_per_account=args.posts_per_account)
+    ops = planted.DEFAULT_OPERATIONS if args.classic else planted.HARD_OPERATIONS
+    mix = planted.OrganicMix() if args.classic else planted.OrganicMix.hard()
+    pop = planted.generate(settings, "bench", organic=max(0, args.accounts - planted.planted_accounts(ops)),
+                           seed=args.seed, operations=ops, posts_per_account=args.posts_per_account, mix=mix,
+                           faces_dir=Path(args.faces) if args.faces else None)
     (home / "truth.pickle").write_bytes(pickle.dumps(pop))
     print(f"generated {pop.accounts:,} accounts and {pop.posts:,} posts in {time.perf_counter() - started:.0f} s"
-          f" (generator peak RSS {rss_mib():,.0f} MiB)", flush=True)
+          f" (generator peak RSS {rss_mib():,.0f} MiB); busy days {pop.busy_days}", flush=True)
     dispose_engines()
 
 
@@ -73,6 +76,8 @@ def main() -> None:
     ap.add_argument("--accounts", type=int, default=1_000_000)
     ap.add_argument("--posts-per-account", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--faces", help="real photos for the photo rings and organic avatars (default ../shared/data/faces)")
+    ap.add_argument("--classic", action="store_true", help="the original generator: four kinds, uniform organic")
     ap.add_argument("--home", help="data folder (default: a temporary folder, removed afterwards)")
     ap.add_argument("--phase", choices=["all", "generate", "stages"], default="all", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -83,7 +88,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pa-network-bench-") as tmp:
         home = Path(args.home or tmp)
         common = [sys.executable, __file__, "--home", str(home), "--accounts", str(args.accounts),
-                  "--posts-per-account", str(args.posts_per_account), "--seed", str(args.seed)]
+                  "--posts-per-account", str(args.posts_per_account), "--seed", str(args.seed),
+                  *(["--faces", args.faces] if args.faces else []), *(["--classic"] if args.classic else [])]
         for phase in ("generate", "stages"):
             subprocess.run([*common, "--phase", phase], check=True)
         # the embedded server stops when its last client exits; a last client here makes sure it has

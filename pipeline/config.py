@@ -103,6 +103,18 @@ class NetworkParams(_Validated):
     status_keep_jaccard: float = 0.8  # an investigator's status carries over at this overlap, else re-opened
     burst_factor: float = 2.0  # creation_window: a trait's accounts in one window vs its average rate
     burst_p_value: float = 0.01  # creation_window: Poisson tail of a window's count, Bonferroni over the trait group
+    # creation_window against the population (pipeline/networks/bursts.py; docs/networks.md "Edges"): a trait's
+    # expected count in a window is its share of all accounts times the population's count around the window,
+    # at least the count over burst_smoothing_days scaled to the window (so a quiet stretch expects no less)
+    burst_smoothing_days: float = 7.0
+    count_profile_bin: float = 0.1  # count_profile trait: width of the log10(1 + n) bins of followers/following/posts
+    count_profile_min_count: int = 5  # count_profile trait: accounts of one profile in the window, at least
+    # confirmed_near_duplicate (an image ring): a pHash near-duplicate pair confirmed by dHash or embeddings,
+    # both images detailed enough (pipeline/images/measures.py); false-match rate measured on real photos by
+    # bench/near_duplicates.py --photos (docs/networks.md "Strong pairs")
+    near_dup_confirm_dhash: int = 10  # dHash Hamming distance, of 64 bits
+    near_dup_confirm_cosine: float = 0.9  # or the cosine of the two images' embeddings (the run's backbone)
+    min_image_detail: float = 0.3  # share of texture pixels at 32 x 32; flat logos, cartoons and default avatars are below
     # co_repost / co_link / co_post edges (pipeline/networks/coactivity.py), as QUT's coordination-network-toolkit:
     # two posts co-occur when |t1 - t2| <= co_window_seconds (QUT's README works with 1 minute), and an
     # edge needs co_min_weight co-occurring posts (QUT's CLI default --min_edge_weight 2).

@@ -76,3 +76,66 @@ def test_planted_rerun_is_identical(settings, population):
     planted.run_network_stages(settings, "planted")
     assert again.truth == population.truth
     assert table_contents(settings) == first
+
+
+HARD_FACES = planted.default_faces_dir()
+needs_faces = pytest.mark.skipif(not (HARD_FACES / "real").is_dir(),
+                                 reason=f"real photos not found under {HARD_FACES} (set PROFILE_AUDIT_SHARED_DATA)")
+
+
+@pytest.fixture
+def hard_population(settings):
+    pop = planted.generate(settings, "hard", organic=3000, seed=12, operations=planted.HARD_OPERATIONS,
+                           mix=planted.OrganicMix.hard())
+    planted.run_network_stages(settings, "hard")
+    return pop
+
+
+def _clusters(settings, run_key):
+    import sqlalchemy as sa
+
+    from pipeline.core.db import transaction
+
+    with transaction(settings) as conn:
+        return [set(r.members) for r in conn.execute(sa.text(
+            "select array_agg(account_key) as members from cluster_members where run_key = :k group by cluster_id"),
+            {"k": run_key})]
+
+
+@pytest.mark.slow
+@needs_faces
+def test_issue_10_kinds_form_their_own_clusters_and_the_negatives_none(settings, hard_population):
+    """Edges, not scores: every account of a rare-template batch, a count-profile batch and a photo ring
+    sits in a cluster of its own kind; busy days, the suggested template and 1,700 distinct real photos
+    make no cluster; the brand's near-duplicate logo re-encodes are not an image ring."""
+    pop = hard_population
+    clusters = _clusters(settings, "hard")
+    for members in clusters:
+        kinds = {pop.truth[m] for m in members}
+        assert len(kinds) == 1 and "organic" not in kinds, kinds
+    clustered = {m for c in clusters for m in c}
+    for kind in ("rare_batch", "profile_batch", "photo_ring"):
+        accounts = {k for ops in pop.operations[kind] for k in ops}
+        assert len(accounts & clustered) >= 0.9 * len(accounts), kind
+    brand = set(pop.operations["lookalike"][0])
+    assert all(c <= brand for c in clusters if c & brand)  # only the identical-logo accounts, openly
+    assert len(pop.busy_days) == 3
+
+
+@pytest.mark.slow
+@needs_faces
+def test_issue_10_evidence_names_the_burst_and_the_confirming_hash(settings, hard_population):
+    import sqlalchemy as sa
+
+    from pipeline.core.db import transaction
+
+    pop = hard_population
+    with transaction(settings) as conn:
+        rows = conn.execute(sa.text("select edge_type, a_key, evidence from edges where run_key = 'hard'"
+                                    " and edge_type in ('creation_window', 'confirmed_near_duplicate')")).all()
+    profile = [r.evidence for r in rows if pop.truth[r.a_key] == "profile_batch"]
+    assert profile and all("count_profile" in e["traits"] and e["bursts"]["count_profile"]["bins"] for e in profile)
+    assert all(e["bursts"]["count_profile"]["p_value"] < 0.01 for e in profile)
+    rings = [r.evidence for r in rows if r.edge_type == "confirmed_near_duplicate"]
+    assert rings and all(pop.truth[r.a_key] == "photo_ring" for r in rows if r.edge_type == "confirmed_near_duplicate")
+    assert all(e["dhash_hamming"] <= 10 and min(e["detail"]) >= 0.3 for e in rings)

@@ -51,6 +51,8 @@ class ValidatedImage:
     height: int
     rgb: Image.Image
     phash: str
+    dhash: str = ""  # second hash family and detail score for the image-ring test (pipeline/images/measures.py)
+    detail: float | None = None
 
     @property
     def storage_path(self) -> str:
@@ -122,9 +124,10 @@ def decode_image(data: bytes) -> tuple[str, Image.Image]:
 
 
 def validate_image(data: bytes) -> ValidatedImage:
-    import imagehash
+    from pipeline.images.measures import measure_image
 
     fmt, rgb = decode_image(data)
+    measures = measure_image(rgb)
     return ValidatedImage(
         sha256=hashlib.sha256(data).hexdigest(),
         data=data,
@@ -132,7 +135,9 @@ def validate_image(data: bytes) -> ValidatedImage:
         width=rgb.width,
         height=rgb.height,
         rgb=rgb,
-        phash=str(imagehash.phash(rgb)),
+        phash=measures.phash,
+        dhash=measures.dhash,
+        detail=measures.detail,
     )
 
 
@@ -247,6 +252,7 @@ def acquire_avatars(settings: Settings, run_key: str, fetcher: SafeFetcher | Non
         outcomes[ref] = images[image.sha256] = {
             "sha256": image.sha256, "byte_size": len(image.data), "width": image.width,
             "height": image.height, "format": image.format, "phash": image.phash,
+            "dhash": image.dhash, "detail": image.detail,
             "storage_path": image.storage_path,
         }
 
@@ -282,9 +288,10 @@ def acquire_avatars(settings: Settings, run_key: str, fetcher: SafeFetcher | Non
     with transaction(settings) as conn:
         insert_rows(
             conn,
-            "insert into images (sha256, byte_size, width, height, format, phash, storage_path)"
-            " values (:sha256, :byte_size, :width, :height, :format, :phash, :storage_path)"
-            " on conflict (sha256) do nothing",
+            "insert into images (sha256, byte_size, width, height, format, phash, dhash, detail, storage_path)"
+            " values (:sha256, :byte_size, :width, :height, :format, :phash, :dhash, :detail, :storage_path)"
+            " on conflict (sha256) do update set dhash = coalesce(images.dhash, excluded.dhash),"
+            " detail = coalesce(images.detail, excluded.detail)",
             images.values(),
         )
         stored, failed = _record_outcomes(conn, run_key, outcomes)

@@ -1,6 +1,7 @@
 """Stage `networks`: typed, evidenced edges between accounts, then clusters.
 
-Edge builders live in pipeline/networks/edges.py (image, embedding, account traits) and
+Edge builders live in pipeline/networks/edges.py (image, embedding, account traits; bursts in
+pipeline/networks/bursts.py) and
 pipeline/networks/coactivity.py (co_repost, co_link, co_post from posts); clustering and cross-run
 identity in pipeline/networks/clusters.py. This module loads the run's data, writes the rows, and keeps the
 stage idempotent: it replaces the run's edges, clusters and members.
@@ -33,14 +34,16 @@ def load_traits(conn: sa.Connection, run_key: str) -> list[E.AccountTraits]:
     rows = conn.execute(
         sa.text(
             "select s.account_key, s.created_at, g.avatar_sha256, g.avatar_label, g.handle_template,"
-            " handle_digit_suffix(s.handle) as digits, s.bio, s.url"
+            " handle_digit_suffix(s.handle) as digits, s.bio, s.url, s.followers, s.following, s.posts,"
+            " s.language, s.location"
             " from account_snapshots s join account_signals g using (run_key, account_key)"
             " where s.run_key = :k order by s.account_key"
         ),
         {"k": run_key},
     )
     return [E.AccountTraits(r.account_key, r.created_at, r.avatar_sha256, r.avatar_label, r.handle_template,
-                            r.digits, r.bio, r.url) for r in rows]
+                            r.digits, r.bio, r.url, r.followers, r.following, r.posts, r.language, r.location)
+            for r in rows]
 
 
 def _embedding_edges(conn: sa.Connection, run_key: str, groups: dict[str, list[str]],
@@ -60,6 +63,27 @@ def _embedding_edges(conn: sa.Connection, run_key: str, groups: dict[str, list[s
         return []
     vectors = np.array([r.vector for r in rows], dtype=np.float32)
     return E.similar_embedding_edges(groups, [r.sha256 for r in rows], vectors, params, backbone)
+
+
+def _image_ring_inputs(conn: sa.Connection, run_key: str, near: list[tuple[str, str, int]]
+                       ) -> tuple[dict[str, E.ImageInfo], dict[tuple[str, str], float]]:
+    """dHash and detail of the images in near-duplicate pairs, and the cosine of each pair's embeddings
+    under the run's detector backbone where both have one."""
+    shas = sorted({s for a, b, _ in near for s in (a, b)})
+    if not shas:
+        return {}, {}
+    images = {r.sha256: E.ImageInfo(int(r.dhash, 16) if r.dhash else None, r.detail) for r in conn.execute(
+        sa.text("select sha256, dhash, detail from images where sha256 = any(:s)"), {"s": shas})}
+    vectors = {r.sha256: np.asarray(r.vector, dtype=np.float64) for r in conn.execute(sa.text(
+        "select e.sha256, e.vector from embeddings e join detectors d on d.backbone_id = e.backbone_id"
+        " join runs r on r.detector_id = d.detector_id where r.run_key = :k and e.sha256 = any(:s)"),
+        {"k": run_key, "s": shas})}
+    cosines = {}
+    for a, b, _ in near:
+        if a in vectors and b in vectors:
+            va, vb = vectors[a], vectors[b]
+            cosines[(a, b)] = float(va @ vb / max(np.linalg.norm(va) * np.linalg.norm(vb), 1e-12))
+    return images, cosines
 
 
 def previous_run(conn: sa.Connection, run_key: str) -> str | None:
@@ -85,10 +109,12 @@ def build_edges(conn: sa.Connection, run_key: str, params: NetworkParams) -> dic
     """Replace the run's edges of every type; returns counts per type."""
     traits = load_traits(conn, run_key)
     groups = E.image_groups(traits, params)
-    near = conn.execute(sa.text("select sha_a, sha_b, distance from avatar_near_duplicates where run_key = :k"
-                                " order by sha_a, sha_b"), {"k": run_key}).all()
+    near = [tuple(r) for r in conn.execute(sa.text("select sha_a, sha_b, distance from avatar_near_duplicates"
+                                                   " where run_key = :k order by sha_a, sha_b"), {"k": run_key})]
+    images, cosines = _image_ring_inputs(conn, run_key, near)
     built = (E.identical_avatar_edges(traits, params)
-             + E.near_duplicate_edges(groups, [tuple(r) for r in near], params)
+             + E.near_duplicate_edges(groups, near, params)
+             + E.confirmed_near_duplicate_edges(groups, near, images, cosines, params)
              + _embedding_edges(conn, run_key, groups, params)
              + E.creation_window_edges(traits, params)
              + E.identical_text_edges(traits, params))

@@ -38,8 +38,11 @@ def register_edge_type(edge_type: EdgeType) -> EdgeType:
 for _t in (
     EdgeType("identical_avatar", "image", "the same avatar image (sha256)", shared_image=True),
     EdgeType("near_duplicate_avatar", "image", "avatars whose perceptual hashes are within a few bits", shared_image=True),
+    EdgeType("confirmed_near_duplicate", "image",
+             "near-duplicate avatars confirmed by a second image measure (dHash or embedding), both detailed",
+             shared_image=True),
     EdgeType("similar_embedding", "image", "close backbone embeddings of two likely-synthetic avatars"),
-    EdgeType("creation_window", "trait", "accounts created inside one unusual creation burst"),
+    EdgeType("creation_window", "trait", "accounts created inside a burst of a shared trait, against the population"),
     EdgeType("identical_bio", "trait", "the same normalised bio in a small group"),
     EdgeType("identical_link", "trait", "the same profile link in a small group"),
     EdgeType("co_repost", "coactivity", "reposts of the same post within the window"),

@@ -6,13 +6,16 @@ tested without a database. Weights are on one scale: a pair whose summed weights
 
 Strong alone:
 - ``identical_avatar`` (1.0): the same image sha256; a star around the group's smallest account key.
+- ``confirmed_near_duplicate`` (0.8): distinct images within ``near_dup_max_distance`` pHash bits that a
+  second, independent measure confirms (dHash within ``near_dup_confirm_dhash`` bits, or embedding
+  cosine of at least ``near_dup_confirm_cosine``), both detailed enough (``min_image_detail``) for
+  hashes to mean something. This is an image ring: crops, resizes and re-encodes of a few photos.
 - ``creation_window`` (0.5 per shared trait): created within the window AND sharing a trait, in a
-  burst of that trait (at least ``burst_factor`` times its usual rate, and improbable at that rate:
-  Poisson tail below ``burst_p_value`` / group size).
+  burst of that trait against the whole population (pipeline/networks/bursts.py).
 Corroborating (0.25-0.35; two of them on one pair, or one with a strong edge, make it strong):
 - ``near_duplicate_avatar``: distinct images within ``near_dup_max_distance`` pHash bits. pHash alone
   collides on low-detail pictures (cartoons, silhouettes, logos on flat colour), so it must agree
-  with a second trace, typically a close CLIP embedding of the same face.
+  with a second trace.
 - ``similar_embedding``: two likely-synthetic avatars whose CLIP embeddings are close. Faces from
   one generator are alike, so this alone would join unrelated operations.
 - ``identical_bio`` / ``identical_link`` (0.3 each).
@@ -31,8 +34,11 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import NetworkParams
+from pipeline.networks.bursts import Population, burst_test
 
 TEXT_EDGE_WEIGHT = 0.3
+CREATION_TRAIT_WEIGHT = 0.5  # per trait shared inside a burst: one is strong
+CONFIRMED_IMAGE_WEIGHT = 0.8  # a near-duplicate pair confirmed by a second measure: strong alone
 WEAK_BASE, WEAK_SPAN = 0.25, 0.1  # corroborating edges weigh 0.25 + 0.1 x closeness in [0, 1]
 MIN_BIO_CHARS = 8
 
@@ -62,6 +68,19 @@ class AccountTraits:
     handle_digits: int
     bio: str | None
     url: str | None = None
+    followers: int | None = None
+    following: int | None = None
+    posts: int | None = None
+    language: str | None = None
+    location: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the image-ring test needs of one stored image (null for images stored before migration 010)."""
+
+    dhash: int | None
+    detail: float | None
 
 
 def image_groups(accounts: Iterable[AccountTraits], params: NetworkParams) -> dict[str, list[str]]:
@@ -101,6 +120,47 @@ def near_duplicate_edges(groups: dict[str, list[str]], pairs: Iterable[tuple[str
         key = (edge.a_key, edge.b_key)
         if key not in edges or edges[key].weight < weight:
             edges[key] = edge
+    return list(edges.values())
+
+
+def confirmed_near_duplicate_edges(groups: dict[str, list[str]], pairs: Iterable[tuple[str, str, int]],
+                                   images: dict[str, ImageInfo], cosines: dict[tuple[str, str], float],
+                                   params: NetworkParams) -> list[Edge]:
+    """One strong edge per near-duplicate pair that a second measure confirms, between the images' hub
+    accounts. ``cosines`` maps sorted sha pairs to the cosine of their embeddings, where both have one.
+    Images below ``min_image_detail`` (or of unknown detail) never confirm: on flat pictures every
+    hash family collides."""
+    used = {"near_dup_max_distance": params.near_dup_max_distance, "near_dup_confirm_dhash": params.near_dup_confirm_dhash,
+            "near_dup_confirm_cosine": params.near_dup_confirm_cosine, "min_image_detail": params.min_image_detail}
+    edges: dict[tuple[str, str], Edge] = {}
+    for sha_a, sha_b, distance in pairs:
+        if sha_a not in groups or sha_b not in groups:
+            continue
+        a_info, b_info = images.get(sha_a), images.get(sha_b)
+        if a_info is None or b_info is None or a_info.detail is None or b_info.detail is None:
+            continue
+        if min(a_info.detail, b_info.detail) < params.min_image_detail:
+            continue
+        evidence: dict[str, Any] = {"sha256": sorted([sha_a, sha_b]), "hamming": distance,
+                                    "detail": [a_info.detail, b_info.detail]}
+        confirmed_by = []
+        if a_info.dhash is not None and b_info.dhash is not None:
+            evidence["dhash_hamming"] = (a_info.dhash ^ b_info.dhash).bit_count()
+            if evidence["dhash_hamming"] <= params.near_dup_confirm_dhash:
+                confirmed_by.append("dhash")
+        cosine = cosines.get((min(sha_a, sha_b), max(sha_a, sha_b)))
+        if cosine is not None:
+            evidence["cosine"] = round(cosine, 4)
+            if cosine >= params.near_dup_confirm_cosine:
+                confirmed_by.append("embedding")
+        if not confirmed_by:
+            continue
+        a, b = groups[sha_a][0], groups[sha_b][0]
+        if a == b:
+            continue
+        edge = Edge.between("confirmed_near_duplicate", a, b, CONFIRMED_IMAGE_WEIGHT, used,
+                            {**evidence, "confirmed_by": confirmed_by})
+        edges.setdefault((edge.a_key, edge.b_key), edge)
     return list(edges.values())
 
 
@@ -158,71 +218,92 @@ def normalised_link(url: str | None) -> str | None:
     return text or None
 
 
-def poisson_count_above(rate: float, alpha: float) -> int:
-    """The smallest k with P(X >= k) <= alpha for X ~ Poisson(rate) (pure Python: scipy.stats takes 5 s to import)."""
-    cdf, k, limit = 0.0, 0, int(rate + 50 * math.sqrt(rate) + 100)
-    while 1.0 - cdf > alpha and k < limit:
-        cdf += math.exp(-rate + k * math.log(rate) - math.lgamma(k + 1)) if rate > 0 else float(k == 0)
-        k += 1
-    return k
+def count_profile(acc: AccountTraits, bin_width: float, offset: float) -> tuple[str, dict[str, list[int]]] | None:
+    """The account's followers, following and posts as log10(1 + n) bins of ``bin_width``, on a grid
+    shifted by ``offset`` bins (two grids, so a batch straddling one grid's edge shares the other's
+    bins); the value names the grid, the bins are [low, high] counts for the evidence."""
+    counts = (acc.followers, acc.following, acc.posts)
+    if any(c is None or c < 0 for c in counts):
+        return None
+    cells, bins = [], {}
+    for name, n in zip(("followers", "following", "posts"), counts):
+        k = math.floor(math.log10(1 + n) / bin_width + offset)
+        lo = math.ceil(10 ** ((k - offset) * bin_width) - 1 - 1e-9)
+        hi = math.ceil(10 ** ((k + 1 - offset) * bin_width) - 1 - 1e-9) - 1
+        cells.append(f"{name}{k}")
+        bins[name] = [max(lo, 0), max(hi, lo)]
+    return f"grid{offset:g}:" + "|".join(cells), bins
 
 
-def burst_members(times: np.ndarray, window: float, min_count: int, factor: float, p_value: float = 1.0) -> np.ndarray:
-    """Mask of sorted ``times`` (seconds) lying in a burst: the window centred on each holds at least ``min_count``,
-    at least ``factor`` times the group's average count per window, and a count that a Poisson process at
-    that average rate reaches with probability below ``p_value`` / n (Bonferroni over the n windows)."""
-    n = len(times)
-    span = max(float(times[-1] - times[0]), window) if n else window
-    rate = n * window / span
-    need = max(min_count, int(np.ceil(factor * rate)))
-    if p_value < 1.0 and n:
-        need = max(need, poisson_count_above(rate, p_value / n))
-    # the window is centred on each account, so accounts at the edge of a burst are not swept in
-    count = np.searchsorted(times, times + window / 2, side="right") - np.searchsorted(times, times - window / 2)
-    return count >= need
+def normalised_attribute(value: str | None) -> str | None:
+    text = " ".join((value or "").lower().split())
+    return text if len(text) >= 2 else None
+
+
+def account_trait_values(acc: AccountTraits, params: NetworkParams) -> list[tuple[str, str, dict[str, Any]]]:
+    """(trait, value, extra evidence) of every trait a creation burst can share."""
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    if acc.handle_digits >= params.min_template_digits and acc.handle_template:
+        out.append(("handle_template", acc.handle_template, {}))
+    if (bio := normalised_bio(acc.bio)) is not None:
+        out.append(("identical_bio", bio, {}))
+    if acc.avatar_label:
+        out.append(("synthetic_avatar", "label", {}))
+    for offset in (0.0, 0.5):
+        if (profile := count_profile(acc, params.count_profile_bin, offset)) is not None:
+            out.append(("count_profile", profile[0], {"bins": profile[1]}))
+    for attr in ("language", "location"):
+        if (value := normalised_attribute(getattr(acc, attr))) is not None:
+            out.append((attr, value, {}))
+    return out
 
 
 def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkParams) -> list[Edge]:
     """Chain accounts sharing a trait whose creation times lie within the window of each other, inside
-    a burst of that trait (``burst_members``): a template or a synthetic face is common on a large
-    platform, many of them in one window is not."""
+    a burst of that trait measured against the whole population (pipeline/networks/bursts.py). The
+    traits: a handle template, a bio, a synthetic avatar, a count profile (followers, following and
+    posts in narrow log bins: batch-made accounts without any shared text), a language or location.
+    Each edge names its traits with the observed and expected counts and the p-value of each."""
     window = params.creation_window_hours * 3600
     used = {"creation_window_hours": params.creation_window_hours, "min_template_digits": params.min_template_digits,
             "burst_factor": params.burst_factor, "burst_p_value": params.burst_p_value,
+            "burst_smoothing_days": params.burst_smoothing_days, "count_profile_bin": params.count_profile_bin,
+            "count_profile_min_count": params.count_profile_min_count,
             "min_cluster_size": params.min_cluster_size}
-    by_trait: dict[tuple[str, str], list[AccountTraits]] = defaultdict(list)
-    for acc in accounts:
-        if acc.created_at is None:
-            continue
-        if acc.handle_digits >= params.min_template_digits and acc.handle_template:
-            by_trait[("handle_template", acc.handle_template)].append(acc)
-        if (bio := normalised_bio(acc.bio)) is not None:
-            by_trait[("identical_bio", bio)].append(acc)
-        if acc.avatar_label:
-            by_trait[("synthetic_avatar", "label")].append(acc)
+    dated = [a for a in accounts if a.created_at is not None]
+    population = Population.of(np.array([a.created_at.timestamp() for a in dated]))
+    by_trait: dict[tuple[str, str], list[tuple[AccountTraits, dict[str, Any]]]] = defaultdict(list)
+    for acc in dated:
+        for trait, value, extra in account_trait_values(acc, params):
+            by_trait[(trait, value)].append((acc, extra))
     edges: dict[tuple[str, str], Edge] = {}
     for (trait, value), members in sorted(by_trait.items()):
         if len(members) < params.min_cluster_size:
             continue
-        members.sort(key=lambda a: (a.created_at, a.account_key))
-        times = np.array([a.created_at.timestamp() for a in members])
-        bursting = burst_members(times, window, params.min_cluster_size, params.burst_factor, params.burst_p_value)
-        for k in np.flatnonzero(bursting[:-1] & bursting[1:]):
-            prev, cur = members[k], members[k + 1]
+        members.sort(key=lambda m: (m[0].created_at, m[0].account_key))
+        times = np.array([m[0].created_at.timestamp() for m in members])
+        min_count = max(params.min_cluster_size, params.count_profile_min_count if trait == "count_profile" else 0)
+        test = burst_test(times, population, window, params.burst_smoothing_days * 86400, min_count,
+                          params.burst_factor, params.burst_p_value)
+        for k in np.flatnonzero(test.bursting[:-1] & test.bursting[1:]):
+            (prev, extra), (cur, _) = members[k], members[k + 1]
             delta = (cur.created_at - prev.created_at).total_seconds()
             if delta > window:
                 continue
             key = tuple(sorted((prev.account_key, cur.account_key)))
-            evidence = {
-                "traits": [trait],
-                "value": value if trait != "synthetic_avatar" else None,
-                "created_at": [prev.created_at.isoformat(), cur.created_at.isoformat()],
-                "delta_hours": round(delta / 3600, 3),
-            }
-            if key in edges:  # several shared traits: one edge, stronger, naming all of them
-                old = edges[key]
-                evidence = {**old.evidence, "traits": sorted(set(old.evidence["traits"]) | {trait})}
-            edges[key] = Edge.between("creation_window", *key, 0.5 * len(evidence["traits"]), used, evidence)
+            weaker = k if test.p_value[k] >= test.p_value[k + 1] else k + 1  # the edge holds at both ends
+            burst = {"value": value if trait != "synthetic_avatar" else None, **extra,
+                     "observed": int(test.observed[weaker]), "expected": round(float(test.expected[weaker]), 4),
+                     "p_value": float(f"{test.p_value[weaker]:.3g}")}
+            old = edges.get(key)
+            bursts = dict(old.evidence["bursts"]) if old else {}
+            if trait in bursts and bursts[trait]["p_value"] <= burst["p_value"]:
+                continue  # the other count-profile grid already gave this pair a sharper burst
+            bursts[trait] = burst
+            evidence = {"traits": sorted(bursts), "bursts": dict(sorted(bursts.items())),
+                        "created_at": [prev.created_at.isoformat(), cur.created_at.isoformat()],
+                        "delta_hours": round(delta / 3600, 3)}
+            edges[key] = Edge.between("creation_window", *key, CREATION_TRAIT_WEIGHT * len(bursts), used, evidence)
     return list(edges.values())
 
 

@@ -18,7 +18,24 @@ Kinds of account (``Population.truth``):
 - ``corepost_ring``: 20 organic-looking accounts (no image signal) that repost the same 15 posts
   within 30 seconds of each other.
 - ``lookalike``: a brand's regional accounts openly sharing one logo (old, popular, distinct links
-  and bios). Legitimate: must not be flagged.
+  and bios). Legitimate: must not be flagged. With ``faces_dir`` the logo has real pixels (a flat
+  logo, some accounts showing resized JPEG re-encodes of it): a pHash near-duplicate that the
+  detail test must keep out of image rings.
+
+Kinds that do not share the detectors' assumptions (issue 10; ``HARD_OPERATIONS``):
+- ``rare_batch``: 60 accounts made on two days with a handle template no organic account uses
+  (``first_last_`` + 6 digits), organic-looking counts, bios and avatars: only the population's
+  creation rate says the template is unusual.
+- ``profile_batch``: 60 accounts made on two days with hashed handles (no template), no bio, no
+  avatar, and one count profile (180-210 followers, 250-300 following, 30-36 posts), the shape of
+  real takedown releases.
+- ``photo_ring``: 40 accounts showing crops, resizes and re-encodes of 5 distinct real photos
+  (``faces_dir``), with nothing else in common (organic handles, bios, dates and counts).
+- ``cohashtag_ring``: 20 organic-looking accounts that each post 15 times with the same hashtag set
+  within 30 seconds of each other (own posts with their own texts, no reposts, no links).
+Organic accounts can be made harder too (``OrganicMix``): platform creation spikes (busy days),
+a share with the platform's suggested handle (first+last + 8 digits), and distinct real photos as
+avatars (pHash and dHash computed from their pixels).
 """
 
 from __future__ import annotations
@@ -28,6 +45,7 @@ import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +55,7 @@ from pipeline.config import NetworkParams, Settings
 from pipeline.core import runs
 from pipeline.core.bulk import copy_rows
 from pipeline.core.db import ensure_schema, transaction
+from pipeline.testing.photos import PlantedImage, default_faces_dir, flat_logo, near_duplicate, photo_pool
 
 DETECTOR_ID = "planted-sim:v1"
 BACKBONE_ID = "planted-backbone"
@@ -52,7 +71,31 @@ BIOS = ["coffee, code and cats", "runner. reader. dad.", "photographer based in 
         "PhD student in marine biology", "nurse, mum, baker", "music is life", "travel and street food",
         "history nerd and hiker"]
 COMMON_LINKS = ["instagram.com", "linktr.ee", "youtube.com", "github.com", "medium.com"]
-KINDS = ("batch", "avatar_ring", "corepost_ring", "lookalike")
+KINDS = ("batch", "avatar_ring", "corepost_ring", "lookalike", "rare_batch", "profile_batch", "photo_ring",
+         "cohashtag_ring")
+DEFAULT_OPERATIONS = {"batch": 2, "avatar_ring": 2, "corepost_ring": 2, "lookalike": 1}
+HARD_OPERATIONS = {**DEFAULT_OPERATIONS, "rare_batch": 2, "profile_batch": 2, "photo_ring": 2, "cohashtag_ring": 2}
+OPERATION_SIZES = {"batch": 30, "avatar_ring": 32, "corepost_ring": 20, "lookalike": 12, "rare_batch": 60,
+                   "profile_batch": 60, "photo_ring": 40, "cohashtag_ring": 20}
+
+
+@dataclass(frozen=True)
+class OrganicMix:
+    """How hard the organic population is. The default is the original generator (its random draws
+    unchanged); ``hard()`` is the population of issue 10."""
+
+    busy_days: int = 0  # platform creation spikes (a launch, a viral moment)
+    busy_share: float = 0.0  # share of organic accounts created on each busy day
+    common_template_share: float = 0.0  # organic accounts with the platform-suggested first+last + 8 digits
+    photos: bool = False  # distinct real photos (faces_dir) as organic avatars, as many as there are
+
+    @classmethod
+    def hard(cls) -> OrganicMix:
+        return cls(busy_days=3, busy_share=0.04, common_template_share=0.1, photos=True)
+
+
+def planted_accounts(operations: dict[str, int]) -> int:
+    return sum(OPERATION_SIZES[k] * n for k, n in operations.items())
 
 
 @dataclass
@@ -61,6 +104,7 @@ class Population:
     truth: dict[str, str] = field(default_factory=dict)  # account_key -> kind ('organic' or a planted kind)
     operations: dict[str, list[list[str]]] = field(default_factory=lambda: defaultdict(list))
     posts: int = 0
+    busy_days: list[str] = field(default_factory=list)  # ISO dates of the organic creation spikes
 
     @property
     def accounts(self) -> int:
@@ -97,37 +141,47 @@ class _Writer:
                                followers, following, n_posts, f"avatars/{key.split(':', 1)[1]}.jpg", "planted",
                                str(len(self.snapshots) + 1)))
 
-    def avatar(self, key: str, sha: str, phash: int, probability: float, embedding: np.ndarray | None = None) -> None:
+    def avatar(self, key: str, sha: str, phash: int, probability: float, embedding: np.ndarray | None = None,
+               dhash: int | None = None, detail: float | None = None, size: tuple[int, int, int] = (20_000, 400, 400)
+               ) -> None:
         self.avatars.append((self.run_key, key, f"avatars/{key.split(':', 1)[1]}.jpg", sha, "stored"))
         if sha not in self.images:
-            self.images[sha] = (sha, 20_000, 400, 400, "JPEG", f"{phash:016x}", f"{sha[:2]}/{sha}.jpg")
+            self.images[sha] = (sha, *size, "JPEG", f"{phash:016x}", None if dhash is None else f"{dhash:016x}",
+                                detail, f"{sha[:2]}/{sha}.jpg")
             label = probability >= 0.5
             self.scores[sha] = (sha, DETECTOR_ID, round(probability, 4), label, "simulated probability")
             if label:
                 vec = embedding if embedding is not None else self.rng.normal(size=EMBED_DIM)
                 self.embeddings[sha] = (sha, BACKBONE_ID, EMBED_DIM, "{" + ",".join(f"{v:.5f}" for v in vec) + "}")
 
+    def photo(self, key: str, image: PlantedImage, probability: float) -> None:
+        """An avatar with real pixels: its measures came from decoding it (pipeline/testing/photos.py)."""
+        self.avatar(key, image.sha256, image.phash, probability, dhash=image.dhash, detail=image.detail,
+                    size=(image.byte_size, image.width, image.height))
+
     def post(self, key: str, post_id: str, at: datetime, reposted: str | None = None, urls: list[str] | None = None,
-             text: str | None = None) -> None:
-        self.posts.append((self.run_key, key, post_id, at.isoformat(), reposted,
-                           "{" + ",".join(urls or []) + "}", text, "planted-posts", str(len(self.posts) + 1)))
+             text: str | None = None, hashtags: list[str] | None = None) -> None:
+        self.posts.append((self.run_key, key, post_id, at.isoformat(), reposted, "{" + ",".join(urls or []) + "}",
+                           "{" + ",".join(hashtags or []) + "}", text, "planted-posts", str(len(self.posts) + 1)))
 
     def flush(self, conn: sa.Connection) -> None:
         _copy_new(conn, "accounts", ("account_key", "platform", "account_id", "first_seen_run"), self.accounts)
         copy_rows(conn, "account_snapshots", ("run_key", "account_key", "handle", "display_name", "bio", "url",
                                               "created_at", "followers", "following", "posts", "avatar_ref",
                                               "source_file", "source_locator"), self.snapshots)
-        _copy_new(conn, "images", ("sha256", "byte_size", "width", "height", "format", "phash", "storage_path"),
-                  self.images.values())
+        _copy_new(conn, "images", ("sha256", "byte_size", "width", "height", "format", "phash", "dhash", "detail",
+                                   "storage_path"), self.images.values())
         copy_rows(conn, "account_avatars", ("run_key", "account_key", "avatar_ref", "sha256", "status"), self.avatars)
         _copy_new(conn, "image_scores", ("sha256", "detector_id", "probability", "label", "reason"), self.scores.values())
         _copy_new(conn, "embeddings", ("sha256", "backbone_id", "dim", "vector"), self.embeddings.values())
-        copy_rows(conn, "posts", ("run_key", "account_key", "post_id", "posted_at", "reposted_id", "urls", "text",
-                                  "source_file", "source_locator"), self.posts)
+        copy_rows(conn, "posts", ("run_key", "account_key", "post_id", "posted_at", "reposted_id", "urls", "hashtags",
+                                  "text", "source_file", "source_locator"), self.posts)
 
 
-def _organic(w: _Writer, n: int, rng: np.random.Generator, posts_per_account: float) -> list[str]:
-    """Organic accounts, drawn with numpy in bulk (a million take a minute, not an hour)."""
+def _organic(w: _Writer, n: int, rng: np.random.Generator, posts_per_account: float, mix: OrganicMix = OrganicMix(),
+             photos: list[PlantedImage] = ()) -> tuple[list[str], list[str]]:
+    """Organic accounts, drawn with numpy in bulk (a million take a minute, not an hour); returns the keys
+    and the busy days."""
     first = np.array(FIRST)[rng.integers(len(FIRST), size=n)]
     last = np.array(LAST)[rng.integers(len(LAST), size=n)]
     style = rng.random(n)
@@ -147,11 +201,23 @@ def _organic(w: _Writer, n: int, rng: np.random.Generator, posts_per_account: fl
     false_positive = rng.random(n) < 0.01  # the detector's ~1% false positives on real photos
     prob = np.where(false_positive, rng.uniform(0.5, 0.9, size=n), rng.beta(1, 30, size=n))
     phash = rng.integers(0, 2 ** 63, size=n, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, size=n).astype(np.uint64)
+    busy_dates: list[str] = []
+    if mix.busy_days:  # spikes: on each busy day busy_share of all organic accounts sign up
+        busy_offsets = np.sort(rng.choice(np.arange(30, 2000), size=mix.busy_days, replace=False))
+        on_busy = rng.random(n) < mix.busy_days * mix.busy_share
+        which = rng.integers(mix.busy_days, size=n)
+        age_days = np.where(on_busy, busy_offsets[which].astype(np.float64), age_days)
+        age_secs = np.where(on_busy, rng.uniform(0, 86400, size=n), age_secs)
+        busy_dates = [(AS_OF - timedelta(days=int(d))).date().isoformat() for d in busy_offsets]
+    suggested = rng.random(n) < mix.common_template_share if mix.common_template_share else np.zeros(n, bool)
+    suggested_digits = rng.integers(10 ** 7, 10 ** 8, size=n) if mix.common_template_share else long_digits
     keys = []
     for i in range(n):
         key = f"{PLATFORM}:o{i:07d}"
         f, la = first[i], last[i]
-        if style[i] < 0.35:
+        if suggested[i]:  # the platform's suggestion at sign-up: first+last + 8 digits
+            handle = f"{f}{la}{suggested_digits[i]}"
+        elif style[i] < 0.35:
             handle = f"{f}{la}"
         elif style[i] < 0.65:
             handle = f"{f}.{la[:cut[i]]}"
@@ -165,11 +231,13 @@ def _organic(w: _Writer, n: int, rng: np.random.Generator, posts_per_account: fl
         w.account(key, handle, AS_OF - timedelta(days=float(age_days[i]), seconds=float(age_secs[i])),
                   "" if no_bio[i] else BIOS[bio_pick[i]], url, int(followers[i]), int(following[i]), int(n_posts[i]),
                   f"{f.title()} {la.title()}")
-        if has_avatar[i]:
+        if has_avatar[i] and i < len(photos):
+            w.photo(key, photos[i], float(prob[i]))
+        elif has_avatar[i]:
             w.avatar(key, _sha(f"organic-{i}"), int(phash[i]), float(prob[i]))
         keys.append(key)
     _organic_posts(w, keys, rng, posts_per_account)
-    return keys
+    return keys, busy_dates
 
 
 def _organic_posts(w: _Writer, keys: list[str], rng: np.random.Generator, per_account: float) -> None:
@@ -250,8 +318,80 @@ def _corepost_ring(w: _Writer, op: int, rng: np.random.Generator, size: int = 20
     return keys
 
 
-def _lookalike(w: _Writer, op: int, rng: np.random.Generator, regions: tuple[str, ...] = (
-        "uk", "fr", "de", "es", "it", "nl", "br", "mx", "jp", "in", "au", "ca")) -> list[str]:
+def _two_days(rng: np.random.Generator) -> datetime:
+    return AS_OF - timedelta(days=int(rng.integers(20, 400)))
+
+
+def _rare_batch(w: _Writer, op: int, rng: np.random.Generator, size: int = 60) -> list[str]:
+    """A template no organic account uses, made on two days; everything else looks organic."""
+    start = _two_days(rng)
+    keys = []
+    for i in range(size):
+        key = f"{PLATFORM}:rb{op}_{i:03d}"
+        first, last = FIRST[rng.integers(len(FIRST))], LAST[rng.integers(len(LAST))]
+        created = start + timedelta(seconds=float(rng.uniform(0, 2 * 86400)))
+        w.account(key, f"{first}_{last}_{rng.integers(10 ** 5, 10 ** 6)}", created, BIOS[rng.integers(len(BIOS))],
+                  None, int(rng.lognormal(5, 1.5)), int(rng.lognormal(5, 1)), int(rng.lognormal(4, 1.5)),
+                  f"{first.title()} {last.title()}")
+        w.avatar(key, _sha(f"rare-batch-{op}-{i}"), int(rng.integers(0, 2 ** 63)), float(rng.beta(1, 30)))
+        keys.append(key)
+    return keys
+
+
+def _profile_batch(w: _Writer, op: int, rng: np.random.Generator, size: int = 60) -> list[str]:
+    """Hashed handles, no bio, no avatar, one count profile, made on two days."""
+    start = _two_days(rng)
+    alphabet = np.array(list("abcdefghijklmnopqrstuvwxyz0123456789"))
+    keys = []
+    for i in range(size):
+        key = f"{PLATFORM}:pb{op}_{i:03d}"
+        handle = "".join(alphabet[rng.integers(len(alphabet), size=int(rng.integers(10, 16)))])
+        created = start + timedelta(seconds=float(rng.uniform(0, 2 * 86400)))
+        w.account(key, handle, created, "", None, int(rng.integers(180, 211)), int(rng.integers(250, 301)),
+                  int(rng.integers(30, 37)))
+        keys.append(key)
+    return keys
+
+
+def _photo_ring(w: _Writer, op: int, rng: np.random.Generator, originals: list[tuple[bytes, PlantedImage]],
+                per_photo: int = 8) -> list[str]:
+    """Each photo shown by ``per_photo`` accounts: one the original, the others crops, resizes and
+    re-encodes. Handles, bios, dates and counts are organic."""
+    keys = []
+    for p, (data, original) in enumerate(originals):
+        for k in range(per_photo):
+            key = f"{PLATFORM}:pr{op}_{p}_{k}"
+            first, last = FIRST[rng.integers(len(FIRST))], LAST[rng.integers(len(LAST))]
+            created = AS_OF - timedelta(days=float(rng.uniform(30, 14 * 365)))
+            w.account(key, f"{first}.{last[:int(rng.integers(1, 6))]}", created, BIOS[rng.integers(len(BIOS))], None,
+                      int(rng.lognormal(5, 1.5)), int(rng.lognormal(5, 1)), int(rng.lognormal(4, 1.5)),
+                      f"{first.title()} {last.title()}")
+            w.photo(key, original if k == 0 else near_duplicate(data, rng), float(rng.beta(1, 30)))
+            keys.append(key)
+    return keys
+
+
+def _cohashtag_ring(w: _Writer, op: int, rng: np.random.Generator, size: int = 20, posts: int = 15) -> list[str]:
+    keys = [f"{PLATFORM}:h{op}_{i:03d}" for i in range(size)]
+    for i, key in enumerate(keys):
+        first, last = FIRST[rng.integers(len(FIRST))], LAST[rng.integers(len(LAST))]
+        created = AS_OF - timedelta(days=float(rng.uniform(100, 3000)))
+        w.account(key, f"{first}{last[0]}{rng.integers(1, 1000)}", created, BIOS[rng.integers(len(BIOS))], None,
+                  int(rng.lognormal(5, 1)), int(rng.lognormal(5, 1)), int(rng.lognormal(5, 1)),
+                  f"{first.title()} {last.title()}")
+        w.avatar(key, _sha(f"cohashtag-{op}-{i}"), int(rng.integers(0, 2 ** 63)), float(rng.beta(1, 30)))
+    for t in range(posts):
+        at = AS_OF - timedelta(seconds=float(rng.uniform(3600, 6 * 86400)))
+        tags = sorted({f"campaign{op}", f"topic{op}x{t % 5}", f"wave{op}x{t}"})
+        for i, key in enumerate(keys):
+            w.post(key, f"h{op}-{i}-{t}", at + timedelta(seconds=float(rng.uniform(0, 30))),
+                   text=f"my own words {i} {t} {rng.integers(10 ** 9)}", hashtags=tags)
+    return keys
+
+
+def _lookalike(w: _Writer, op: int, rng: np.random.Generator, logos: list[PlantedImage] | None = None,
+               regions: tuple[str, ...] = ("uk", "fr", "de", "es", "it", "nl", "br", "mx", "jp", "in", "au", "ca")
+               ) -> list[str]:
     keys = []
     brand = f"acme{op}"
     logo_hash = int(rng.integers(0, 2 ** 63))
@@ -261,29 +401,55 @@ def _lookalike(w: _Writer, op: int, rng: np.random.Generator, regions: tuple[str
         w.account(key, f"{brand}_{region}", created, f"Official {brand.title()} account for {region.upper()}. Support: DM us.",
                   f"https://{brand}.example.com/{region}", int(rng.integers(20_000, 900_000)), int(rng.integers(50, 500)),
                   int(rng.integers(2000, 20000)), f"{brand.title()} {region.upper()}")
-        w.avatar(key, _sha(f"logo-{op}"), logo_hash, float(rng.uniform(0.01, 0.08)))
+        if logos is None:
+            w.avatar(key, _sha(f"logo-{op}"), logo_hash, float(rng.uniform(0.01, 0.08)))
+        else:  # half the regions upload the logo itself, half a resized re-encode of it
+            w.photo(key, logos[0] if i % 2 == 0 else logos[1 + i // 2 % (len(logos) - 1)], float(rng.uniform(0.01, 0.08)))
         keys.append(key)
     return keys
 
 
 def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, seed: int = 0,
              operations: dict[str, int] | None = None, posts_per_account: float = 2.0,
-             params: NetworkParams | None = None) -> Population:
-    """Write a planted population as run ``run_key`` (replacing it); returns the ground truth."""
+             params: NetworkParams | None = None, mix: OrganicMix | None = None,
+             faces_dir: Path | None = None) -> Population:
+    """Write a planted population as run ``run_key`` (replacing it); returns the ground truth.
+
+    Kinds that need real pixels (``photo_ring``; real logos for ``lookalike``; ``mix.photos``) read
+    ``faces_dir`` (default ``../shared/data/faces``); without it ``photo_ring`` is refused."""
     ensure_schema(settings)
-    ops = {"batch": 2, "avatar_ring": 2, "corepost_ring": 2, "lookalike": 1, **(operations or {})}
+    ops = {**DEFAULT_OPERATIONS, **(operations or {})}
+    mix = mix or OrganicMix()
     params = params or settings.network
+    faces_dir = faces_dir or default_faces_dir()
+    needs_pixels = ops.get("photo_ring", 0) or mix.photos
+    pool = photo_pool(faces_dir) if needs_pixels else []
+    if needs_pixels and not pool:
+        raise FileNotFoundError(f"photo rings and organic photos need real photos under {faces_dir}/real")
     runs.start_run(settings, run_key, None, "planted",
                    {"network": params.as_dict(), "detector": DETECTOR_ID, "as_of": AS_OF.isoformat()})
     rng = np.random.default_rng(seed)
     w = _Writer(run_key, rng)
     pop = Population(run_key)
-    for key in _organic(w, organic, rng, posts_per_account):
+    ring_photos = 5 * ops.get("photo_ring", 0)
+    order = rng.permutation(len(pool)) if pool else np.array([], dtype=np.int64)
+    originals = [pool[int(k)] for k in order[:ring_photos]]
+    organic_photos = [pool[int(k)][1] for k in order[ring_photos:]] if mix.photos else []
+    keys, pop.busy_days = _organic(w, organic, rng, posts_per_account, mix, organic_photos)
+    for key in keys:
         pop.truth[key] = "organic"
-    builders = {"batch": _batch, "avatar_ring": _avatar_ring, "corepost_ring": _corepost_ring, "lookalike": _lookalike}
+    builders = {"batch": _batch, "avatar_ring": _avatar_ring, "corepost_ring": _corepost_ring,
+                "rare_batch": _rare_batch, "profile_batch": _profile_batch, "cohashtag_ring": _cohashtag_ring}
     for kind in KINDS:
         for op in range(ops.get(kind, 0)):
-            members = builders[kind](w, op, rng)
+            if kind == "photo_ring":
+                members = _photo_ring(w, op, rng, originals[5 * op:5 * op + 5])
+            elif kind == "lookalike":
+                logos = None if not pool else [flat_logo(op)] + [flat_logo(op, int(s), int(q)) for s, q in
+                                                                  zip(rng.integers(96, 300, 3), rng.integers(60, 93, 3))]
+                members = _lookalike(w, op, rng, logos)
+            else:
+                members = builders[kind](w, op, rng)
             pop.operations[kind].append(members)
             pop.truth.update({k: kind for k in members})
     with transaction(settings) as conn:

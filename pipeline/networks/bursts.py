@@ -1,0 +1,78 @@
+"""Creation bursts measured against the whole population, not against the trait's own history.
+
+A trait (a handle template, a bio, a count profile, a language) is in a burst around an account when
+the window centred on the account holds more accounts with the trait than the population makes
+likely. The expected count is the trait's share of all accounts times the population's creation
+count around that window. That count is the larger of the window's own count and a smoothed rate
+(the count over ``smoothing_days`` scaled to the window), so a quiet stretch does not make any
+pair look unusual. A busy platform day raises the expectation of every trait, so a common template
+on such a day is no burst. A template only a batch uses is a burst wherever the batch was made,
+because its share is tiny. The test is a Poisson tail, Bonferroni-corrected over the trait's accounts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Population:
+    """Sorted creation times (seconds) of every account of the run that has one."""
+
+    times: np.ndarray
+
+    @classmethod
+    def of(cls, times: np.ndarray) -> Population:
+        return cls(np.sort(np.asarray(times, dtype=np.float64)))
+
+    @property
+    def size(self) -> int:
+        return len(self.times)
+
+    def count_around(self, at: np.ndarray, width: float) -> np.ndarray:
+        """Accounts created within ``width`` / 2 of each time in ``at``."""
+        return (np.searchsorted(self.times, at + width / 2, side="right")
+                - np.searchsorted(self.times, at - width / 2, side="left"))
+
+    def rate_around(self, at: np.ndarray, window: float, smoothing: float) -> np.ndarray:
+        """The population's creation count per ``window`` around each time: the window's own count, or
+        the smoothed count over ``smoothing`` scaled to the window, whichever is larger."""
+        own = self.count_around(at, window).astype(np.float64)
+        if smoothing <= window:
+            return own
+        return np.maximum(own, self.count_around(at, smoothing) * (window / smoothing))
+
+
+def poisson_tail(observed: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """P(X >= observed) for X ~ Poisson(expected), elementwise (the regularised lower incomplete gamma)."""
+    from scipy.special import gammainc
+
+    observed = np.asarray(observed, dtype=np.float64)
+    expected = np.maximum(np.asarray(expected, dtype=np.float64), 1e-12)
+    return np.where(observed <= 0, 1.0, gammainc(np.maximum(observed, 1e-12), expected))
+
+
+@dataclass(frozen=True)
+class BurstTest:
+    """Observed and expected counts of one trait in the window around each of its accounts, and the verdict."""
+
+    observed: np.ndarray
+    expected: np.ndarray
+    p_value: np.ndarray
+    bursting: np.ndarray
+
+
+def burst_test(times: np.ndarray, population: Population, window: float, smoothing: float, min_count: int,
+               factor: float, p_value: float) -> BurstTest:
+    """Which of a trait's sorted creation ``times`` lie in a burst of the trait, against the population:
+    the centred window holds at least ``min_count`` of them, at least ``factor`` times the expected
+    count, and a count whose Poisson tail at the expected count is below ``p_value`` / n."""
+    n = len(times)
+    share = n / max(population.size, 1)
+    observed = np.searchsorted(times, times + window / 2, side="right") - np.searchsorted(times, times - window / 2)
+    expected = share * population.rate_around(times, window, smoothing)
+    tail = poisson_tail(observed, expected)
+    bursting = (observed >= min_count) & (observed >= factor * expected) & (tail < p_value / max(n, 1))
+    return BurstTest(observed, expected, tail, bursting)
