@@ -38,7 +38,7 @@ os.environ.setdefault("PROFILE_AUDIT_NO_PROGRESS", "1")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pipeline.testing import coortweet
+from pipeline.testing import coortweet  # noqa: E402
 
 STAGES = ("ingest", "aggregate", "networks", "flag")
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
