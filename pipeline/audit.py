@@ -41,7 +41,8 @@ def run_stage(ctx: RunContext, stage: str) -> dict[str, Any]:
     """One stage; a failure marks the run failed, `summarize` marks it succeeded with the summary."""
     try:
         result = stage_entry(stage).load()(ctx)
-    except BaseException:
+    except BaseException as exc:
+        exc.failed_stage = stage  # type: ignore[attr-defined]  # the CLI names it (SIGTERM, Ctrl-C)
         runs.finish_run(ctx.settings, ctx.run_key, {"failed_stage": stage}, status="failed")
         raise
     if stage == "summarize":
