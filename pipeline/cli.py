@@ -413,6 +413,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         import sqlalchemy.exc
 
         if isinstance(exc, sqlalchemy.exc.OperationalError):
+            from pipeline.core.db import LOCK_TIMEOUT_SQLSTATE
+
+            if getattr(exc.orig, "pgcode", None) == LOCK_TIMEOUT_SQLSTATE:
+                stage = getattr(exc, "failed_stage", None)
+                print(f"profile-audit: error: {f'stage {stage} ' if stage else ''}gave up waiting for a database lock "
+                      "that another session holds (another profile-audit on the same run, or a dashboard session "
+                      "with an open transaction); retry when it is done, or raise lock_timeout", file=sys.stderr)
+                return 3
             print(f"profile-audit: database error: {str(exc.orig).strip().splitlines()[0]}", file=sys.stderr)
             return 3
         raise
