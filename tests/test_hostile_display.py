@@ -239,3 +239,30 @@ def test_full_disk_and_read_only_home_give_one_line(audited_report, tmp_path):  
             done = _cli(settings, home, *args)
             assert done.returncode == 2, done.stderr
             assert done.stderr.count("\n") == 1 and "Read-only file system" in done.stderr, done.stderr
+
+
+def test_acquire_sweeps_stale_temp_files_from_the_image_store(settings, tmp_path):
+    """A kill or a full disk while storing an avatar leaves a .tmp-* file; the next acquire removes it."""
+    from export_fixtures import image_bytes
+
+    from pipeline.core.db import ensure_schema
+    from pipeline.core.runs import start_run
+    from pipeline.images.acquire import acquire_avatars
+    from pipeline.ingest.load import ingest_export
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "a.jpg").write_bytes(image_bytes())
+    (export / "manifest.csv").write_text("platform,account_id,avatar\nx,1,a.jpg\n")
+    shard = settings.image_dir / "ab"
+    shard.mkdir(parents=True)
+    stale, fresh = shard / ".tmp-1.jpg", shard / ".tmp-2.jpg"
+    for p in (stale, fresh):
+        p.write_bytes(b"half an image")
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    ensure_schema(settings)
+    start_run(settings, "sweep", str(export), "generic")
+    ingest_export(settings, "sweep", export, "generic")
+    assert acquire_avatars(settings, "sweep").stored == 1
+    assert not stale.exists() and fresh.exists()
