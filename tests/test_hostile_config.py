@@ -124,3 +124,25 @@ def test_the_demo_probe_itself_passes_validation(demo_data):
     from detectors.validation import check_saved_detector
 
     check_saved_detector(_saved_probe(demo_data))
+
+
+def test_a_run_locked_by_another_session_gives_one_line(tmp_path, database_url, demo_data):
+    """Another session holds the run's row (a second audit of the same key, a stuck client): the audit
+    gives up after lock_timeout with one line instead of waiting forever."""
+    import sqlalchemy as sa
+
+    from pipeline.core.db import ensure_schema, get_engine
+    from pipeline.core.runs import start_run
+
+    settings = load_settings(env={}, home=tmp_path / "h", database_url=database_url)
+    ensure_schema(settings)
+    start_run(settings, "busy", str(demo_data["export"]), "generic")
+    with get_engine(settings).connect() as holder:
+        holder.execute(sa.text("select * from runs where run_key = 'busy' for update"))  # held until rollback
+        done = cli("--database-url", database_url, "audit", str(demo_data["export"]), "--run-key", "busy",
+                   "--detector", str(demo_data["detector"]), env={"PROFILE_AUDIT_LOCK_TIMEOUT": "1"},
+                   home=tmp_path / "h")
+        holder.rollback()
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("profile-audit: error: gave up waiting for a database lock"), done.stderr
