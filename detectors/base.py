@@ -90,6 +90,9 @@ def register(cls: type[Detector]) -> type[Detector]:
 
 
 def detector_from_saved(saved: dict[str, Any]) -> Detector:
+    from detectors.validation import check_saved_detector
+
+    check_saved_detector(saved)  # one line for a corrupted file, before any stage runs
     kind = saved.get("kind")
     if kind not in REGISTRY:
         raise ValueError(f"unknown detector kind {kind!r}; known: {sorted(REGISTRY)}")

@@ -42,7 +42,8 @@ def run_stage(ctx: RunContext, stage: str) -> dict[str, Any]:
     """One stage; a failure marks the run failed, `summarize` marks it succeeded with the summary."""
     try:
         result = stage_entry(stage).load()(ctx)
-    except BaseException:
+    except BaseException as exc:
+        exc.failed_stage = stage  # type: ignore[attr-defined]  # the CLI names it (SIGTERM, Ctrl-C)
         runs.finish_run(ctx.settings, ctx.run_key, {"failed_stage": stage}, status="failed")
         raise
     if stage == "summarize":
@@ -70,9 +71,16 @@ def audit_export(
     run_key = begin(settings, run_key, export_path, fmt, network, detector, as_of)
     ctx = RunContext(settings, run_key, network, detector)
     summary: dict[str, Any] = {}
-    for stage in STAGE_NAMES:
-        started = time.perf_counter()
-        summary = run_stage(ctx, stage)
-        if on_stage is not None:
-            on_stage(stage, summary, time.perf_counter() - started)
+    stage = STAGE_NAMES[0]
+    try:
+        for stage in STAGE_NAMES:
+            started = time.perf_counter()
+            summary = run_stage(ctx, stage)
+            if on_stage is not None:
+                on_stage(stage, summary, time.perf_counter() - started)
+    except BaseException as exc:
+        if not hasattr(exc, "failed_stage"):  # between stages (a signal while progress is printed): not left running
+            exc.failed_stage = stage  # type: ignore[attr-defined]
+            runs.finish_run(settings, run_key, {"failed_stage": stage}, status="failed")
+        raise
     return summary

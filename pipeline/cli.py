@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from detectors.backbone import BackboneLoadError
+from pipeline.core.visible import visible
 from pipeline.errors import UserError
 
 log = logging.getLogger("profile_audit")
@@ -121,8 +124,8 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows)
     else:
-        for r in rows:
-            print(f"[{r['stage']}] {r['source_file']} {r['locator']}: {r['reason']}")
+        for r in rows:  # export text: escape ESC, BEL, bidi overrides and newlines before they reach the terminal
+            print(visible(f"[{r['stage']}] {r['source_file']} {r['locator']}: {r['reason']}"))
         print(f"{len(rows)} quarantined")
     return 0
 
@@ -356,26 +359,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C: the stage's bookkeeping marks the run failed,
+    and the interpreter exits normally, so the embedded server's exit hook stops it cleanly."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+def _on_signal(signum: int, _frame: Any) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal must not cut the cleanup short
+        signal.signal(sig, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+def install_signal_handlers() -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _on_signal)
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("profile_audit.progress").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    install_signal_handlers()
     try:
         return args.func(args)
     except UserError as exc:
-        print(f"profile-audit: error: {exc}", file=sys.stderr)
+        print(f"profile-audit: error: {visible(exc)}", file=sys.stderr)
         return 2
     except BackboneLoadError as exc:
         print(f"profile-audit: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("profile-audit: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        name = signal.Signals(exc.signum).name if isinstance(exc, Terminated) else "SIGINT"
+        stage = getattr(exc, "failed_stage", None)
+        where = f" during stage {stage}; the run is marked failed" if stage else ""
+        print(f"profile-audit: interrupted by {name}{where}", file=sys.stderr)
+        return 128 + (exc.signum if isinstance(exc, Terminated) else signal.SIGINT)
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRNOS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"profile-audit: error: cannot write{where}: {exc.strerror}. Free space or make it writable "
+              "(PROFILE_AUDIT_HOME sets the data folder)", file=sys.stderr)
+        return 2
     except Exception as exc:  # unforeseen: still one line, with where to look
         import sqlalchemy.exc
 
         if isinstance(exc, sqlalchemy.exc.OperationalError):
+            from pipeline.core.db import LOCK_TIMEOUT_SQLSTATE
+
+            if getattr(exc.orig, "pgcode", None) == LOCK_TIMEOUT_SQLSTATE:
+                stage = getattr(exc, "failed_stage", None)
+                print(f"profile-audit: error: {f'stage {stage} ' if stage else ''}gave up waiting for a database lock "
+                      "that another session holds (another profile-audit on the same run, or a dashboard session "
+                      "with an open transaction); retry when it is done, or raise lock_timeout", file=sys.stderr)
+                return 3
             print(f"profile-audit: database error: {str(exc.orig).strip().splitlines()[0]}", file=sys.stderr)
             return 3
         raise

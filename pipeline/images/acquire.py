@@ -24,7 +24,7 @@ from pipeline.config import Settings
 from pipeline.core.bulk import copy_rows
 from pipeline.core.db import insert_rows, transaction
 from pipeline.core.progress import Counter, progress
-from pipeline.core.storage import atomic_write, resolve_inside
+from pipeline.core.storage import atomic_write, resolve_inside, sweep_stale_temp
 from pipeline.images.fetch import FetchResult, SafeFetcher
 from pipeline.ingest import quarantine
 from pipeline.ingest.archives import ExportSource, UnsafeMember
@@ -229,6 +229,7 @@ def acquire_avatars(settings: Settings, run_key: str, fetcher: SafeFetcher | Non
     only metadata stays in memory; per-account rows are joined in SQL. ``fetcher`` is for tests;
     production builds it from settings.
     """
+    sweep_stale_temp(settings.image_dir)  # temp files of a killed or disk-full earlier store
     with transaction(settings) as conn:
         run = conn.execute(
             sa.text("select export_path, export_format from runs where run_key = :k"), {"k": run_key}

@@ -11,12 +11,31 @@ from __future__ import annotations
 import io
 import stat
 import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Iterator
+from typing import IO, Self
 
 from pipeline.core.storage import resolve_inside
 
 DEFAULT_MAX_MEMBER_BYTES = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class InflateLimits:
+    """Caps on what a zip may inflate to while it is streamed (a 1 MB archive can hold 1 GiB of padding).
+
+    ``member_bytes``: one streamed member; ``export_bytes``: all members of one archive together;
+    ``max_ratio``: inflated / compressed bytes of a member past its first ``ratio_grace`` bytes
+    (text exports compress about 10:1; zip bombs 1000:1)."""
+
+    member_bytes: int = 2 * 1024**3
+    export_bytes: int = 8 * 1024**3
+    max_ratio: float = 200.0
+    ratio_grace: int = 16 * 1024 * 1024
+
+
+DEFAULT_LIMITS = InflateLimits()
 
 
 class UnsafeMember(ValueError):
@@ -70,6 +89,40 @@ def read_zip_member(archive: zipfile.ZipFile, name: str, max_bytes: int = DEFAUL
     return buf.getvalue()
 
 
+class CappedMember(io.RawIOBase):
+    """A zip member's inflating stream that raises UnsafeMember as soon as it passes a cap, so a bomb
+    costs at most the cap's worth of CPU, and never memory (the caller reads in chunks)."""
+
+    def __init__(self, raw: IO[bytes], name: str, compressed: int, limits: InflateLimits,
+                 budget: list[int]):
+        self._raw, self.name, self._compressed, self._limits, self._budget = raw, name, compressed, limits, budget
+        self.inflated = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        data = self._raw.read(len(buffer))
+        n = len(data)
+        self.inflated += n
+        self._budget[0] += n
+        limits = self._limits
+        if self.inflated > limits.member_bytes:
+            raise UnsafeMember(f"zip member {self.name!r} inflates past the {limits.member_bytes}-byte limit; refused")
+        if self._budget[0] > limits.export_bytes:
+            raise UnsafeMember(f"the archive inflates past the {limits.export_bytes}-byte limit per export; "
+                               f"refused at member {self.name!r}")
+        if self.inflated > limits.ratio_grace and self.inflated > limits.max_ratio * max(1, self._compressed):
+            raise UnsafeMember(f"zip member {self.name!r} inflates more than {limits.max_ratio:g}:1 "
+                               "(a zip bomb?); refused")
+        buffer[:n] = data
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 class ExportSource:
     """A read-only view of an export folder or zip with one API: list, exists, open_text, read_bytes.
 
@@ -78,8 +131,10 @@ class ExportSource:
     ``unsafe`` so the reader can quarantine them.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, limits: InflateLimits = DEFAULT_LIMITS):
         self.path = path
+        self.limits = limits
+        self._inflated = [0]  # bytes inflated from this archive so far, across members (shared by streams)
         self.is_zip = path.is_file() and zipfile.is_zipfile(path)
         self._zip: zipfile.ZipFile | None = zipfile.ZipFile(path) if self.is_zip else None
         self.unsafe: list[tuple[str, str]] = []  # (raw name, reason)
@@ -101,7 +156,7 @@ class ExportSource:
         if self._zip is not None:
             self._zip.close()
 
-    def __enter__(self) -> "ExportSource":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -148,7 +203,9 @@ class ExportSource:
             safe = safe_member_name(name)
             if safe not in self._members:
                 raise UnsafeMember(f"{name!r} is not a readable member of {self.label}")
-            return self._zip.open(self._members[safe])
+            info = self._zip.getinfo(self._members[safe])
+            return io.BufferedReader(CappedMember(self._zip.open(info), safe, info.compress_size, self.limits,
+                                                  self._inflated), 1 << 20)
         return self._local(name).open("rb")
 
     def read_bytes(self, name: str, max_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> bytes:

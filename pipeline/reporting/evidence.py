@@ -1,10 +1,15 @@
 """Evidence export for one cluster: its members with their signals, every edge inside it with the
 parameters and evidence that made it, and its flag. JSON (one document) or CSV (three files), so an
-investigator can hand a case to someone without database access."""
+investigator can hand a case to someone without database access.
+
+CSV cells are made safe to open in a spreadsheet: a cell starting with = + - @ tab or CR gets a leading
+single quote (OWASP's CSV-injection rule), and control and bidi characters are escaped. JSON keeps
+the values as recorded (``json.dumps`` escapes control characters itself)."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -13,6 +18,8 @@ import sqlalchemy as sa
 
 from pipeline.config import Settings
 from pipeline.core.db import transaction
+from pipeline.core.storage import atomic_write
+from pipeline.core.visible import csv_cell
 from pipeline.errors import UserError
 
 MEMBER_COLUMNS = ("account_key", "platform", "account_id", "handle", "display_name", "created_at", "bio", "url",
@@ -74,9 +81,10 @@ def cluster_evidence(settings: Settings, cluster_id: str, run_key: str | None = 
 
 
 def _cell(value: Any) -> Any:
+    """JSON for nested values; formulas defused and hidden characters escaped (pipeline/core/visible.py)."""
     if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True, default=str)
-    return "" if value is None else value
+        value = json.dumps(value, sort_keys=True, default=str)
+    return csv_cell(value)
 
 
 def write_evidence(data: dict[str, Any], fmt: str, out: Path | None) -> list[Path]:
@@ -87,8 +95,7 @@ def write_evidence(data: dict[str, Any], fmt: str, out: Path | None) -> list[Pat
         if out is None:
             print(text)
             return []
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n", encoding="utf-8")
+        atomic_write(out, text + "\n")
         return [out]
     if fmt != "csv":
         raise UserError(f"unknown evidence format {fmt!r}; use csv or json")
@@ -108,10 +115,9 @@ def write_evidence(data: dict[str, Any], fmt: str, out: Path | None) -> list[Pat
     }
     written = []
     for name, (header, rows) in tables.items():
-        path = folder / name
-        with path.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(header)
-            writer.writerows([_cell(v) for v in row] for row in rows)
-        written.append(path)
+        buf = io.StringIO(newline="")
+        writer = csv.writer(buf)
+        writer.writerow(header)
+        writer.writerows([_cell(v) for v in row] for row in rows)
+        written.append(atomic_write(folder / name, buf.getvalue()))
     return written

@@ -31,7 +31,8 @@ import sqlalchemy as sa
 
 from pipeline.config import Settings
 from pipeline.core.db import transaction
-from pipeline.core.storage import atomic_write
+from pipeline.core.storage import atomic_write, sweep_stale_temp
+from pipeline.core.visible import visible
 from pipeline.errors import UserError
 from pipeline.reporting.evidence import load_cluster
 
@@ -44,16 +45,20 @@ MAX_GRAPH_NODES = 300
 MAX_TABLE_EDGES = 1000
 MAX_TABLE_MEMBERS = 2000
 MIN_SPAN_DAYS = 14  # the histogram's shortest time axis
+TILE_TEXT_CHARS = 40  # a handle on a contact-sheet tile
+CELL_TEXT_CHARS = 300  # a handle, name, link or note in a table cell (bios: 200)
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 EDGE_COLOURS = ("#e6550d", "#31a354", "#756bb1", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#636363")
 
 STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fff}
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fff;overflow-wrap:anywhere}
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ccc}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top;text-align:left}
+table{border-collapse:collapse;margin:.5em 0;max-width:100%}
+td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top;text-align:left;max-width:32em;overflow-wrap:anywhere}
 th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums}
 code,.mono{font-family:ui-monospace,monospace;font-size:12px;word-break:break-all}
-.sheet{display:flex;flex-wrap:wrap;gap:8px}.tile{width:120px;border:1px solid #ccc;padding:4px;font-size:12px}
+.sheet{display:flex;flex-wrap:wrap;gap:8px}
+.tile{width:120px;box-sizing:border-box;border:1px solid #ccc;padding:4px;font-size:12px;overflow:hidden;overflow-wrap:anywhere}
 .tile img,.tile .missing{width:96px;height:96px;display:block;margin:0 auto 4px;object-fit:contain;background:#eee}
 .tile .missing{font-size:11px;text-align:center;line-height:96px}
 .syn{color:#b00;font-weight:bold}.note{color:#666}.legend span{display:inline-block;margin-right:1em}
@@ -62,8 +67,15 @@ code,.mono{font-family:ui-monospace,monospace;font-size:12px;word-break:break-al
 
 
 def e(value: Any) -> str:
-    """Escape anything for HTML text and attribute values; None shows as an empty string."""
-    return html.escape("" if value is None else str(value), quote=True)
+    """Escape anything for HTML text and attribute values; None shows as an empty string. Control and
+    bidi characters become visible escapes first (``\\u202e``), so a handle cannot read backwards."""
+    return html.escape(visible(value, keep="\n"), quote=True)
+
+
+def clip(value: Any, limit: int) -> str:
+    """At most ``limit`` characters of a value (an ellipsis says it was cut): bounded tiles and cells."""
+    text = "" if value is None else str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def safe_name(key: str) -> str:
@@ -260,7 +272,7 @@ def svg_graph(members: Sequence[dict[str, Any]], edges: Sequence[dict[str, Any]]
         fill = "#999999" if m["avatar_label"] is None else ("#d62728" if m["avatar_label"] else "#1f77b4")
         prob = "" if m["avatar_probability"] is None else f", p={m['avatar_probability']:.3f}"
         parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="6" fill="{fill}" stroke="#fff">'
-                     f'<title>{e(m["handle"] or key)} ({e(key)}{prob})</title></circle>')
+                     f'<title>{e(clip(m["handle"] or key, TILE_TEXT_CHARS))} ({e(clip(key, CELL_TEXT_CHARS))}{prob})</title></circle>')
     parts.append("</svg>")
     legend = ['<p class="legend">',
               '<span><i class="swatch" style="background:#d62728"></i>avatar labelled synthetic</span>',
@@ -299,7 +311,7 @@ def _kv_table(items: Iterable[tuple[str, Any]]) -> str:
         if isinstance(v, dict) and v and len(v) <= 60:
             cell = _kv_table(sorted(v.items()))
         else:
-            cell = e(_compact(v) if isinstance(v, (dict, list)) else v)
+            cell = e(_compact(v) if isinstance(v, (dict, list)) else clip(v, CELL_TEXT_CHARS))
         rows.append(f"<tr><th>{e(k)}</th><td>{cell}</td></tr>")
     return f"<table>{''.join(rows)}</table>"
 
@@ -346,7 +358,7 @@ def render_cluster_page(settings: Settings, run: dict[str, Any], cluster: dict[s
                    else '<div class="missing">image file missing</div>')
         label = '<span class="syn">synthetic</span>' if first["avatar_label"] else ("" if first["avatar_label"] is None
                                                                                    else "not labelled")
-        handles = ", ".join(e(m["handle"] or m["account_id"]) for m in showing[:4])
+        handles = ", ".join(e(clip(m["handle"] or m["account_id"], TILE_TEXT_CHARS)) for m in showing[:4])
         more = f" +{len(showing) - 4} more" if len(showing) > 4 else ""
         out.append(f'<div class="tile" title="{e(sha)}">{picture}<div>p = {e(_prob(first["avatar_probability"]))} {label}</div>'
                    f'<div>{len(showing)} account{"s" if len(showing) != 1 else ""}: {handles}{e(more)}</div>'
@@ -363,12 +375,13 @@ def render_cluster_page(settings: Settings, run: dict[str, Any], cluster: dict[s
                "<th>created (UTC)</th><th>avatar p</th><th>risk</th><th>risk contributions</th><th>bio</th><th>link</th></tr>")
     for m in members[:MAX_TABLE_MEMBERS]:
         created = m["created_at"].strftime("%Y-%m-%d %H:%M") if m["created_at"] else ""
-        bio = (m["bio"] or "")[:200]
-        out.append(f'<tr><td class="mono">{e(m["account_key"])}</td><td>{e(m["handle"])}</td><td>{e(m["display_name"])}</td>'
+        bio = clip(m["bio"], 200)
+        out.append(f'<tr><td class="mono">{e(clip(m["account_key"], CELL_TEXT_CHARS))}</td>'
+                   f'<td>{e(clip(m["handle"], CELL_TEXT_CHARS))}</td><td>{e(clip(m["display_name"], CELL_TEXT_CHARS))}</td>'
                    f'<td>{e(created)}</td><td class="num">{e(_prob(m["avatar_probability"]))}</td>'
                    f'<td class="num">{_num(m["risk"])}</td>'
                    f'<td class="mono">{e(_compact(m["contributions"]) if m["contributions"] else "")}</td>'
-                   f'<td>{e(bio)}</td><td class="mono">{e(m["url"])}</td></tr>')
+                   f'<td>{e(bio)}</td><td class="mono">{e(clip(m["url"], CELL_TEXT_CHARS))}</td></tr>')
     out.append("</table>")
     if len(members) > MAX_TABLE_MEMBERS:
         out.append(f'<p class="note">{len(members) - MAX_TABLE_MEMBERS} more members not listed.</p>')
@@ -445,11 +458,13 @@ def write_report(settings: Settings, run_key: str, cluster_id: str | None = None
         clusters = {f["cluster_id"]: _load_cluster(conn, run_key, f["cluster_id"]) for f in flags if f["has_cluster"]}
     summary = summarize_run(settings, run_key)
     target.mkdir(parents=True, exist_ok=True)
-    pages = {"index.html": render_index_page(run, summary, flags)}
-    for cid, cluster in clusters.items():
-        pages[cluster_page_name(cid)] = render_cluster_page(settings, run, cluster)
+    sweep_stale_temp(target)  # what a killed or disk-full write left behind
+    pages = {cluster_page_name(cid): render_cluster_page(settings, run, cluster) for cid, cluster in clusters.items()}
     for name, text in pages.items():
         _write(target / name, text)
+    # the index last: it never links to a page that is not written yet (a crash before here keeps the old index)
+    _write(target / "index.html", render_index_page(run, summary, flags))
+    pages["index.html"] = ""
     for stale in target.glob("cluster-*.html"):  # pages of clusters no longer flagged: a rerun leaves what a first run would
         if stale.name not in pages:
             stale.unlink()

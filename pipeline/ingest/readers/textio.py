@@ -9,9 +9,10 @@ import io
 import json
 import re
 import sys
-from typing import IO, Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
 
-from pipeline.ingest.readers.base import MAX_FIELD_CHARS, FieldError, Rejection
+from pipeline.ingest.readers.base import EXCERPT_CHARS, MAX_FIELD_CHARS, FieldError, Rejection
 
 SNIFF_BYTES = 1 << 20
 MAX_JSON_RECORD_CHARS = 16 * 1024 * 1024
@@ -76,10 +77,15 @@ def csv_rows(fh: IO[str], source: str, required: Iterable[str]) -> Iterator[tupl
         try:
             row = next(reader)
         except StopIteration:
+            yield from lines.take_overlong(source)
             return
         except csv.Error as exc:
+            yield from lines.take_overlong(source)
             yield f"line {line}", Rejection.of(source, f"line {line}", f"unreadable CSV: {exc}", "")
             continue
+        if lines.overlong:
+            yield from lines.take_overlong(source)
+            line = lines.count  # the row is the last line read (a multi-line row after a long line: its end)
         if None in row:  # more cells than header columns: quoting is broken
             yield f"line {line}", Rejection.of(source, f"line {line}", "more cells than header columns (broken quoting?)",
                                                repr(row))
@@ -91,20 +97,42 @@ def csv_rows(fh: IO[str], source: str, required: Iterable[str]) -> Iterator[tupl
         yield f"line {line}", row
 
 
-class _CountedLines:
-    """The text file's lines, counted as the csv reader pulls them (quoted fields span lines)."""
+MAX_CSV_LINE_CHARS = 16 * 1024 * 1024
 
-    def __init__(self, fh: IO[str]):
+
+class _CountedLines:
+    """The text file's lines, counted as the csv reader pulls them (quoted fields span lines).
+
+    A line is never buffered past ``max_chars``: the rest of it is read in chunks and dropped, the
+    csv reader sees an empty line (which it skips), and the line is reported by `take_overlong`."""
+
+    def __init__(self, fh: IO[str], max_chars: int = MAX_CSV_LINE_CHARS):
         self._fh = fh
         self.count = 0
+        self.max_chars = max_chars
+        self.overlong: list[tuple[int, str]] = []  # (line number, head)
 
-    def __iter__(self) -> "_CountedLines":
+    def __iter__(self) -> _CountedLines:
         return self
 
     def __next__(self) -> str:
-        line = next(self._fh)
+        line = self._fh.readline(self.max_chars + 1)
+        if not line:
+            raise StopIteration
         self.count += 1
+        if len(line) > self.max_chars and not line.endswith("\n"):
+            head = line[:EXCERPT_CHARS]
+            while (rest := self._fh.readline(1 << 20)) and not rest.endswith("\n"):
+                pass
+            self.overlong.append((self.count, head))
+            return "\n"
         return line
+
+    def take_overlong(self, source: str) -> Iterator[tuple[str, Rejection]]:
+        for number, head in self.overlong:
+            yield f"line {number}", Rejection.of(source, f"line {number}",
+                                                 f"line longer than {self.max_chars} characters", head)
+        self.overlong = []
 
 
 class NotAnArray(ValueError):
@@ -115,10 +143,68 @@ class NotAnArray(ValueError):
         super().__init__(f"expected a JSON array or JSON lines, got a JSON {type(value).__name__}")
 
 
+MAX_JSON_DEPTH = 64  # real exports nest under 10 levels; deeper is hostile (and breaks repr and json.dumps later)
+TOO_DEEP = f"JSON nested deeper than {MAX_JSON_DEPTH} levels; refused"
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]|"')  # a whole string, a bracket, or an open string
+
+
+def json_depth(text: str, start: int = 0, end: int | None = None) -> int:
+    """The deepest bracket nesting of the JSON text[start:end] (strings skipped), without recursion."""
+    end = len(text) if end is None else end
+    if text.count("[", start, end) + text.count("{", start, end) <= MAX_JSON_DEPTH:
+        return 0  # cheap bound: fewer brackets than the limit cannot nest past it
+    depth = deepest = 0
+    for match in _JSON_TOKEN.finditer(text, start, end):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in "]}":
+            depth -= 1
+    return deepest
+
+
+class _ValueEnd:
+    """Finds where the JSON value starting at a bracket ends, resumably across chunks and in linear
+    time (each character is scanned once), so a too-deep record can be skipped without parsing it."""
+
+    def __init__(self) -> None:
+        self.scanned = 0  # characters after the value's start already scanned
+        self.depth = 0
+
+    def find(self, buf: str, pos: int) -> int | None:
+        """End offset in buf of the value at buf[pos], or None when buf ends first."""
+        for match in _JSON_TOKEN.finditer(buf, pos + self.scanned):
+            token = match.group()
+            if token == '"':  # a string that buf cuts: resume from its quote
+                self.scanned = match.start() - pos
+                return None
+            if token in "[{":
+                self.depth += 1
+            elif token in "]}":
+                self.depth -= 1
+                if self.depth == 0:
+                    return match.end()
+        self.scanned = len(buf) - pos
+        return None
+
+
+def decode_json(text: str) -> Any:
+    """json.loads with bounded depth: ValueError(TOO_DEEP) for hostile nesting, JSONDecodeError as usual."""
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise ValueError(TOO_DEEP)
+    try:
+        return json.loads(text)
+    except RecursionError:  # pragma: no cover - json_depth caught it first
+        raise ValueError(TOO_DEEP) from None
+
+
+_WHITESPACE = re.compile(r"[ \t\r\n]*")
+
+
 def _skip_ws(buf: str, pos: int) -> int:
-    while pos < len(buf) and buf[pos] in " \t\r\n":
-        pos += 1
-    return pos
+    """Past JSON whitespace, at C speed (a gigabyte of padding took minutes one character at a time)."""
+    return _WHITESPACE.match(buf, pos).end()
 
 
 def json_records(fh: IO[str], source: str, start_at: str | None = None, chunk: int = 1 << 20,
@@ -129,7 +215,8 @@ def json_records(fh: IO[str], source: str, start_at: str | None = None, chunk: i
     single JSON value that is not an array raises NotAnArray (its value attached), and with
     ``array_only`` any non-array does (JSON lines are not accepted). An unparseable
     line of JSON lines is yielded as a Rejection and reading goes on; a syntax error inside an array
-    cannot be resynchronised, so it is yielded as a Rejection and the file ends there.
+    cannot be resynchronised, so it is yielded as a Rejection and the file ends there. A record nested
+    deeper than MAX_JSON_DEPTH is a Rejection and the records after it are read.
     """
     decoder = json.JSONDecoder()
     buf = fh.read(chunk)
@@ -152,6 +239,9 @@ def json_records(fh: IO[str], source: str, start_at: str | None = None, chunk: i
         return
     if buf[pos] != "[" and array_only:
         rest = buf[pos:] + ("" if eof else fh.read(MAX_JSON_RECORD_CHARS))
+        if json_depth(rest) > MAX_JSON_DEPTH:
+            yield "file", Rejection.of(source, "file", TOO_DEEP, rest[:500])
+            return
         try:
             value = decoder.raw_decode(rest)[0]
         except json.JSONDecodeError as exc:
@@ -178,21 +268,38 @@ def json_records(fh: IO[str], source: str, start_at: str | None = None, chunk: i
         if index and buf[pos] == ",":
             pos += 1
             continue
+        locator = f"record {index + 1}"
+        end: int | None = None
+        if buf[pos] in "[{":  # find the record's end first: linear, and the depth is known before parsing
+            finder = _ValueEnd()
+            while (end := finder.find(buf, pos)) is None and not eof and len(buf) - pos <= MAX_JSON_RECORD_CHARS:
+                more = fh.read(chunk)
+                eof = len(more) < chunk
+                buf, pos = buf[pos:] + more, 0
+            if end is None and not eof:
+                yield locator, Rejection.of(source, locator, f"record larger than {MAX_JSON_RECORD_CHARS} characters",
+                                            buf[pos:pos + 500])
+                return
+            if end is not None and json_depth(buf, pos, end) > MAX_JSON_DEPTH:
+                index += 1
+                yield locator, Rejection.of(source, locator, TOO_DEEP, buf[pos:pos + 500])
+                pos = end
+                continue
         while True:
             try:
                 value, end = decoder.raw_decode(buf, pos)
                 break
             except json.JSONDecodeError as exc:
-                if eof or len(buf) - pos > MAX_JSON_RECORD_CHARS:
-                    reason = (f"record larger than {MAX_JSON_RECORD_CHARS} characters" if not eof
+                if eof or end is not None or len(buf) - pos > MAX_JSON_RECORD_CHARS:
+                    reason = (f"record larger than {MAX_JSON_RECORD_CHARS} characters" if not eof and end is None
                               else f"not JSON: {exc.msg} (the rest of the file is unreadable)")
-                    yield f"record {index + 1}", Rejection.of(source, f"record {index + 1}", reason, buf[pos:pos + 500])
+                    yield locator, Rejection.of(source, locator, reason, buf[pos:pos + 500])
                     return
                 more = fh.read(chunk)
                 eof = len(more) < chunk
                 buf, pos = buf[pos:] + more, 0
         index += 1
-        yield f"record {index}", value
+        yield locator, value
         pos = end
         if pos > chunk:
             buf, pos = buf[pos:], 0
@@ -204,47 +311,86 @@ def _json_lines(first: str, fh: IO[str], source: str, decoder: json.JSONDecoder,
     head = first.lstrip(" \t\r\n")
     first_line = head.split("\n", 1)[0] if "\n" in head or eof else None
     try:
-        line_ok = first_line is not None and json.loads(first_line) is not None
-    except json.JSONDecodeError:
+        line_ok = first_line is not None and decode_json(first_line) is not None
+    except ValueError:  # JSONDecodeError or too deep
         line_ok = False
     if not line_ok:  # maybe one pretty-printed value: read it whole (bounded) and look
-        while not eof and len(first) <= MAX_JSON_RECORD_CHARS:
+        parts = [first]
+        size = len(first)
+        while not eof and size <= MAX_JSON_RECORD_CHARS:
             more = fh.read(chunk)
             eof = len(more) < chunk
-            first += more
+            parts.append(more)
+            size += len(more)
+        first = "".join(parts)
         try:
-            value, end = decoder.raw_decode(first, _skip_ws(first, 0))
-            if not first[end:].strip() and eof:
-                raise NotAnArray(value)
+            at = _skip_ws(first, 0)
+            if json_depth(first, at) <= MAX_JSON_DEPTH:
+                value, end = decoder.raw_decode(first, at)
+                if not first[end:].strip() and eof:
+                    raise NotAnArray(value)
         except json.JSONDecodeError:
             pass
-    lines = _lines(first, fh, chunk, eof)
-    for number, text in enumerate(lines, start=1):
+    for number, text in enumerate(_lines(first, fh, chunk, eof), start=1):
+        locator = f"line {number}"
+        if isinstance(text, _LongLine):
+            yield locator, Rejection.of(source, locator, f"line longer than {MAX_JSON_RECORD_CHARS} characters",
+                                        text.head)
+            continue
         if not text.strip():
             continue
-        locator = f"line {number}"
-        if len(text) > MAX_JSON_RECORD_CHARS:
-            yield locator, Rejection.of(source, locator, f"line longer than {MAX_JSON_RECORD_CHARS} characters", text)
-            continue
         try:
-            yield locator, json.loads(text)
+            yield locator, decode_json(text)
         except json.JSONDecodeError as exc:
             yield locator, Rejection.of(source, locator, f"not JSON: {exc.msg}", text)
+        except ValueError as exc:
+            yield locator, Rejection.of(source, locator, str(exc), text)
 
 
-def _lines(first: str, fh: IO[str], chunk: int, eof: bool) -> Iterator[str]:
-    buf = first
+class _LongLine:
+    """A line longer than MAX_JSON_RECORD_CHARS: only its head was kept; the rest was read and dropped."""
+
+    def __init__(self, head: str):
+        self.head = head
+
+
+def _lines(first: str, fh: IO[str], chunk: int, eof: bool,
+           max_chars: int = MAX_JSON_RECORD_CHARS) -> Iterator[str | _LongLine]:
+    """The lines of ``first`` + the rest of fh, in linear time: each chunk is searched for newlines
+    once, and a line is never buffered past ``max_chars`` (its overflow is skipped as it streams by)."""
+    pending: list[str] = []  # pieces of the current, unfinished line
+    pending_len = 0
+    overflow: _LongLine | None = None
+    text = first
     while True:
-        parts = buf.split("\n")
-        buf = parts.pop()
-        yield from parts
+        at = 0
+        while (nl := text.find("\n", at)) >= 0:
+            piece = text[at:nl]
+            if overflow is not None:
+                yield overflow
+                overflow = None
+            elif pending_len + len(piece) > max_chars:
+                yield _LongLine(("".join(pending) + piece[:EXCERPT_CHARS])[:EXCERPT_CHARS])
+            elif pending:
+                yield "".join(pending) + piece
+            else:
+                yield piece
+            pending, pending_len, at = [], 0, nl + 1
+        rest = text[at:]
+        if overflow is None and pending_len + len(rest) > max_chars:
+            overflow = _LongLine(("".join(pending) + rest[:EXCERPT_CHARS])[:EXCERPT_CHARS])
+            pending, pending_len = [], 0
+        elif overflow is None and rest:
+            pending.append(rest)
+            pending_len += len(rest)
         if eof:
-            if buf:
-                yield buf
+            if overflow is not None:
+                yield overflow
+            elif pending:
+                yield "".join(pending)
             return
-        more = fh.read(chunk)
-        eof = len(more) < chunk
-        buf += more
+        text = fh.read(chunk)
+        eof = len(text) < chunk
 
 
 def split_list(value: str | None) -> tuple[str, ...]:

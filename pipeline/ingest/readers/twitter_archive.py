@@ -92,6 +92,8 @@ class TwitterArchiveReader(ExportReader):
                 yield from json_records(open_text(raw), name, start_at="=", array_only=True)
             except NotAnArray as exc:
                 yield "file", Rejection.of(name, "file", str(exc), repr(exc.value))
+            except UnsafeMember as exc:  # a member that inflates past a cap: the records read so far stay
+                yield "file", Rejection.of(name, "file", str(exc), "")
 
     def _first(self, source: ExportSource, name: str, key: str) -> dict | Rejection | None:
         if not source.exists(name):
