@@ -281,10 +281,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise UserError(f"config file {path} is not valid TOML: {exc}") from None
 
 
-def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
-    """Build Settings from keyword overrides, the environment and the optional TOML file."""
-    env = dict(os.environ if env is None else env)
-    home = Path(overrides.pop("home", None) or env.get(ENV_PREFIX + "HOME") or Path.home() / ".profile-audit")
+def _config_section(env: dict[str, str], home: Path) -> dict[str, Any]:
+    """The settings table of PROFILE_AUDIT_CONFIG, else of HOME/config.toml, else empty; sub-tables checked."""
     config_path = env.get(ENV_PREFIX + "CONFIG")
     file_values: dict[str, Any] = {}
     if config_path:
@@ -294,6 +292,17 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
     elif (home / "config.toml").is_file():
         file_values = _read_toml(home / "config.toml")
     section = file_values.get("profile_audit", file_values)
+    for name in ("network", "fetch"):
+        if not isinstance(section.get(name, {}), dict):
+            raise UserError(f"[{name}] in the config file must be a table of settings, got {section[name]!r}")
+    return section
+
+
+def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build Settings from keyword overrides, the environment and the optional TOML file."""
+    env = dict(os.environ if env is None else env)
+    home = Path(overrides.pop("home", None) or env.get(ENV_PREFIX + "HOME") or Path.home() / ".profile-audit")
+    section = _config_section(env, home)
 
     def pick(name: str, default: Any = None) -> Any:
         if overrides.get(name) is not None:
@@ -324,9 +333,6 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         validate_database_url(url)
     landing = pick("landing_dir", "/opt/profile-audit/landing")
     threads = pick("torch_threads")
-    for name in ("network", "fetch"):
-        if not isinstance(section.get(name, {}), dict):
-            raise UserError(f"[{name}] in the config file must be a table of settings, got {section[name]!r}")
     try:
         network = NetworkParams.from_mapping(section.get("network"))
     except (TypeError, ValueError) as exc:
