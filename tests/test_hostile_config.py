@@ -54,8 +54,8 @@ def test_bad_numbers_in_the_environment(tmp_path, env, message):
     ("batch_size = 2.5\n", "batch_size must be a whole number, got 2.5"),
     ("batch_size = true\n", "batch_size must be a whole number, got True"),
     ("network = 3\n", "[network] in the config file must be a table"),
-    ("[network]\nmin_cluster_size = \"three\"\n", "bad value in the [network] settings"),
-    ("[network]\nclip_min_cosine = [0.9]\n", "bad value in the [network] settings"),
+    ("[network]\nmin_cluster_size = \"three\"\n", "network parameter min_cluster_size must be an integer"),
+    ("[network]\nclip_min_cosine = [0.9]\n", "network parameter clip_min_cosine must be a number"),
     ("[fetch]\nconcurrency = \"x\"\n", "bad value in the [fetch] settings"),
 ])
 def test_bad_types_in_the_config_file(tmp_path, toml, message):
