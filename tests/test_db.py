@@ -67,6 +67,25 @@ def test_repeatable_sql_is_reapplied_only_when_a_file_changes(settings, tmp_path
     assert upgrade(settings, repeatables=changed) == []
 
 
+def test_a_database_migrated_by_0_1_upgrades(settings):
+    """0.1 recorded other checksums for 001, 003 and 006 (they then also held functions and views, and
+    002, 007-009 existed). Those checksums are accepted; any other edit still is not."""
+    from pipeline.core.db import SUPERSEDED_CHECKSUMS
+
+    upgrade(settings)
+    with get_engine(settings).begin() as conn:
+        for version, old in SUPERSEDED_CHECKSUMS.items():
+            conn.execute(sa.text("update schema_migrations set checksum = :c where version = :v"),
+                         {"c": next(iter(old)), "v": version})
+        conn.execute(sa.text("insert into schema_migrations (version, name, checksum) values (2, 'account_signals', 'x')"))
+        conn.execute(sa.text("update schema_repeatables set checksum = 'from 0.1'"))
+    assert upgrade(settings) == [r.name for r in discover_repeatables()]  # functions and views recreated
+    with get_engine(settings).begin() as conn:
+        conn.execute(sa.text("update schema_migrations set checksum = 'edited' where version = 3"))
+    with pytest.raises(UserError, match="changed after it was applied"):
+        upgrade(settings)
+
+
 def test_badly_named_migration_is_refused(tmp_path):
     (tmp_path / "1-init.sql").write_text("select 1;")
     with pytest.raises(UserError, match="NNN_name.sql"):

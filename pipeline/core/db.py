@@ -32,7 +32,15 @@ log = logging.getLogger(__name__)
 
 MIGRATION_LOCK_KEY = 7_311_902_001  # pg_advisory_lock key: one migrator at a time
 _MIGRATION_NAME = re.compile(r"^(\d{3,})_([a-z0-9_]+)\.sql$")
-REPEATABLE_FOLDERS = ("functions", "views")  # applied in this order, after the migrations
+REPEATABLE_FOLDERS = ("functions", "views")
+# Databases migrated by 0.1 recorded these checksums. In 0.2 those migrations were reduced to their tables
+# and comments (functions and views moved to the repeatable files, which recreate them), so the old
+# checksums are accepted for these versions and no other.
+SUPERSEDED_CHECKSUMS: dict[int, frozenset[str]] = {
+    1: frozenset({"f2181c36f25931889462c00fb801bdbea4c10d68a21b1f3e2ef156c264269d7c"}),
+    3: frozenset({"8cbc80a9a64112b9393bfe8ab9d7b7de01dfbd4ec1551c8d65e9402a895e393a"}),
+    6: frozenset({"19ece0ca7a2972a504ce8431b72cc31a5fa5e3f336a63d543296dcd7fa84f6e8"}),
+}  # applied in this order, after the migrations
 _engines: dict[str, Engine] = {}
 
 
@@ -235,7 +243,8 @@ def _upgrade_locked(conn: Connection, migrations: Sequence[Migration], repeatabl
     }
     for migration in migrations:
         if migration.version in done:
-            if done[migration.version] != migration.checksum:
+            if done[migration.version] != migration.checksum \
+                    and done[migration.version] not in SUPERSEDED_CHECKSUMS.get(migration.version, ()):
                 raise UserError(
                     f"migration {migration.path.name} changed after it was applied; "
                     "add a new numbered migration instead of editing an applied one"
