@@ -5,7 +5,10 @@ The model files ship in the ``face-recognition-models`` wheel; dlib itself comes
 ``__init__`` imports ``pkg_resources``, absent from modern setuptools, so its folder is located with
 ``importlib.util.find_spec`` without importing it.
 
-dlib's HOG face detector misses faces that fill a small image, so a second pass upsamples once.
+dlib's HOG face detector misses faces that fill a small image, so a second pass upsamples once. The
+face it is surest of is kept whatever its score (real web headshots often score low: a tenth of them
+under 0.15); further faces count only with a detector score of at least ``EXTRA_FACE_SCORE``, so a weak
+response on a glove or a pattern does not turn a portrait into a group photo.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 
 SHAPE_PREDICTOR = "shape_predictor_5_face_landmarks.dat"
 FACE_DESCRIPTOR = "dlib_face_recognition_resnet_model_v1.dat"
+EXTRA_FACE_SCORE = 0.5
 
 
 class LandmarksUnavailable(RuntimeError):
@@ -55,6 +59,7 @@ class Face:
     box: tuple[int, int, int, int]  # x, y, width, height in pixels of the analysed image
     points: tuple[tuple[float, float], ...]  # dlib's 5 points: two per eye (corners), then the nose
     shape: Any  # the dlib full_object_detection (the descriptor network aligns the face with it)
+    score: float = 0.0  # the HOG detector's confidence
 
     @property
     def eyes(self) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -77,26 +82,31 @@ def _models(folder: Path | None) -> tuple[Any, Any]:
             import dlib
         except ImportError as exc:
             raise LandmarksUnavailable(f"dlib cannot be imported ({exc}); pip install dlib-bin") from None
+        path = model_path(SHAPE_PREDICTOR, folder)
         try:
-            cache[key] = (dlib.get_frontal_face_detector(), dlib.shape_predictor(str(model_path(SHAPE_PREDICTOR, folder))))
+            cache[key] = (dlib.get_frontal_face_detector(), dlib.shape_predictor(str(path)))
         except RuntimeError as exc:
             raise LandmarksUnavailable(f"dlib cannot load {SHAPE_PREDICTOR}: {exc}") from None
     return cache[key]
 
 
-def find_faces(rgb: np.ndarray, folder: Path | None = None, upsample: Sequence[int] = (0, 1)) -> list[Face]:
-    """Faces of an RGB uint8 array, largest first; tries each upsampling level until one finds a face."""
+def find_faces(rgb: np.ndarray, folder: Path | None = None, upsample: Sequence[int] = (0, 1),
+               extra_face_score: float = EXTRA_FACE_SCORE) -> list[Face]:
+    """Faces of an RGB uint8 array, most confident first; tries each upsampling level until one finds a face."""
     detector, predictor = _models(folder)
-    rects: Any = []
+    found: list[tuple[float, Any]] = []
     for level in upsample:
-        rects = detector(rgb, level)
-        if len(rects):
+        rects, scores, _ = detector.run(rgb, level, 0.0)
+        found = sorted(zip(scores, rects), key=lambda sr: -sr[0])
+        if found:
             break
     faces = []
-    for rect in sorted(rects, key=lambda r: -r.area()):
+    for rank, (score, rect) in enumerate(found):
+        if rank and score < extra_face_score:
+            break
         shape = predictor(rgb, rect)
         points = tuple((float(shape.part(i).x), float(shape.part(i).y)) for i in range(shape.num_parts))
-        faces.append(Face((rect.left(), rect.top(), rect.width(), rect.height()), points, shape))
+        faces.append(Face((rect.left(), rect.top(), rect.width(), rect.height()), points, shape, float(score)))
     return faces
 
 
