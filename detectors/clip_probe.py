@@ -317,8 +317,6 @@ def train_clip_probe(
 
     ``augmentation`` None means UnivFD's defaults with ``reencode_quality`` as the re-encode rule.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import average_precision_score, roc_auc_score
 
     if not 0 < target_fpr < 1:
         raise ValueError(f"target FPR must be between 0 and 1, got {target_fpr}")
@@ -343,6 +341,37 @@ def train_clip_probe(
     embedded["train"] = np.concatenate([embed(splits["train"], partial(augment.training_view, view=v))
                                         for v in range(augment.views)])
     y["train"] = np.tile(y["train"], augment.views)
+    probe, unembedded, metrics = fit_probe(backbone, embedded, y, target_fpr=target_fpr, calibration=calibration,
+                                           regularization=regularization, input_reencode=augment.reencode_quality)
+    manifest = training_manifest(images)
+    probe.training = {
+        "target_fpr": target_fpr,
+        "calibration": calibration,
+        "augmentation": augment.to_dict(),
+        "reencode_jpeg_quality": list(augment.reencode_quality) if augment.reencode_quality else None,
+        "counts": probe.training["counts"],
+        "train_views": augment.views,  # the train counts are of embedded views
+        "not_embedded": unembedded,
+        "input_transform": (f"jpeg q{augment.reencode_quality[0]}-{augment.reencode_quality[1]} (canonical, also when scoring)"
+                            if augment.reencode_quality else "none (RGB as decoded)"),
+        "data_manifest_sha256": manifest_sha256(manifest),
+        "sources": sorted({im.source for im in images if im.source}),
+        "metrics": metrics,
+    }
+    return probe
+
+
+def fit_probe(backbone: Any, embedded: dict[str, np.ndarray], y: dict[str, np.ndarray], target_fpr: float = 0.01,
+              calibration: str = "platt", regularization: float = 1.0,
+              input_reencode: tuple[int, int] | None = DEFAULT_REENCODE_QUALITY,
+              ) -> tuple[ClipProbe, dict[str, int], dict[str, float]]:
+    """The head, calibration and threshold from embeddings of the train/val/test splits (``embedded``,
+    labels ``y``): returns the probe, the rows left out per split (NaN: nothing embedded) and test metrics.
+    ``train_clip_probe`` embeds then calls this; the benches call it on cached embeddings."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    embedded, y = dict(embedded), dict(y)
     # a backbone may have no embedding for an image (dlib-face: no face); such images are left out
     unembedded = {}
     for name in ("train", "val", "test"):
@@ -352,14 +381,13 @@ def train_clip_probe(
         if set(y[name].tolist()) != {0, 1}:
             raise ValueError(f"the {name} split has no {'real' if 1 in y[name] else 'generated'} image the "
                              f"{backbone.kind} backbone can embed ({unembedded[name]} left out)")
-    y_train = y["train"]
 
     # fit on standardised features (so one C suits any backbone), then fold the scaling into the head
     mean, std = embedded["train"].mean(axis=0), embedded["train"].std(axis=0) + 1e-6
-    head = LogisticRegression(C=regularization, max_iter=5000).fit((embedded["train"] - mean) / std, y_train)
+    head = LogisticRegression(C=regularization, max_iter=5000).fit((embedded["train"] - mean) / std, y["train"])
     weight = head.coef_[0] / std
     probe = probe_class(backbone)(backbone=backbone, weight=weight.tolist(), bias=float(head.intercept_[0] - weight @ mean),
-                                  input_reencode=augment.reencode_quality)
+                                  input_reencode=input_reencode)
     fit_calibration(probe, probe.logits(embedded["val"]), y["val"], calibration)
     val_probs = probe.probabilities(embedded["val"])
     probe.threshold = threshold_at_fpr(val_probs[y["val"] == 0], target_fpr)
@@ -373,19 +401,6 @@ def train_clip_probe(
         "test_fpr_at_threshold": round(float(predicted[y["test"] == 0].mean()), 4),
         "val_fpr_at_threshold": round(float((val_probs[y["val"] == 0] >= probe.threshold).mean()), 4),
     }
-    manifest = training_manifest(images)
-    probe.training = {
-        "target_fpr": target_fpr,
-        "calibration": calibration,
-        "augmentation": augment.to_dict(),
-        "reencode_jpeg_quality": list(augment.reencode_quality) if augment.reencode_quality else None,
-        "counts": {name: {"real": int((y[name] == 0).sum()), "fake": int((y[name] == 1).sum())} for name in y},
-        "train_views": augment.views,  # the train counts are of embedded views
-        "not_embedded": unembedded,
-        "input_transform": (f"jpeg q{augment.reencode_quality[0]}-{augment.reencode_quality[1]} (canonical, also when scoring)"
-                            if augment.reencode_quality else "none (RGB as decoded)"),
-        "data_manifest_sha256": manifest_sha256(manifest),
-        "sources": sorted({im.source for im in images if im.source}),
-        "metrics": metrics,
-    }
-    return probe
+    probe.training = {"counts": {name: {"real": int((y[name] == 0).sum()), "fake": int((y[name] == 1).sum())}
+                                 for name in y}}
+    return probe, unembedded, metrics

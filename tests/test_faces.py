@@ -8,11 +8,11 @@ import math
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 from PIL import Image
 
 from detectors import REGISTRY, detector_from_saved
 from detectors.faces import ALIGNMENT_THRESHOLD, MIN_EYE_DISTANCE, STYLEGAN_EYES, FaceDetector, eye_alignment_distance
-from conftest import SHARED_DATA
 
 FACES = SHARED_DATA / "faces"
 
