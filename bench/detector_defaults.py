@@ -87,7 +87,7 @@ def run_setting(model: str, reencode: str, preprocess: str, data: dict[str, list
     p_heads = p_heads[~np.isnan(p_heads)]
     out["format_shortcut"] = {"in_domain_roc_auc": m["roc_auc"], "ffhq_fpr_at_threshold": m["fpr_at_threshold"],
                               "headshots_labelled": round(float((p_heads >= probe.threshold).mean()), 4),
-                              "n_headshots": int(len(p_heads))}
+                              "n_headshots": len(p_heads)}
     return out
 
 

@@ -84,3 +84,19 @@ def test_dlib_face_needs_no_weights_names_its_model_file_and_has_no_row_without_
 
     with pytest.raises(DlibFaceLoadError, match="does not match the recorded sha256"):
         tampered.load()
+
+
+def test_open_clip_tag_with_no_network_is_a_one_line_error_with_the_way_out():
+    """The by-tag loading path (a real tag of a real model): offline, it fails at once and says what to do."""
+    from detectors.backbone import Backbone, BackboneLoadError
+
+    with pytest.raises(BackboneLoadError, match="pass the checkpoint file") as caught:
+        Backbone(BackboneSpec.parse("RN50", "openai"), device="cpu")
+    assert "\n" not in str(caught.value)
+
+
+def test_the_docs_table_lists_every_registered_backbone():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "detectors.md").read_text(encoding="utf-8")
+    assert all(f"| `{name}` |" in text for name in BACKBONES.names())

@@ -95,3 +95,10 @@ def test_a_probe_kind_holds_only_its_backbone_kind():
 def test_face_probe_gives_no_score_without_a_face_and_says_why(images):
     (_, blank, _) = EXAMPLES["face_probe"]().score(images)
     assert blank.probability is None and not blank.label and blank.reason == "no dlib-face score: no face found"
+
+
+def test_the_docs_table_lists_every_registered_detector_kind():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "detectors.md").read_text(encoding="utf-8")
+    assert all(f"| `{name}` |" in text for name in DETECTORS.names())
