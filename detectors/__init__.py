@@ -3,8 +3,10 @@
 Importing this package registers the built-in detectors; it does not import torch.
 """
 
-from detectors import clip_probe, faces  # noqa: F401  (registers ClipProbe, FaceDetector)
+from detectors import clip_probe, faces  # noqa: F401  (registers ClipProbe, FaceProbe, FaceDetector)
+from detectors.backbones import BACKBONES, backbone_from_dict, parse_backbone
 from detectors.base import (
+    DETECTORS,
     REGISTRY,
     Detector,
     EmbeddingDetector,
@@ -16,11 +18,15 @@ from detectors.base import (
 )
 
 __all__ = [
+    "BACKBONES",
+    "DETECTORS",
     "REGISTRY",
     "Detector",
     "EmbeddingDetector",
     "ImageScore",
+    "backbone_from_dict",
     "detector_from_saved",
+    "parse_backbone",
     "read_detector_file",
     "register",
     "save_detector",

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
@@ -75,6 +75,8 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
 
 @dataclass(frozen=True)
 class BackboneSpec:
+    kind: ClassVar[str] = "open_clip"  # its name in detectors.backbones.BACKBONES (not in the saved dict)
+
     model: str
     weights: str  # pretrained tag ('openai'), 'file:<path>', 'local-dir:<folder>' or 'random:<seed>'
     normalize: bool = True  # L2-normalise encode_image output
@@ -121,7 +123,10 @@ class BackboneSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BackboneSpec:
-        return cls(**data)
+        return cls(**{k: v for k, v in data.items() if k != "kind"})
+
+    def load(self, device: str | None = None, torch_threads: int | None = None) -> Backbone:
+        return load_backbone(self, torch_threads=torch_threads, device=device)
 
 
 class Backbone:

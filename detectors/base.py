@@ -18,10 +18,12 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
+from pipeline.core.registry import Registry
+
 
 @dataclass(frozen=True)
 class ImageScore:
-    probability: float  # calibrated probability that the image is generated
+    probability: float | None  # calibrated probability that the image is generated; None: not scorable
     label: bool  # probability >= the detector's threshold
     reason: str  # short human-readable explanation
 
@@ -81,12 +83,26 @@ class EmbeddingDetector(Detector):
         return self.score_embeddings(self.embed(images))
 
 
-REGISTRY: dict[str, type[Detector]] = {}
+DETECTORS: Registry[type[Detector]] = Registry("detector")
+REGISTRY = DETECTORS  # the older name
 
 
 def register(cls: type[Detector]) -> type[Detector]:
-    REGISTRY[cls.kind] = cls
-    return cls
+    """Class decorator: register a detector kind by its ``kind`` (a duplicate kind is an error)."""
+    return DETECTORS.register(cls.kind, cls)
+
+
+class FaceSignalSource(ABC):
+    """A detector that also writes ``face_signals`` rows (face count, pre-filter, eye test) in the score stage."""
+
+    @abstractmethod
+    def analyze(self, images: Sequence[Image.Image]) -> list[Any]:
+        """One ``detectors.faces.FaceSignal`` per image, in order."""
+
+
+def face_signal_kinds() -> list[type[Detector]]:
+    """The registered detector kinds that write face signals; the score stage runs each of them."""
+    return [cls for cls in DETECTORS.values() if issubclass(cls, FaceSignalSource)]
 
 
 def detector_from_saved(saved: dict[str, Any]) -> Detector:
@@ -94,11 +110,12 @@ def detector_from_saved(saved: dict[str, Any]) -> Detector:
 
     check_saved_detector(saved)  # one line for a corrupted file, before any stage runs
     kind = saved.get("kind")
-    if kind not in REGISTRY:
-        raise ValueError(f"unknown detector kind {kind!r}; known: {sorted(REGISTRY)}")
-    detector = REGISTRY[kind].from_spec(saved["spec"])
-    if saved.get("version") != detector.version:
-        raise ValueError(f"saved detector is {kind} v{saved.get('version')}, this code reads v{detector.version}")
+    if kind not in DETECTORS:
+        raise ValueError(f"unknown detector kind {kind!r}; known: {sorted(DETECTORS)}")
+    cls = DETECTORS[kind]
+    if saved.get("version") != cls.version:  # before from_spec: an old spec may not fit today's fields
+        raise ValueError(f"saved detector is {kind} v{saved.get('version')}, this code reads v{cls.version}")
+    detector = cls.from_spec(saved["spec"])
     if saved.get("id") and saved["id"] != detector.id:
         raise ValueError(f"saved detector id {saved['id']} does not match its content ({detector.id})")
     return detector

@@ -1,8 +1,15 @@
-"""The CLIP linear probe (UnivFD-style): frozen open_clip ``encode_image`` features -> Linear(d, 1).
+"""The linear probe (UnivFD-style): frozen backbone features -> Linear(d, 1).
 
+The backbone is any registered kind (``detectors.backbones``): open_clip ``encode_image`` features
+(detector kind ``clip_probe``) or dlib's face descriptor (kind ``face_probe``, the same code).
 The raw logit is calibrated to a probability (Platt scaling or isotonic regression) fitted on
 held-out images, and the label threshold is set for a target false-positive rate on held-out
 *real* images, not at 0.5.
+
+One input transform from calibration to scoring: ``input_view`` (the canonical re-encode, JPEG at a
+quality drawn from the image's pixels within ``input_reencode``) is what the backbone sees of every
+validation, test, evaluated and scored image, so the threshold's FPR is measured on images processed
+exactly as avatars are. Training images get UnivFD's augmentation first, then the same transform.
 """
 
 from __future__ import annotations
@@ -17,14 +24,24 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from detectors.backbone import BackboneSpec, load_backbone
+from detectors.backbones import backbone_from_dict
 from detectors.base import EmbeddingDetector, ImageScore, register
 from detectors.batching import batched, prefetch
 
-# Both classes are re-encoded at a JPEG quality drawn from this range before embedding. Measured on
-# the demo faces (tests/test_detectors.py): a ceiling at or below the usual upload quality masks a
-# JPEG-vs-PNG difference in the training files; a range up to 100 (UnivFD's 30-100) leaves most of it.
+# Every image (both classes, every split, and every scored avatar) is re-encoded at a JPEG quality drawn
+# from this range before embedding. Measured on the demo faces (tests/test_detectors.py): a ceiling at
+# or below the usual upload quality masks a JPEG-vs-PNG difference in the training files; a range up to
+# 100 (UnivFD's 30-100) leaves most of it. docs/detectors.md has the measurement on the shared faces.
 DEFAULT_REENCODE_QUALITY = (50, 80)
+
+
+def canonical_reencode(image: Image.Image, quality_range: tuple[int, int] | None) -> Image.Image:
+    """The input transform: JPEG at a quality drawn from the decoded pixels (so the same image gets the
+    same quality in training, evaluation and scoring, whatever file it came from); None = RGB only."""
+    rgb = image.convert("RGB")
+    if quality_range is None:
+        return rgb
+    return reencode_jpeg(rgb, hashlib.sha256(rgb.tobytes()).hexdigest(), tuple(quality_range))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -37,7 +54,7 @@ class ClipProbe(EmbeddingDetector):
     kind = "clip_probe"
     version = "1"
 
-    backbone: BackboneSpec
+    backbone: Any  # a spec of a registered backbone kind (detectors.backbones)
     weight: list[float]
     bias: float
     platt_a: float = 1.0  # probability = sigmoid(platt_a * logit + platt_b)
@@ -46,22 +63,31 @@ class ClipProbe(EmbeddingDetector):
     training: dict[str, Any] = field(default_factory=dict)  # data manifest, split, metrics
     # isotonic calibration instead of Platt: probability = interp(logit, x, y); None = Platt
     isotonic: dict[str, list[float]] | None = None
+    # the canonical re-encode applied to every image before the backbone (None: RGB only, as presets)
+    input_reencode: tuple[int, int] | None = None
 
     @property
     def backbone_id(self) -> str:
-        return self.backbone.id
+        """The embedding cache key: the backbone and the input transform, which both shape the vector."""
+        if self.input_reencode is None:
+            return self.backbone.id
+        return f"{self.backbone.id}+jpeg{self.input_reencode[0]}-{self.input_reencode[1]}"
+
+    def input_view(self, image: Image.Image, sha256: str = "") -> Image.Image:
+        """What the backbone sees of an image, in calibration, evaluation and scoring alike."""
+        return canonical_reencode(image, self.input_reencode)
 
     # the scorer sets these (Settings.device / torch_threads) before it embeds
     device: str | None = field(default=None, repr=False, compare=False, metadata={"runtime": True})
 
     def loaded_backbone(self) -> Any:
-        return load_backbone(self.backbone, device=self.device)
+        return self.backbone.load(device=self.device)
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return self.loaded_backbone().embed(images)
+        return self.embed_preprocessed(self.preprocess(images))
 
     def preprocess(self, images: Sequence[Image.Image]) -> Any:
-        return self.loaded_backbone().tensors(images)
+        return self.loaded_backbone().tensors([self.input_view(im) for im in images])
 
     def embed_preprocessed(self, batch: Any) -> np.ndarray:
         return self.loaded_backbone().embed_tensors(batch)
@@ -81,12 +107,16 @@ class ClipProbe(EmbeddingDetector):
         return self.calibrate(self.logits(embeddings))
 
     def score_embeddings(self, embeddings: np.ndarray) -> list[ImageScore]:
+        """One score per row; a NaN row (the backbone found nothing to embed, e.g. no face) gets none."""
         probs = self.probabilities(embeddings)
+        name = "clip probe" if self.kind == "clip_probe" else f"{self.kind.replace('_', ' ')}"
         return [
+            ImageScore(None, False, f"no {self.backbone.kind} score: {NO_EMBEDDING.get(self.backbone.kind, 'no embedding')}")
+            if np.isnan(p) else
             ImageScore(
                 probability=float(p),
                 label=bool(p >= self.threshold),
-                reason=f"clip probe p={p:.3f} {'>=' if p >= self.threshold else '<'} "
+                reason=f"{name} p={p:.3f} {'>=' if p >= self.threshold else '<'} "
                 f"threshold {self.threshold:.3f} ({self.training.get('target_fpr', '?')} FPR on real)",
             )
             for p in probs
@@ -104,14 +134,19 @@ class ClipProbe(EmbeddingDetector):
             "threshold": float(self.threshold),
             "training": self.training,
         }
+        if self.input_reencode is not None:  # only when used, so detectors without one keep their ids
+            spec["input_reencode"] = [int(v) for v in self.input_reencode]
         if self.isotonic is not None:  # only when used, so Platt detectors keep their ids
             spec["isotonic"] = {"x": [float(v) for v in self.isotonic["x"]], "y": [float(v) for v in self.isotonic["y"]]}
         return spec
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> ClipProbe:
+        backbone = backbone_from_dict(spec["backbone"])
+        if PROBE_KINDS.get(backbone.kind, "clip_probe") != cls.kind:
+            raise ValueError(f"a {cls.kind} detector cannot hold a {backbone.kind} backbone")
         return cls(
-            backbone=BackboneSpec.from_dict(spec["backbone"]),
+            backbone=backbone,
             weight=list(spec["weight"]),
             bias=float(spec["bias"]),
             platt_a=float(spec.get("platt_a", 1.0)),
@@ -119,7 +154,25 @@ class ClipProbe(EmbeddingDetector):
             threshold=float(spec.get("threshold", 0.5)),
             training=dict(spec.get("training", {})),
             isotonic=dict(spec["isotonic"]) if spec.get("isotonic") else None,
+            input_reencode=tuple(spec["input_reencode"]) if spec.get("input_reencode") else None,
         )
+
+
+@register
+@dataclass(eq=False)
+class FaceProbe(ClipProbe):
+    """The same linear probe over the ``dlib-face`` backbone: scores faces, gives no score without one."""
+
+    kind = "face_probe"
+    version = "1"
+
+
+PROBE_KINDS = {"open_clip": ClipProbe.kind, "dlib-face": FaceProbe.kind}  # backbone kind -> detector kind
+NO_EMBEDDING = {"dlib-face": "no face found"}
+
+
+def probe_class(backbone: Any) -> type[ClipProbe]:
+    return FaceProbe if backbone.kind == "dlib-face" else ClipProbe
 
 
 @dataclass(frozen=True)
@@ -187,11 +240,10 @@ class Augmentation:
             image = _jpeg(image, int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1)))
         return self.held_out_view(image, sha256)
 
-    def held_out_view(self, image: Image.Image, sha256: str) -> Image.Image:
-        """What the backbone sees of a validation or test image: the re-encode rule only."""
-        if self.reencode_quality is None:
-            return image.convert("RGB")
-        return reencode_jpeg(image, sha256, self.reencode_quality)
+    def held_out_view(self, image: Image.Image, sha256: str = "") -> Image.Image:
+        """What the backbone sees of a validation or test image, and of a scored avatar: the input
+        transform only (the trained probe records it as ``input_reencode``)."""
+        return canonical_reencode(image, self.reencode_quality)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -217,11 +269,11 @@ def manifest_sha256(manifest: Sequence[dict[str, Any]]) -> str:
     return hashlib.sha256("".join(f"{r['sha256']}:{r['label']}\n" for r in manifest).encode()).hexdigest()
 
 
-def embed_views(backbone: BackboneSpec, items: Sequence[LabelledImage], view: Callable[[Image.Image, str], Image.Image],
+def embed_views(backbone: Any, items: Sequence[LabelledImage], view: Callable[[Image.Image, str], Image.Image],
                 batch_size: int = 64, workers: int = 2, torch_threads: int | None = None,
                 device: str | None = None, progress: Any = None) -> np.ndarray:
     """Embed ``view(image, sha)`` of each item; augmentation and preprocessing overlap with inference."""
-    bb = load_backbone(backbone, torch_threads=torch_threads, device=device)
+    bb = backbone.load(torch_threads=torch_threads, device=device)
     chunks = [np.zeros((0, bb.embed_dim), dtype=np.float32)]
     for batch, tensor in prefetch(batched(items, batch_size),
                                   lambda b: bb.tensors([view(im.image, im.sha256) for im in b]), workers):
@@ -248,7 +300,7 @@ def fit_calibration(probe: ClipProbe, logits: np.ndarray, labels: np.ndarray, me
 
 
 def train_clip_probe(
-    backbone: BackboneSpec,
+    backbone: Any,
     images: Sequence[LabelledImage],
     target_fpr: float = 0.01,
     reencode_quality: tuple[int, int] | None = DEFAULT_REENCODE_QUALITY,
@@ -265,8 +317,6 @@ def train_clip_probe(
 
     ``augmentation`` None means UnivFD's defaults with ``reencode_quality`` as the re-encode rule.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import average_precision_score, roc_auc_score
 
     if not 0 < target_fpr < 1:
         raise ValueError(f"target FPR must be between 0 and 1, got {target_fpr}")
@@ -290,13 +340,54 @@ def train_clip_probe(
     # the train split: `views` augmented views of every image, stacked, labels repeated
     embedded["train"] = np.concatenate([embed(splits["train"], partial(augment.training_view, view=v))
                                         for v in range(augment.views)])
-    y_train = np.tile(y["train"], augment.views)
+    y["train"] = np.tile(y["train"], augment.views)
+    probe, unembedded, metrics = fit_probe(backbone, embedded, y, target_fpr=target_fpr, calibration=calibration,
+                                           regularization=regularization, input_reencode=augment.reencode_quality)
+    manifest = training_manifest(images)
+    probe.training = {
+        "target_fpr": target_fpr,
+        "calibration": calibration,
+        "augmentation": augment.to_dict(),
+        "reencode_jpeg_quality": list(augment.reencode_quality) if augment.reencode_quality else None,
+        "counts": probe.training["counts"],
+        "train_views": augment.views,  # the train counts are of embedded views
+        "not_embedded": unembedded,
+        "input_transform": (f"jpeg q{augment.reencode_quality[0]}-{augment.reencode_quality[1]} (canonical, also when scoring)"
+                            if augment.reencode_quality else "none (RGB as decoded)"),
+        "data_manifest_sha256": manifest_sha256(manifest),
+        "sources": sorted({im.source for im in images if im.source}),
+        "metrics": metrics,
+    }
+    return probe
+
+
+def fit_probe(backbone: Any, embedded: dict[str, np.ndarray], y: dict[str, np.ndarray], target_fpr: float = 0.01,
+              calibration: str = "platt", regularization: float = 1.0,
+              input_reencode: tuple[int, int] | None = DEFAULT_REENCODE_QUALITY,
+              ) -> tuple[ClipProbe, dict[str, int], dict[str, float]]:
+    """The head, calibration and threshold from embeddings of the train/val/test splits (``embedded``,
+    labels ``y``): returns the probe, the rows left out per split (NaN: nothing embedded) and test metrics.
+    ``train_clip_probe`` embeds then calls this; the benches call it on cached embeddings."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    embedded, y = dict(embedded), dict(y)
+    # a backbone may have no embedding for an image (dlib-face: no face); such images are left out
+    unembedded = {}
+    for name in ("train", "val", "test"):
+        keep = ~np.isnan(embedded[name]).any(axis=1)
+        unembedded[name] = int((~keep).sum())
+        embedded[name], y[name] = embedded[name][keep], y[name][keep]
+        if set(y[name].tolist()) != {0, 1}:
+            raise ValueError(f"the {name} split has no {'real' if 1 in y[name] else 'generated'} image the "
+                             f"{backbone.kind} backbone can embed ({unembedded[name]} left out)")
 
     # fit on standardised features (so one C suits any backbone), then fold the scaling into the head
     mean, std = embedded["train"].mean(axis=0), embedded["train"].std(axis=0) + 1e-6
-    head = LogisticRegression(C=regularization, max_iter=5000).fit((embedded["train"] - mean) / std, y_train)
+    head = LogisticRegression(C=regularization, max_iter=5000).fit((embedded["train"] - mean) / std, y["train"])
     weight = head.coef_[0] / std
-    probe = ClipProbe(backbone=backbone, weight=weight.tolist(), bias=float(head.intercept_[0] - weight @ mean))
+    probe = probe_class(backbone)(backbone=backbone, weight=weight.tolist(), bias=float(head.intercept_[0] - weight @ mean),
+                                  input_reencode=input_reencode)
     fit_calibration(probe, probe.logits(embedded["val"]), y["val"], calibration)
     val_probs = probe.probabilities(embedded["val"])
     probe.threshold = threshold_at_fpr(val_probs[y["val"] == 0], target_fpr)
@@ -310,15 +401,6 @@ def train_clip_probe(
         "test_fpr_at_threshold": round(float(predicted[y["test"] == 0].mean()), 4),
         "val_fpr_at_threshold": round(float((val_probs[y["val"] == 0] >= probe.threshold).mean()), 4),
     }
-    manifest = training_manifest(images)
-    probe.training = {
-        "target_fpr": target_fpr,
-        "calibration": calibration,
-        "augmentation": augment.to_dict(),
-        "reencode_jpeg_quality": list(augment.reencode_quality) if augment.reencode_quality else None,
-        "counts": {name: {"real": int((y[name] == 0).sum()), "fake": int((y[name] == 1).sum())} for name in y},
-        "data_manifest_sha256": manifest_sha256(manifest),
-        "sources": sorted({im.source for im in images if im.source}),
-        "metrics": metrics,
-    }
-    return probe
+    probe.training = {"counts": {name: {"real": int((y[name] == 0).sum()), "fake": int((y[name] == 1).sum())}
+                                 for name in y}}
+    return probe, unembedded, metrics

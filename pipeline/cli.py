@@ -307,12 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", metavar="ID", help="only this cluster's page")
     p.add_argument("--out", metavar="DIR", help="output folder (default HOME/reports/<run key>)")
 
-    p = add("train-probe", cmd_train_probe, "train a CLIP linear-probe detector from labelled image folders")
+    p = add("train-probe", cmd_train_probe, "train a linear-probe detector (open_clip or dlib-face) from labelled image folders")
     p.add_argument("--real", required=True, help="folder of real images")
     p.add_argument("--fake", required=True, help="folder of generated images (sub-folders per generator allowed)")
-    p.add_argument("--model", default="pa-tiny-vit", help="open_clip model name (e.g. ViT-L-14)")
-    p.add_argument("--weights", default="random:0",
-                   help="pretrained tag (e.g. openai), a local checkpoint file, or random:SEED (tests only)")
+    p.add_argument("--model", default="pa-tiny-vit",
+                   help="open_clip model name (e.g. ViT-L-14), or dlib-face (dlib's face descriptor, no --weights)")
+    p.add_argument("--weights", default=None,
+                   help="open_clip: pretrained tag (e.g. openai), a local checkpoint file, or random:SEED "
+                        "(tests only; the default)")
     p.add_argument("--target-fpr", type=float, default=0.01, help="false-positive rate on real validation images")
     p.add_argument("--promote", action="store_true", help="make it the default detector")
     p.add_argument("--out", help="also write the saved detector JSON here")

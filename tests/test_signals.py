@@ -94,7 +94,7 @@ def test_history_face_signal_and_rerun(settings, small_run):
         conn.execute(sa.text("update account_avatars set sha256 = :s where run_key = 'sig2' and account_key = :k"),
                      {"s": organic_sha, "k": ring_key})
         conn.execute(sa.text("insert into face_signals (sha256, detector_id, face_count, eye_alignment_distance,"
-                             " gan_eye_aligned) values (:s, :d, 1, 0.8, true)"),
+                             " gan_eye_aligned, usable_face) values (:s, :d, 1, 0.8, true, true)"),
                      {"s": organic_sha, "d": planted.DETECTOR_ID})
     aggregate_run(settings, "sig2")
     before = _signals(settings, "sig")[ring_key]
@@ -107,3 +107,26 @@ def test_history_face_signal_and_rerun(settings, small_run):
     first = _signals(settings, "sig2")
     aggregate_run(settings, "sig2")
     assert _signals(settings, "sig2") == first
+
+
+def test_eye_test_counts_only_on_a_usable_face_and_the_prefilter_is_named(settings, small_run):
+    """Fusion of the avatar evidence: the probe's probability always, the eye test only on a usable face
+    (eyes >= 0.1 of the width apart); an avatar whose face is not usable is named, at no weight."""
+    with transaction(settings) as conn:
+        rows = conn.execute(sa.text("select min(account_key), avatar_sha256 from account_signals where run_key = 'sig'"
+                                    " and avatar_sha256 is not null group by avatar_sha256 having count(*) = 1"
+                                    " order by 1 limit 3")).all()
+        for (_, sha), usable, count in zip(rows, (True, False, None), (1, 1, 0)):
+            conn.execute(sa.text("insert into face_signals (sha256, detector_id, face_count, eye_alignment_distance,"
+                                 " gan_eye_aligned, usable_face) values (:s, :d, :n, :dist, :al, :u)"),
+                         {"s": sha, "d": planted.DETECTOR_ID, "n": count, "dist": 0.01 if count else None,
+                          "al": True if count else None, "u": usable})
+    aggregate_run(settings, "sig")
+    signals = _signals(settings, "sig")
+    usable, small, none = (signals[key] for key, _ in rows)
+    assert usable["contributions"]["gan_eye_alignment"] == 0.15 and usable["face_usable"] is True
+    assert "gan_eye_alignment" not in small["contributions"] and small["contributions"]["no_usable_face"] == 0
+    assert small["face_usable"] is False and small["face_gan_eye_aligned"] is True
+    assert "gan_eye_alignment" not in none["contributions"] and none["contributions"]["no_usable_face"] == 0
+    for row in (usable, small, none):
+        assert math.isclose(row["risk"], min(1.0, sum(float(v) for v in row["contributions"].values())), abs_tol=1e-9)

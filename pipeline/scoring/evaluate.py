@@ -4,6 +4,11 @@ Reports ROC-AUC, average precision, TPR at 1% and 5% FPR, accuracy at the detect
 and expected calibration error; the same after JPEG at quality 75 and after a x0.5 resize (what
 platforms do to uploads); per generator when the fake folder has one sub-folder per generator.
 The report is Markdown or HTML with a ROC-curve image (SVG, written by hand: no plotting library).
+
+Each condition is applied to the decoded image, then the probe's own input transform
+(``ClipProbe.input_view``, what the score stage applies to avatars): so ``fpr_at_threshold`` under
+``clean`` is the false-positive rate at the threshold on images processed exactly as scored. Images the
+backbone cannot embed (dlib-face: no face) get no score; they are counted as ``n_unscored`` and left out.
 """
 
 from __future__ import annotations
@@ -68,8 +73,13 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int 
 def metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, Any]:
     from sklearn.metrics import average_precision_score, roc_auc_score
 
+    scored = ~np.isnan(probs)
+    unscored = {"n_unscored_real": int((~scored & (labels == 0)).sum()),
+                "n_unscored_fake": int((~scored & (labels == 1)).sum())}
+    labels, probs = labels[scored], probs[scored]
     predicted = probs >= threshold
     return {
+        **unscored,
         "n_real": int((labels == 0).sum()),
         "n_fake": int((labels == 1).sum()),
         "roc_auc": round(float(roc_auc_score(labels, probs)), 4),
@@ -94,14 +104,18 @@ def probabilities(detector: Detector, images: Sequence[LabelledImage], view: Cal
                   settings: Settings, progress: Counter | None = None) -> np.ndarray:
     """The detector's probability for each image as seen through ``view``."""
     if isinstance(detector, ClipProbe):
-        embeddings = embed_views(detector.backbone, images, view, batch_size=settings.batch_size,
+        def scored_view(image: Image.Image, sha256: str) -> Image.Image:
+            return detector.input_view(view(image, sha256))
+
+        embeddings = embed_views(detector.backbone, images, scored_view, batch_size=settings.batch_size,
                                  workers=settings.score_workers, torch_threads=settings.torch_threads,
                                  device=settings.device, progress=progress)
         return detector.probabilities(embeddings)
     out = []
     for start in range(0, len(images), settings.batch_size):
         batch = images[start : start + settings.batch_size]
-        out.extend(s.probability for s in detector.score([view(im.image, im.sha256) for im in batch]))
+        out.extend(np.nan if s.probability is None else s.probability
+                   for s in detector.score([view(im.image, im.sha256) for im in batch]))
         if progress is not None:
             progress.update(len(batch))
     return np.asarray(out, dtype=np.float64)
@@ -119,7 +133,9 @@ def evaluate(settings: Settings, detector: Detector, real: Sequence[LabelledImag
     images = list(real) + list(fake)
     labels = np.array([im.label for im in images])
     threshold = float(getattr(detector, "threshold", 0.5))
-    out: dict[str, Any] = {"detector_id": detector.id, "threshold": threshold, "conditions": {}}
+    out: dict[str, Any] = {"detector_id": detector.id, "threshold": threshold, "conditions": {},
+                           "input_transform": (detector.training.get("input_transform", "none")
+                                               if isinstance(detector, ClipProbe) else "none")}
     curves = {}
     generators = sorted({im.source for im in fake})
     counter = Counter("evaluate", len(images) * len(conditions))
@@ -135,7 +151,8 @@ def evaluate(settings: Settings, detector: Detector, real: Sequence[LabelledImag
                     mask = real_mask | np.array([im.label == 1 and im.source == gen for im in images])
                     entry[gen] = metrics(labels[mask], probs[mask], threshold)
             out["conditions"][name] = entry
-            curves[name] = roc_points(labels, probs)
+            keep = ~np.isnan(probs)
+            curves[name] = roc_points(labels[keep], probs[keep])
     finally:
         counter.close()
     return Evaluation(out, curves)

@@ -7,7 +7,9 @@
   the model runs (``Settings.score_workers``, ``Settings.batch_size``).
 - Work can be split into shards by image hash (``shard_index`` of ``shard_count``) so Airflow can
   map the stage across workers; shards never overlap and together cover the run.
-- The face detector (``detectors.faces``) writes ``face_signals`` in the same stage.
+- The run's detector comes from the detector registry (``resolve_detector``: a stored id, a saved
+  file, or the promoted default); every registered face-signal kind (``detectors.base.face_signal_kinds``,
+  today ``faces``) writes ``face_signals`` in the same stage.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from detectors import Detector, EmbeddingDetector
+from detectors.base import face_signal_kinds
 from detectors.batching import batched, prefetch
 from pipeline.config import Settings
 from pipeline.core.db import insert_rows, transaction
@@ -189,29 +192,32 @@ def _score_embedding_detector(settings: Settings, detector: EmbeddingDetector, i
 
 
 def face_signals_for(settings: Settings, images: list[tuple[str, str]]) -> int:
-    """Face count and eye alignment for images without a face_signals row of the current face detector."""
-    from detectors.faces import FaceDetector
+    """Face signals from every registered face-signal kind, for images without a row of its current detector."""
+    return sum(_face_signals(settings, kind(), images) for kind in face_signal_kinds())
 
-    detector = FaceDetector()
+
+def _face_signals(settings: Settings, detector: Any, images: list[tuple[str, str]]) -> int:
+    """Face count, usable-face pre-filter and eye alignment of one face detector; returns images analysed."""
     register_detector(settings, detector)
     done = _done(settings, "face_signals", [sha for sha, _ in images], detector_id=detector.id)
     todo = [(sha, path) for sha, path in images if sha not in done]
     load = _loader(settings)
     counter = Counter("faces", len(todo))
     try:
-        # cv2 releases the GIL, so the cascades themselves run in the worker threads
+        # face detection (dlib, or the Haar fallback) runs in the worker threads
         for batch, signals in prefetch(batched(todo, settings.batch_size),
                                        lambda b: detector.analyze([load(p) for _, p in b]), settings.score_workers):
             with transaction(settings) as conn:
                 insert_rows(
                     conn,
                     "insert into face_signals (sha256, detector_id, face_count, eye_alignment_distance, gan_eye_aligned,"
-                    " details) values (:sha, :d, :n, :dist, :aligned, cast(:details as jsonb))"
+                    " usable_face, details) values (:sha, :d, :n, :dist, :aligned, :usable, cast(:details as jsonb))"
                     " on conflict (sha256, detector_id) do update set face_count = excluded.face_count,"
-                    " eye_alignment_distance = excluded.eye_alignment_distance,"
+                    " eye_alignment_distance = excluded.eye_alignment_distance, usable_face = excluded.usable_face,"
                     " gan_eye_aligned = excluded.gan_eye_aligned, details = excluded.details",
                     ({"sha": sha, "d": detector.id, "n": s.face_count, "dist": s.eye_alignment_distance,
-                      "aligned": s.gan_eye_aligned, "details": _json(s.details)} for (sha, _), s in zip(batch, signals)),
+                      "aligned": s.gan_eye_aligned, "usable": s.usable_face, "details": _json(s.details)}
+                     for (sha, _), s in zip(batch, signals)),
                 )
             counter.update(len(batch))
     finally:

@@ -11,7 +11,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from detectors.backbone import BackboneLoadError, BackboneSpec
+from detectors.backbone import BackboneLoadError
+from detectors.backbones import parse_backbone
 from detectors.clip_probe import Augmentation, LabelledImage, split_of, train_clip_probe, training_manifest
 from pipeline.config import Settings
 from pipeline.core.db import ensure_schema
@@ -71,7 +72,7 @@ def train_probe(
     real: Path,
     fake: Path,
     model: str = "pa-tiny-vit",
-    weights: str = "random:0",
+    weights: str | None = None,
     target_fpr: float = 0.01,
     promote: bool = False,
     out: Path | None = None,
@@ -80,7 +81,11 @@ def train_probe(
     normalize: bool = True,
     preprocess: str = "resize_center_crop",
 ) -> TrainResult:
-    """Load the folders, train, then save the detector and its manifest to Postgres and to files."""
+    """Load the folders, train, then save the detector and its manifest to Postgres and to files.
+
+    ``model`` is an open_clip model name (``weights`` then defaults to ``random:0``, tests only) or a
+    registered backbone kind such as ``dlib-face``, which takes no weights.
+    """
     if not 0 < target_fpr < 1:
         raise UserError(f"--target-fpr must be between 0 and 1 (e.g. 0.01), got {target_fpr}")
     if calibration not in ("platt", "isotonic"):
@@ -88,7 +93,7 @@ def train_probe(
     real_images, skipped_real = load_labelled_folder(real, 0)
     fake_images, skipped_fake = load_labelled_folder(fake, 1)
     try:
-        spec = BackboneSpec.parse(model, weights, normalize=normalize, preprocess=preprocess)
+        spec = parse_backbone(model, weights, normalize=normalize, preprocess=preprocess)
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(str(exc)) from None
     images = real_images + fake_images

@@ -95,9 +95,11 @@ begin
 
     -- face signals come from the face stage's table when it exists; absent, the signal is null
     drop table if exists pg_temp.pa_faces;
-    create temp table pa_faces (sha256 text primary key, face_count integer, gan_eye_aligned boolean) on commit drop;
+    create temp table pa_faces (sha256 text primary key, face_count integer, gan_eye_aligned boolean,
+                                usable_face boolean) on commit drop;
     if to_regclass('face_signals') is not null then
-        execute 'insert into pa_faces select distinct on (f.sha256) f.sha256, f.face_count, f.gan_eye_aligned'
+        execute 'insert into pa_faces select distinct on (f.sha256) f.sha256, f.face_count, f.gan_eye_aligned,'
+                ' f.usable_face'
                 ' from face_signals f where f.sha256 in'
                 ' (select sha256 from account_avatars where run_key = $1 and sha256 is not null)'
                 ' order by f.sha256, f.detector_id desc'
@@ -110,10 +112,10 @@ begin
         run_key, account_key, avatar_sha256, avatar_probability, avatar_label, avatar_reuse_count,
         account_age_days, followers, following, follower_ratio, handle_template, bio_empty, risk, contributions,
         avatar_probability_max, face_count, face_gan_eye_aligned, near_duplicate_count, posts, posts_per_day,
-        handle_digits, handle_entropy, bio_default, link_domain, avatar_changes)
+        handle_digits, handle_entropy, bio_default, link_domain, avatar_changes, face_usable)
     with base as (
         select s.account_key, s.handle, s.display_name, s.bio, s.url, s.created_at, s.followers, s.following,
-               s.posts, av.sha256, sc.probability, sc.label, f.face_count, f.gan_eye_aligned
+               s.posts, av.sha256, sc.probability, sc.label, f.face_count, f.gan_eye_aligned, f.usable_face
         from account_snapshots s
         left join account_avatars av on av.run_key = s.run_key and av.account_key = s.account_key
                                     and av.status = 'stored'
@@ -152,7 +154,11 @@ begin
                    'synthetic_avatar', case when p.probability is not null then round(((w->>'synthetic_avatar')::numeric * p.probability::numeric), 4) end,
                    'past_synthetic_avatar', case when p.p_max - coalesce(p.probability, 0) > 0.0001
                                                  then round(((w->>'past_synthetic_avatar')::numeric * (p.p_max - coalesce(p.probability, 0))::numeric), 4) end,
-                   'gan_eye_alignment', case when p.gan_eye_aligned then (w->>'gan_eye_alignment')::numeric end,
+                   -- avatar evidence: the probe's probability (a face probe gives none without a face), and the
+                   -- eye test counted only on a usable face (Ricker et al.'s pre-filter); a face too small or
+                   -- too turned to judge is named, at no weight, so the reader sees why the eye test is absent
+                   'gan_eye_alignment', case when p.gan_eye_aligned and p.usable_face then (w->>'gan_eye_alignment')::numeric end,
+                   'no_usable_face',   case when p.face_count is not null and p.usable_face is not true then 0 end,
                    'avatar_reuse',     case when p.reuse_count > 0 then (w->>'avatar_reuse')::numeric end,
                    'near_duplicate_avatar', case when p.reuse_count = 0 and p.near_count > 0 then (w->>'near_duplicate_avatar')::numeric end,
                    'template_handle',  case when p.digits >= v_digits then (w->>'template_handle')::numeric end,
@@ -176,7 +182,7 @@ begin
            p_max, face_count, gan_eye_aligned, near_count, posts,
            case when posts is not null and age_days is not null
                 then round((posts / greatest(age_days, 1.0))::numeric, 4) end,
-           digits, handle_entropy(handle), default_bio, link_domain(url), changes
+           digits, handle_entropy(handle), default_bio, link_domain(url), changes, usable_face
     from scored;
 
     get diagnostics v_count = row_count;
