@@ -89,7 +89,7 @@ class NetworkParams(_Validated):
     synthetic_share_rule: float = 0.5  # rule synthetic_faces: share of members with a synthetic avatar
     burst_share_rule: float = 0.5  # rule batch_created: largest one-day share of creation dates
     template_share_rule: float = 0.5  # rule templated_handles: share of members with one handle template
-    # image, text and cluster parameters (pipeline/signals/neardup.py, edges.py, clusters.py; README "Edges")
+    # image, text and cluster parameters (pipeline/signals/neardup.py, edges.py, clusters.py; docs/networks.md "Edges")
     near_dup_max_distance: int = 6  # near_duplicate_avatar: pHash Hamming distance, of 64 bits
     clip_min_cosine: float = 0.95  # similar_embedding: cosine between two likely-synthetic avatars
     clip_max_neighbours: int = 10  # similar_embedding: nearest neighbours kept per avatar
