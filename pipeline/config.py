@@ -103,7 +103,7 @@ class NetworkParams(_Validated):
     cluster_match_jaccard: float = 0.5  # a cluster keeps a previous run's id at this member overlap
     status_keep_jaccard: float = 0.8  # an investigator's status carries over at this overlap, else re-opened
     burst_factor: float = 2.0  # creation_window: a trait's accounts in one window vs its average rate
-    burst_p_value: float = 0.01  # creation_window: Poisson tail of a window's count, Bonferroni over the trait group
+    burst_p_value: float = 0.01  # creation_window: Poisson tail of a window's count, Bonferroni over the accounts tested for that kind of trait
     # creation_window against the population (pipeline/networks/bursts.py; docs/networks.md "Edges"): a trait's
     # expected count in a window is its share of all accounts times the population's count around the window,
     # at least the count over burst_smoothing_days scaled to the window (so a quiet stretch expects no less)

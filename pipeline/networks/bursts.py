@@ -7,7 +7,9 @@ count around that window. That count is the larger of the window's own count and
 (the count over ``smoothing_days`` scaled to the window), so a quiet stretch does not make any
 pair look unusual. A busy platform day raises the expectation of every trait, so a common template
 on such a day is no burst. A template only a batch uses is a burst wherever the batch was made,
-because its share is tiny. The test is a Poisson tail, Bonferroni-corrected over the trait's accounts.
+because its share is tiny. The test is a Poisson tail, Bonferroni-corrected over every account tested
+for that kind of trait (all values together: at 1M accounts thousands of count-profile cells are
+tested, and a correction per cell let rare cells on a busy day through).
 """
 
 from __future__ import annotations
@@ -65,14 +67,15 @@ class BurstTest:
 
 
 def burst_test(times: np.ndarray, population: Population, window: float, smoothing: float, min_count: int,
-               factor: float, p_value: float) -> BurstTest:
+               factor: float, p_value: float, tests: int | None = None) -> BurstTest:
     """Which of a trait's sorted creation ``times`` lie in a burst of the trait, against the population:
     the centred window holds at least ``min_count`` of them, at least ``factor`` times the expected
-    count, and a count whose Poisson tail at the expected count is below ``p_value`` / n."""
+    count, and a count whose Poisson tail at the expected count is below ``p_value`` / ``tests`` (the
+    windows tested for this kind of trait; default the trait's own n)."""
     n = len(times)
     share = n / max(population.size, 1)
     observed = np.searchsorted(times, times + window / 2, side="right") - np.searchsorted(times, times - window / 2)
     expected = share * population.rate_around(times, window, smoothing)
     tail = poisson_tail(observed, expected)
-    bursting = (observed >= min_count) & (observed >= factor * expected) & (tail < p_value / max(n, 1))
+    bursting = (observed >= min_count) & (observed >= factor * expected) & (tail < p_value / max(tests or n, 1))
     return BurstTest(observed, expected, tail, bursting)

@@ -276,6 +276,9 @@ def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkPara
     for acc in dated:
         for trait, value, extra in account_trait_values(acc, params):
             by_trait[(trait, value)].append((acc, extra))
+    tested: dict[str, int] = defaultdict(int)  # accounts per kind of trait: the Bonferroni family
+    for (trait, _), members in by_trait.items():
+        tested[trait] += len(members)
     edges: dict[tuple[str, str], Edge] = {}
     for (trait, value), members in sorted(by_trait.items()):
         if len(members) < params.min_cluster_size:
@@ -284,7 +287,7 @@ def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkPara
         times = np.array([m[0].created_at.timestamp() for m in members])
         min_count = max(params.min_cluster_size, params.count_profile_min_count if trait == "count_profile" else 0)
         test = burst_test(times, population, window, params.burst_smoothing_days * 86400, min_count,
-                          params.burst_factor, params.burst_p_value)
+                          params.burst_factor, params.burst_p_value, tested[trait])
         for k in np.flatnonzero(test.bursting[:-1] & test.bursting[1:]):
             (prev, extra), (cur, _) = members[k], members[k + 1]
             delta = (cur.created_at - prev.created_at).total_seconds()
