@@ -18,6 +18,11 @@ from pipeline.errors import UserError
 VIEWS = ("dashboard_account_risk", "dashboard_cluster_summary", "dashboard_daily_audit", "dashboard_flag_queue")
 
 
+# Database-level grants (TEMP, CONNECT) live in pg_database and are not copied from the test template,
+# so these tests migrate their own database from scratch, as a deployment does.
+pytestmark = pytest.mark.empty_database
+
+
 @pytest.fixture
 def reader_login(database_url, tmp_path):
     """(settings with a 1 s lock timeout, a function that opens a connection as a reader login user)."""
