@@ -57,10 +57,12 @@ declare
 begin
     select detector_id, params into v_detector, v_params from runs where run_key = p_run_key;
     v_digits := coalesce((v_params #>> '{network,min_template_digits}')::integer, 6);
-    -- age is measured at the run's as-of time (nightly: end of the data interval), else at the newest
-    -- account creation in the export, so a rerun computes the same ages on any day
+    -- age is measured at the run's as-of time (nightly: end of the data interval), else at the export's
+    -- own date (runs.export_as_of, set by ingest), else at the newest account creation in the export,
+    -- so a rerun computes the same ages on any day
     v_as_of := coalesce(
         (v_params ->> 'as_of')::timestamptz,
+        (select export_as_of from runs where run_key = p_run_key),
         (select max(created_at) from account_snapshots where run_key = p_run_key));
 
     -- face signals come from the face stage's table when it exists; absent, the signal is null
