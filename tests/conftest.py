@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
+# ../shared/data beside the checkout; PROFILE_AUDIT_SHARED_DATA points a worktree elsewhere at it
+SHARED_DATA = Path(os.environ.get("PROFILE_AUDIT_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 # Before anything imports Airflow or open_clip: no hub downloads, a private Airflow home.
 _AIRFLOW_HOME = Path(os.environ.get("PROFILE_AUDIT_TEST_AIRFLOW_HOME", f"/tmp/profile-audit-test-airflow-{os.getpid()}"))
