@@ -284,7 +284,7 @@ def test_bluesky_and_reddit_records_missing_ids(tmp_path):
     assert [(r.locator, r.reason) for r in items if isinstance(r, Rejection)] == [
         ("line 1", "record has no DID (neither 'did' nor an at:// 'uri')"),
         ("line 2", "'did:plc:../../etc' is not a did:plc or did:web identifier"),
-        ("line 3", "record type 'app.bsky.feed.post' is not app.bsky.actor.profile"),
+        ("line 3", "app.bsky.feed.post record has no at:// uri"),
     ]
     reddit = tmp_path / "about.json"
     reddit.write_text(json.dumps([{"kind": "t2", "data": {"name": "x", "is_suspended": True}},
