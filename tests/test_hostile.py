@@ -292,7 +292,7 @@ def test_bluesky_and_reddit_records_missing_ids(tmp_path):
     items = list(READERS["reddit"].read(reddit))
     assert [(r.locator, r.reason) for r in items] == [
         ("record 1", "id is missing (suspended accounts have no id)"),
-        ("record 2", 'expected a Reddit account object ({"kind": "t2", "data": {...}})'),
+        ("record 2", 'expected a Reddit account object ({"kind": "t2", "data": {...}}) or a Listing'),
     ]
 
 
