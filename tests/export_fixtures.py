@@ -297,7 +297,8 @@ def mastodon_archive_members(actor: str = MASTO_ACTOR, avatar: str = "avatar.png
         {"id": f"{actor}/statuses/1/activity", "type": "Create", "actor": actor, "published": "2024-05-01T10:00:00Z",
          "object": {"id": f"{actor}/statuses/1", "type": "Note", "published": "2024-05-01T10:00:00Z",
                     "content": '<p>Mirad <a href="https://news.example/a" rel="nofollow">news.example/a</a> '
-                               '<a href="https://mastodon.social/tags/clima" class="mention hashtag" rel="tag">#<span>clima</span></a></p>',
+                               '<a href="https://mastodon.social/tags/clima" class="mention hashtag" rel="tag">'
+                               '#<span>clima</span></a></p>',
                     "tag": [{"type": "Hashtag", "name": "#Clima", "href": "https://mastodon.social/tags/clima"}]}},
         {"id": f"{actor}/statuses/2/activity", "type": "Create", "actor": actor, "published": "2024-05-02T10:00:00Z",
          "object": {"id": f"{actor}/statuses/2", "type": "Note", "published": "2024-05-02T10:00:00Z",

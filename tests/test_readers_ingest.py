@@ -95,7 +95,8 @@ def test_car_posts_reach_the_posts_table(settings, tmp_path):
     result = ingest(settings, "carp", car)
     assert (result.export_format, result.accounts, result.posts) == ("bluesky_car", 1, 3)
     with transaction(settings) as conn:
-        reposts = conn.execute(sa.text("select count(*) from posts where run_key = 'carp' and reposted_id is not null")).scalar_one()
+        reposts = conn.execute(sa.text(
+            "select count(*) from posts where run_key = 'carp' and reposted_id is not null")).scalar_one()
     assert reposts == 1
 
 

@@ -339,66 +339,71 @@ class BlueskyCarReader(ExportReader):
                     yield Rejection.of(files.label(name), "file", f"unreadable CAR: {exc}", "")
 
     def _repo(self, files: ExportFiles, name: str) -> Iterator[AccountRecord | PostRecord | Rejection | ExportDate]:
-        import libipld
-
         label = files.label(name)
-        nodes: dict[bytes, Any] = {}
-        roots: list[bytes] = []
-        with files.open(name) as fh:  # pass 1: the commit and the tree, nothing else kept
-            for item in car_blocks(fh):
-                if isinstance(item, dict):
-                    roots = list(item["roots"])
-                    continue
-                cid, data = item
-                if cid[1:2] != b"\x71":  # only DAG-CBOR blocks hold commits and tree nodes
-                    continue
-                try:
-                    value = libipld.decode_dag_cbor(data)
-                except ValueError:
-                    continue  # reported in pass 2 if it is a record of the tree
-                if isinstance(value, dict) and ("e" in value and "l" in value or "did" in value and "data" in value):
-                    nodes[cid] = value
-        commit = nodes.get(roots[0]) if roots else None
-        if not isinstance(commit, dict) or "did" not in commit or "data" not in commit:
-            raise FieldError("the CAR root is not a repository commit (did, data)")
+        commit, keys = _commit_and_keys(files, name)
         did = check_did(commit["did"])
-        keys = dict(_walk_tree(nodes, commit["data"]))  # record CID -> collection/rkey
-        del nodes
         stamp = tid_time(commit.get("rev"))
         if stamp is not None:
             yield ExportDate(stamp, f"{label} commit rev {commit['rev']}")
-        profile: tuple[str, dict] | None = None
-        with files.open(name) as fh:  # pass 2: stream the current records
-            for item in car_blocks(fh):
-                if isinstance(item, dict) or item[0] not in keys:
-                    continue
-                cid, data = item
-                key = keys.pop(cid)
-                collection = key.split("/", 1)[0]
-                if collection not in (PROFILE_TYPE, POST_TYPE, REPOST_TYPE):
-                    continue
-                locator = f"record {key}"
+        profile: tuple[str, dict] = ("commit", {})
+        for key, value in _current_records(files, name, keys):
+            locator = f"record {key}"
+            if isinstance(value, str):
+                yield Rejection.of(label, locator, value, "")
+            elif not isinstance(value, dict):
+                yield rejection(label, locator, "record is not an object", value)
+            elif key.startswith(PROFILE_TYPE + "/"):
+                profile = (locator, value)
+            else:
                 try:
-                    value = libipld.decode_dag_cbor(data)
-                except ValueError as exc:
-                    yield Rejection.of(label, locator, f"record is not DAG-CBOR: {exc}", "")
-                    continue
-                if not isinstance(value, dict):
-                    yield rejection(label, locator, "record is not an object", value)
-                    continue
-                if collection == PROFILE_TYPE:
-                    profile = (locator, value)
-                    continue
-                try:
-                    yield post_record(label, locator, did, f"at://{did}/{key}", {"$type": collection, **value})
+                    yield post_record(label, locator, did, f"at://{did}/{key}", {"$type": key.split("/", 1)[0], **value})
                 except FieldError as exc:
                     yield rejection(label, locator, str(exc), _printable(value))
-        locator, value = profile or ("commit", {})
+        locator, value = profile
         try:
             yield profile_account(label, locator, did, value, blob_avatar(did, value.get("avatar"), {}))
         except FieldError as exc:
             yield rejection(label, locator, str(exc), _printable(value))
             yield AccountRecord(PLATFORM, did, label, "commit")
+
+
+def _commit_and_keys(files: ExportFiles, name: str) -> tuple[dict, dict[bytes, str]]:
+    """Pass 1: the root commit and record CID -> key of its tree; only commits and tree nodes are kept."""
+    import libipld
+
+    nodes: dict[bytes, Any] = {}
+    roots: list[bytes] = []
+    with files.open(name) as fh:
+        for item in car_blocks(fh):
+            if isinstance(item, dict):
+                roots = list(item["roots"])
+            elif item[0][1:2] == b"\x71":  # only DAG-CBOR blocks hold commits and tree nodes
+                try:
+                    value = libipld.decode_dag_cbor(item[1])
+                except ValueError:
+                    continue  # reported in pass 2 if it is a record of the tree
+                if isinstance(value, dict) and ({"e", "l"} <= value.keys() or {"did", "data"} <= value.keys()):
+                    nodes[item[0]] = value
+    commit = nodes.get(roots[0]) if roots else None
+    if not isinstance(commit, dict) or "did" not in commit or "data" not in commit:
+        raise FieldError("the CAR root is not a repository commit (did, data)")
+    return commit, dict(_walk_tree(nodes, commit["data"]))
+
+
+def _current_records(files: ExportFiles, name: str, keys: dict[bytes, str]) -> Iterator[tuple[str, Any]]:
+    """Pass 2: (key, decoded record or the reason it is unreadable) for the profile, posts and reposts."""
+    import libipld
+
+    read = (PROFILE_TYPE, POST_TYPE, REPOST_TYPE)
+    with files.open(name) as fh:
+        for item in car_blocks(fh):
+            key = None if isinstance(item, dict) else keys.pop(item[0], None)
+            if key is None or key.split("/", 1)[0] not in read:
+                continue
+            try:
+                yield key, libipld.decode_dag_cbor(item[1])
+            except ValueError as exc:
+                yield key, f"record is not DAG-CBOR: {exc}"
 
 
 def _walk_tree(nodes: dict[bytes, Any], root: bytes) -> Iterator[tuple[bytes, str]]:

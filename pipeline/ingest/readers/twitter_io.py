@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import Iterator
 
 from pipeline.ingest.archives import ExportSource
 from pipeline.ingest.readers.base import (
@@ -126,39 +127,37 @@ class TwitterIOReader(ExportReader):
                                  f"(header {','.join(TWEET_COLUMNS[:2])},...) in {path}")
             avatars: dict[str, str] = {}
             yield from self._avatar_index(files, avatars)
-            seen: set[str] | None = None
             if users is not None:
                 label = files.label(users)
                 with files.open(users) as raw:
                     for locator, row in _normalised(csv_rows(open_text(raw), label, ())):
-                        yield self._checked_account(label, locator, row, avatars)
-            else:
-                seen = set()  # accounts from the tweets: the first tweet of each
+                        yield self._checked(partial(self._account, avatars=avatars), label, locator, row)
+            seen: set[str] | None = None if users is not None else set()  # else: accounts from the tweets
             for tweets in tweet_files:
-                label = files.label(tweets)
-                columns = _header(files, tweets)
-                if missing := [c for c in TWEET_COLUMNS if c not in columns]:
-                    yield Rejection.of(label, "file", f"tweets CSV lacks {', '.join(missing)}", "")
-                    continue
-                with files.open(tweets) as raw:
-                    for locator, row in _normalised(csv_rows(open_text(raw), label, ())):
-                        if isinstance(row, Rejection):
-                            yield row
-                            continue
-                        if seen is not None and (row.get("userid") or "").strip() not in seen:
-                            seen.add((row.get("userid") or "").strip())
-                            yield self._checked_account(label, locator, row, avatars)
-                        try:
-                            yield self._post(label, locator, row)
-                        except FieldError as exc:
-                            yield Rejection.of(label, locator, str(exc), json.dumps(row, ensure_ascii=False, default=str))
+                yield from self._tweets(files, tweets, avatars, seen)
 
-    def _checked_account(self, label: str, locator: str, row: dict | Rejection,
-                         avatars: dict[str, str]) -> AccountRecord | Rejection:
+    def _tweets(self, files: ExportFiles, name: str, avatars: dict[str, str],
+                seen: set[str] | None) -> Iterator[AccountRecord | PostRecord | Rejection]:
+        """Posts of one tweets CSV; with ``seen``, each new userid's first row is its account too."""
+        label = files.label(name)
+        if missing := [c for c in TWEET_COLUMNS if c not in _header(files, name)]:
+            yield Rejection.of(label, "file", f"tweets CSV lacks {', '.join(missing)}", "")
+            return
+        with files.open(name) as raw:
+            for locator, row in _normalised(csv_rows(open_text(raw), label, ())):
+                if not isinstance(row, Rejection) and seen is not None and (row.get("userid") or "").strip() not in seen:
+                    seen.add((row.get("userid") or "").strip())
+                    yield self._checked(partial(self._account, avatars=avatars), label, locator, row)
+                yield self._checked(self._post, label, locator, row)
+
+    @staticmethod
+    def _checked(make: Callable[[str, str, dict], AccountRecord | PostRecord], label: str, locator: str,
+                 row: dict | Rejection) -> AccountRecord | PostRecord | Rejection:
+        """The record ``make`` builds from a row, or the row's rejection."""
         if isinstance(row, Rejection):
             return row
         try:
-            return self._account(label, locator, row, avatars)
+            return make(label, locator, row)
         except FieldError as exc:
             return Rejection.of(label, locator, str(exc), json.dumps(row, ensure_ascii=False, default=str))
 
@@ -210,36 +209,41 @@ class TwitterIOReader(ExportReader):
     def _avatar_index(self, files: ExportFiles, avatars: dict[str, str]) -> Iterator[Rejection]:
         """Fill userid -> avatar reference from the media zips, then the avatar manifest (which wins)."""
         if files.is_zip:  # a zipped release: its image members are the media
-            for name in files.names():
-                member = PurePosixPath(name)
-                if member.suffix.lower() in IMAGE_SUFFIXES:
-                    avatars.setdefault(member.stem, files.ref(name))
-        folder = files.export_root
-        for archive in sorted(folder.glob("*.zip")) if not files.is_zip else []:
+            _add_images(avatars, files.names(), files.ref)
+        for archive in sorted(files.export_root.glob("*.zip")) if not files.is_zip else []:
             try:
                 source = ExportSource(archive)
             except (OSError, ValueError) as exc:
                 yield Rejection.of(archive.name, "file", f"unreadable zip: {exc}", "")
                 continue
             with source:
-                for name in source.names():
-                    member = PurePosixPath(name)
-                    if member.suffix.lower() in IMAGE_SUFFIXES:
-                        avatars.setdefault(member.stem, zip_ref(archive.name, name))
+                _add_images(avatars, source.names(), lambda name, zipped=archive.name: zip_ref(zipped, name))
                 for raw_name, reason in source.unsafe:
                     yield Rejection.of(archive.name, f"member {raw_name[:200]}", reason, raw_name)
         manifests = files.named(AVATAR_MANIFEST)
         if manifests:
-            label = files.label(manifests[0])
-            with files.open(manifests[0]) as raw:
-                for locator, row in csv_rows(open_text(raw), label, ("userid", "avatar")):
-                    if isinstance(row, Rejection):
-                        yield row
-                        continue
-                    try:
-                        avatar = required_id(row["avatar"], "avatar")
-                        if files.is_zip and "://" not in avatar and not avatar.startswith("zip:"):
-                            avatar = files.ref(avatar, relative_to=manifests[0])
-                        avatars[required_id(row["userid"], "userid")] = avatar
-                    except FieldError as exc:
-                        yield Rejection.of(label, locator, str(exc), repr(row))
+            yield from self._avatar_manifest(files, manifests[0], avatars)
+
+    @staticmethod
+    def _avatar_manifest(files: ExportFiles, name: str, avatars: dict[str, str]) -> Iterator[Rejection]:
+        label = files.label(name)
+        with files.open(name) as raw:
+            for locator, row in csv_rows(open_text(raw), label, ("userid", "avatar")):
+                if isinstance(row, Rejection):
+                    yield row
+                    continue
+                try:
+                    avatar = required_id(row["avatar"], "avatar")
+                    if files.is_zip and "://" not in avatar and not avatar.startswith("zip:"):
+                        avatar = files.ref(avatar, relative_to=name)
+                    avatars[required_id(row["userid"], "userid")] = avatar
+                except FieldError as exc:
+                    yield Rejection.of(label, locator, str(exc), repr(row))
+
+
+def _add_images(avatars: dict[str, str], names: Iterable[str], ref: Callable[[str], str]) -> None:
+    """Media named by userid (file name without extension); the first of a name wins."""
+    for name in names:
+        member = PurePosixPath(name)
+        if member.suffix.lower() in IMAGE_SUFFIXES:
+            avatars.setdefault(member.stem, ref(name))
