@@ -223,27 +223,68 @@ def car_cid(data: bytes) -> bytes:
 
 def car_bytes(did: str, records: dict[str, dict], rev: str | None = "3k67up3j7hf2x",
               extra_blocks: tuple[bytes, ...] = ()) -> bytes:
-    """A repository CAR as getRepo writes it: header, commit, one Merkle-search-tree node, the records."""
+    """A repository CAR as getRepo writes it: header, commit, the Merkle search tree's nodes, the records."""
+    import io
+
+    out = io.BytesIO()
+    write_car(out, did, sorted(records.items()), rev)
+    for block in extra_blocks:
+        out.write(_varint(len(block)) + block)
+    return out.getvalue()
+
+
+def write_car(out, did: str, records, rev: str | None = "3k67up3j7hf2x", fanout: int = 32) -> int:
+    """Stream a CAR of (key, record) pairs, keys in sorted order, to a binary file; returns the record count.
+
+    The tree is a search tree of nodes of at most ``fanout`` entries (``l`` the subtree before the
+    first entry, each entry's ``t`` the subtree after it), as the reader walks it; keys are written
+    whole (prefix length 0). Records are written as they come; only the keys and CIDs are kept.
+    """
     import libipld
 
-    blocks: list[tuple[bytes, bytes]] = []
-    entries = []
-    for key in sorted(records):
-        data = libipld.encode_dag_cbor(records[key])
-        blocks.append((car_cid(data), data))
-        entries.append({"k": key.encode(), "p": 0, "t": None, "v": car_cid(data)})
-    node = libipld.encode_dag_cbor({"e": entries, "l": None})
-    commit_body = {"did": did, "data": car_cid(node), "prev": None, "sig": b"\x00" * 64, "version": 3}
-    if rev:
-        commit_body["rev"] = rev
-    commit = libipld.encode_dag_cbor(commit_body)
-    header = libipld.encode_dag_cbor({"roots": [car_cid(commit)], "version": 1})
-    out = bytearray(_varint(len(header)) + header)
-    for cid, data in [(car_cid(commit), commit), (car_cid(node), node), *blocks]:
-        out += _varint(len(cid) + len(data)) + cid + data
-    for block in extra_blocks:
-        out += _varint(len(block)) + block
-    return bytes(out)
+    def block(data: bytes) -> None:
+        cid = car_cid(data)
+        body.write(_varint(len(cid) + len(data)) + cid + data)
+
+    def tree(entries: list[tuple[bytes, bytes]]) -> bytes | None:
+        if not entries:
+            return None
+        if len(entries) <= fanout:
+            node = {"e": [{"k": k, "p": 0, "t": None, "v": v} for k, v in entries], "l": None}
+        else:
+            step = -(-len(entries) // fanout)
+            seps = list(range(step - 1, len(entries), step))[: fanout]
+            node = {"l": tree(entries[: seps[0]]), "e": [
+                {"k": entries[i][0], "p": 0, "v": entries[i][1],
+                 "t": tree(entries[i + 1: seps[j + 1] if j + 1 < len(seps) else len(entries)])}
+                for j, i in enumerate(seps)]}
+        data = libipld.encode_dag_cbor(node)
+        block(data)
+        return car_cid(data)
+
+    import tempfile
+
+    with tempfile.TemporaryFile() as body:
+        entries = []
+        for key, record in records:
+            data = libipld.encode_dag_cbor(record)
+            block(data)
+            entries.append((key.encode(), car_cid(data)))
+        root = tree(entries) or car_cid(libipld.encode_dag_cbor({"e": [], "l": None}))
+        commit_body = {"did": did, "data": root, "prev": None, "sig": b"\x00" * 64, "version": 3}
+        if rev:
+            commit_body["rev"] = rev
+        commit = libipld.encode_dag_cbor(commit_body)
+        header = libipld.encode_dag_cbor({"roots": [car_cid(commit)], "version": 1})
+        out.write(_varint(len(header)) + header)
+        out.write(_varint(len(car_cid(commit)) + len(commit)) + car_cid(commit) + commit)
+        if not entries:
+            empty = libipld.encode_dag_cbor({"e": [], "l": None})
+            out.write(_varint(len(car_cid(empty)) + len(empty)) + car_cid(empty) + empty)
+        body.seek(0)
+        while chunk := body.read(1 << 20):
+            out.write(chunk)
+    return len(entries)
 
 
 def bluesky_car_records(did: str, other: str = BSKY_DID_B) -> dict[str, dict]:
@@ -365,3 +406,20 @@ def write_reddit_history(root: Path) -> Path:
     (folder / "submitted.json").write_text(json.dumps(submitted))
     (folder / "comments.json").write_text(json.dumps(comments))
     return root
+
+
+def write_mastodon_archive_stream(root: Path, activities, actor: str = MASTO_ACTOR) -> int:
+    """An unpacked Mastodon archive whose outbox streams ``activities`` to disk (for large outboxes)."""
+    members = mastodon_archive_members(actor)
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("actor.json", "avatar.png"):
+        (root / name).write_bytes(members[name])
+    count = 0
+    with (root / "outbox.json").open("w", encoding="utf-8") as fh:
+        fh.write('{"@context": "https://www.w3.org/ns/activitystreams", "id": "outbox.json",'
+                 ' "type": "OrderedCollection", "orderedItems": [\n')
+        for activity in activities:
+            fh.write((",\n" if count else "") + json.dumps(activity))
+            count += 1
+        fh.write(f'\n], "totalItems": {count}}}\n')
+    return count
