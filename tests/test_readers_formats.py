@@ -344,3 +344,13 @@ def test_unreadable_export_still_names_every_format(tmp_path):
     with pytest.raises(UserError) as raised:
         resolve_reader(tmp_path)
     assert all(f"{name} (" in str(raised.value) for name in READERS)
+
+
+def test_generic_manifest_default_avatar_is_no_avatar(tmp_path):
+    (tmp_path / "manifest.csv").write_text(
+        "platform,account_id,avatar\n"
+        "x,1,https://abs.twimg.com/sticky/default_profile_images/default_profile_normal.png\n"
+        "reddit,2,https://www.redditstatic.com/avatars/avatar_default_12_FFB000.png\n"
+        "x,3,https://pbs.twimg.com/profile_images/1/a.jpg\n")
+    accounts = split(READERS["generic"].read(tmp_path))[0]
+    assert [a.avatar_ref for a in accounts] == [None, None, "https://pbs.twimg.com/profile_images/1/a.jpg"]

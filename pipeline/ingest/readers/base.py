@@ -184,6 +184,7 @@ DEFAULT_AVATAR_PATTERNS: dict[str, tuple[re.Pattern[str], ...]] = {
     "reddit": (re.compile(r"(^|/)avatar_default_\d+", re.I), re.compile(r"/static/avatars/defaults/", re.I)),
     "mastodon": (re.compile(r"(^|/)missing(_\w+)?\.png$", re.I), re.compile(r"/avatars/original/missing\.png", re.I)),
 }  # Bluesky has no placeholder URL: a profile without a picture has no avatar field at all
+DEFAULT_AVATAR_PATTERNS["x"] = DEFAULT_AVATAR_PATTERNS["twitter"]  # as generic manifests may name it
 
 
 def is_default_avatar(platform: str, ref: str | None) -> bool:

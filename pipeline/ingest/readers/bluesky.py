@@ -377,7 +377,7 @@ def _commit_and_keys(files: ExportFiles, name: str) -> tuple[dict, dict[bytes, s
         for item in car_blocks(fh):
             if isinstance(item, dict):
                 roots = list(item["roots"])
-            elif item[0][1:2] == b"\x71":  # only DAG-CBOR blocks hold commits and tree nodes
+            elif item[0][1:2] == b"\x71" and _structural(item[1]):  # records are not decoded in this pass
                 try:
                     value = libipld.decode_dag_cbor(item[1])
                 except ValueError:
@@ -388,6 +388,13 @@ def _commit_and_keys(files: ExportFiles, name: str) -> tuple[dict, dict[bytes, s
     if not isinstance(commit, dict) or "did" not in commit or "data" not in commit:
         raise FieldError("the CAR root is not a repository commit (did, data)")
     return commit, dict(_walk_tree(nodes, commit["data"]))
+
+
+def _structural(data: bytes) -> bool:
+    """Could the block be a tree node or a commit? DAG-CBOR sorts map keys by length, then bytes, so a
+    node ``{e, l}`` starts with map(2) "e" and a commit with map(4..6) "did"; records start otherwise.
+    A cheap test on the first bytes that spares decoding every record twice."""
+    return data[:3] == b"\xa2ae" or (data[:1] in (b"\xa4", b"\xa5", b"\xa6") and data[1:5] == b"cdid")
 
 
 def _current_records(files: ExportFiles, name: str, keys: dict[bytes, str]) -> Iterator[tuple[str, Any]]:

@@ -20,6 +20,7 @@ from pipeline.ingest.readers.base import (
     clean_text,
     parse_count,
     parse_timestamp,
+    real_avatar,
 )
 from pipeline.ingest.readers.files import ExportFiles
 from pipeline.ingest.readers.textio import NotAnArray, csv_rows, json_records, open_text
@@ -100,7 +101,7 @@ class GenericManifestReader(ExportReader):
             url=text["url"],
             location=text["location"],
             language=text["language"],
-            avatar_ref=text["avatar"],
+            avatar_ref=real_avatar(platform.lower(), text["avatar"]),
             created_at=parse_timestamp(row.get("created_at")),
             **counts,
         )
