@@ -152,3 +152,21 @@ def test_audit_without_a_detector_runs_and_records_the_warning(settings, tmp_pat
     assert (scores, status) == (0, "succeeded")
     with pytest.raises(UserError, match="no detector 'nope'"):  # a named detector that is missing stays an error
         audit_export(settings, archive, run_key="named", detector="nope")
+
+
+@pytest.mark.slow
+def test_cli_require_detector_and_format_choices(tmp_path, database_url):
+    import os
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "pipeline.cli", "--database-url", database_url, *args],
+                              capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PROFILE_AUDIT_HOME": str(tmp_path / "home")})
+
+    archive = write_mastodon_archive(tmp_path / "m.zip")
+    out = cli("audit", str(archive), "--require-detector")
+    assert out.returncode == 2 and out.stderr.strip().startswith("profile-audit: error: no default detector")
+    out = cli("audit", str(archive), "--format", "tiktok")
+    assert out.returncode == 2 and "invalid choice: 'tiktok'" in out.stderr and "bluesky_car" in out.stderr
