@@ -368,23 +368,22 @@ class BlueskyCarReader(ExportReader):
 
 
 def _commit_and_keys(files: ExportFiles, name: str) -> tuple[dict, dict[bytes, str]]:
-    """Pass 1: the root commit and record CID -> key of its tree; only commits and tree nodes are kept."""
+    """Pass 1: the root commit and record CID -> key of its tree. Only commit and tree-node blocks are
+    kept, as raw bytes (decoded once, during the walk), so memory is a few dozen bytes per record."""
     import libipld
 
-    nodes: dict[bytes, Any] = {}
+    nodes: dict[bytes, bytes] = {}
     roots: list[bytes] = []
     with files.open(name) as fh:
         for item in car_blocks(fh):
             if isinstance(item, dict):
                 roots = list(item["roots"])
             elif item[0][1:2] == b"\x71" and _structural(item[1]):  # records are not decoded in this pass
-                try:
-                    value = libipld.decode_dag_cbor(item[1])
-                except ValueError:
-                    continue  # reported in pass 2 if it is a record of the tree
-                if isinstance(value, dict) and ({"e", "l"} <= value.keys() or {"did", "data"} <= value.keys()):
-                    nodes[item[0]] = value
-    commit = nodes.get(roots[0]) if roots else None
+                nodes[item[0]] = item[1]
+    try:
+        commit = libipld.decode_dag_cbor(nodes[roots[0]]) if roots and roots[0] in nodes else None
+    except ValueError:
+        commit = None
     if not isinstance(commit, dict) or "did" not in commit or "data" not in commit:
         raise FieldError("the CAR root is not a repository commit (did, data)")
     return commit, dict(_walk_tree(nodes, commit["data"]))
@@ -413,8 +412,10 @@ def _current_records(files: ExportFiles, name: str, keys: dict[bytes, str]) -> I
                 yield key, f"record is not DAG-CBOR: {exc}"
 
 
-def _walk_tree(nodes: dict[bytes, Any], root: bytes) -> Iterator[tuple[bytes, str]]:
+def _walk_tree(nodes: dict[bytes, bytes], root: bytes) -> Iterator[tuple[bytes, str]]:
     """(record CID, key) for every entry of the repository's Merkle search tree, in key order."""
+    import libipld
+
     stack: list[tuple[str, Any]] = [("node", root)]
     seen: set[bytes] = set()
     while stack:
@@ -425,7 +426,10 @@ def _walk_tree(nodes: dict[bytes, Any], root: bytes) -> Iterator[tuple[bytes, st
         if value is None or value in seen:
             continue
         seen.add(value)
-        node = nodes.get(value)
+        try:
+            node = libipld.decode_dag_cbor(nodes[value]) if value in nodes else None
+        except ValueError:
+            node = None  # an undecodable node: its subtree's records are not reached
         if not isinstance(node, dict) or not isinstance(node.get("e"), list):
             continue  # a subtree the export does not include (a partial CAR)
         pending: list[tuple[str, Any]] = [("node", node.get("l"))]
