@@ -188,6 +188,9 @@ def _publish(conn: sa.Connection, run_key: str) -> tuple[int, int]:
         " from _stage_accounts s join account_snapshots f on f.run_key = :k and f.account_key = s.account_key"
         " where (s.source_file, s.source_locator) <> (f.source_file, f.source_locator) on conflict do nothing"), k)
     cols = ", ".join(POST_COLUMNS)
+    # without statistics the planner may take the 300,000-row staging table for a small one and anti-join
+    # it by nested loop (a stall of tens of minutes, found by bench/ingest_throughput.py's CAR run)
+    conn.execute(sa.text("analyze _stage_posts"))
     conn.execute(sa.text(
         f"insert into posts (run_key, account_key, {cols})"
         f" select distinct on (p.account_key, p.post_id) :k, p.account_key, {', '.join('p.' + c for c in POST_COLUMNS)}"

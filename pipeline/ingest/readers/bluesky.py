@@ -386,7 +386,8 @@ def _commit_and_keys(files: ExportFiles, name: str) -> tuple[dict, dict[bytes, s
         commit = None
     if not isinstance(commit, dict) or "did" not in commit or "data" not in commit:
         raise FieldError("the CAR root is not a repository commit (did, data)")
-    return commit, dict(_walk_tree(nodes, commit["data"]))
+    read = (PROFILE_TYPE, POST_TYPE, REPOST_TYPE)  # likes and follows, most of a real repo, are not kept
+    return commit, {cid: key for cid, key in _walk_tree(nodes, commit["data"]) if key.split("/", 1)[0] in read}
 
 
 def _structural(data: bytes) -> bool:
