@@ -13,6 +13,7 @@ from typing import Any, Callable
 from pipeline.config import NetworkParams, Settings
 from pipeline.core import runs
 from pipeline.core.db import ensure_schema
+from pipeline.errors import UserError
 from pipeline.ingest.readers import resolve_reader
 from pipeline.scoring.detector_store import resolve_detector
 from pipeline.stages import STAGE_NAMES, RunContext
@@ -21,16 +22,34 @@ from pipeline.stages import stage as stage_entry
 log = logging.getLogger(__name__)
 
 
+NO_DETECTOR_WARNING = ("no detector: images were not scored (train one with `profile-audit train-probe --promote`, "
+                       "run `profile-audit demo`, or pass --detector); signals that need no detector were computed")
+
+
 def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, network: NetworkParams,
-          detector: str | None, as_of: str | None = None) -> str:
-    """Check the export and the detector before a run row exists, then open (or reopen) the run."""
+          detector: str | None, as_of: str | None = None, require_detector: bool = False) -> str:
+    """Check the export and the detector before a run row exists, then open (or reopen) the run.
+
+    A named detector that cannot be found is an error now, not after ingest. With none named and none
+    promoted, the run goes on without scoring (a warning recorded on the run) unless ``require_detector``.
+    """
     ensure_schema(settings)
     export_path = export_path.resolve()
     reader = resolve_reader(export_path, fmt or "auto")
-    resolve_detector(settings, detector)  # a missing detector fails now, not after ingest
+    warnings: list[str] = []
+    try:
+        resolve_detector(settings, detector)
+    except UserError:
+        if detector or settings.detector or require_detector:
+            raise
+        warnings.append(NO_DETECTOR_WARNING)
+        log.warning("run without a detector: %s", NO_DETECTOR_WARNING)
     run_key = run_key or runs.default_run_key(export_path)
     params: dict[str, Any] = {**settings.policy(network).run_params(),
                               "detector": detector or settings.detector or "default"}
+    if warnings:
+        params["detector"] = None
+        params["warnings"] = warnings
     if as_of:
         params["as_of"] = as_of
     runs.start_run(settings, run_key, str(export_path), reader.name, params)
@@ -62,13 +81,14 @@ def audit_export(
     params: NetworkParams | None = None,
     as_of: str | None = None,
     on_stage: Callable[[str, dict[str, Any], float], None] | None = None,
+    require_detector: bool = False,
 ) -> dict[str, Any]:
     """Every stage for one export, in order. Idempotent per run key. Returns the run summary.
 
     ``on_stage(name, result, seconds)`` is called after each stage (the CLI prints progress with it).
     """
     network = params or settings.network
-    run_key = begin(settings, run_key, export_path, fmt, network, detector, as_of)
+    run_key = begin(settings, run_key, export_path, fmt, network, detector, as_of, require_detector)
     ctx = RunContext(settings, run_key, network, detector)
     summary: dict[str, Any] = {}
     stage = STAGE_NAMES[0]

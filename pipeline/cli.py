@@ -58,7 +58,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     summary = audit_export(settings, Path(args.export_path), fmt=args.format, run_key=args.run_key, detector=args.detector,
-                           on_stage=print_stage)
+                           on_stage=print_stage, require_detector=args.require_detector)
     flagged = list_flags(settings, run_key=summary["run_key"])
     if args.json:
         _print_json({"summary": summary, "flags": flagged})
@@ -272,11 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("audit", cmd_audit, "run the whole pipeline on one export and print a summary")
     p.add_argument("export_path", metavar="EXPORT_PATH", help="export folder or manifest file")
-    p.add_argument("--format", default="auto",
-                   help="export format: auto (default: detect), generic, twitter_io, twitter_archive, mastodon, "
-                        "bluesky, reddit")
+    from pipeline.ingest.readers import READERS, format_choices
+
+    p.add_argument("--format", default="auto", choices=format_choices(), metavar="FORMAT",
+                   help="export format: auto (default: detect) or one of: "
+                        + "; ".join(f"{r.name} = {r.hint}" for r in READERS.values()))
     p.add_argument("--run-key", help="run key (default: derived from the export's contents)")
     p.add_argument("--detector", help="detector id or saved detector .json (default: the promoted one)")
+    p.add_argument("--require-detector", action="store_true",
+                   help="refuse to start without a detector (default: run, skip scoring, record a warning)")
     p.add_argument("--json", action="store_true", help="print the summary and flags as JSON")
     _score_options(p)
 

@@ -183,3 +183,243 @@ def write_reddit_export(root: Path) -> Path:
         folder.mkdir()
         (folder / "about.json").write_text(json.dumps(about), encoding="utf-8")
     return root
+
+
+# --- Bluesky: profile views as the API wraps them, and CAR repository exports -----------------------
+
+BSKY_AVATAR_URL = f"https://cdn.bsky.app/img/avatar/plain/{BSKY_DID_A}/{BSKY_CID}@jpeg"
+
+
+def bluesky_views() -> dict[str, dict]:
+    """getProfiles, getFollowers (with its subject) and a describeRepo response, as the API returns them."""
+    ana = {"did": BSKY_DID_A, "handle": "ana.bsky.social", "displayName": "Ana", "avatar": BSKY_AVATAR_URL,
+           "followersCount": 120, "followsCount": 80, "postsCount": 455, "createdAt": "2023-04-05T10:11:12.000Z",
+           "description": "Hola", "indexedAt": "2024-01-01T00:00:00Z", "labels": []}
+    bob = {"did": BSKY_DID_B, "handle": "bob.test", "displayName": "Bob", "labels": [],
+           "createdAt": "2024-02-02T00:00:00Z"}
+    return {
+        "getProfiles.json": {"profiles": [ana]},
+        "getFollowers.json": {"subject": ana, "followers": [bob], "cursor": "x"},
+        "describeRepo.json": {"handle": "ana.bsky.social", "did": BSKY_DID_A, "didDoc": {"id": BSKY_DID_A},
+                              "collections": ["app.bsky.feed.post"], "handleIsCorrect": True},
+    }
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def car_cid(data: bytes) -> bytes:
+    """A CIDv1 (DAG-CBOR, sha2-256) as the binary link DAG-CBOR carries."""
+    import hashlib
+
+    return bytes([1, 0x71, 0x12, 0x20]) + hashlib.sha256(data).digest()
+
+
+def car_bytes(did: str, records: dict[str, dict], rev: str | None = "3k67up3j7hf2x",
+              extra_blocks: tuple[bytes, ...] = ()) -> bytes:
+    """A repository CAR as getRepo writes it: header, commit, the Merkle search tree's nodes, the records."""
+    import io
+
+    out = io.BytesIO()
+    write_car(out, did, sorted(records.items()), rev)
+    for block in extra_blocks:
+        out.write(_varint(len(block)) + block)
+    return out.getvalue()
+
+
+def write_car(out, did: str, records, rev: str | None = "3k67up3j7hf2x", fanout: int = 32) -> int:
+    """Stream a CAR of (key, record) pairs, keys in sorted order, to a binary file; returns the record count.
+
+    The tree is a search tree of nodes of at most ``fanout`` entries (``l`` the subtree before the
+    first entry, each entry's ``t`` the subtree after it), as the reader walks it; keys are written
+    whole (prefix length 0). Records are written as they come; only the keys and CIDs are kept.
+    """
+    import libipld
+
+    def block(data: bytes) -> None:
+        cid = car_cid(data)
+        body.write(_varint(len(cid) + len(data)) + cid + data)
+
+    def tree(entries: list[tuple[bytes, bytes]]) -> bytes | None:
+        if not entries:
+            return None
+        if len(entries) <= fanout:
+            node = {"e": [{"k": k, "p": 0, "t": None, "v": v} for k, v in entries], "l": None}
+        else:
+            step = -(-len(entries) // fanout)
+            seps = list(range(step - 1, len(entries), step))[: fanout]
+            node = {"l": tree(entries[: seps[0]]), "e": [
+                {"k": entries[i][0], "p": 0, "v": entries[i][1],
+                 "t": tree(entries[i + 1: seps[j + 1] if j + 1 < len(seps) else len(entries)])}
+                for j, i in enumerate(seps)]}
+        data = libipld.encode_dag_cbor(node)
+        block(data)
+        return car_cid(data)
+
+    import tempfile
+
+    with tempfile.TemporaryFile() as body:
+        entries = []
+        for key, record in records:
+            data = libipld.encode_dag_cbor(record)
+            block(data)
+            entries.append((key.encode(), car_cid(data)))
+        root = tree(entries) or car_cid(libipld.encode_dag_cbor({"e": [], "l": None}))
+        commit_body = {"did": did, "data": root, "prev": None, "sig": b"\x00" * 64, "version": 3}
+        if rev:
+            commit_body["rev"] = rev
+        commit = libipld.encode_dag_cbor(commit_body)
+        header = libipld.encode_dag_cbor({"roots": [car_cid(commit)], "version": 1})
+        out.write(_varint(len(header)) + header)
+        out.write(_varint(len(car_cid(commit)) + len(commit)) + car_cid(commit) + commit)
+        if not entries:
+            empty = libipld.encode_dag_cbor({"e": [], "l": None})
+            out.write(_varint(len(car_cid(empty)) + len(empty)) + car_cid(empty) + empty)
+        body.seek(0)
+        while chunk := body.read(1 << 20):
+            out.write(chunk)
+    return len(entries)
+
+
+def bluesky_car_records(did: str, other: str = BSKY_DID_B) -> dict[str, dict]:
+    return {
+        "app.bsky.actor.profile/self": {"$type": "app.bsky.actor.profile", "displayName": "Ana",
+                                        "avatar": {"$type": "blob", "mimeType": "image/jpeg", "size": 900,
+                                                   "ref": libipld_cid(BSKY_CID)}},
+        "app.bsky.feed.post/3kaaaaaaaaa22": {"$type": "app.bsky.feed.post", "text": "hola #Mar https://a.example/x",
+                                             "createdAt": "2024-03-01T10:00:00.000Z", "langs": ["es"],
+                                             "facets": [{"index": {"byteStart": 5, "byteEnd": 9},
+                                                         "features": [{"$type": "app.bsky.richtext.facet#tag", "tag": "Mar"}]},
+                                                        {"index": {"byteStart": 10, "byteEnd": 30},
+                                                         "features": [{"$type": "app.bsky.richtext.facet#link",
+                                                                       "uri": "https://a.example/x"}]}]},
+        "app.bsky.feed.post/3kaaaaaaaab22": {"$type": "app.bsky.feed.post", "text": "de acuerdo",
+                                             "createdAt": "2024-03-02T10:00:00.000Z",
+                                             "reply": {"root": {"uri": f"at://{other}/app.bsky.feed.post/3kzz", "cid": "x"},
+                                                       "parent": {"uri": f"at://{other}/app.bsky.feed.post/3kzz", "cid": "x"}}},
+        "app.bsky.feed.repost/3kaaaaaaaac22": {"$type": "app.bsky.feed.repost", "createdAt": "2024-03-03T10:00:00.000Z",
+                                               "subject": {"uri": f"at://{other}/app.bsky.feed.post/3kzz", "cid": "x"}},
+        "app.bsky.feed.like/3kaaaaaaaad22": {"$type": "app.bsky.feed.like", "createdAt": "2024-03-03T10:00:00.000Z",
+                                             "subject": {"uri": f"at://{other}/app.bsky.feed.post/3kzz", "cid": "x"}},
+    }
+
+
+def libipld_cid(text: str) -> bytes:
+    import libipld
+
+    cid = libipld.decode_cid(text)
+    return bytes([cid["version"], cid["codec"], cid["hash"]["code"], cid["hash"]["size"]]) + cid["hash"]["digest"]
+
+
+def write_bluesky_car(path: Path, did: str = BSKY_DID_A) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(car_bytes(did, bluesky_car_records(did)))
+    return path
+
+
+# --- Mastodon account archive ---------------------------------------------------------------------------
+
+MASTO_ACTOR = "https://mastodon.social/users/ana"
+MASTO_BOOSTED = "https://fosstodon.org/users/bob/statuses/111"
+
+
+def mastodon_archive_members(actor: str = MASTO_ACTOR, avatar: str = "avatar.png") -> dict[str, bytes]:
+    person = {"@context": ["https://www.w3.org/ns/activitystreams"], "id": actor, "type": "Person",
+              "preferredUsername": actor.rsplit("/", 1)[-1], "name": "Ana", "summary": "<p>Investigadora</p>",
+              "url": actor.replace("/users/", "/@"), "published": "2019-03-01T00:00:00Z",
+              "icon": {"type": "Image", "mediaType": "image/png", "url": avatar}}
+    items = [
+        {"id": f"{actor}/statuses/1/activity", "type": "Create", "actor": actor, "published": "2024-05-01T10:00:00Z",
+         "object": {"id": f"{actor}/statuses/1", "type": "Note", "published": "2024-05-01T10:00:00Z",
+                    "content": '<p>Mirad <a href="https://news.example/a" rel="nofollow">news.example/a</a> '
+                               '<a href="https://mastodon.social/tags/clima" class="mention hashtag" rel="tag">'
+                               '#<span>clima</span></a></p>',
+                    "tag": [{"type": "Hashtag", "name": "#Clima", "href": "https://mastodon.social/tags/clima"}]}},
+        {"id": f"{actor}/statuses/2/activity", "type": "Create", "actor": actor, "published": "2024-05-02T10:00:00Z",
+         "object": {"id": f"{actor}/statuses/2", "type": "Note", "published": "2024-05-02T10:00:00Z",
+                    "inReplyTo": MASTO_BOOSTED, "content": "<p>de acuerdo</p>", "tag": []}},
+        {"id": f"{actor}/statuses/3/activity", "type": "Announce", "actor": actor, "published": "2024-05-03T10:00:00Z",
+         "object": MASTO_BOOSTED},
+        {"id": f"{actor}#likes/1", "type": "Like", "object": MASTO_BOOSTED},
+        {"id": f"{actor}/statuses/4/activity", "type": "Create", "published": "2024-05-04T10:00:00Z",
+         "object": {"type": "Note", "content": "<p>no id</p>"}},
+    ]
+    outbox = {"@context": "https://www.w3.org/ns/activitystreams", "id": "outbox.json", "type": "OrderedCollection",
+              "totalItems": len(items), "orderedItems": items}
+    return {
+        "actor.json": json.dumps(person, indent=2).encode(),
+        "outbox.json": json.dumps(outbox, indent=2).encode(),
+        "likes.json": json.dumps({"type": "OrderedCollection", "orderedItems": [MASTO_BOOSTED]}).encode(),
+        avatar: image_bytes((30, 160, 90), "PNG"),
+    }
+
+
+def write_mastodon_archive(path: Path, as_zip: bool = True) -> Path:
+    """The archive Mastodon's "Request your archive" delivers (a zip), or its unpacked folder."""
+    members = mastodon_archive_members()
+    if as_zip:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(path, "w") as zf:
+            for name, data in members.items():
+                zf.writestr(name, data)
+        return path
+    for name, data in members.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_bytes(data)
+    return path
+
+
+# --- Reddit history listings ------------------------------------------------------------------------------
+
+def reddit_listing(kind: str, children: list[dict]) -> dict:
+    return {"kind": "Listing", "data": {"after": None, "dist": len(children), "modhash": "",
+                                        "children": [{"kind": kind, "data": c} for c in children]}}
+
+
+def write_reddit_history(root: Path) -> Path:
+    """``/user/mapmaker/submitted.json`` and ``/comments.json`` beside the account's ``about.json``."""
+    folder = root / "mapmaker"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "about.json").write_text(json.dumps(reddit_about(
+        "mapmaker", "abc12", icon_img="https://www.redditstatic.com/avatars/defaults/v2/avatar_default_3.png")))
+    submitted = reddit_listing("t3", [
+        {"id": "p1", "name": "t3_p1", "author": "mapmaker", "author_fullname": "t2_abc12", "created_utc": 1700000000.0,
+         "title": "A map", "selftext": "", "is_self": False, "url": "https://i.example/map.png?a=1&amp;b=2",
+         "subreddit": "MapPorn"},
+        {"id": "p2", "name": "t3_p2", "author": "mapmaker", "author_fullname": "t2_abc12", "created_utc": 1700000100.0,
+         "title": "Crossposted", "selftext": "", "is_self": False, "url": "/r/maps/comments/zz/",
+         "crosspost_parent": "t3_zz9", "subreddit": "maps"},
+        {"id": "p3", "name": "t3_p3", "author": "[deleted]", "created_utc": 1700000200.0, "title": "gone"},
+    ])
+    comments = reddit_listing("t1", [
+        {"id": "c1", "name": "t1_c1", "author": "mapmaker", "author_fullname": "t2_abc12", "created_utc": 1700000300,
+         "body": "Nice one", "parent_id": "t3_zz9", "link_id": "t3_zz9", "subreddit": "maps"},
+        {"id": "c2", "name": "t1_c2", "author": "lurker", "author_fullname": "t2_lurk1", "created_utc": 1700000400,
+         "body": "agreed", "parent_id": "t1_c1", "link_id": "t3_zz9", "subreddit": "maps"},
+    ])
+    (folder / "submitted.json").write_text(json.dumps(submitted))
+    (folder / "comments.json").write_text(json.dumps(comments))
+    return root
+
+
+def write_mastodon_archive_stream(root: Path, activities, actor: str = MASTO_ACTOR) -> int:
+    """An unpacked Mastodon archive whose outbox streams ``activities`` to disk (for large outboxes)."""
+    members = mastodon_archive_members(actor)
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("actor.json", "avatar.png"):
+        (root / name).write_bytes(members[name])
+    count = 0
+    with (root / "outbox.json").open("w", encoding="utf-8") as fh:
+        fh.write('{"@context": "https://www.w3.org/ns/activitystreams", "id": "outbox.json",'
+                 ' "type": "OrderedCollection", "orderedItems": [\n')
+        for activity in activities:
+            fh.write((",\n" if count else "") + json.dumps(activity))
+            count += 1
+        fh.write(f'\n], "totalItems": {count}}}\n')
+    return count

@@ -246,7 +246,7 @@ def test_json_that_is_not_an_array_and_records_missing_ids(settings, tmp_path):
     export = tmp_path / "masto"
     export.mkdir()
     one = mastodon_accounts()[0]
-    (export / "a_single.json").write_text(json.dumps(one, indent=2))  # an object, not an array
+    (export / "a_single.json").write_text(json.dumps(one, indent=2))  # one pretty-printed Account: read as one
     rows = mastodon_accounts() + [{**one, "id": None, "username": "noid", "acct": "noid@x.social"},
                                   {**one, "username": None, "acct": None}, "just a string"]
     (export / "b_accounts.json").write_text(json.dumps(rows, indent=1))
@@ -255,7 +255,7 @@ def test_json_that_is_not_an_array_and_records_missing_ids(settings, tmp_path):
     assert kept == {"mastodon:ana@mastodon.social", "mastodon:bob@fosstodon.org"}
     ingest_rows = {k: v for k, v in quarantine.items() if k[0] == "ingest"}
     assert ingest_rows == {
-        ("ingest", "file"): "expected a JSON array or JSON lines, got a JSON dict (Mastodon accounts come as an array or JSON lines)",
+        ("ingest", "record 1"): "duplicate account mastodon:ana@mastodon.social (first at a_single.json record 1)",
         ("ingest", "record 3"): "id is missing",
         ("ingest", "record 4"): "username is missing",
         ("ingest", "record 5"): "expected an Account object, got a JSON str",
@@ -284,7 +284,7 @@ def test_bluesky_and_reddit_records_missing_ids(tmp_path):
     assert [(r.locator, r.reason) for r in items if isinstance(r, Rejection)] == [
         ("line 1", "record has no DID (neither 'did' nor an at:// 'uri')"),
         ("line 2", "'did:plc:../../etc' is not a did:plc or did:web identifier"),
-        ("line 3", "record type 'app.bsky.feed.post' is not app.bsky.actor.profile"),
+        ("line 3", "app.bsky.feed.post record has no at:// uri"),
     ]
     reddit = tmp_path / "about.json"
     reddit.write_text(json.dumps([{"kind": "t2", "data": {"name": "x", "is_suspended": True}},
@@ -292,7 +292,7 @@ def test_bluesky_and_reddit_records_missing_ids(tmp_path):
     items = list(READERS["reddit"].read(reddit))
     assert [(r.locator, r.reason) for r in items] == [
         ("record 1", "id is missing (suspended accounts have no id)"),
-        ("record 2", 'expected a Reddit account object ({"kind": "t2", "data": {...}})'),
+        ("record 2", 'expected a Reddit account object ({"kind": "t2", "data": {...}}) or a Listing'),
     ]
 
 

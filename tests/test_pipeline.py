@@ -113,9 +113,10 @@ def test_account_signals_explain_the_risk(settings, demo_data):
     assert {"avatar_reuse", "template_handle"} <= set(ring["contributions"])
 
 
-def test_missing_detector_is_a_clear_error(settings, demo_data):
+def test_missing_detector_is_a_clear_error_when_required(settings, demo_data):
+    # without --require-detector the audit runs unscored (tests/test_readers_ingest.py)
     with pytest.raises(UserError, match="no default detector"):
-        audit_export(settings, demo_data["export"], run_key="nodet")
+        audit_export(settings, demo_data["export"], run_key="nodet", require_detector=True)
 
 
 def test_unknown_format_and_missing_path(settings, tmp_path, demo_data):

@@ -157,12 +157,13 @@ def test_detection_failure_is_a_clear_error(tmp_path):
     (tmp_path / "data.csv").write_text("a,b\n1,2\n")
     with pytest.raises(UserError, match=r"could not detect the format of .*expected one of: generic .*Pass --format"):
         resolve_reader(tmp_path)
-    with pytest.raises(UserError, match=r"unknown export format 'tiktok'; known formats: auto, bluesky, generic"):
+    with pytest.raises(UserError, match=r"unknown export format 'tiktok'; known formats: auto, generic, twitter_archive"):
         resolve_reader(tmp_path, "tiktok")
 
 
 def test_every_format_has_a_reader():
-    assert sorted(READERS) == ["bluesky", "generic", "mastodon", "reddit", "twitter_archive", "twitter_io"]
+    assert sorted(READERS) == ["bluesky", "bluesky_car", "generic", "mastodon", "mastodon_archive", "reddit",
+                               "twitter_archive", "twitter_io"]
 
 
 def test_explicit_format_on_a_file_of_another_format_quarantines_rather_than_guessing(tmp_path):
@@ -170,6 +171,6 @@ def test_explicit_format_on_a_file_of_another_format_quarantines_rather_than_gue
     path.write_text(json.dumps(mastodon_accounts()))
     accounts, _, rejected = split(READERS["reddit"].read(path))
     assert accounts == [] and {r.reason for r in rejected} == {
-        'expected a Reddit account object ({"kind": "t2", "data": {...}})'}
+        'expected a Reddit account object ({"kind": "t2", "data": {...}}) or a Listing'}
 
 

@@ -22,8 +22,9 @@ from pipeline.core.progress import progress
 from pipeline.errors import UserError
 from pipeline.ingest import quarantine
 from pipeline.ingest.archives import UnsafeMember
-from pipeline.ingest.readers import AccountRecord, ExportReader, PostRecord, Rejection, resolve_reader
-from pipeline.ingest.readers.base import FieldError
+from pipeline.ingest.readers import AccountRecord, ExportDate, ExportReader, PostRecord, Rejection, resolve_reader
+from pipeline.ingest.readers.base import APPROXIMATE_ID, FieldError
+from pipeline.ingest.readers.files import ExportFiles
 
 if TYPE_CHECKING:
     from pipeline.stages import RunContext
@@ -61,8 +62,11 @@ def ingest_export(settings: Settings, run_key: str, export_path: Path, fmt: str 
         accounts: list[tuple] = []
         posts: list[tuple] = []
         rejected: list[Rejection] = []
+        stated: ExportDate | None = None
         for seq, item in enumerate(progress(_read_or_explain(reader, export_path), desc="ingest", unit="rec")):
-            if isinstance(item, AccountRecord):
+            if isinstance(item, ExportDate):
+                stated = item if stated is None or item.at > stated.at else stated
+            elif isinstance(item, AccountRecord):
                 accounts.append((seq, item.account_key, item.platform, item.account_id,
                                  *(getattr(item, c) for c in SNAPSHOT_COLUMNS)))
                 if len(accounts) >= batch_size:
@@ -81,7 +85,9 @@ def ingest_export(settings: Settings, run_key: str, export_path: Path, fmt: str 
         copy_rows(conn, "_stage_accounts", _STAGE_ACCOUNTS, accounts)
         copy_rows(conn, "_stage_posts", _STAGE_POSTS, posts)
         quarantine.add_rejections(conn, run_key, "ingest", rejected)
+        _resolve_approximate_ids(conn)
         n_accounts, n_posts = _publish(conn, run_key)
+        _record_export_date(conn, run_key, export_path, stated, n_accounts)
         n_rejected = quarantine.count_stage(conn, run_key, "ingest")
     return IngestResult(reader.name, n_accounts, n_rejected, n_posts)
 
@@ -92,6 +98,41 @@ def _read_or_explain(reader: ExportReader, export_path: Path) -> Iterator[Accoun
         yield from reader.read(export_path)
     except (FieldError, UnsafeMember, OSError, UnicodeError, zipfile.BadZipFile) as exc:
         raise UserError(f"cannot read {export_path} as {reader.name}: {exc}") from None
+
+
+def _resolve_approximate_ids(conn: sa.Connection) -> None:
+    """Ids a reader marked approximate (``~N``: written as a float by the export) become the export's
+    post id that rounds to the same double, when exactly one does; else the float's integer N."""
+    if conn.execute(sa.text(
+            "select not exists (select 1 from _stage_posts where left(reposted_id, 1) = :m"
+            " or left(quoted_id, 1) = :m or left(replied_id, 1) = :m)"), {"m": APPROXIMATE_ID}).scalar_one():
+        return
+    conn.execute(sa.text(
+        "create temporary table _post_doubles on commit drop as"
+        " select post_id::float8 as d, min(post_id) as post_id, count(distinct post_id) as n from _stage_posts"
+        " where post_id ~ '^[0-9]{1,25}$' group by 1"))
+    conn.execute(sa.text("create index on _post_doubles (d)"))
+    for column in ("reposted_id", "quoted_id", "replied_id"):
+        conn.execute(sa.text(
+            f"update _stage_posts p set {column} = coalesce("
+            f"  (select d.post_id from _post_doubles d where d.d = substr(p.{column}, 2)::float8 and d.n = 1),"
+            f"  substr(p.{column}, 2))"
+            f" where left(p.{column}, 1) = :m and substr(p.{column}, 2) ~ '^[0-9]{{1,25}}$'"), {"m": APPROXIMATE_ID})
+
+
+def _record_export_date(conn: sa.Connection, run_key: str, export_path: Path, stated: ExportDate | None,
+                        n_accounts: int) -> None:
+    """The as-of of account ages: the date the export states; for a single-account export without one,
+    its newest post, else its file time; none otherwise (ages then count from the newest account)."""
+    at, source = (stated.at, stated.source) if stated else (None, None)
+    if at is None and n_accounts == 1:
+        at = conn.execute(sa.text("select max(posted_at) from posts where run_key = :k"), {"k": run_key}).scalar_one()
+        source = "newest post"
+        if at is None:
+            with ExportFiles(export_path) as files:
+                at, source = files.modified(), "export file time"
+    conn.execute(sa.text("update runs set export_as_of = :at, export_as_of_source = :src where run_key = :k"),
+                 {"at": at, "src": source if at else None, "k": run_key})
 
 
 def _create_staging(conn: sa.Connection) -> None:
@@ -142,6 +183,9 @@ def _publish(conn: sa.Connection, run_key: str) -> tuple[int, int]:
         " from _stage_accounts s join account_snapshots f on f.run_key = :k and f.account_key = s.account_key"
         " where (s.source_file, s.source_locator) <> (f.source_file, f.source_locator)", k)
     cols = ", ".join(POST_COLUMNS)
+    # without statistics the planner may take the 300,000-row staging table for a small one and anti-join
+    # it by nested loop (a stall of tens of minutes, found by bench/ingest_throughput.py's CAR run)
+    conn.execute(sa.text("analyze _stage_posts"))
     conn.execute(sa.text(
         f"insert into posts (run_key, account_key, {cols})"
         f" select distinct on (p.account_key, p.post_id) :k, p.account_key, {', '.join('p.' + c for c in POST_COLUMNS)}"

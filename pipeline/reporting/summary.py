@@ -16,7 +16,7 @@ def summarize_run(settings: Settings, run_key: str) -> dict[str, Any]:
     """Counts straight from the tables, so the summary is the same on every rerun of the key."""
     with transaction(settings) as conn:
         one = lambda sql: conn.execute(sa.text(sql), {"k": run_key}).scalar_one()  # noqa: E731
-        run = conn.execute(sa.text("select export_format, detector_id from runs where run_key = :k"),
+        run = conn.execute(sa.text("select export_format, detector_id, params from runs where run_key = :k"),
                            {"k": run_key}).one()
         summary = {
             "run_key": run_key,
@@ -32,6 +32,7 @@ def summarize_run(settings: Settings, run_key: str) -> dict[str, Any]:
                 "select edge_type, count(*) from edges where run_key = :k group by 1 order by 1"), {"k": run_key}).all()),
             "clusters": one("select count(*) from clusters where run_key = :k"),
             "flags": one("select count(*) from flags where run_key = :k"),
+            "warnings": list((run.params or {}).get("warnings", [])),  # e.g. images not scored: no detector
         }
     return summary
 
@@ -43,6 +44,7 @@ def format_summary(summary: dict[str, Any], flags: list[dict[str, Any]]) -> str:
         f"  avatars stored {summary['avatars_stored']}, failed {summary['avatars_failed']},"
         f" distinct images {summary['distinct_images']}, scored synthetic {summary['synthetic_avatars']}",
         f"  edges {summary['edges'] or 0}, clusters {summary['clusters']}, flags {summary['flags']}",
+        *(f"  WARNING {w}" for w in summary.get("warnings", [])),
     ]
     for f in flags:
         lines.append(f"  FLAG {f['flag_id']} cluster {f['cluster_id']} score {f['score']:.2f}"

@@ -52,6 +52,7 @@ class ScoreResult:
     shard_count: int = 1
     faces_analyzed: int = 0
     images_per_second: float = 0.0  # newly scored images / wall seconds of this stage
+    skipped: str = ""  # why nothing was scored (no detector named and none promoted)
 
 
 @dataclass(frozen=True)
@@ -232,5 +233,12 @@ def _json(data: Any) -> str:
 
 
 def run_stage(ctx: RunContext) -> Any:
-    """Stage `score`: one shard of the run's images."""
+    """Stage `score`: one shard of the run's images; with no detector named and none promoted, skipped
+    (`begin` recorded the warning on the run; --require-detector refuses there instead)."""
+    if ctx.detector is None and not ctx.settings.detector:
+        try:
+            resolve_detector(ctx.settings, None)
+        except UserError as exc:
+            images = _run_images(ctx.settings, ctx.run_key, ctx.shard_index, ctx.shard_count)
+            return ScoreResult("", len(images), 0, 0, 0, ctx.shard_index, ctx.shard_count, skipped=str(exc))
     return score_run(ctx.settings, ctx.run_key, ctx.detector, ctx.shard_index, ctx.shard_count)

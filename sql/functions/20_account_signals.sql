@@ -87,10 +87,12 @@ begin
         'few_followers', policy_value(v_params, '{risk_weights,few_followers}'),
         'new_account_days', policy_value(v_params, '{risk_weights,new_account_days}'),
         'few_followers_below', policy_value(v_params, '{risk_weights,few_followers_below}'));
-    -- age is measured at the run's as-of time (nightly: end of the data interval), else at the newest
-    -- account creation in the export, so a rerun computes the same ages on any day
+    -- age is measured at the run's as-of time (nightly: end of the data interval), else at the export's
+    -- own date (runs.export_as_of, set by ingest), else at the newest account creation in the export,
+    -- so a rerun computes the same ages on any day
     v_as_of := coalesce(
         (v_params ->> 'as_of')::timestamptz,
+        (select export_as_of from runs where run_key = p_run_key),
         (select max(created_at) from account_snapshots where run_key = p_run_key));
 
     -- face signals come from the face stage's table when it exists; absent, the signal is null

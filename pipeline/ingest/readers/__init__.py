@@ -1,36 +1,40 @@
 """Export readers: each turns one platform's export into AccountRecords, PostRecords and Rejections.
 
-A reader is a small plug-in: a ``name``, a ``detect(path)`` test for ``--format auto``, and
-``read(path)`` yielding records. Register new readers in ``READERS``; detection tries them in
-that order (the most specific first) and the first match wins.
+A reader is a small plug-in (`ExportReader`): a ``name``, a one-line ``hint``, what it ``reads``,
+a ``detect(path)`` test for ``--format auto`` and ``read(path)`` yielding records. Readers are
+registered by unique name in ``READERS`` (a `Registry`: a duplicate name is an error); detection
+tries them in registration order (the most specific first) and the first match wins. The CLI's
+``--format`` choices and help, the "could not detect" message and the docs' format table all come
+from (or are checked against) this registry.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.core.registry import Registry
 from pipeline.errors import UserError
-from pipeline.ingest.readers.base import AccountRecord, ExportReader, PostRecord, Rejection
-from pipeline.ingest.readers.bluesky import BlueskyReader
+from pipeline.ingest.readers.base import AccountRecord, ExportDate, ExportReader, PostRecord, Rejection
+from pipeline.ingest.readers.bluesky import BlueskyCarReader, BlueskyReader
 from pipeline.ingest.readers.generic import GenericManifestReader
-from pipeline.ingest.readers.mastodon import MastodonReader
+from pipeline.ingest.readers.mastodon import MastodonArchiveReader, MastodonReader
 from pipeline.ingest.readers.reddit import RedditReader
 from pipeline.ingest.readers.twitter_archive import TwitterArchiveReader
 from pipeline.ingest.readers.twitter_io import TwitterIOReader
 
-READERS: dict[str, ExportReader] = {
-    reader.name: reader
-    for reader in (GenericManifestReader(), TwitterArchiveReader(), TwitterIOReader(), BlueskyReader(),
-                   RedditReader(), MastodonReader())
-}
-FORMAT_HINTS = (
-    "generic (folder with manifest.csv or manifest.jsonl)",
-    "twitter_archive (personal archive zip or folder with data/account.js)",
-    "twitter_io (IO users CSV, header userid,user_display_name,...)",
-    "bluesky (app.bsky.actor.profile records)",
-    "reddit (about.json, kind t2)",
-    "mastodon (Account JSON array or JSON lines)",
-)
+READERS: Registry[ExportReader] = Registry("export format")
+for _reader in (GenericManifestReader(), TwitterArchiveReader(), TwitterIOReader(), BlueskyCarReader(),
+                BlueskyReader(), MastodonArchiveReader(), RedditReader(), MastodonReader()):
+    READERS.register(_reader.name, _reader)
+
+
+def format_hints() -> list[str]:
+    """'name (hint)' per registered reader, for help texts and error messages."""
+    return [f"{r.name} ({r.hint})" for r in READERS.values()]
+
+
+def format_choices() -> list[str]:
+    return ["auto", *READERS.names()]
 
 
 def resolve_reader(path: Path, fmt: str = "auto") -> ExportReader:
@@ -39,15 +43,16 @@ def resolve_reader(path: Path, fmt: str = "auto") -> ExportReader:
         raise UserError(f"export path {path} does not exist")
     if fmt != "auto":
         if fmt not in READERS:
-            raise UserError(f"unknown export format {fmt!r}; known formats: auto, {', '.join(sorted(READERS))}")
+            raise UserError(f"unknown export format {fmt!r}; known formats: {', '.join(format_choices())}")
         return READERS[fmt]
     for reader in READERS.values():
         if reader.detect(path):
             return reader
     raise UserError(
-        f"could not detect the format of {path}; expected one of: {'; '.join(FORMAT_HINTS)}. "
+        f"could not detect the format of {path}; expected one of: {'; '.join(format_hints())}. "
         "Pass --format to choose one"
     )
 
 
-__all__ = ["AccountRecord", "ExportReader", "PostRecord", "Rejection", "READERS", "resolve_reader"]
+__all__ = ["AccountRecord", "ExportDate", "ExportReader", "PostRecord", "Rejection", "READERS", "format_choices",
+           "format_hints", "resolve_reader"]

@@ -11,6 +11,7 @@ from typing import Iterator
 
 EXCERPT_CHARS = 500
 MAX_FIELD_CHARS = 65_536  # a bio or URL longer than this is not a profile field
+APPROXIMATE_ID = "~"  # prefix of a post id the export wrote as a float; ingest resolves it to an exact id
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,15 @@ class PostRecord:
 
 
 @dataclass(frozen=True)
+class ExportDate:
+    """The date an export states for itself (an archive manifest's generation date): account ages
+    of a single-account export are measured at it rather than at the newest account creation."""
+
+    at: datetime  # UTC
+    source: str  # where it was read, e.g. 'data/manifest.js generationDate'
+
+
+@dataclass(frozen=True)
 class Rejection:
     source_file: str
     locator: str
@@ -72,7 +82,17 @@ class Rejection:
 
 
 class ExportReader(ABC):
+    """A format plug-in, registered by ``name`` in ``pipeline.ingest.readers.READERS``.
+
+    ``hint`` is the one-line description the CLI help and the "could not detect" message show;
+    ``reads`` says which of accounts, avatars, posts, reposts the format carries (the docs' format
+    table is checked against it); ``sample`` names a real sample under ``shared/data/exports``.
+    """
+
     name: str
+    hint: str
+    reads: tuple[str, ...] = ("accounts", "avatars")
+    sample: str = ""
 
     @abstractmethod
     def detect(self, path: Path) -> bool:
@@ -155,6 +175,25 @@ def required_id(value: object, field: str) -> str:
     if not text:
         raise FieldError(f"{field} is missing")
     return text
+
+
+# Platform placeholder avatars: shared by every account without a picture, so scoring them or linking
+# accounts through them would be noise (identical-avatar edges at scale). Matched on the URL or file name.
+DEFAULT_AVATAR_PATTERNS: dict[str, tuple[re.Pattern[str], ...]] = {
+    "twitter": (re.compile(r"default_profile_images?/", re.I), re.compile(r"(^|/)default_profile(_\w+)?\.(png|jpe?g)$", re.I)),
+    "reddit": (re.compile(r"(^|/)avatar_default_\d+", re.I), re.compile(r"/static/avatars/defaults/", re.I)),
+    "mastodon": (re.compile(r"(^|/)missing(_\w+)?\.png$", re.I), re.compile(r"/avatars/original/missing\.png", re.I)),
+}  # Bluesky has no placeholder URL: a profile without a picture has no avatar field at all
+DEFAULT_AVATAR_PATTERNS["x"] = DEFAULT_AVATAR_PATTERNS["twitter"]  # as generic manifests may name it
+
+
+def is_default_avatar(platform: str, ref: str | None) -> bool:
+    return bool(ref) and any(p.search(ref) for p in DEFAULT_AVATAR_PATTERNS.get(platform, ()))
+
+
+def real_avatar(platform: str, ref: str | None) -> str | None:
+    """The avatar reference, or None for the platform's placeholder ("no avatar")."""
+    return None if is_default_avatar(platform, ref) else ref
 
 
 def zip_ref(archive: str, member: str) -> str:

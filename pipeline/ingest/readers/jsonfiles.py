@@ -1,71 +1,66 @@
 """Shared plumbing of the JSON readers (Mastodon, Bluesky, Reddit): which files an export path
-means, a cheap content test for --format auto, and streaming their records."""
+means (a file, a folder or a zip, through `ExportFiles`), a cheap content test for --format auto,
+and streaming their records."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Iterator
 
 from pipeline.ingest.readers.base import FieldError, Rejection
+from pipeline.ingest.readers.files import ExportFiles
 from pipeline.ingest.readers.textio import NotAnArray, json_records, open_text
 
 JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
 
 
-def json_files(path: Path) -> list[Path]:
-    """The file itself, or the JSON files in a folder (recursively, symlinks out of it skipped), sorted."""
-    if path.is_file():
-        return [path] if path.suffix.lower() in JSON_SUFFIXES else []
-    root = path.resolve()
-    return sorted(p for p in path.rglob("*") if p.suffix.lower() in JSON_SUFFIXES and p.is_file()
-                  and p.resolve().is_relative_to(root))
-
-
-def head_text(path: Path, size: int = 8192) -> str:
-    try:
-        with path.open("rb") as fh:
-            return open_text(fh).read(size)
-    except (OSError, UnicodeError):
-        return ""
+def json_names(files: ExportFiles) -> list[str]:
+    return files.with_suffix(*JSON_SUFFIXES)
 
 
 def detect_by_markers(path: Path, *markers: str, files: int = 3) -> bool:
     """True when one of the first few JSON files shows every marker in its first 8 KB."""
-    candidates = json_files(path) if path.exists() else []
-    return any(all(m in head_text(f) for m in markers) for f in candidates[:files])
+    if not path.exists():
+        return False
+    try:
+        with ExportFiles(path) as export:
+            return any(all(m in export.head(n) for m in markers) for n in json_names(export)[:files])
+    except (OSError, ValueError):
+        return False
 
 
-def iter_json_file(path: Path, root: Path) -> Iterator[tuple[str, str, Any]]:
-    """(source name relative to root, locator, value or Rejection); a lone value that is not an array
-    comes through as locator 'file' with the value, for the reader to accept or refuse."""
-    name = path.relative_to(root).as_posix() if path != root else path.name
-    with path.open("rb") as raw:
+def iter_json_file(files: ExportFiles, name: str) -> Iterator[tuple[str, str, Any]]:
+    """(source label, locator, value or Rejection); a lone value that is not an array comes through
+    as locator 'file' with a NotAnArray holding it, for the reader to accept or refuse."""
+    label = files.label(name)
+    with files.open(name) as raw:
         try:
-            for locator, value in json_records(open_text(raw), name):
-                yield name, locator, value
+            for locator, value in json_records(open_text(raw), label):
+                yield label, locator, value
         except NotAnArray as exc:
-            yield name, "file", exc
+            yield label, "file", exc
 
 
-def iter_json_export(path: Path) -> Iterator[tuple[str, str, Any]]:
-    """iter_json_file over every JSON file the export path means, names relative to its folder.
-    Raises FieldError when there is none, so a wrong path is an error rather than an empty run."""
-    files = json_files(path)
-    if not files:
-        raise FieldError(f"no .json, .jsonl or .ndjson files in {path}")
-    root = export_root(path)
-    for file in files:
-        yield from iter_json_file(file, root)
+def iter_json_export(files: ExportFiles, names: list[str] | None = None) -> Iterator[tuple[str, str, Any]]:
+    """iter_json_file over every JSON file of the export (or ``names``). Raises FieldError when there
+    is none, so a wrong path is an error rather than an empty run."""
+    names = json_names(files) if names is None else names
+    if not names:
+        raise FieldError(f"no .json, .jsonl or .ndjson files in {files.path}")
+    for refused in files.unsafe():
+        yield refused.source_file, refused.locator, refused
+    for name in names:
+        for label, locator, value in iter_json_file(files, name):
+            yield label, locator, value
 
 
-def export_root(path: Path) -> Path:
-    """The folder that source names (and blob paths) are relative to."""
-    return path if path.is_dir() else path.parent
+def lone_value(value: Any) -> Any:
+    """The value itself, or the single (pretty-printed) object a file held."""
+    return value.value if isinstance(value, NotAnArray) else value
 
 
 def excerpt(value: Any) -> str:
-    import json
-
     try:
         return json.dumps(value, ensure_ascii=False, default=str)[:500]
     except (TypeError, ValueError):

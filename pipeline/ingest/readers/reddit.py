@@ -1,9 +1,17 @@
-"""Reddit ``about.json`` (``{"kind": "t2", "data": {...}}``): one file, a folder of them, or JSON
-lines / a JSON array of them.
+"""Reddit ``about.json`` (``{"kind": "t2", "data": {...}}``) and history listings
+(``/user/<name>/submitted``, ``/user/<name>/comments``, ``/user/<name>/overview``: ``{"kind":
+"Listing", "data": {"children": [{"kind": "t3" | "t1", "data": {...}}]}}``): one file, a folder or
+a zip of them, or JSON lines / a JSON array of them.
+
+Submissions (t3) and comments (t1) are posts keyed by their fullname (``t3_abc``, ``t1_def``), so a
+comment's ``parent_id`` is its ``replied_id``; Reddit's repost is the crosspost
+(``crosspost_parent``). A link submission's ``url`` is its link. An author whose posts are in the
+export without an ``about.json`` becomes an account with id and name only.
 
 The account id is the base36 ``id``. Suspended accounts come back with only ``name`` and
 ``is_suspended`` and no id; they are quarantined with that reason. The avatar is ``icon_img``
-(HTML entities in Reddit's JSON URLs are decoded), else ``snoovatar_img``. Bio, title and
+(HTML entities in Reddit's JSON URLs are decoded), else ``snoovatar_img``; the
+``avatar_default_*`` placeholders (or ``is_default_icon``) are no avatar. Bio, title and
 follower count come from the profile's ``subreddit`` object when present.
 """
 
@@ -17,38 +25,70 @@ from pipeline.ingest.readers.base import (
     AccountRecord,
     ExportReader,
     FieldError,
+    PostRecord,
     Rejection,
     clean_text,
     parse_count,
     parse_timestamp,
+    real_avatar,
+    required_id,
 )
-from pipeline.ingest.readers.jsonfiles import detect_by_markers, iter_json_export, rejection
-from pipeline.ingest.readers.textio import NotAnArray
+from pipeline.ingest.readers.files import ExportFiles
+from pipeline.ingest.readers.jsonfiles import detect_by_markers, iter_json_export, lone_value, rejection
 
 PLATFORM = "reddit"
 
 
 class RedditReader(ExportReader):
     name = "reddit"
+    hint = "Reddit about.json (kind t2) and submitted/comments listings (kind Listing of t3/t1)"
+    reads = ("accounts", "avatars", "posts", "reposts")
+    sample = "reddit/praw-cassettes, reddit/asyncpraw-cassettes (accounts; listings: synthetic only)"
 
     def detect(self, path: Path) -> bool:
-        return detect_by_markers(path, '"t2"', '"created_utc"')
+        return detect_by_markers(path, '"t2"', '"created_utc"') or detect_by_markers(path, '"Listing"', '"author_fullname"')
 
-    def read(self, path: Path) -> Iterator[AccountRecord | Rejection]:
-        for name, locator, value in iter_json_export(path):
-            if isinstance(value, Rejection):
-                yield value
-                continue
-            item = value.value if isinstance(value, NotAnArray) else value
-            try:
-                yield self._record(name, locator, item)
-            except FieldError as exc:
-                yield rejection(name, locator, str(exc), item)
+    def read(self, path: Path) -> Iterator[AccountRecord | PostRecord | Rejection]:
+        accounts: set[str] = set()
+        authors: dict[str, tuple[str | None, str, str]] = {}  # account id -> (name, where first seen)
+        with ExportFiles(path) as files:
+            for name, locator, value in iter_json_export(files):
+                if isinstance(value, Rejection):
+                    yield value
+                    continue
+                item = lone_value(value)
+                if isinstance(item, dict) and item.get("kind") == "Listing":
+                    data = item.get("data") if isinstance(item.get("data"), dict) else {}
+                    children = data.get("children") if isinstance(data.get("children"), list) else None
+                    if children is None:
+                        yield rejection(name, locator, "Listing has no data.children array", item)
+                        continue
+                    for i, child in enumerate(children):
+                        loc = f"{locator} child {i}"
+                        try:
+                            post = self._post(name, loc, child)
+                        except FieldError as exc:
+                            yield rejection(name, loc, str(exc), child)
+                            continue
+                        authors.setdefault(post.account_id, (child["data"].get("author"), name, loc))
+                        yield post
+                    continue
+                try:
+                    record = self._record(name, locator, item)
+                except FieldError as exc:
+                    yield rejection(name, locator, str(exc), item)
+                    continue
+                accounts.add(record.account_id)
+                yield record
+        for account_id, (handle, name, loc) in sorted(authors.items()):
+            if account_id not in accounts:
+                yield AccountRecord(PLATFORM, account_id, name, f"{loc} (author of posts)",
+                                    handle=clean_text(handle, "author"))
 
     @staticmethod
     def _record(source: str, locator: str, item: Any) -> AccountRecord:
         if not isinstance(item, dict) or item.get("kind") != "t2" or not isinstance(item.get("data"), dict):
-            raise FieldError("expected a Reddit account object ({\"kind\": \"t2\", \"data\": {...}})")
+            raise FieldError("expected a Reddit account object ({\"kind\": \"t2\", \"data\": {...}}) or a Listing")
         data = item["data"]
         name = clean_text(data.get("name"), "name")
         account_id = clean_text(data.get("id"), "id")
@@ -57,6 +97,9 @@ class RedditReader(ExportReader):
             raise FieldError(f"id is missing{suspended}")
         sub = data.get("subreddit") if isinstance(data.get("subreddit"), dict) else {}
         icon = clean_text(data.get("icon_img"), "icon_img") or clean_text(data.get("snoovatar_img"), "snoovatar_img")
+        icon = html.unescape(icon) if icon else None
+        if sub.get("is_default_icon") is True and not data.get("snoovatar_img"):
+            icon = None
         return AccountRecord(
             platform=PLATFORM,
             account_id=account_id.removeprefix("t2_"),
@@ -67,7 +110,41 @@ class RedditReader(ExportReader):
             bio=clean_text(sub.get("public_description"), "subreddit.public_description"),
             created_at=parse_timestamp(data.get("created_utc"), "created_utc"),
             followers=parse_count(_whole(sub.get("subscribers")), "subreddit.subscribers"),
-            avatar_ref=html.unescape(icon) if icon else None,
+            avatar_ref=real_avatar(PLATFORM, icon),
+        )
+
+    @staticmethod
+    def _post(source: str, locator: str, child: Any) -> PostRecord:
+        """A submission (t3) or comment (t1) of a history listing."""
+        if not isinstance(child, dict) or child.get("kind") not in ("t1", "t3") or not isinstance(child.get("data"), dict):
+            raise FieldError("expected a submission (t3) or comment (t1) object in the listing")
+        kind, data = child["kind"], child["data"]
+        author = clean_text(data.get("author_fullname"), "author_fullname")
+        if not author:
+            raise FieldError("author_fullname is missing (a deleted author?)")
+        post_id = clean_text(data.get("name"), "name") or f"{kind}_{required_id(data.get('id'), 'id')}"
+        if kind == "t3":
+            title = clean_text(data.get("title"), "title") or ""
+            body = clean_text(data.get("selftext"), "selftext")
+            text = f"{title}\n\n{body}" if body else title
+            url = clean_text(html.unescape(str(data.get("url") or "")), "url")
+            urls = (url,) if url and not data.get("is_self") and url.startswith(("http://", "https://")) else ()
+            parent = None
+        else:
+            text = clean_text(data.get("body"), "body") or ""
+            urls = ()
+            parent = clean_text(data.get("parent_id"), "parent_id")
+        return PostRecord(
+            platform=PLATFORM,
+            account_id=author.removeprefix("t2_"),
+            post_id=post_id,
+            source_file=source,
+            source_locator=locator,
+            posted_at=parse_timestamp(_whole(data.get("created_utc")), "created_utc"),
+            reposted_id=clean_text(data.get("crosspost_parent"), "crosspost_parent") if kind == "t3" else None,
+            replied_id=parent,
+            urls=urls,
+            text=text or None,
         )
 
 

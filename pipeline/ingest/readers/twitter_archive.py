@@ -10,6 +10,7 @@ are streamed, and unsafe member names (``../``, absolute paths, symlinks) are qu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -18,12 +19,14 @@ from typing import Any, Iterator
 from pipeline.ingest.archives import ExportSource, UnsafeMember
 from pipeline.ingest.readers.base import (
     AccountRecord,
+    ExportDate,
     ExportReader,
     FieldError,
     PostRecord,
     Rejection,
     clean_text,
     parse_timestamp,
+    real_avatar,
     required_id,
     zip_ref,
 )
@@ -36,6 +39,9 @@ _TWEET_FILE = re.compile(r"^tweets?(-part\d+)?\.js$")
 
 class TwitterArchiveReader(ExportReader):
     name = "twitter_archive"
+    hint = "personal X/Twitter archive: the zip or its folder with data/account.js"
+    reads = ("accounts", "avatars", "posts", "reposts")
+    sample = "synthetic only (tests/export_fixtures.py write_personal_archive): no public real archive"
 
     @staticmethod
     def _data_prefix(source: ExportSource) -> str | None:
@@ -83,6 +89,12 @@ class TwitterArchiveReader(ExportReader):
                 yield rejection(prefix + "account.js", "record 1", str(exc), account)
                 return
             yield record
+            try:
+                generated = parse_timestamp(manifest.get("_generationDate"), "generationDate")
+            except FieldError:
+                generated = None
+            if generated is not None:
+                yield ExportDate(generated, f"{prefix}manifest.js archiveInfo.generationDate")
             for name in tweet_files:
                 yield from self._posts(source, name, record.account_id)
 
@@ -123,7 +135,11 @@ class TwitterArchiveReader(ExportReader):
         except json.JSONDecodeError:
             return {}
         info = value.get("userInfo") if isinstance(value, dict) else None
-        return info if isinstance(info, dict) else {}
+        archive = value.get("archiveInfo") if isinstance(value, dict) else None
+        info = dict(info) if isinstance(info, dict) else {}
+        if isinstance(archive, dict) and archive.get("generationDate"):
+            info["_generationDate"] = archive["generationDate"]
+        return info
 
     def _avatar(self, source: ExportSource, prefix: str, media_url: str | None) -> str | None:
         if not media_url:
@@ -154,7 +170,8 @@ class TwitterArchiveReader(ExportReader):
             followers=self._count(source, prefix + "follower.js"),
             following=self._count(source, prefix + "following.js"),
             posts=posts,
-            avatar_ref=self._avatar(source, prefix, clean_text(profile.get("avatarMediaUrl"), "avatarMediaUrl")),
+            avatar_ref=real_avatar(PLATFORM, self._avatar(source, prefix,
+                                                          clean_text(profile.get("avatarMediaUrl"), "avatarMediaUrl"))),
         )
 
     def _posts(self, source: ExportSource, name: str, account_id: str) -> Iterator[PostRecord | Rejection]:
@@ -180,6 +197,8 @@ class TwitterArchiveReader(ExportReader):
         urls = tuple(u.get("expanded_url") or u.get("url") for u in entities.get("urls") or [] if isinstance(u, dict))
         tags = tuple(str(h.get("text", "")).lower() for h in entities.get("hashtags") or [] if isinstance(h, dict))
         retweeted = tweet.get("retweeted_status") if isinstance(tweet.get("retweeted_status"), dict) else {}
+        text = clean_text(tweet.get("full_text") or tweet.get("text"), "full_text")
+        reposted = clean_text(retweeted.get("id_str"), "retweeted_status.id_str") or retweet_key(text)
         return PostRecord(
             platform=PLATFORM,
             account_id=account_id,
@@ -187,10 +206,24 @@ class TwitterArchiveReader(ExportReader):
             source_file=name,
             source_locator=locator,
             posted_at=parse_timestamp(tweet.get("created_at"), "created_at"),
-            reposted_id=clean_text(retweeted.get("id_str"), "retweeted_status.id_str"),
+            reposted_id=reposted,
             quoted_id=clean_text(tweet.get("quoted_status_id_str"), "quoted_status_id_str"),
             replied_id=clean_text(tweet.get("in_reply_to_status_id_str"), "in_reply_to_status_id_str"),
             urls=tuple(u for u in urls if u),
             hashtags=tuple(t for t in tags if t),
-            text=clean_text(tweet.get("full_text") or tweet.get("text"), "full_text"),
+            text=text,
         )
+
+
+_RETWEET_TEXT = re.compile(r"^RT @(\w{1,50}): (.*)$", re.S)
+
+
+def retweet_key(text: str | None) -> str | None:
+    """A personal archive's retweet has no ``retweeted_status``, only ``RT @user: <text>``. The original's
+    id is not in the archive, so the key is ``rt:@<user>:<sha256 of the text>[:16]``: two archives
+    retweeting the same post get the same key (co_repost), an original post gets None."""
+    found = _RETWEET_TEXT.match(text or "")
+    if not found:
+        return None
+    body = " ".join(found.group(2).split()).rstrip("…").rstrip()
+    return f"rt:@{found.group(1).lower()}:{hashlib.sha256(body.encode()).hexdigest()[:16]}"
