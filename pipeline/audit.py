@@ -1,6 +1,11 @@
 """Running the audit: `begin` opens a run, `run_stage` runs one stage of `pipeline.stages.STAGES` with
 the run's bookkeeping, `audit_export` runs them all in one process (the CLI). The DAGs call `run_stage`
-once per task, so the CLI and Airflow run the same table."""
+once per task, so the CLI and Airflow run the same table.
+
+`begin` pins everything the stages need on the run row (`pipeline.core.runs`); stages get their
+RunContext from that row (`runs.load_context`), so a config change or a second trigger mid-run
+cannot change what a running run does.
+"""
 
 from __future__ import annotations
 
@@ -12,40 +17,70 @@ from typing import Any, Callable
 
 from pipeline.config import NetworkParams, Settings
 from pipeline.core import runs
-from pipeline.core.db import ensure_schema
+from pipeline.core.db import ensure_schema, transaction
 from pipeline.ingest.readers import resolve_reader
-from pipeline.scoring.detector_store import resolve_detector
+from pipeline.scoring.detector_store import register_detector, resolve_detector
 from pipeline.stages import STAGE_NAMES, RunContext
 from pipeline.stages import stage as stage_entry
 
 log = logging.getLogger(__name__)
+AUTO = "auto"  # begin's predecessor default: the previous nightly day when its run exists
+
+
+def _default_predecessor(settings: Settings, run_key: str) -> str | None:
+    previous = runs.previous_nightly_key(run_key)
+    if previous is None:
+        return None
+    import sqlalchemy as sa
+
+    with transaction(settings) as conn:
+        found = conn.execute(sa.text("select 1 from runs where run_key = :k"), {"k": previous}).first()
+    return previous if found else None
 
 
 def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, network: NetworkParams,
-          detector: str | None, as_of: str | None = None) -> str:
-    """Check the export and the detector before a run row exists, then open (or reopen) the run."""
+          detector: str | None, as_of: str | None = None, *, owner: str | None = None,
+          predecessor: str | None = AUTO, shard_count: int = 1, airflow: dict[str, Any] | None = None,
+          alive: runs.OwnerAlive | None = None, extra_params: dict[str, Any] | None = None) -> str:
+    """Check the export and the detector before a run row exists, then open (or reopen) the run and pin
+    it: the resolved detector id (a .json detector is stored first), params, predecessor, shard count.
+
+    The caller holds the run's lease (`runs.RunLease`) around this call.
+    """
     ensure_schema(settings)
     export_path = export_path.resolve()
     reader = resolve_reader(export_path, fmt or "auto")
-    resolve_detector(settings, detector)  # a missing detector fails now, not after ingest
+    resolved = resolve_detector(settings, detector)  # a missing detector fails now, not after ingest
+    register_detector(settings, resolved)
     run_key = run_key or runs.default_run_key(export_path)
-    params: dict[str, Any] = {"network": network.as_dict(), "detector": detector or settings.detector or "default"}
+    if predecessor == AUTO:
+        predecessor = _default_predecessor(settings, run_key)
+    params: dict[str, Any] = {**(extra_params or {}), "network": network.as_dict(),
+                              "detector": detector or settings.detector or "default"}
     if as_of:
         params["as_of"] = as_of
-    runs.start_run(settings, run_key, str(export_path), reader.name, params)
-    log.info("run %s: %s export at %s", run_key, reader.name, export_path)
+    runs.start_run(settings, run_key, str(export_path), reader.name, params, owner=owner, detector_id=resolved.id,
+                   predecessor=predecessor, shard_count=shard_count, airflow=airflow, alive=alive)
+    log.info("run %s: %s export at %s, detector %s, predecessor %s", run_key, reader.name, export_path,
+             resolved.id, predecessor)
     return run_key
 
 
-def run_stage(ctx: RunContext, stage: str) -> dict[str, Any]:
-    """One stage; a failure marks the run failed, `summarize` marks it succeeded with the summary."""
+def run_stage(ctx: RunContext, stage: str, owner: str | None = None) -> dict[str, Any]:
+    """One stage; a failure marks the run failed, `summarize` marks it succeeded with the summary.
+
+    The networks and flag stages first wait for the run's predecessor (`runs.wait_for_predecessor`).
+    """
     try:
+        runs.wait_for_predecessor(ctx.settings, ctx.run_key, stage)
         result = stage_entry(stage).load()(ctx)
-    except BaseException:
-        runs.finish_run(ctx.settings, ctx.run_key, {"failed_stage": stage}, status="failed")
+    except BaseException as exc:
+        runs.finish_run(ctx.settings, ctx.run_key, {"failed_stage": stage, "error": str(exc)[:500]},
+                        status="failed", owner=owner)
         raise
+    runs.stage_done(ctx.settings, ctx.run_key, stage)
     if stage == "summarize":
-        runs.finish_run(ctx.settings, ctx.run_key, result)
+        runs.finish_run(ctx.settings, ctx.run_key, result, owner=owner)
     out = asdict(result) if is_dataclass(result) else dict(result)
     log.info("%s: %s", stage, out)
     return out
@@ -61,17 +96,22 @@ def audit_export(
     as_of: str | None = None,
     on_stage: Callable[[str, dict[str, Any], float], None] | None = None,
 ) -> dict[str, Any]:
-    """Every stage for one export, in order. Idempotent per run key. Returns the run summary.
+    """Every stage for one export, in order, holding the run's lease throughout. Idempotent per run key.
+    Returns the run summary.
 
     ``on_stage(name, result, seconds)`` is called after each stage (the CLI prints progress with it).
     """
     network = params or settings.network
-    run_key = begin(settings, run_key, export_path, fmt, network, detector, as_of)
-    ctx = RunContext(settings, run_key, network, detector)
-    summary: dict[str, Any] = {}
-    for stage in STAGE_NAMES:
-        started = time.perf_counter()
-        summary = run_stage(ctx, stage)
-        if on_stage is not None:
-            on_stage(stage, summary, time.perf_counter() - started)
+    ensure_schema(settings)
+    run_key = run_key or runs.default_run_key(export_path.resolve())
+    owner = runs.cli_owner()
+    with runs.RunLease(settings, run_key, owner):
+        begin(settings, run_key, export_path, fmt, network, detector, as_of, owner=owner)
+        ctx = runs.load_context(settings, run_key)
+        summary: dict[str, Any] = {}
+        for stage in STAGE_NAMES:
+            started = time.perf_counter()
+            summary = run_stage(ctx, stage, owner)
+            if on_stage is not None:
+                on_stage(stage, summary, time.perf_counter() - started)
     return summary

@@ -5,6 +5,7 @@ investigator can hand a case to someone without database access."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 
 from pipeline.config import Settings
 from pipeline.core.db import transaction
+from pipeline.core.storage import atomic_write
 from pipeline.errors import UserError
 
 MEMBER_COLUMNS = ("account_key", "platform", "account_id", "handle", "display_name", "created_at", "bio", "url",
@@ -87,8 +89,7 @@ def write_evidence(data: dict[str, Any], fmt: str, out: Path | None) -> list[Pat
         if out is None:
             print(text)
             return []
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n", encoding="utf-8")
+        atomic_write(out, text + "\n")
         return [out]
     if fmt != "csv":
         raise UserError(f"unknown evidence format {fmt!r}; use csv or json")
@@ -109,9 +110,9 @@ def write_evidence(data: dict[str, Any], fmt: str, out: Path | None) -> list[Pat
     written = []
     for name, (header, rows) in tables.items():
         path = folder / name
-        with path.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(header)
-            writer.writerows([_cell(v) for v in row] for row in rows)
-        written.append(path)
+        buffer = io.StringIO(newline="")
+        writer = csv.writer(buffer)
+        writer.writerow(header)
+        writer.writerows([_cell(v) for v in row] for row in rows)
+        written.append(atomic_write(path, buffer.getvalue()))
     return written
