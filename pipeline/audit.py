@@ -95,18 +95,21 @@ def audit_export(
     params: NetworkParams | None = None,
     as_of: str | None = None,
     on_stage: Callable[[str, dict[str, Any], float], None] | None = None,
+    predecessor: str | None = AUTO,
 ) -> dict[str, Any]:
     """Every stage for one export, in order, holding the run's lease throughout. Idempotent per run key.
     Returns the run summary.
 
     ``on_stage(name, result, seconds)`` is called after each stage (the CLI prints progress with it).
+    ``predecessor``: the run this one inherits cluster ids from (default: for ``nightly:D``, ``nightly:D-1``
+    when that run exists); its networks and flag stages wait for it.
     """
     network = params or settings.network
     ensure_schema(settings)
     run_key = run_key or runs.default_run_key(export_path.resolve())
     owner = runs.cli_owner()
     with runs.RunLease(settings, run_key, owner):
-        begin(settings, run_key, export_path, fmt, network, detector, as_of, owner=owner)
+        begin(settings, run_key, export_path, fmt, network, detector, as_of, owner=owner, predecessor=predecessor)
         ctx = runs.load_context(settings, run_key)
         summary: dict[str, Any] = {}
         for stage in STAGE_NAMES:

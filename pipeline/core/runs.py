@@ -327,6 +327,15 @@ def finish_run(settings: Settings, run_key: str, summary: dict[str, Any], status
     return bool(done)
 
 
+def fail_owned(settings: Settings, owner: str, summary: dict[str, Any]) -> list[str]:
+    """Mark the `running` runs of one owner failed (an Airflow failure callback knows its DAG run, not the key)."""
+    with transaction(settings) as conn:
+        return list(conn.execute(
+            sa.text("update runs set status = 'failed', finished_at = now(), summary = cast(:s as jsonb)"
+                    " where owner = :o and status = 'running' returning run_key"),
+            {"o": owner, "s": json.dumps(summary, sort_keys=True, default=str)}).scalars())
+
+
 def reap_stale_runs(settings: Settings, alive: OwnerAlive | None = None) -> list[str]:
     """Apply the stale-run rule to every `running` run; returns the keys marked `failed`."""
     reaped = []
