@@ -211,3 +211,42 @@ def test_a_backfill_in_two_orders_gives_the_same_tables_ids_and_statuses(server_
     assert par_embedded == seq_embedded == distinct  # each image embedded once, in both orders
     day3 = list_flags(settings_b, run_key="nightly:2026-03-03")
     assert day3 and {f["status"] for f in day3} == {"confirmed"}  # carried from day 1 through day 2
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    full_env.pop("PROFILE_AUDIT_DATABASE_URL", None)
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
+                          env=full_env, timeout=300)
+
+
+def test_the_same_key_twice_from_the_cli_is_one_line_not_a_traceback(settings, demo_data, tmp_path):
+    """Defect 4 from the CLI: a second audit of a key in progress fails at once, exit 2, one line."""
+    ensure_schema(settings)
+    with runs.RunLease(settings, "op-x", "cli:other"):
+        out = _cli("--home", str(tmp_path), "--database-url", settings.database_url, "audit",
+                   str(demo_data["export"]), "--run-key", "op-x", "--detector", str(demo_data["detector"]))
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert lines[0] == ("profile-audit: error: run op-x is in progress in another process (starting); "
+                        "wait for it to finish, or use another run key")
+
+
+def test_cli_reaches_the_dags_database_through_the_airflow_connection(airflow_db, settings, tmp_path):
+    """Defect 8: `--airflow-conn` (or PROFILE_AUDIT_AIRFLOW_CONN) makes the CLI read what the DAGs wrote."""
+    import json
+
+    url = sa.engine.make_url(settings.database_url)
+    conn = json.dumps({"conn_type": "postgres", "host": url.query["host"], "login": url.username,
+                       "schema": url.database})
+    out = _cli("--home", str(tmp_path), "--airflow-conn", "profile_audit_db", "db", "upgrade",
+               env={"AIRFLOW_CONN_PROFILE_AUDIT_DB": conn})
+    assert out.returncode == 0, out.stderr
+    with transaction(settings) as c:
+        assert c.execute(sa.text("select count(*) from schema_migrations")).scalar_one() > 0
+    out = _cli("--home", str(tmp_path), "flags", env={"PROFILE_AUDIT_AIRFLOW_CONN": "profile_audit_db",
+                                                      "AIRFLOW_CONN_PROFILE_AUDIT_DB": conn})
+    assert out.returncode == 0, out.stderr
+    missing = _cli("--home", str(tmp_path), "--airflow-conn", "nope", "flags")
+    assert missing.returncode == 2 and "Airflow connection 'nope' not found" in missing.stderr
+    assert "Traceback" not in missing.stderr

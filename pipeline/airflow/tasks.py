@@ -42,6 +42,21 @@ def database_url_from_connection(conn_id: str = CONNECTION_ID) -> str | None:
     return connection_to_url(conn)
 
 
+def url_of_airflow_connection(conn_id: str) -> str:
+    """For the CLI (`--airflow-conn`): the URL of an Airflow connection, from AIRFLOW_CONN_<ID>, a secrets
+    backend or Airflow's metadata database, so investigators' commands reach the DAGs' database."""
+    try:
+        from airflow.models.connection import Connection
+    except ImportError:
+        raise UserError("--airflow-conn needs Airflow installed; pass --database-url instead") from None
+    try:
+        conn = Connection.get_connection_from_secrets(conn_id)
+    except Exception as exc:  # AirflowNotFoundException, an unreachable metadata database
+        raise UserError(f"Airflow connection {conn_id!r} not found ({type(exc).__name__}); "
+                        f"check `airflow connections get {conn_id}`") from None
+    return connection_to_url(conn)
+
+
 def connection_to_url(conn: Any) -> str:
     from sqlalchemy.engine import URL
 
@@ -193,6 +208,23 @@ def nightly_predecessor(ctx: Any, day: date) -> str | None:
 
 # ---- tasks ----------------------------------------------------------------------------------------
 
+def no_retry_on_user_error(fn):
+    """A UserError (bad conf, missing export, key already running) fails the task without retries:
+    retrying cannot fix it. Everything else is retried (the stages are idempotent)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(str(exc)) from None
+    return wrapper
+
+
+@no_retry_on_user_error
 def begin_run(ctx: Any, run_key: str, export_path: str, params: dict[str, Any], as_of: str | None,
               predecessor: str | None = None) -> dict[str, Any]:
     """First task of an audit DAG: validate conf and export, take the key, pin the run row."""
@@ -214,6 +246,7 @@ def begin_run(ctx: Any, run_key: str, export_path: str, params: dict[str, Any], 
     return {"run_key": run_key, "owner": owner}
 
 
+@no_retry_on_user_error
 def skip_run(ctx: Any, run_key: str, params: dict[str, Any], reason: str, predecessor: str | None) -> None:
     """A nightly day with no export: a `skipped` run row (the lineage walks over it), then skip the tasks."""
     from airflow.sdk.exceptions import AirflowSkipException
@@ -235,6 +268,7 @@ def skip_run(ctx: Any, run_key: str, params: dict[str, Any], reason: str, predec
     raise AirflowSkipException(reason)
 
 
+@no_retry_on_user_error
 def run_stage(stage: str, run: dict[str, Any], shard_index: int = 0) -> dict[str, Any]:
     """One pipeline stage as a task (the score stage: one shard of it); returns the stage's counts for XCom."""
     from pipeline import audit
