@@ -188,7 +188,7 @@ def test_a_backfill_in_two_orders_gives_the_same_tables_ids_and_statuses(server_
             def guarded(key: str, pred: str) -> None:
                 try:
                     audit(key, pred)
-                except BaseException as exc:  # surfaced below
+                except BaseException as exc:  # noqa: BLE001 - surfaced below
                     errors.append(exc)
             threads = [threading.Thread(target=guarded, args=pair) for pair in later]
             for t in threads:
@@ -217,7 +217,7 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     full_env.pop("PROFILE_AUDIT_DATABASE_URL", None)
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
-                          env=full_env, timeout=300)
+                          env=full_env, timeout=300, check=False)
 
 
 def test_the_same_key_twice_from_the_cli_is_one_line_not_a_traceback(settings, demo_data, tmp_path):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ def database_url_from_connection(conn_id: str = CONNECTION_ID) -> str | None:
 
     try:
         conn = Connection.get(conn_id)
-    except Exception:  # AirflowNotFoundException and friends: no connection configured
+    except Exception:  # noqa: BLE001 - AirflowNotFoundException and friends: no connection configured
         return None
     return connection_to_url(conn)
 
@@ -51,7 +51,7 @@ def url_of_airflow_connection(conn_id: str) -> str:
         raise UserError("--airflow-conn needs Airflow installed; pass --database-url instead") from None
     try:
         conn = Connection.get_connection_from_secrets(conn_id)
-    except Exception as exc:  # AirflowNotFoundException, an unreachable metadata database
+    except Exception as exc:  # noqa: BLE001 - AirflowNotFoundException, an unreachable metadata database
         raise UserError(f"Airflow connection {conn_id!r} not found ({type(exc).__name__}); "
                         f"check `airflow connections get {conn_id}`") from None
     return connection_to_url(conn)
@@ -155,13 +155,13 @@ def audit_day(logical_date: datetime | None, run_after: datetime) -> date:
     with a logical date audits that date's day. Without a logical date (Airflow 3 allows it), the last
     complete day before the trigger, i.e. what the scheduled run at that moment audits."""
     if logical_date is not None:
-        return logical_date.astimezone(timezone.utc).date()
-    return run_after.astimezone(timezone.utc).date() - timedelta(days=1)
+        return logical_date.astimezone(UTC).date()
+    return run_after.astimezone(UTC).date() - timedelta(days=1)
 
 
 def interval_end(day: date) -> str:
     """as_of of a nightly run: the end of its interval (midnight UTC after the day)."""
-    return (datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1)).isoformat()
+    return (datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)).isoformat()
 
 
 def landing_folder(params: dict[str, Any], day: date | datetime) -> Path:
@@ -184,7 +184,7 @@ def dagrun_alive(ctx: Any):
         dag_id, _, run_id = owner.removeprefix("airflow:").partition("/")
         try:
             state = ctx["ti"].get_dagrun_state(dag_id=dag_id, run_id=run_id)
-        except Exception:  # dag.test() has no API server to ask; or the run was deleted
+        except Exception:  # noqa: BLE001 - dag.test() has no API server to ask; or the run was deleted
             return None
         return str(state).lower().split(".")[-1] in ("queued", "running")
     return alive
@@ -196,8 +196,8 @@ def nightly_predecessor(ctx: Any, day: date) -> str | None:
     previous = day - timedelta(days=1)
     try:
         count = ctx["ti"].get_dr_count(dag_id=ctx["dag"].dag_id, logical_dates=[
-            datetime(previous.year, previous.month, previous.day, tzinfo=timezone.utc)])
-    except Exception:  # dag.test(): no API server; fall back to the runs table
+            datetime(previous.year, previous.month, previous.day, tzinfo=UTC)])
+    except Exception:  # noqa: BLE001 - dag.test(): no API server; fall back to the runs table
         count = None
     if count:
         return nightly_run_key(previous)
@@ -307,7 +307,7 @@ def record_failure(context: Any) -> None:
         reason = {"failed_stage": getattr(ti, "task_id", None) or "dag run",
                   "error": str(context.get("exception") or context.get("reason") or "failed")[:500]}
         runs.fail_owned(airflow_settings(), owner, reason)
-    except Exception as exc:  # a callback must never raise; the stale-run rule still catches the run
+    except Exception as exc:  # noqa: BLE001 - a callback must never raise; the stale-run rule still catches the run
         log.warning("could not record the failure on the run row: %s", exc)
 
 

@@ -38,7 +38,7 @@ from pipeline.errors import UserError
 KINDS = ("nightly", "investigation", "adhoc")
 RUN_LOCK_NAMESPACE = 7_311_902  # first key of pg_advisory_lock(int, int): the run-key locks
 STALE_HEARTBEAT_S = 6 * 3600.0  # an Airflow-owned run silent this long is stale (longer than any task timeout)
-PREDECESSOR_WAIT_S = float(os.environ.get("PROFILE_AUDIT_PREDECESSOR_WAIT_S", 3 * 3600))
+PREDECESSOR_WAIT_S = float(os.environ.get("PROFILE_AUDIT_PREDECESSOR_WAIT_S", "10800"))
 POLL_S = 1.0
 # Which stage of its predecessor a stage needs finished: cluster ids come from the predecessor's
 # clusters, investigator statuses from its flags.
@@ -102,7 +102,7 @@ class RunLease:
     owner: str
     _conn: sa.Connection | None = field(default=None, repr=False)
 
-    def acquire(self) -> "RunLease":
+    def acquire(self) -> RunLease:
         conn = get_engine(self.settings).connect()
         got = conn.execute(sa.text("select pg_try_advisory_lock(:ns, :id)"),
                            {"ns": RUN_LOCK_NAMESPACE, "id": lock_id(self.run_key)}).scalar()
@@ -126,7 +126,7 @@ class RunLease:
             self._conn.close()
             self._conn = None
 
-    def __enter__(self) -> "RunLease":
+    def __enter__(self) -> RunLease:  # noqa: PYI034 - acquire() returns self
         return self.acquire() if self._conn is None else self
 
     def __exit__(self, *exc: object) -> None:
@@ -192,10 +192,10 @@ def start_run(
         conn.execute(sa.text("select pg_advisory_xact_lock(:ns, 0)"), {"ns": RUN_LOCK_NAMESPACE + 1})  # one begin at a time
         row = conn.execute(sa.text("select status, owner, started_at, heartbeat_at from runs where run_key = :k"),
                            {"k": run_key}).first()
-        if row is not None and row.status == "running" and row.owner and row.owner != owner:
-            # our own lease holds the lock, so the other owner can only be alive between tasks (Airflow)
-            if not is_stale(row, lock_free=True, alive=alive):
-                raise UserError(f"run {run_key} is already running ({row.owner}, since {row.started_at:%Y-%m-%d %H:%M}"
+        # our own lease holds the lock, so another owner can only be alive between its tasks (Airflow)
+        if row is not None and row.status == "running" and row.owner and row.owner != owner \
+                and not is_stale(row, lock_free=True, alive=alive):
+            raise UserError(f"run {run_key} is already running ({row.owner}, since {row.started_at:%Y-%m-%d %H:%M}"
                                 " UTC); wait for it to finish, or use another run key")
         conn.execute(
             sa.text(
