@@ -166,7 +166,7 @@ def interval_end(day: date) -> str:
 
 def landing_folder(params: dict[str, Any], day: date | datetime) -> Path:
     """<landing_dir>/<YYYY-MM-DD>/; the Param wins, else PROFILE_AUDIT_LANDING_DIR or the TOML file."""
-    return airflow_settings(params).landing_dir / f"{day:%Y-%m-%d}"
+    return load_settings(landing_dir=params.get("landing_dir") or None).landing_dir / f"{day:%Y-%m-%d}"
 
 
 def airflow_owner(ctx: Any) -> str:
