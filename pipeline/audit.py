@@ -19,6 +19,7 @@ from typing import Any
 from pipeline.config import NetworkParams, Settings
 from pipeline.core import runs
 from pipeline.core.db import ensure_schema, transaction
+from pipeline.core.storage import sweep_stale_temp
 from pipeline.ingest.readers import resolve_reader
 from pipeline.scoring.detector_store import register_detector, resolve_detector
 from pipeline.stages import STAGE_NAMES, RunContext
@@ -49,6 +50,8 @@ def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, 
     The caller holds the run's lease (`runs.RunLease`) around this call.
     """
     ensure_schema(settings)
+    for folder in (settings.detector_dir, settings.image_dir, settings.home / "reports"):
+        sweep_stale_temp(folder)  # temp files of writes a killed run left (older than an hour)
     export_path = export_path.resolve()
     reader = resolve_reader(export_path, fmt or "auto")
     resolved = resolve_detector(settings, detector)  # a missing detector fails now, not after ingest

@@ -5,6 +5,7 @@ Real PostgreSQL, real processes (kill -9), real threads."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -250,3 +251,21 @@ def test_cli_reaches_the_dags_database_through_the_airflow_connection(airflow_db
     missing = _cli("--home", str(tmp_path), "--airflow-conn", "nope", "flags")
     assert missing.returncode == 2 and "Airflow connection 'nope' not found" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_begin_sweeps_temp_files_a_killed_write_left(settings, demo_data):
+    """Atomic writes leave at most a .tmp-* file when killed; the next run's begin removes old ones."""
+    from pipeline.audit import begin
+    from pipeline.core.storage import TEMP_PREFIX
+
+    old = settings.detector_dir / f"{TEMP_PREFIX}half.json"
+    fresh = settings.image_dir / "ab" / f"{TEMP_PREFIX}writing.png"
+    for path in (old, fresh):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    os.utime(old, (1_000_000_000, 1_000_000_000))
+    with runs.RunLease(settings, "sweep", "cli:t"):
+        begin(settings, "sweep", demo_data["export"], "auto", settings.network, str(demo_data["detector"]), owner="cli:t")
+    assert not old.exists() and fresh.exists()  # a write in progress elsewhere is left alone
+    saved = list(settings.detector_dir.glob("*.json"))
+    assert len(saved) == 1 and json.loads(saved[0].read_text())  # the detector file is whole
