@@ -78,7 +78,8 @@ class Cluster:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(self.home.glob("*.log")))
 
     def runs(self, dag_id: str) -> list[dict]:
-        return json.loads(self.cli("dags", "list-runs", dag_id, "-o", "json") or "[]")
+        out = self.cli("dags", "list-runs", dag_id, "-o", "json")  # log lines may precede the JSON
+        return next((json.loads(line) for line in reversed(out.splitlines()) if line.startswith("[")), [])
 
     def wait_runs(self, dag_id: str, done: callable, what: str) -> list[dict]:
         deadline = time.monotonic() + DEADLINE_S
