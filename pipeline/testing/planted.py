@@ -268,13 +268,23 @@ def _lookalike(w: _Writer, op: int, rng: np.random.Generator, regions: tuple[str
 
 def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, seed: int = 0,
              operations: dict[str, int] | None = None, posts_per_account: float = 2.0,
-             params: NetworkParams | None = None) -> Population:
-    """Write a planted population as run ``run_key`` (replacing it); returns the ground truth."""
+             params: NetworkParams | None = None, predecessor: str | None = "latest") -> Population:
+    """Write a planted population as run ``run_key`` (replacing it); returns the ground truth.
+
+    ``predecessor`` is pinned on the run (its cluster ids and statuses are inherited): by default the
+    latest succeeded other run, so generating day1, running it, then day2 makes day2 follow day1."""
     ensure_schema(settings)
     ops = {"batch": 2, "avatar_ring": 2, "corepost_ring": 2, "lookalike": 1, **(operations or {})}
     params = params or settings.network
+    if predecessor == "latest":
+        with transaction(settings) as conn:
+            existing = conn.execute(sa.text("select predecessor from runs where run_key = :k"), {"k": run_key}).first()
+            predecessor = existing.predecessor if existing is not None else conn.execute(sa.text(
+                "select run_key from runs where run_key <> :k and status = 'succeeded'"
+                " order by finished_at desc nulls last, run_key desc limit 1"), {"k": run_key}).scalar()
     runs.start_run(settings, run_key, None, "planted",
-                   {"network": params.as_dict(), "detector": DETECTOR_ID, "as_of": AS_OF.isoformat()})
+                   {"network": params.as_dict(), "detector": DETECTOR_ID, "as_of": AS_OF.isoformat()},
+                   predecessor=predecessor)
     rng = np.random.default_rng(seed)
     w = _Writer(run_key, rng)
     pop = Population(run_key)
