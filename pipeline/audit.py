@@ -59,6 +59,9 @@ def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, 
     run_key = run_key or runs.default_run_key(export_path)
     if predecessor == AUTO:
         predecessor = _default_predecessor(settings, run_key)
+    reaped = runs.reap_stale_runs(settings, alive)  # the stale-run rule, for every key, at every begin
+    if reaped:
+        log.warning("marked stale runs failed (their owner is gone): %s", ", ".join(reaped))
     params: dict[str, Any] = {**(extra_params or {}), "network": network.as_dict(),
                               "detector": detector or settings.detector or "default"}
     if as_of:
