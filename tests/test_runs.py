@@ -35,6 +35,19 @@ def test_a_second_process_on_the_same_key_fails_at_once_with_one_line(settings):
         runs.start_run(settings, "investigation:op-x", "/data/b", "generic", owner="cli:b")  # cli:a is gone: stale
 
 
+def test_tasks_of_one_airflow_run_share_the_lease_and_keep_a_second_begin_out(settings):
+    """Mapped score shards of one run hold the lease together; another run's begin fails while they work."""
+    ensure_schema(settings)
+    key, owner = "investigation:op-s", "airflow:profile_audit_investigate/r1"
+    with runs.RunLease(settings, key, owner, shared=True), runs.RunLease(settings, key, owner, shared=True):
+        with pytest.raises(UserError, match="in progress in another process"):
+            runs.RunLease(settings, key, "airflow:profile_audit_investigate/r2").acquire()
+        with transaction(settings) as conn:
+            assert not runs.lock_is_free(conn, key)
+    with transaction(settings) as conn:
+        assert runs.lock_is_free(conn, key)
+
+
 def test_an_airflow_run_between_tasks_keeps_its_key_and_a_takeover_stops_it(settings):
     """Defect 4: a second trigger of one investigation id must not overwrite the first run's export."""
     ensure_schema(settings)

@@ -275,7 +275,7 @@ def run_stage(stage: str, run: dict[str, Any], shard_index: int = 0) -> dict[str
     from pipeline.core import runs
 
     settings = airflow_settings()
-    with runs.RunLease(settings, run["run_key"], run["owner"]):
+    with runs.RunLease(settings, run["run_key"], run["owner"], shared=True):
         runs.check_owner(settings, run["run_key"], run["owner"])
         ctx = runs.load_context(settings, run["run_key"], shard_index)
         out = audit.run_stage(ctx, stage, run["owner"])

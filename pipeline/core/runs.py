@@ -94,17 +94,20 @@ class RunLease:
     """A session advisory lock on one run key, held on its own connection while a process works on it.
 
     Its death (kill -9, OOM, a lost worker) closes the connection and frees the lock, which is how the
-    stale-run rule tells a dead owner from a live one.
+    stale-run rule tells a dead owner from a live one. Stage tasks of an Airflow run take it shared (its
+    mapped score shards run at once; `check_owner` keeps other runs out); begin and the CLI exclusively.
     """
 
     settings: Settings
     run_key: str
     owner: str
+    shared: bool = False  # the tasks of one Airflow run (mapped score shards) share it; begin and the CLI do not
     _conn: sa.Connection | None = field(default=None, repr=False)
 
     def acquire(self) -> RunLease:
         conn = get_engine(self.settings).connect()
-        got = conn.execute(sa.text("select pg_try_advisory_lock(:ns, :id)"),
+        how = "_shared" if self.shared else ""
+        got = conn.execute(sa.text(f"select pg_try_advisory_lock{how}(:ns, :id)"),
                            {"ns": RUN_LOCK_NAMESPACE, "id": lock_id(self.run_key)}).scalar()
         conn.commit()
         if not got:
@@ -119,7 +122,8 @@ class RunLease:
         if self._conn is None:
             return
         try:
-            self._conn.execute(sa.text("select pg_advisory_unlock(:ns, :id)"),
+            how = "_shared" if self.shared else ""
+            self._conn.execute(sa.text(f"select pg_advisory_unlock{how}(:ns, :id)"),
                                {"ns": RUN_LOCK_NAMESPACE, "id": lock_id(self.run_key)})
             self._conn.commit()
         finally:
