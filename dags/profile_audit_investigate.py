@@ -12,15 +12,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from pipeline.airflow.tasks import (
-    default_args,
-    detector_param_specs,
-    network_param_specs,
-    plan_score_shards_task,
-    record_failure,
-    score_param_specs,
-    stage_task,
-)
+from pipeline.airflow.params import detector_param_specs, network_param_specs, score_param_specs
+from pipeline.airflow.tasks import default_args, plan_score_shards_task, record_failure, stage_task
 
 
 @dag(

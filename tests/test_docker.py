@@ -233,7 +233,8 @@ def test_project_database_wiring(services):
 def test_compose_follows_the_deployment_guide(services):
     """docs/airflow.md "Deploying": the score pool exists before tasks need it, the CLI in the containers
     reads the DAGs' connection, and the score queue is one setting."""
-    from pipeline.airflow.tasks import CONNECTION_ID, SCORE_POOL, SCORE_QUEUE_ENV
+    from pipeline.airflow.params import SCORE_QUEUE_ENV
+    from pipeline.airflow.tasks import CONNECTION_ID, SCORE_POOL
 
     init = services["airflow-init"]["command"]
     init = "\n".join(init) if isinstance(init, list) else init
