@@ -2,7 +2,9 @@
 
 Trigger with a config, e.g. ``{"export_path": "/data/op-x", "investigation_id": "op-x"}``. The run
 key is ``investigation:<id>``, so triggering the same id again replaces that investigation's rows
-and keeps the statuses investigators set on its flags.
+and keeps the statuses investigators set on its flags (flag ids are the run key and cluster id).
+An investigation inherits nothing from other investigations. A second trigger of an id that is
+still running fails at its begin task; unknown conf keys fail there too. See docs/airflow.md.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from pipeline.airflow.tasks import audit_task_chain, network_param_specs, score_param_specs
+from pipeline.airflow.params import detector_param_specs, network_param_specs, score_param_specs
+from pipeline.airflow.tasks import default_args, plan_score_shards_task, record_failure, stage_task
 
 
 @dag(
@@ -18,12 +21,16 @@ from pipeline.airflow.tasks import audit_task_chain, network_param_specs, score_
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    max_active_runs=4,
+    default_args=default_args(),
+    on_failure_callback=record_failure,
     tags=["profile-audit"],
     params={
-        "export_path": Param("", type="string", minLength=1, description="export folder or manifest file"),
-        "investigation_id": Param("", type="string", description="names the run; empty = the DAG run id"),
-        "format": Param("auto", type="string"),
-        "detector": Param("", type="string", description="detector id or .json; empty = promoted default"),
+        "export_path": Param("", type="string", minLength=1, title="Export", section="Export",
+                             description="export folder or manifest file"),
+        "investigation_id": Param("", type="string", title="Investigation id", section="Export",
+                                  description="names the run (investigation:<id>); empty = the DAG run id"),
+        **detector_param_specs(),
         **score_param_specs(),
         **network_param_specs(),
     },
@@ -37,10 +44,19 @@ def profile_audit_investigate():
         ctx = get_current_context()
         params = dict(ctx["params"])
         investigation = params.get("investigation_id") or ctx["run_id"]
-        return begin_run(f"investigation:{investigation}", params["export_path"], params["format"], params,
-                         as_of=None)
+        return begin_run(ctx, f"investigation:{investigation}", params["export_path"], params, as_of=None)
 
-    audit_task_chain(begin())
+    run = begin()
+    ingest = stage_task("ingest")(run)
+    acquire = stage_task("acquire_images")(run)
+    shards = plan_score_shards_task()(run)
+    score = stage_task("score").partial(run=run).expand(shard_index=shards)
+    aggregate = stage_task("aggregate")(run)
+    networks = stage_task("networks")(run)
+    flag = stage_task("flag")(run)
+    report = stage_task("report")(run)
+    summarize = stage_task("summarize")(run)
+    run >> ingest >> acquire >> shards >> score >> aggregate >> networks >> flag >> report >> summarize
 
 
 profile_audit_investigate()

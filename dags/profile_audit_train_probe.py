@@ -11,12 +11,15 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
+from pipeline.airflow.tasks import default_args
+
 
 @dag(
     dag_id="profile_audit_train_probe",
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    default_args=default_args(),
     tags=["profile-audit"],
     params={
         "real_dir": Param("", type="string", minLength=1, description="folder of real images"),

@@ -122,9 +122,10 @@ def detector_from_saved(saved: dict[str, Any]) -> Detector:
 
 
 def save_detector(detector: Detector, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(detector.saved_form(), indent=1, sort_keys=True), encoding="utf-8")
-    return path
+    """Atomically (temp file + rename): score shards of concurrent runs save the same detector at once."""
+    from pipeline.core.storage import atomic_write
+
+    return atomic_write(path, json.dumps(detector.saved_form(), indent=1, sort_keys=True))
 
 
 def read_detector_file(path: Path) -> Detector:

@@ -1,72 +1,115 @@
 """Running the audit: `begin` opens a run, `run_stage` runs one stage of `pipeline.stages.STAGES` with
 the run's bookkeeping, `audit_export` runs them all in one process (the CLI). The DAGs call `run_stage`
-once per task, so the CLI and Airflow run the same table."""
+once per task, so the CLI and Airflow run the same table.
+
+`begin` pins everything the stages need on the run row (`pipeline.core.runs`); stages get their
+RunContext from that row (`runs.load_context`), so a config change or a second trigger mid-run
+cannot change what a running run does.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pipeline.config import NetworkParams, Settings
 from pipeline.core import runs
-from pipeline.core.db import ensure_schema
+from pipeline.core.db import ensure_schema, transaction
+from pipeline.core.storage import sweep_stale_temp
 from pipeline.errors import UserError
 from pipeline.ingest.readers import resolve_reader
-from pipeline.scoring.detector_store import resolve_detector
+from pipeline.scoring.detector_store import register_detector, resolve_detector
 from pipeline.stages import STAGE_NAMES, RunContext
 from pipeline.stages import stage as stage_entry
 
 log = logging.getLogger(__name__)
-
-
+AUTO = "auto"  # begin's predecessor default: the previous nightly day when its run exists
 NO_DETECTOR_WARNING = ("no detector: images were not scored (train one with `profile-audit train-probe --promote`, "
                        "run `profile-audit demo`, or pass --detector); signals that need no detector were computed")
 
 
+def _default_predecessor(settings: Settings, run_key: str) -> str | None:
+    previous = runs.previous_nightly_key(run_key)
+    if previous is None:
+        return None
+    import sqlalchemy as sa
+
+    with transaction(settings) as conn:
+        found = conn.execute(sa.text("select 1 from runs where run_key = :k"), {"k": previous}).first()
+    return previous if found else None
+
+
 def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, network: NetworkParams,
-          detector: str | None, as_of: str | None = None, require_detector: bool = False) -> str:
-    """Check the export and the detector before a run row exists, then open (or reopen) the run.
+          detector: str | None, as_of: str | None = None, *, owner: str | None = None,
+          predecessor: str | None = AUTO, shard_count: int = 1, airflow: dict[str, Any] | None = None,
+          alive: runs.OwnerAlive | None = None, extra_params: dict[str, Any] | None = None,
+          require_detector: bool = False) -> str:
+    """Check the export and the detector before a run row exists, then open (or reopen) the run and pin
+    it: the resolved detector id (a .json detector is stored first), params and policy, predecessor,
+    shard count.
 
     A named detector that cannot be found is an error now, not after ingest. With none named and none
     promoted, the run goes on without scoring (a warning recorded on the run) unless ``require_detector``.
+
+    The caller holds the run's lease (`runs.RunLease`) around this call.
     """
     ensure_schema(settings)
+    for folder in (settings.detector_dir, settings.image_dir, settings.home / "reports"):
+        sweep_stale_temp(folder)  # temp files of writes a killed run left (older than an hour)
     export_path = export_path.resolve()
     reader = resolve_reader(export_path, fmt or "auto")
     warnings: list[str] = []
     try:
-        resolve_detector(settings, detector)
+        resolved = resolve_detector(settings, detector)
     except UserError:
         if detector or settings.detector or require_detector:
             raise
+        resolved = None
         warnings.append(NO_DETECTOR_WARNING)
         log.warning("run without a detector: %s", NO_DETECTOR_WARNING)
+    if resolved is not None:
+        register_detector(settings, resolved)
     run_key = run_key or runs.default_run_key(export_path)
-    params: dict[str, Any] = {**settings.policy(network).run_params(),
+    if predecessor == AUTO:
+        predecessor = _default_predecessor(settings, run_key)
+    reaped = runs.reap_stale_runs(settings, alive)  # the stale-run rule, for every key, at every begin
+    if reaped:
+        log.warning("marked stale runs failed (their owner is gone): %s", ", ".join(reaped))
+    params: dict[str, Any] = {**(extra_params or {}), **settings.policy(network).run_params(),
                               "detector": detector or settings.detector or "default"}
     if warnings:
         params["detector"] = None
         params["warnings"] = warnings
     if as_of:
         params["as_of"] = as_of
-    runs.start_run(settings, run_key, str(export_path), reader.name, params)
-    log.info("run %s: %s export at %s", run_key, reader.name, export_path)
+    runs.start_run(settings, run_key, str(export_path), reader.name, params, owner=owner,
+                   detector_id=resolved.id if resolved is not None else None,
+                   predecessor=predecessor, shard_count=shard_count, airflow=airflow, alive=alive)
+    log.info("run %s: %s export at %s, detector %s, predecessor %s", run_key, reader.name, export_path,
+             resolved.id if resolved is not None else "none", predecessor)
     return run_key
 
 
-def run_stage(ctx: RunContext, stage: str) -> dict[str, Any]:
-    """One stage; a failure marks the run failed, `summarize` marks it succeeded with the summary."""
+def run_stage(ctx: RunContext, stage: str, owner: str | None = None) -> dict[str, Any]:
+    """One stage; a failure marks the run failed, `summarize` marks it succeeded with the summary.
+
+    The networks and flag stages first wait for the run's predecessor (`runs.wait_for_predecessor`).
+    """
     try:
+        runs.wait_for_predecessor(ctx.settings, ctx.run_key, stage)
         result = stage_entry(stage).load()(ctx)
     except BaseException as exc:
         exc.failed_stage = stage  # type: ignore[attr-defined]  # the CLI names it (SIGTERM, Ctrl-C)
-        runs.finish_run(ctx.settings, ctx.run_key, {"failed_stage": stage}, status="failed")
+        runs.finish_run(ctx.settings, ctx.run_key, {"failed_stage": stage, "error": str(exc)[:500]},
+                        status="failed", owner=owner)
         raise
+    runs.stage_done(ctx.settings, ctx.run_key, stage)
     if stage == "summarize":
-        runs.finish_run(ctx.settings, ctx.run_key, result)
+        runs.finish_run(ctx.settings, ctx.run_key, result, owner=owner)
     out = asdict(result) if is_dataclass(result) else dict(result)
     log.info("%s: %s", stage, out)
     return out
@@ -81,26 +124,35 @@ def audit_export(
     params: NetworkParams | None = None,
     as_of: str | None = None,
     on_stage: Callable[[str, dict[str, Any], float], None] | None = None,
+    predecessor: str | None = AUTO,
     require_detector: bool = False,
 ) -> dict[str, Any]:
-    """Every stage for one export, in order. Idempotent per run key. Returns the run summary.
+    """Every stage for one export, in order, holding the run's lease throughout. Idempotent per run key.
+    Returns the run summary.
 
     ``on_stage(name, result, seconds)`` is called after each stage (the CLI prints progress with it).
+    ``predecessor``: the run this one inherits cluster ids from (default: for ``nightly:D``, ``nightly:D-1``
+    when that run exists); its networks and flag stages wait for it.
     """
     network = params or settings.network
-    run_key = begin(settings, run_key, export_path, fmt, network, detector, as_of, require_detector)
-    ctx = RunContext(settings, run_key, network, detector)
-    summary: dict[str, Any] = {}
-    stage = STAGE_NAMES[0]
-    try:
-        for stage in STAGE_NAMES:
-            started = time.perf_counter()
-            summary = run_stage(ctx, stage)
-            if on_stage is not None:
-                on_stage(stage, summary, time.perf_counter() - started)
-    except BaseException as exc:
-        if not hasattr(exc, "failed_stage"):  # between stages (a signal while progress is printed): not left running
-            exc.failed_stage = stage  # type: ignore[attr-defined]
-            runs.finish_run(settings, run_key, {"failed_stage": stage}, status="failed")
-        raise
+    ensure_schema(settings)
+    run_key = run_key or runs.default_run_key(export_path.resolve())
+    owner = runs.cli_owner()
+    with runs.RunLease(settings, run_key, owner):
+        begin(settings, run_key, export_path, fmt, network, detector, as_of, owner=owner, predecessor=predecessor,
+              require_detector=require_detector)
+        ctx = runs.load_context(settings, run_key)
+        summary: dict[str, Any] = {}
+        stage = STAGE_NAMES[0]
+        try:
+            for stage in STAGE_NAMES:
+                started = time.perf_counter()
+                summary = run_stage(ctx, stage, owner)
+                if on_stage is not None:
+                    on_stage(stage, summary, time.perf_counter() - started)
+        except BaseException as exc:
+            if not hasattr(exc, "failed_stage"):  # between stages (a signal while progress is printed): not left running
+                exc.failed_stage = stage  # type: ignore[attr-defined]
+                runs.finish_run(settings, run_key, {"failed_stage": stage}, status="failed", owner=owner)
+            raise
     return summary

@@ -23,7 +23,12 @@ def _settings(args: argparse.Namespace, schema: bool = True):
     from pipeline.config import load_settings
     from pipeline.core.db import ensure_schema
 
-    settings = load_settings(home=args.home, database_url=args.database_url, detector=getattr(args, "detector", None),
+    database_url = args.database_url
+    if getattr(args, "airflow_conn", None):
+        from pipeline.airflow.tasks import url_of_airflow_connection
+
+        database_url = url_of_airflow_connection(args.airflow_conn)
+    settings = load_settings(home=args.home, database_url=database_url, detector=getattr(args, "detector", None),
                              **{k: getattr(args, k) for k in ("batch_size", "score_workers", "torch_threads", "device")
                                 if getattr(args, k, None) is not None})
     if schema:
@@ -258,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--home", help="data directory (default $PROFILE_AUDIT_HOME or ~/.profile-audit)")
     parser.add_argument("--database-url", help="postgresql+psycopg2:// URL (default $PROFILE_AUDIT_DATABASE_URL, "
                                                "else the embedded server in HOME/pg)")
+    parser.add_argument("--airflow-conn", metavar="CONN_ID",
+                        help="use the database of this Airflow connection, the one the DAGs write "
+                             "(e.g. profile_audit_db; also $PROFILE_AUDIT_AIRFLOW_CONN)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each stage")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -390,6 +398,10 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQ
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.airflow_conn and not args.database_url:
+        import os
+
+        args.airflow_conn = os.environ.get("PROFILE_AUDIT_AIRFLOW_CONN") or None
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("profile_audit.progress").setLevel(logging.INFO if args.verbose else logging.WARNING)

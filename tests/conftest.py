@@ -194,7 +194,9 @@ def table_contents(settings, volatile: dict[str, set[str]] | None = None) -> dic
 
     from pipeline.core.db import get_engine
 
-    volatile = volatile or {"runs": {"started_at", "finished_at"}, "schema_migrations": {"applied_at"},
+    # owner, heartbeat and the Airflow run id/try name the process that ran it, not what it computed
+    volatile = volatile or {"runs": {"started_at", "finished_at", "heartbeat_at", "owner", "airflow"},
+                            "schema_migrations": {"applied_at"}, "schema_repeatables": {"applied_at"},
                             "detectors": {"created_at"}, "flags": {"status_changed_at"}}
     out = {}
     with get_engine(settings).connect() as conn:

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pendulum
 import pytest
+import sqlalchemy as sa
 from conftest import REPO, table_contents
+
+from pipeline.core.db import transaction
 
 pytestmark = pytest.mark.slow
 DAG_IDS = {"profile_audit_nightly", "profile_audit_investigate", "profile_audit_train_probe"}
@@ -30,8 +33,45 @@ def test_dagbag_loads_without_errors(airflow_db):
     nightly = bag.get_dag("profile_audit_nightly")
     assert [t.task_id for t in nightly.topological_sort()] == [
         "begin", "ingest", "acquire_images", "plan_score_shards", "score", "aggregate", "networks", "flag", "report", "summarize"]
-    assert [a.name for a in nightly.get_task("flag").outlets] == ["profile_audit_flags"]
-    assert bag.get_dag("profile_audit_investigate").get_task("flag").outlets == nightly.get_task("flag").outlets
+    assert [a.name for a in nightly.get_task("summarize").outlets] == ["profile_audit_flags"]  # after summarize
+    investigate = bag.get_dag("profile_audit_investigate")
+    assert investigate.get_task("summarize").outlets == nightly.get_task("summarize").outlets
+    assert investigate.max_active_runs and nightly.max_active_runs == 1
+    for dag in (nightly, investigate):
+        score, ingest = dag.get_task("score"), dag.get_task("ingest")
+        assert score.pool == "profile_audit_score" and ingest.retries >= 1 and ingest.execution_timeout
+        assert ingest.on_failure_callback and dag.on_failure_callback
+        sections = {p.schema.get("section") for p in dag.params.values()}
+        assert {"Export", "Scoring", "Network and flag thresholds"} <= sections
+        assert all(p.schema.get("title") for p in dag.params.values())
+    assert type(nightly.timetable).__name__ == "CronDataIntervalTimetable"
+
+
+def test_dag_files_write_the_stage_chain_out():
+    """Issue 9: the flow is visible in the DAG file, in the order of the stage table."""
+    import re
+
+    from pipeline.stages import STAGE_NAMES
+
+    variable = {"acquire_images": "acquire", "score": "shards >> score"}
+    expected = " >> ".join(["run", *(variable.get(s, s) for s in STAGE_NAMES)])
+    for name in ("profile_audit_nightly.py", "profile_audit_investigate.py"):
+        text = (REPO / "dags" / name).read_text()
+        assert expected in re.sub(r"\s+", " ", text), name
+        assert "stage_task(\"score\").partial(run=run).expand(shard_index=shards)" in text
+
+
+def test_audit_day_is_the_interval_the_run_names():
+    """Defect 1: the scheduled run at 00:00 on D+1, a backfill run for D and a trigger with logical date D
+    all audit D with as_of D+1 00:00; a trigger without a logical date audits the last complete day."""
+    from pipeline.airflow.tasks import audit_day, interval_end
+
+    d = pendulum.datetime(2026, 12, 1, tz="UTC")
+    assert str(audit_day(d, d.add(days=1))) == "2026-12-01"  # scheduled: logical date = interval start
+    assert str(audit_day(d, d.add(hours=15))) == "2026-12-01"  # manual trigger naming 2026-12-01
+    assert str(audit_day(pendulum.datetime(2026, 12, 1, 23, tz="America/New_York"), d)) == "2026-12-02"  # UTC day
+    assert str(audit_day(None, pendulum.datetime(2026, 12, 2, 5, tz="UTC"))) == "2026-12-01"
+    assert interval_end(audit_day(d, d)) == "2026-12-02T00:00:00+00:00"
 
 
 def test_dag_files_do_not_import_torch_at_parse_time(airflow_db):
@@ -66,6 +106,20 @@ def test_nightly_dag_flags_planted_networks_and_reruns_identically(airflow_db, s
     assert sorted(map(sorted, flagged)) == sorted(sorted(n.account_ids) for n in demo_data["planted"])
     first = table_contents(settings)
     assert first["runs"] and "succeeded" in repr(first["runs"])
+    with transaction(settings) as conn:  # the run row pins what the run is
+        row = conn.execute(sa.text("select * from runs")).mappings().one()
+    assert row["params"]["as_of"] == "2026-03-05T00:00:00+00:00"
+    assert row["detector_id"].startswith("clip_probe") and row["params"]["detector"].endswith(".json")
+    assert row["airflow"]["dag_id"] == "profile_audit_nightly" and row["owner"].startswith("airflow:")
+    assert row["params"]["landing_dir"] == str(landing) and row["shard_count"] == 1
+    assert row["stages_done"] == ["ingest", "acquire_images", "score", "aggregate", "networks", "flag", "report",
+                                  "summarize"]
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        events = [e.extra for e in session.query(AssetEvent).all() if e.extra.get("run_key") == "nightly:2026-03-04"]
+    assert events and events[-1] == {"run_key": "nightly:2026-03-04", "flags": len(flagged), "run_kind": "nightly"}
 
     again = dag.test(logical_date=pendulum.datetime(2026, 3, 4, tz="UTC"), run_conf=conf)
     assert again.state == "success"
@@ -79,6 +133,36 @@ def test_nightly_dag_skips_a_day_with_no_export(airflow_db, settings, tmp_path, 
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states["begin"] == "skipped"
     assert states["summarize"] == "skipped"
+    with transaction(settings) as conn:  # a link the next day's lineage walks over
+        assert conn.execute(sa.text("select run_key, status from runs")).all() == [("nightly:2026-03-05", "skipped")]
+
+
+def test_unknown_conf_keys_fail_the_run_before_anything_is_written(airflow_db, settings, demo_data, monkeypatch):
+    """Defect 7: `min_cluster_sise` must not run with the default."""
+    _use_database(monkeypatch, settings)
+    dag = _dagbag().get_dag("profile_audit_investigate")
+    run = dag.test(run_conf={"export_path": str(demo_data["export"]), "min_cluster_sise": 99})
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "failed" and states["begin"] == "failed"
+    from pipeline.core.db import ensure_schema
+
+    ensure_schema(settings)
+    with transaction(settings) as conn:
+        assert conn.execute(sa.text("select count(*) from runs")).scalar_one() == 0
+
+
+def test_tasks_refuse_the_embedded_database_unless_allowed(airflow_db, monkeypatch, tmp_path):
+    """Defect 8: a per-worker embedded server under Airflow is refused with one line."""
+    from pipeline.airflow.tasks import airflow_settings
+    from pipeline.errors import UserError
+
+    monkeypatch.delenv("PROFILE_AUDIT_DATABASE_URL", raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_PROFILE_AUDIT_DB", raising=False)
+    monkeypatch.setenv("PROFILE_AUDIT_HOME", str(tmp_path))
+    with pytest.raises(UserError, match="create the Airflow connection profile_audit_db"):
+        airflow_settings()
+    monkeypatch.setenv("PROFILE_AUDIT_ALLOW_EMBEDDED", "1")
+    assert airflow_settings().database_url is None  # allowed: the embedded server starts on first use
 
 
 def test_investigate_dag_uses_params_and_airflow_connection(airflow_db, settings, demo_data, monkeypatch):

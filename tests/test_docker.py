@@ -230,6 +230,23 @@ def test_project_database_wiring(services):
     assert len(secrets) == 1, "Airflow services must share one JWT secret"
 
 
+def test_compose_follows_the_deployment_guide(services):
+    """docs/airflow.md "Deploying": the score pool exists before tasks need it, the CLI in the containers
+    reads the DAGs' connection, and the score queue is one setting."""
+    from pipeline.airflow.params import SCORE_QUEUE_ENV
+    from pipeline.airflow.tasks import CONNECTION_ID, SCORE_POOL
+
+    init = services["airflow-init"]["command"]
+    init = "\n".join(init) if isinstance(init, list) else init
+    assert f"airflow pools set {SCORE_POOL} " in init
+    assert init.index("airflow db migrate") < init.index(f"airflow pools set {SCORE_POOL}")
+    for name in AIRFLOW_SERVICES:
+        env = env_of(services[name])
+        assert env.get("PROFILE_AUDIT_AIRFLOW_CONN") == CONNECTION_ID, name
+        assert substitute_defaults(env.get(SCORE_QUEUE_ENV, "")) == "default", name
+        assert "PROFILE_AUDIT_ALLOW_EMBEDDED" not in env, f"{name}: tasks must not fall back to an embedded server"
+
+
 def test_paths_agree_between_dockerfile_and_compose(services):
     image_env = dockerfile_env()
     for key in ("AIRFLOW__CORE__DAGS_FOLDER", "PROFILE_AUDIT_HOME", "PROFILE_AUDIT_LANDING_DIR", "HF_HOME"):

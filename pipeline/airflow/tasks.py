@@ -1,21 +1,33 @@
-"""What the DAG files share: settings from Airflow, run keys, and the audit stages as tasks.
+"""What the DAG files share: settings from Airflow, run keys and intervals, Params, and one task factory
+per stage of `pipeline.stages.STAGES` (the DAG files write the chain out with ``>>``).
 
-Importing this module does not import Airflow, torch or open_clip; the task bodies import what
-they need when they run, so DAG parsing stays fast.
+Importing this module does not import torch or open_clip; the task bodies import what they need when
+they run, so DAG parsing stays fast.
+
+Every audit task works on the run row `begin` pinned (`pipeline.core.runs`): it takes the run's
+lease for its duration, checks that its DAG run still owns the key, and builds its RunContext from
+the row, never from the current Params or configuration.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+import os
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import NetworkParams, Settings, load_settings
+from pipeline.airflow.params import NETWORK_PARAM_NAMES, check_conf, network_params_from, score_queue
+from pipeline.config import Settings, load_settings
+from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
 CONNECTION_ID = "profile_audit_db"
-NETWORK_PARAM_NAMES = tuple(NetworkParams().as_dict())
+SCORE_POOL = "profile_audit_score"  # torch-heavy: `airflow pools set profile_audit_score 2 "score tasks"`
+ALLOW_EMBEDDED_ENV = "PROFILE_AUDIT_ALLOW_EMBEDDED"  # "1": tasks may start the per-machine embedded server
+RETRIES = 2  # every stage replaces its own rows for the run key, so a retry is safe
+EXECUTION_TIMEOUT = timedelta(hours=2)
+SCORE_EXECUTION_TIMEOUT = timedelta(hours=6)
 
 
 def database_url_from_connection(conn_id: str = CONNECTION_ID) -> str | None:
@@ -24,8 +36,27 @@ def database_url_from_connection(conn_id: str = CONNECTION_ID) -> str | None:
 
     try:
         conn = Connection.get(conn_id)
-    except Exception:  # AirflowNotFoundException and friends: no connection configured
+    except Exception:  # noqa: BLE001 - AirflowNotFoundException and friends: no connection configured
         return None
+    return connection_to_url(conn)
+
+
+def url_of_airflow_connection(conn_id: str) -> str:
+    """For the CLI (`--airflow-conn`): the URL of an Airflow connection, from AIRFLOW_CONN_<ID>, a secrets
+    backend or Airflow's metadata database, so investigators' commands reach the DAGs' database."""
+    try:
+        from airflow.models.connection import Connection
+    except ImportError:
+        raise UserError("--airflow-conn needs Airflow installed; pass --database-url instead") from None
+    try:
+        conn = Connection.get_connection_from_secrets(conn_id)
+    except Exception as exc:  # noqa: BLE001 - AirflowNotFoundException, an unreachable metadata database
+        raise UserError(f"Airflow connection {conn_id!r} not found ({type(exc).__name__}); "
+                        f"check `airflow connections get {conn_id}`") from None
+    return connection_to_url(conn)
+
+
+def connection_to_url(conn: Any) -> str:
     from sqlalchemy.engine import URL
 
     host = conn.host or None
@@ -38,78 +69,165 @@ def database_url_from_connection(conn_id: str = CONNECTION_ID) -> str | None:
 
 
 def airflow_settings(params: dict[str, Any] | None = None) -> Settings:
-    """Connection `profile_audit_db` first, then PROFILE_AUDIT_DATABASE_URL, then the embedded server."""
+    """Connection `profile_audit_db` first, then PROFILE_AUDIT_DATABASE_URL. No embedded fallback unless
+    PROFILE_AUDIT_ALLOW_EMBEDDED=1: each worker would start its own server (or fight over one)."""
     params = params or {}
-    return load_settings(
+    settings = load_settings(
         database_url=database_url_from_connection(),
         detector=params.get("detector") or None,
         landing_dir=params.get("landing_dir") or None,
     )
+    if settings.database_url is None and os.environ.get(ALLOW_EMBEDDED_ENV) != "1":
+        raise UserError(f"no database for Airflow tasks: create the Airflow connection {CONNECTION_ID} (or set "
+                        f"PROFILE_AUDIT_DATABASE_URL); {ALLOW_EMBEDDED_ENV}=1 allows the embedded server on a "
+                        "single machine")
+    return settings
 
 
-def network_params_from(params: dict[str, Any], settings: Settings) -> NetworkParams:
-    base = settings.network.as_dict()
-    base.update({k: params[k] for k in NETWORK_PARAM_NAMES if params.get(k) is not None})
-    return NetworkParams.from_mapping(base)
+# ---- dates and keys -------------------------------------------------------------------------------
 
-
-def network_param_specs() -> dict[str, Any]:
-    """Airflow Params for every network and flag threshold, derived from NetworkParams' defaults."""
-    from airflow.sdk import Param
-
-    # default None: the value from PROFILE_AUDIT's TOML [network] table (else the built-in default) applies
-    return {
-        name: Param(None, type=["null", "integer" if isinstance(default, int) else "number"], minimum=0,
-                    description=f"threshold {name}; empty = configured value (built-in default {default})")
-        for name, default in NetworkParams().as_dict().items()
-    }
-
-
-def nightly_run_key(day: datetime) -> str:
+def nightly_run_key(day: date | datetime) -> str:
     return f"nightly:{day:%Y-%m-%d}"
 
 
-def landing_folder(params: dict[str, Any], day: datetime) -> Path:
+def audit_day(logical_date: datetime | None, run_after: datetime) -> date:
+    """The day a nightly run audits. The timetable's interval is one UTC day starting at the logical date,
+    so a scheduled run at 00:00 on D+1 audits D, a backfill's run for D audits D, and a manual trigger
+    with a logical date audits that date's day. Without a logical date (Airflow 3 allows it), the last
+    complete day before the trigger, i.e. what the scheduled run at that moment audits."""
+    if logical_date is not None:
+        return logical_date.astimezone(UTC).date()
+    return run_after.astimezone(UTC).date() - timedelta(days=1)
+
+
+def interval_end(day: date) -> str:
+    """as_of of a nightly run: the end of its interval (midnight UTC after the day)."""
+    return (datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)).isoformat()
+
+
+def landing_folder(params: dict[str, Any], day: date | datetime) -> Path:
     """<landing_dir>/<YYYY-MM-DD>/; the Param wins, else PROFILE_AUDIT_LANDING_DIR or the TOML file."""
-    return airflow_settings(params).landing_dir / f"{day:%Y-%m-%d}"
+    return load_settings(landing_dir=params.get("landing_dir") or None).landing_dir / f"{day:%Y-%m-%d}"
 
 
-def begin_run(run_key: str, export_path: str, fmt: str, params: dict[str, Any], as_of: str | None) -> dict[str, Any]:
-    """First task of an audit DAG: validate the export, open the run row, return what later tasks need."""
-    from pipeline.audit import begin
+def airflow_owner(ctx: Any) -> str:
+    return f"airflow:{ctx['dag'].dag_id}/{ctx['run_id']}"
 
+
+def airflow_identity(ctx: Any) -> dict[str, Any]:
+    ti = ctx["ti"]
+    return {"dag_id": ctx["dag"].dag_id, "run_id": ctx["run_id"], "try_number": getattr(ti, "try_number", None)}
+
+
+def dagrun_alive(ctx: Any):
+    """The stale-run rule's liveness test for Airflow owners: is that DAG run still queued or running?"""
+    def alive(owner: str) -> bool | None:
+        dag_id, _, run_id = owner.removeprefix("airflow:").partition("/")
+        try:
+            state = ctx["ti"].get_dagrun_state(dag_id=dag_id, run_id=run_id)
+        except Exception:  # noqa: BLE001 - dag.test() has no API server to ask; or the run was deleted
+            return None
+        return str(state).lower().split(".")[-1] in ("queued", "running")
+    return alive
+
+
+def nightly_predecessor(ctx: Any, day: date) -> str | None:
+    """nightly:<day-1> when the DAG has a run for that logical date (scheduled, backfilled or pending), so
+    the successor waits for it even when it has not started yet; else the run row, if any, decides."""
+    previous = day - timedelta(days=1)
+    try:
+        count = ctx["ti"].get_dr_count(dag_id=ctx["dag"].dag_id, logical_dates=[
+            datetime(previous.year, previous.month, previous.day, tzinfo=UTC)])
+    except Exception:  # noqa: BLE001 - dag.test(): no API server; fall back to the runs table
+        count = None
+    if count:
+        return nightly_run_key(previous)
+    from pipeline.audit import AUTO
+
+    return AUTO
+
+
+# ---- tasks ----------------------------------------------------------------------------------------
+
+def no_retry_on_user_error(fn):
+    """A UserError (bad conf, missing export, key already running) fails the task without retries:
+    retrying cannot fix it. Everything else is retried (the stages are idempotent)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(str(exc)) from None
+    return wrapper
+
+
+@no_retry_on_user_error
+def begin_run(ctx: Any, run_key: str, export_path: str, params: dict[str, Any], as_of: str | None,
+              predecessor: str | None = None) -> dict[str, Any]:
+    """First task of an audit DAG: validate conf and export, take the key, pin the run row."""
+    from pipeline import audit
+    from pipeline.core import runs
+
+    check_conf(ctx["dag_run"].conf, params)
     settings = airflow_settings(params)
-    begin(settings, run_key, Path(export_path), fmt, network_params_from(params, settings),
-          params.get("detector") or None, as_of)
-    return {"run_key": run_key, "params": {k: v for k, v in params.items() if v is not None}}
+    owner = airflow_owner(ctx)
+    from pipeline.core.db import ensure_schema
+
+    ensure_schema(settings)
+    with runs.RunLease(settings, run_key, owner):
+        audit.begin(settings, run_key, Path(export_path), params.get("format") or "auto",
+                    network_params_from(params, settings), params.get("detector") or None, as_of, owner=owner,
+                    predecessor=predecessor, shard_count=int(params.get("score_shards") or 1),
+                    airflow=airflow_identity(ctx), alive=dagrun_alive(ctx),
+                    extra_params={k: v for k, v in params.items() if k not in NETWORK_PARAM_NAMES})
+    return {"run_key": run_key, "owner": owner}
 
 
-def run_stage(stage: str, run: dict[str, Any], shard_index: int = 0, shard_count: int = 1) -> dict[str, Any]:
+@no_retry_on_user_error
+def skip_run(ctx: Any, run_key: str, params: dict[str, Any], reason: str, predecessor: str | None) -> None:
+    """A nightly day with no export: a `skipped` run row (the lineage walks over it), then skip the tasks."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from pipeline.core import runs
+    from pipeline.core.db import ensure_schema
+
+    check_conf(ctx["dag_run"].conf, params)
+    settings = airflow_settings(params)
+    ensure_schema(settings)
+    owner = airflow_owner(ctx)
+    from pipeline.audit import AUTO, _default_predecessor
+
+    if predecessor == AUTO:
+        predecessor = _default_predecessor(settings, run_key)
+    with runs.RunLease(settings, run_key, owner):
+        runs.start_run(settings, run_key, None, None, {"skipped": reason}, owner=owner, predecessor=predecessor,
+                       airflow=airflow_identity(ctx), alive=dagrun_alive(ctx), status="skipped")
+    raise AirflowSkipException(reason)
+
+
+@no_retry_on_user_error
+def run_stage(stage: str, run: dict[str, Any], shard_index: int = 0) -> dict[str, Any]:
     """One pipeline stage as a task (the score stage: one shard of it); returns the stage's counts for XCom."""
     from pipeline import audit
+    from pipeline.core import runs
 
-    settings = airflow_settings(run["params"])
-    ctx = audit.RunContext(settings, run["run_key"], network_params_from(run["params"], settings),
-                           run["params"].get("detector") or None, shard_index, shard_count)
-    out = audit.run_stage(ctx, stage)
+    settings = airflow_settings()
+    with runs.RunLease(settings, run["run_key"], run["owner"], shared=True):
+        runs.check_owner(settings, run["run_key"], run["owner"])
+        ctx = runs.load_context(settings, run["run_key"], shard_index)
+        out = audit.run_stage(ctx, stage, run["owner"])
     return {k: v for k, v in out.items() if isinstance(v, (int, float, str, dict))}
 
 
-def score_param_specs() -> dict[str, Any]:
-    """Airflow Params of the score stage: how many mapped score tasks share the run's images."""
-    from airflow.sdk import Param
+def score_shard_plan(run: dict[str, Any]) -> list[int]:
+    """The shard indexes that dynamic task mapping expands the score task over (count pinned on the run)."""
+    from pipeline.core import runs
 
-    return {"score_shards": Param(1, type="integer", minimum=1, maximum=1024,
-                                  description="score tasks mapped over the images (split by image hash); "
-                                              "1 = one task. Put several on GPU workers for large runs")}
-
-
-def score_shard_plan(run: dict[str, Any]) -> list[dict[str, int]]:
-    """The shards that dynamic task mapping expands the score task over."""
-    count = int(run["params"].get("score_shards") or 1)
-    if count < 1:
-        raise ValueError(f"score_shards must be at least 1, got {count}")
-    return [{"shard_index": i, "shard_count": count} for i in range(count)]
+    return list(range(runs.load_context(airflow_settings(), run["run_key"]).shard_count))
 
 
 def flags_asset():
@@ -118,41 +236,63 @@ def flags_asset():
     return Asset(name="profile_audit_flags", uri="profile-audit://flags")
 
 
+def record_failure(context: Any) -> None:
+    """on_failure_callback (tasks and DAGs): mark the run failed when a task is killed, times out or is
+    marked failed, where no Python `except` ran. Only a run this DAG run still owns is touched."""
+    from pipeline.core import runs
+
+    try:
+        dag_run = context["dag_run"]
+        ti = context.get("ti") or context.get("task_instance")
+        owner = f"airflow:{dag_run.dag_id}/{dag_run.run_id}"
+        reason = {"failed_stage": getattr(ti, "task_id", None) or "dag run",
+                  "error": str(context.get("exception") or context.get("reason") or "failed")[:500]}
+        runs.fail_owned(airflow_settings(), owner, reason)
+    except Exception as exc:  # noqa: BLE001 - a callback must never raise; the stale-run rule still catches the run
+        log.warning("could not record the failure on the run row: %s", exc)
 
 
-def audit_task_chain(run: Any) -> Any:
-    """Wire the stages as a linear chain of TaskFlow tasks after `run` (the begin task's output)."""
+def default_args() -> dict[str, Any]:
+    return {"retries": RETRIES, "retry_delay": timedelta(minutes=1), "execution_timeout": EXECUTION_TIMEOUT,
+            "on_failure_callback": record_failure}
+
+
+def stage_task(name: str):
+    """The TaskFlow task of one stage of the table (`pipeline.stages.STAGES`), named after it."""
     from airflow.sdk import task
 
-    from pipeline.stages import STAGE_NAMES
+    from pipeline.stages import stage
 
-    previous = None
-    for stage in STAGE_NAMES:
-        # the flag task updates the flags Asset, so dashboards or exports can be scheduled on it
-        outlets = [flags_asset()] if stage == "flag" else []
+    stage(name)  # an unknown name fails at parse time
+    if name == "score":
+        @task(task_id="score", pool=SCORE_POOL, queue=score_queue(), execution_timeout=SCORE_EXECUTION_TIMEOUT,
+              map_index_template="{{ task.op_kwargs['shard_index'] }}")
+        def score(run: dict[str, Any], shard_index: int) -> dict[str, Any]:
+            return run_stage("score", run, shard_index)
+        return score
+    if name == "summarize":
+        @task(task_id="summarize", outlets=[flags_asset()])
+        def summarize(run: dict[str, Any]) -> dict[str, Any]:
+            from airflow.sdk import get_current_context
 
-        if stage == "score":  # mapped over hash shards: one task instance per shard
-            @task(task_id="plan_score_shards")
-            def plan_score_shards(run_info: dict[str, Any]) -> list[dict[str, int]]:
-                return score_shard_plan(run_info)
+            from pipeline.core.runs import kind_of
 
-            @task(task_id="score", map_index_template="{{ task.op_kwargs['shard']['shard_index'] }}")
-            def score_shard(run_info: dict[str, Any], shard: dict[str, int]) -> dict[str, Any]:
-                return run_stage("score", run_info, shard["shard_index"], shard["shard_count"])
+            out = run_stage("summarize", run)
+            get_current_context()["outlet_events"][flags_asset()].extra = {
+                "run_key": run["run_key"], "flags": out.get("flags", 0), "run_kind": kind_of(run["run_key"])}
+            return out
+        return summarize
 
-            planned = plan_score_shards(run)
-            if previous is not None:
-                previous >> planned
-            current = score_shard.partial(run_info=run).expand(shard=planned)
-            previous = current
-            continue
+    @task(task_id=name)
+    def stage_fn(run: dict[str, Any]) -> dict[str, Any]:
+        return run_stage(name, run)
+    return stage_fn
 
-        @task(task_id=stage, outlets=outlets)
-        def stage_task(run_info: dict[str, Any], stage_name: str = stage) -> dict[str, Any]:
-            return run_stage(stage_name, run_info)
 
-        current = stage_task(run)
-        if previous is not None:
-            previous >> current
-        previous = current
-    return previous
+def plan_score_shards_task():
+    from airflow.sdk import task
+
+    @task(task_id="plan_score_shards")
+    def plan_score_shards(run: dict[str, Any]) -> list[int]:
+        return score_shard_plan(run)
+    return plan_score_shards

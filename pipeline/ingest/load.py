@@ -52,7 +52,8 @@ def ingest_export(settings: Settings, run_key: str, export_path: Path, fmt: str 
     """Stream the export into this run's snapshots and posts, replacing the run's previous ones.
 
     One transaction: a reader that fails outright leaves the previous rows of the run intact.
-    Accounts are created on first sight and never rewritten (``first_seen_run`` stays).
+    Accounts are created on first sight; ``first_seen_run`` is the smallest run key that saw them, so it
+    does not depend on the order a backfill ran its days in.
     """
     reader = resolve_reader(export_path, fmt)
     with transaction(settings) as conn:
@@ -163,7 +164,9 @@ def _publish(conn: sa.Connection, run_key: str) -> tuple[int, int]:
     conn.execute(sa.text(
         "insert into accounts (account_key, platform, account_id, first_seen_run)"
         " select distinct on (account_key) account_key, platform, account_id, :k from _stage_accounts"
-        " order by account_key, seq on conflict (account_key) do nothing"), k)
+        " order by account_key, seq on conflict (account_key) do update set first_seen_run = excluded.first_seen_run"
+        # the smallest run key that saw it (for nightly keys: the earliest day), whatever order runs ran in
+        " where excluded.first_seen_run < accounts.first_seen_run"), k)
     # Upsert that writes only changed rows, then drop the rows the export no longer has: re-ingesting an
     # identical export reads but does not rewrite (no dead tuples, no index churn).
     conn.execute(sa.text(

@@ -87,16 +87,13 @@ def _image_ring_inputs(conn: sa.Connection, run_key: str, near: list[tuple[str, 
 
 
 def previous_run(conn: sa.Connection, run_key: str) -> str | None:
-    """The run whose clusters this one is matched to: the previous nightly day for nightly runs, else the
-    most recently finished successful run of the same kind."""
-    kind = conn.execute(sa.text("select kind from runs where run_key = :k"), {"k": run_key}).scalar()
-    if kind == "nightly":
-        sql = ("select run_key from runs where kind = 'nightly' and run_key < :k and status = 'succeeded'"
-               " order by run_key desc limit 1")
-    else:
-        sql = ("select run_key from runs where kind = :kind and run_key <> :k and status = 'succeeded'"
-               " order by finished_at desc nulls last, run_key desc limit 1")
-    return conn.execute(sa.text(sql), {"k": run_key, "kind": kind}).scalar()
+    """The run whose clusters this one is matched to: the predecessor pinned on the run row at begin
+    (for a nightly, the previous day; skipped days are walked over), never "whichever run finished
+    last", so ids do not depend on the order runs ran in. Investigations and CLI runs have none: their
+    flags keep statuses across reruns by flag id (run key + cluster id)."""
+    from pipeline.core.runs import lineage_predecessor
+
+    return lineage_predecessor(conn, run_key)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from detectors import Detector, EmbeddingDetector, detector_from_saved, read_detector_file, save_detector
 from pipeline.config import Settings
 from pipeline.core.db import transaction
+from pipeline.core.storage import atomic_write
 from pipeline.errors import UserError
 
 
@@ -27,11 +28,13 @@ def register_detector(settings: Settings, detector: Detector, promote: bool = Fa
     path = save_detector(detector, detector_file(settings, detector.id))
     if manifest is not None:
         import csv
+        import io
 
-        with path.with_suffix(".manifest.csv").open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["sha256", "label", "split", "source"])
-            writer.writeheader()
-            writer.writerows(manifest)
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=["sha256", "label", "split", "source"])
+        writer.writeheader()
+        writer.writerows(manifest)
+        atomic_write(path.with_suffix(".manifest.csv"), buffer.getvalue())
     spec = detector.to_spec()
     with transaction(settings) as conn:
         conn.execute(

@@ -28,6 +28,7 @@ from detectors import Detector
 from detectors.clip_probe import ClipProbe, LabelledImage, embed_views
 from pipeline.config import Settings
 from pipeline.core.progress import Counter
+from pipeline.core.storage import atomic_write
 from pipeline.errors import UserError
 
 
@@ -248,20 +249,21 @@ def write_evaluation_report(evaluation: Evaluation, path: Path) -> Path:
              f"{result.get('overlap_with_training', 0)} of the images were in the detector's training data.")
     if path.suffix.lower() == ".md":
         svg_path = path.with_name(path.stem + ".roc.svg")
-        svg_path.write_text(svg, encoding="utf-8")
+        atomic_write(svg_path, svg)
         lines = ["# Detector evaluation", "", intro, "", f"![ROC curves]({svg_path.name})", "",
                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in _rows(result)]
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        atomic_write(path, "\n".join(lines) + "\n")
     elif path.suffix.lower() in (".html", ".htm"):
         cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in _rows(result))
-        path.write_text(
+        atomic_write(
+            path,
             "<!doctype html><html><head><meta charset='utf-8'><title>Detector evaluation</title>"
             "<style>body{font-family:sans-serif}td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style></head><body>"
             f"<h1>Detector evaluation</h1><p>{html.escape(intro)}</p>{svg}<table><tr>"
             + "".join(f"<th>{h}</th>" for h in header) + f"</tr>{cells}</table>"
             f"<script type='application/json' id='result'>{html.escape(json.dumps(result, sort_keys=True))}</script>"
-            "</body></html>", encoding="utf-8")
+            "</body></html>")
     else:
         raise UserError(f"report {path} must end in .md or .html")
     return path

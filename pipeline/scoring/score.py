@@ -32,6 +32,7 @@ from pipeline.core.progress import Counter
 from pipeline.core.runs import set_detector
 from pipeline.errors import UserError
 from pipeline.images.acquire import load_stored_image
+from pipeline.scoring.claims import score_claimed
 from pipeline.scoring.detector_store import register_detector, resolve_detector
 
 if TYPE_CHECKING:
@@ -105,11 +106,13 @@ def score_run(settings: Settings, run_key: str, detector_ref: str | None = None,
     images = _run_images(settings, run_key, shard_index, shard_count)
     done = _done(settings, "image_scores", [sha for sha, _ in images], detector_id=detector.id)
     todo = [(sha, path) for sha, path in images if sha not in done]
-    stats = score_images(settings, detector, todo)
+    # claimed chunk by chunk, so a concurrent run or shard never embeds the same image (pipeline/scoring/claims.py)
+    stats, mine = score_claimed(settings, detector.id, run_key, todo, lambda batch: score_images(settings, detector, batch),
+                                lambda a, b: ScoreStats(a.embedded + b.embedded, a.from_cache + b.from_cache), ScoreStats())
     faces = face_signals_for(settings, images) if settings.face_signals else 0
     seconds = time.perf_counter() - started
-    return ScoreResult(detector.id, len(images), len(todo), stats.embedded, stats.from_cache, shard_index, shard_count,
-                       faces, round(len(todo) / seconds, 1) if todo and seconds > 0 else 0.0)
+    return ScoreResult(detector.id, len(images), mine, stats.embedded, stats.from_cache, shard_index, shard_count,
+                       faces, round(mine / seconds, 1) if mine and seconds > 0 else 0.0)
 
 
 def _loader(settings: Settings) -> Callable[[str], Any]:

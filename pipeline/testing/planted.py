@@ -412,11 +412,13 @@ def _lookalike(w: _Writer, op: int, rng: np.random.Generator, logos: list[Plante
 def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, seed: int = 0,
              operations: dict[str, int] | None = None, posts_per_account: float = 2.0,
              params: NetworkParams | None = None, mix: OrganicMix | None = None,
-             faces_dir: Path | None = None) -> Population:
+             faces_dir: Path | None = None, predecessor: str | None = "latest") -> Population:
     """Write a planted population as run ``run_key`` (replacing it); returns the ground truth.
 
     Kinds that need real pixels (``photo_ring``; real logos for ``lookalike``; ``mix.photos``) read
-    ``faces_dir`` (default ``../shared/data/faces``); without it ``photo_ring`` is refused."""
+    ``faces_dir`` (default ``../shared/data/faces``); without it ``photo_ring`` is refused.
+    ``predecessor`` is pinned on the run (its cluster ids and statuses are inherited): by default the
+    latest succeeded other run, so generating day1, running it, then day2 makes day2 follow day1."""
     ensure_schema(settings)
     ops = {**DEFAULT_OPERATIONS, **(operations or {})}
     mix = mix or OrganicMix()
@@ -426,8 +428,15 @@ def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, 
     pool = photo_pool(faces_dir) if needs_pixels else []
     if needs_pixels and not pool:
         raise FileNotFoundError(f"photo rings and organic photos need real photos under {faces_dir}/real")
+    if predecessor == "latest":
+        with transaction(settings) as conn:
+            existing = conn.execute(sa.text("select predecessor from runs where run_key = :k"), {"k": run_key}).first()
+            predecessor = existing.predecessor if existing is not None else conn.execute(sa.text(
+                "select run_key from runs where run_key <> :k and status = 'succeeded'"
+                " order by finished_at desc nulls last, run_key desc limit 1"), {"k": run_key}).scalar()
     runs.start_run(settings, run_key, None, "planted",
-                   {"network": params.as_dict(), "detector": DETECTOR_ID, "as_of": AS_OF.isoformat()})
+                   {"network": params.as_dict(), "detector": DETECTOR_ID, "as_of": AS_OF.isoformat()},
+                   predecessor=predecessor)
     rng = np.random.default_rng(seed)
     w = _Writer(run_key, rng)
     pop = Population(run_key)

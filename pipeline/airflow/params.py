@@ -1,0 +1,70 @@
+"""The audit DAGs' Params, grouped in titled sections for the trigger form, and the checks Airflow does not
+make: unknown conf keys and a score queue other than the deployment's. Light: no Airflow import at
+module level (the spec functions import `Param` when a DAG file calls them)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pipeline.config import NetworkParams, Settings
+from pipeline.errors import UserError
+
+SCORE_QUEUE_ENV = "PROFILE_AUDIT_SCORE_QUEUE"  # the Celery queue of the score task, read when DAGs are parsed
+NETWORK_PARAM_NAMES = tuple(NetworkParams().as_dict())
+
+
+def network_param_specs() -> dict[str, Any]:
+    """Airflow Params for every network and flag threshold, derived from NetworkParams' defaults."""
+    from airflow.sdk import Param
+
+    # default None: the value from PROFILE_AUDIT's TOML [network] table (else the built-in default) applies
+    return {
+        name: Param(None, type=["null", "integer" if isinstance(default, int) else "number"], minimum=0,
+                    title=name.replace("_", " "), section="Network and flag thresholds",
+                    description=f"empty = configured value (built-in default {default})")
+        for name, default in NetworkParams().as_dict().items()
+    }
+
+
+def score_param_specs() -> dict[str, Any]:
+    """Airflow Params of the score stage: shards and the queue of the mapped score tasks."""
+    from airflow.sdk import Param
+
+    return {
+        "score_shards": Param(1, type="integer", minimum=1, maximum=1024, title="Score shards", section="Scoring",
+                              description="score tasks mapped over the images (split by image hash); 1 = one task"),
+        "score_queue": Param(score_queue(), type="string", title="Score queue", section="Scoring",
+                             description=f"Celery queue of the score tasks (GPU workers); fixed per deployment by "
+                                         f"{SCORE_QUEUE_ENV} on the dag-processor: a run asking for another fails at begin"),
+    }
+
+
+def detector_param_specs() -> dict[str, Any]:
+    from airflow.sdk import Param
+
+    return {"format": Param("auto", type="string", title="Export format", section="Export",
+                            description="auto, or a reader name (see docs/formats.md)"),
+            "detector": Param("", type="string", title="Detector", section="Scoring",
+                              description="detector id or .json; empty = promoted default")}
+
+
+def score_queue() -> str:
+    return os.environ.get(SCORE_QUEUE_ENV, "default")
+
+
+def check_conf(conf: dict[str, Any] | None, params: dict[str, Any]) -> None:
+    """Unknown conf keys fail the run at its first task, before anything is written (Airflow itself
+    accepts any key), so a misspelt threshold never runs with the default."""
+    unknown = sorted(set(conf or {}) - set(params))
+    if unknown:
+        raise UserError(f"unknown conf key(s) {', '.join(unknown)}; known: {', '.join(sorted(params))}")
+    if params.get("score_queue", score_queue()) != score_queue():
+        raise UserError(f"score_queue {params['score_queue']!r}: this deployment's score tasks run on "
+                        f"{score_queue()!r} ({SCORE_QUEUE_ENV} where the DAGs are parsed)")
+
+
+def network_params_from(params: dict[str, Any], settings: Settings) -> NetworkParams:
+    base = settings.network.as_dict()
+    base.update({k: params[k] for k in NETWORK_PARAM_NAMES if params.get(k) is not None})
+    return NetworkParams.from_mapping(base)
