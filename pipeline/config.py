@@ -77,7 +77,8 @@ class NetworkParams(_Validated):
         "coactivity_min_weight": (1, None), "co_hashtag_min_tags": (1, None), "near_dup_max_distance": (0, 64), "clip_min_cosine": (-1, 1),
         "burst_p_value": (0, 1), **{n: (0, 1) for n in (
             "flag_score_threshold", "synthetic_share_rule", "burst_share_rule", "template_share_rule",
-            "coactivity_share_rule", "cluster_match_jaccard", "status_keep_jaccard")},
+            "coactivity_share_rule", "cluster_match_jaccard", "status_keep_jaccard", "batch_share_rule",
+            "image_ring_share_rule")},
     }
 
 
@@ -89,6 +90,8 @@ class NetworkParams(_Validated):
     synthetic_share_rule: float = 0.5  # rule synthetic_faces: share of members with a synthetic avatar
     burst_share_rule: float = 0.5  # rule batch_created: largest one-day share of creation dates
     template_share_rule: float = 0.5  # rule templated_handles: share of members with one handle template
+    batch_share_rule: float = 0.5  # rule batch_created: ... or share of members on creation_window edges (bursts vs the population)
+    image_ring_share_rule: float = 0.5  # rule image_ring: share of members on confirmed_near_duplicate edges
     # image, text and cluster parameters (pipeline/signals/neardup.py, edges.py, clusters.py; docs/networks.md "Edges")
     near_dup_max_distance: int = 6  # near_duplicate_avatar: pHash Hamming distance, of 64 bits
     clip_min_cosine: float = 0.95  # similar_embedding: cosine between two likely-synthetic avatars
@@ -164,9 +167,12 @@ class ClusterWeights(_Validated):
     coactivity_share: float = 0.6
     shared_image_share: float = 0.1
     mean_risk: float = 0.2
+    batch_share: float = 0.45  # members on creation_window edges: bursts tested against the population
+    image_ring_share: float = 0.45  # members on confirmed_near_duplicate edges: an image ring
 
 
-POLICY_VERSION = 2  # 1: the foundation's weights; 2: co-activity calibrated on CooRTweet's data (docs/networks.md)
+POLICY_VERSION = 3  # 1: the foundation's weights; 2: co-activity calibrated on CooRTweet's data (docs/networks.md);
+# 3: batch_share and image_ring_share (population-tested bursts, confirmed image rings)
 
 
 @dataclass(frozen=True)
