@@ -74,7 +74,7 @@ class NetworkParams(_Validated):
     LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
         "min_cluster_size": (2, None), "identical_avatar_max_group": (2, None), "identical_text_max_group": (2, None),
         "leiden_min_size": (2, None), "clip_max_neighbours": (1, None), "co_min_weight": (1, None),
-        "coactivity_min_weight": (1, None), "co_hashtag_min_tags": (1, None), "near_dup_max_distance": (0, 64), "clip_min_cosine": (-1, 1),
+        "coactivity_min_weight": (1, None), "coactivity_min_idf_weight": (0, None), "co_hashtag_min_tags": (1, None), "near_dup_max_distance": (0, 64), "clip_min_cosine": (-1, 1),
         "burst_p_value": (0, 1), **{n: (0, 1) for n in (
             "flag_score_threshold", "synthetic_share_rule", "burst_share_rule", "template_share_rule",
             "coactivity_share_rule", "cluster_match_jaccard", "status_keep_jaccard", "batch_share_rule",
@@ -103,6 +103,9 @@ class NetworkParams(_Validated):
     coactivity_share_rule: float = 0.5  # rule coordinated_activity: share of members with a qualifying co_* edge
     # ... of at least this weight: 2, what CooRTweet's weight filter keeps on its own data (docs/networks.md)
     coactivity_min_weight: int = 2
+    # ... and whose IDF weight (evidence idf_weight_*: each co-occurring post counted by its object's rarity,
+    # pipeline/networks/coactivity.py) reaches this: chance co-reposts of viral posts fall below it
+    coactivity_min_idf_weight: float = 0.4
     cluster_match_jaccard: float = 0.5  # a cluster keeps a previous run's id at this member overlap
     status_keep_jaccard: float = 0.8  # an investigator's status carries over at this overlap, else re-opened
     burst_factor: float = 2.0  # creation_window: a trait's accounts in one window vs its average rate

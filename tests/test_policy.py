@@ -32,7 +32,7 @@ CLUSTER_WEIGHTS = {"synthetic_share": 0.35, "burst_share": 0.25, "template_share
                    "shared_image_share": 0.1, "mean_risk": 0.2, "batch_share": 0.45, "image_ring_share": 0.45}
 RULE_THRESHOLDS = {"flag_score_threshold": 0.5, "min_cluster_size": 3, "synthetic_share_rule": 0.5,
                    "burst_share_rule": 0.5, "template_share_rule": 0.5, "coactivity_share_rule": 0.5,
-                   "coactivity_min_weight": 2, "batch_share_rule": 0.5, "image_ring_share_rule": 0.5}
+                   "coactivity_min_weight": 2, "coactivity_min_idf_weight": 0.4, "batch_share_rule": 0.5, "image_ring_share_rule": 0.5}
 
 
 def test_defaults_are_the_documented_numbers():

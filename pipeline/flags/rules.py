@@ -157,9 +157,20 @@ def _touching(edges: list[dict[str, Any]], test) -> frozenset[str]:
     return frozenset(k for e in edges if test(e) for k in (e["a_key"], e["b_key"]))
 
 
+def idf_weight(edge: dict[str, Any]) -> float:
+    """The edge's larger IDF-weighted direction (co-occurring posts counted by how rare their shared object
+    is in the run); an edge built before the evidence held it counts its plain weight."""
+    ev = edge.get("evidence") or {}
+    if "idf_weight_a_to_b" not in ev:
+        return float(edge["weight"])
+    return max(float(ev["idf_weight_a_to_b"]), float(ev["idf_weight_b_to_a"]))
+
+
 def qualifies_as_coactivity(edge: dict[str, Any], params: NetworkParams) -> bool:
-    """A co_* edge counts for C when its weight reaches ``coactivity_min_weight``."""
-    return is_coactivity(edge["edge_type"]) and edge["weight"] >= params.coactivity_min_weight
+    """A co_* edge counts for C when its weight reaches ``coactivity_min_weight`` and its IDF weight
+    ``coactivity_min_idf_weight``: two reposts of a post that thousands reposted say little."""
+    return (is_coactivity(edge["edge_type"]) and edge["weight"] >= params.coactivity_min_weight
+            and idf_weight(edge) >= params.coactivity_min_idf_weight)
 
 
 def cluster_facts(members: list[dict[str, Any]], edges: list[dict[str, Any]], params: NetworkParams) -> ClusterFacts:
