@@ -175,7 +175,7 @@ class ClusterWeights(_Validated):
 
 
 POLICY_VERSION = 3  # 1: the foundation's weights; 2: co-activity calibrated on CooRTweet's data (docs/networks.md);
-# 3: batch_share and image_ring_share (population-tested bursts, confirmed image rings)
+# 3: batch_share and image_ring_share (population-tested bursts, confirmed image rings), coactivity_min_idf_weight
 
 
 @dataclass(frozen=True)
