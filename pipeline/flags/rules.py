@@ -2,7 +2,8 @@
 
 Cluster features are shares in [0, 1]: synthetic avatars (S), the largest one-day creation share (B),
 one handle template (T), members with a co-activity edge of weight at least ``coactivity_min_weight``
-(C), members with an identical or near-duplicate avatar edge (I), the mean account risk (R), members
+whose IDF weight (co-occurring posts counted by their shared object's rarity) reaches
+``coactivity_min_idf_weight`` (C), members with an identical or near-duplicate avatar edge (I), the mean account risk (R), members
 on a ``creation_window`` edge (W: every such edge is a burst of a shared trait or count profile whose
 Poisson p-value against the population passed ``burst_p_value``), and members on a
 ``confirmed_near_duplicate`` edge (P: an image ring, two independent image measures agreeing on detailed
@@ -135,7 +136,8 @@ def _templated_handles(f: ClusterFacts, params: NetworkParams) -> str | None:
     return None
 
 
-@flag_rule("coordinated_activity", "a share of the members have a co-activity edge of at least coactivity_min_weight", "coactivity_share_rule")
+@flag_rule("coordinated_activity", "a share of the members have a co-activity edge of at least coactivity_min_weight"
+           " and coactivity_min_idf_weight", "coactivity_share_rule")
 def _coordinated_activity(f: ClusterFacts, params: NetworkParams) -> str | None:
     if f.coactive and f.shares["coactivity_share"] >= params.coactivity_share_rule:
         co = ", ".join(f"{t} {n}" for t, n in sorted(f.edge_mix.items()) if is_coactivity(t))
