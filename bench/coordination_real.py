@@ -11,7 +11,7 @@
    PostgreSQL (the export has no avatars, so acquire and score have nothing to do and are skipped), and
    the flagged accounts are the members of flagged clusters. Printed: precision and recall of ours
    against CooRTweet's accounts, the flag threshold's effect (the flag stage rerun per threshold), the
-   effect of ``coactivity_min_weight`` and ``min_cluster_size``, and the clusters' scores.
+   effect of ``coactivity_min_weight``, ``coactivity_min_idf_weight`` and ``min_cluster_size``, and the clusters' scores.
 2. QUT coordination-network-toolkit's sample data (``QUT-cnt/original/sample_data.csv``, 100 messages):
    the accounts in QUT's co_retweet, co_tweet and co_reply networks (same window and minimum weight)
    against the accounts we flag from the same data as an IO release.
@@ -42,6 +42,7 @@ from pipeline.testing import coortweet  # noqa: E402
 
 STAGES = ("ingest", "aggregate", "networks", "flag")
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+IDF_GATES = (0.0, 0.5, 0.6, 1.0)
 
 
 def prepare(work: Path, export: Path, run_key: str):
@@ -126,6 +127,10 @@ def bench_coortweet(data: Path, work: Path, args) -> None:
     flag_run(settings, "investigation:coortweet", NetworkParams.from_mapping({**params.as_dict(),
                                                                               "coactivity_min_weight": 3}))
     row("coactivity_min_weight 3 (policy version 1)")
+    for gate in IDF_GATES:  # the co-activity IDF gate (docs/networks.md, "Chance co-activity at scale")
+        flag_run(settings, "investigation:coortweet", NetworkParams.from_mapping({**params.as_dict(),
+                                                                                  "coactivity_min_idf_weight": gate}))
+        row(f"coactivity_min_idf_weight {gate:g}")
     small = NetworkParams.from_mapping({**params.as_dict(), "min_cluster_size": 2})
     run_ours(settings, "investigation:coortweet", small, ("networks", "flag"))
     row("min_cluster_size 2")

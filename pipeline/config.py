@@ -74,10 +74,11 @@ class NetworkParams(_Validated):
     LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
         "min_cluster_size": (2, None), "identical_avatar_max_group": (2, None), "identical_text_max_group": (2, None),
         "leiden_min_size": (2, None), "clip_max_neighbours": (1, None), "co_min_weight": (1, None),
-        "coactivity_min_weight": (1, None), "co_hashtag_min_tags": (1, None), "near_dup_max_distance": (0, 64), "clip_min_cosine": (-1, 1),
+        "coactivity_min_weight": (1, None), "coactivity_min_idf_weight": (0, None), "co_hashtag_min_tags": (1, None), "near_dup_max_distance": (0, 64), "clip_min_cosine": (-1, 1),
         "burst_p_value": (0, 1), **{n: (0, 1) for n in (
             "flag_score_threshold", "synthetic_share_rule", "burst_share_rule", "template_share_rule",
-            "coactivity_share_rule", "cluster_match_jaccard", "status_keep_jaccard")},
+            "coactivity_share_rule", "cluster_match_jaccard", "status_keep_jaccard", "batch_share_rule",
+            "image_ring_share_rule")},
     }
 
 
@@ -89,6 +90,8 @@ class NetworkParams(_Validated):
     synthetic_share_rule: float = 0.5  # rule synthetic_faces: share of members with a synthetic avatar
     burst_share_rule: float = 0.5  # rule batch_created: largest one-day share of creation dates
     template_share_rule: float = 0.5  # rule templated_handles: share of members with one handle template
+    batch_share_rule: float = 0.5  # rule batch_created: ... or share of members on creation_window edges (bursts vs the population)
+    image_ring_share_rule: float = 0.5  # rule image_ring: share of members on confirmed_near_duplicate edges
     # image, text and cluster parameters (pipeline/signals/neardup.py, edges.py, clusters.py; docs/networks.md "Edges")
     near_dup_max_distance: int = 6  # near_duplicate_avatar: pHash Hamming distance, of 64 bits
     clip_min_cosine: float = 0.95  # similar_embedding: cosine between two likely-synthetic avatars
@@ -100,6 +103,9 @@ class NetworkParams(_Validated):
     coactivity_share_rule: float = 0.5  # rule coordinated_activity: share of members with a qualifying co_* edge
     # ... of at least this weight: 2, what CooRTweet's weight filter keeps on its own data (docs/networks.md)
     coactivity_min_weight: int = 2
+    # ... and whose IDF weight (evidence idf_weight_*: each co-occurring post counted by its object's rarity,
+    # pipeline/networks/coactivity.py) reaches this: chance co-reposts of viral posts fall below it
+    coactivity_min_idf_weight: float = 0.4
     cluster_match_jaccard: float = 0.5  # a cluster keeps a previous run's id at this member overlap
     status_keep_jaccard: float = 0.8  # an investigator's status carries over at this overlap, else re-opened
     burst_factor: float = 2.0  # creation_window: a trait's accounts in one window vs its average rate
@@ -164,9 +170,12 @@ class ClusterWeights(_Validated):
     coactivity_share: float = 0.6
     shared_image_share: float = 0.1
     mean_risk: float = 0.2
+    batch_share: float = 0.45  # members on creation_window edges: bursts tested against the population
+    image_ring_share: float = 0.45  # members on confirmed_near_duplicate edges: an image ring
 
 
-POLICY_VERSION = 2  # 1: the foundation's weights; 2: co-activity calibrated on CooRTweet's data (docs/networks.md)
+POLICY_VERSION = 3  # 1: the foundation's weights; 2: co-activity calibrated on CooRTweet's data (docs/networks.md);
+# 3: batch_share and image_ring_share (population-tested bursts, confirmed image rings), coactivity_min_idf_weight
 
 
 @dataclass(frozen=True)

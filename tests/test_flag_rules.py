@@ -35,6 +35,7 @@ POSITIVE = {
     "batch_created": ([_member(i, day=3) for i in range(4)], _chain("creation_window", 4, 0.5)),
     "templated_handles": ([_member(i, template="a_a+8digits", digits=8) for i in range(4)], _chain("identical_bio", 4)),
     "coordinated_activity": ([_member(i) for i in range(4)], _chain("co_repost", 4, 2)),
+    "image_ring": ([_member(i, sha=f"s{i}") for i in range(4)], _chain("confirmed_near_duplicate", 4, 0.8)),
 }
 
 

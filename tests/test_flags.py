@@ -31,8 +31,8 @@ def test_score_is_the_documented_weighted_sum():
              {"edge_type": "creation_window", "a_key": "p:000", "b_key": "p:002", "weight": 0.5, "evidence": {}}]
     a = assess_cluster("c1", members, edges, params)
     shares = {"synthetic_share": 0.75, "burst_share": 0.5, "template_share": 1.0, "coactivity_share": 0.5,
-              "shared_image_share": 0.5, "mean_risk": 0.1}
-    assert {k: a.features[k] for k in shares} == shares
+              "shared_image_share": 0.5, "mean_risk": 0.1, "batch_share": 0.5}
+    assert {k: a.features[k] for k in shares} == shares and a.features["image_ring_share"] == 0.0
     weights = ClusterWeights().as_dict()
     assert a.features["score_contributions"] == {k: round(weights[k] * v, 4) for k, v in shares.items()}
     assert a.score == min(1.0, round(sum(a.features["score_contributions"].values()), 4))

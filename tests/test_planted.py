@@ -139,3 +139,27 @@ def test_issue_10_evidence_names_the_burst_and_the_confirming_hash(settings, har
     rings = [r.evidence for r in rows if r.edge_type == "confirmed_near_duplicate"]
     assert rings and all(pop.truth[r.a_key] == "photo_ring" for r in rows if r.edge_type == "confirmed_near_duplicate")
     assert all(e["dhash_hamming"] <= 10 and min(e["detail"]) >= 0.3 for e in rings)
+
+
+@pytest.mark.slow
+@needs_faces
+def test_issue_10_kinds_are_flagged_by_their_own_rules(settings, hard_population):
+    """Scores, not only edges (policy version 3): the rare-template and count-profile batches flag by
+    batch_created on population-tested bursts, the photo rings by image_ring; the brand and the organic
+    busy days, template and photos stay unflagged."""
+    from pipeline.flags.rules import list_flags
+
+    pop = hard_population
+    metrics = planted.evaluate(settings, pop)
+    _print_table(metrics)
+    for kind in ("rare_batch", "profile_batch", "photo_ring"):
+        assert metrics[kind]["recall"] >= 0.9 and metrics[kind]["precision"] >= 0.9, (kind, metrics[kind])
+    assert metrics["lookalike"]["flagged"] == 0 and metrics["organic"]["flagged"] == 0
+    expected = {"rare_batch": "batch_created", "profile_batch": "batch_created", "photo_ring": "image_ring"}
+    for flag in list_flags(settings, run_key="hard"):
+        kinds = {pop.truth[f"{m['platform']}:{m['account_id']}"] for m in flag["members"]}
+        kind = kinds.pop()
+        if kind in expected:
+            assert expected[kind] in flag["rules"], (kind, flag["rules"])
+            assert flag["evidence"]["features"]["score_contributions"][
+                "batch_share" if kind != "photo_ring" else "image_ring_share"] > 0

@@ -29,17 +29,17 @@ RISK_WEIGHTS = {"synthetic_avatar": 0.45, "past_synthetic_avatar": 0.10, "gan_ey
                 "empty_bio": 0.05, "default_bio": 0.05, "few_followers": 0.05, "new_account_days": 90,
                 "few_followers_below": 10}
 CLUSTER_WEIGHTS = {"synthetic_share": 0.35, "burst_share": 0.25, "template_share": 0.25, "coactivity_share": 0.6,
-                   "shared_image_share": 0.1, "mean_risk": 0.2}
+                   "shared_image_share": 0.1, "mean_risk": 0.2, "batch_share": 0.45, "image_ring_share": 0.45}
 RULE_THRESHOLDS = {"flag_score_threshold": 0.5, "min_cluster_size": 3, "synthetic_share_rule": 0.5,
                    "burst_share_rule": 0.5, "template_share_rule": 0.5, "coactivity_share_rule": 0.5,
-                   "coactivity_min_weight": 2}
+                   "coactivity_min_weight": 2, "coactivity_min_idf_weight": 0.4, "batch_share_rule": 0.5, "image_ring_share_rule": 0.5}
 
 
 def test_defaults_are_the_documented_numbers():
     assert RiskWeights().as_dict() == RISK_WEIGHTS
     assert ClusterWeights().as_dict() == CLUSTER_WEIGHTS
     assert {k: v for k, v in NetworkParams().as_dict().items() if k in RULE_THRESHOLDS} == RULE_THRESHOLDS
-    assert POLICY_VERSION == 2
+    assert POLICY_VERSION == 3
 
 
 def _doc_table(heading: str) -> dict[str, float]:

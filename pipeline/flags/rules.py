@@ -2,11 +2,16 @@
 
 Cluster features are shares in [0, 1]: synthetic avatars (S), the largest one-day creation share (B),
 one handle template (T), members with a co-activity edge of weight at least ``coactivity_min_weight``
-(C), members with an identical or near-duplicate avatar edge (I), and the
-mean account risk (R). The score is ``min(1, sum of weight x share)`` with the weights of the run's
-policy (``config.ClusterWeights``: 0.35 S + 0.25 B + 0.25 T + 0.6 C + 0.1 I + 0.2 R); each term is
-stored in ``features.score_contributions``. Shared imagery alone (a brand's regional accounts with one
-logo) stays far below the threshold; a synthetic-face ring, a templated batch or a co-activity ring reaches it.
+whose IDF weight (co-occurring posts counted by their shared object's rarity) reaches
+``coactivity_min_idf_weight`` (C), members with an identical or near-duplicate avatar edge (I), the mean account risk (R), members
+on a ``creation_window`` edge (W: every such edge is a burst of a shared trait or count profile whose
+Poisson p-value against the population passed ``burst_p_value``), and members on a
+``confirmed_near_duplicate`` edge (P: an image ring, two independent image measures agreeing on detailed
+images). The score is ``min(1, sum of weight x share)`` with the weights of the run's policy
+(``config.ClusterWeights``: 0.35 S + 0.25 B + 0.25 T + 0.6 C + 0.1 I + 0.2 R + 0.45 W + 0.45 P); each
+term is stored in ``features.score_contributions``. Shared imagery alone (a brand's regional accounts
+with one logo: identical or unconfirmed near-duplicate images) stays far below the threshold; a
+synthetic-face ring, a templated or count-profile batch, a photo ring or a co-activity ring reaches it.
 
 The flag rules are plug-ins in ``FLAG_RULES`` (registered by name; ``tests/test_flag_rules.py`` iterates
 them). A cluster is flagged when it has at least ``min_cluster_size`` members, at least one rule fires
@@ -57,6 +62,9 @@ class ClusterFacts:
     edge_mix: Counter  # edge type -> edges inside the cluster
     coactive: frozenset[str]  # members with a qualifying co-activity edge
     image_linked: frozenset[str]  # members with an identical or near-duplicate avatar edge
+    batch_linked: frozenset[str]  # members with a creation_window edge (a population-tested burst)
+    ring_linked: frozenset[str]  # members with a confirmed_near_duplicate edge
+    burst_traits: Counter  # creation_window trait -> edges inside the cluster carrying it
     shares: dict[str, float]  # the score's features, each in [0, 1]
 
 
@@ -97,12 +105,26 @@ def _synthetic_faces(f: ClusterFacts, params: NetworkParams) -> str | None:
     return None
 
 
-@flag_rule("batch_created", "a share of the members were created on one day, with creation-window edges",
-           "burst_share_rule")
+@flag_rule("batch_created", "a share of the members were created on one day, or lie on creation-window edges"
+           " (bursts tested against the population), with creation-window edges", "batch_share_rule")
 def _batch_created(f: ClusterFacts, params: NetworkParams) -> str | None:
-    if f.days and f.edge_mix.get("creation_window") and f.shares["burst_share"] >= params.burst_share_rule:
-        day, n = f.days.most_common(1)[0]
-        return f"{n}/{f.size} accounts created on {day}"
+    if not (f.days and f.edge_mix.get("creation_window")):
+        return None
+    one_day = f.shares["burst_share"] >= params.burst_share_rule
+    if not (one_day or f.shares["batch_share"] >= params.batch_share_rule):
+        return None
+    day, n = f.days.most_common(1)[0]
+    traits = ", ".join(f"{t} {k}" for t, k in sorted(f.burst_traits.items()))
+    return (f"{len(f.batch_linked)}/{f.size} accounts on creation-window edges of population-tested bursts"
+            f" ({traits}); {n}/{f.size} created on {day}")
+
+
+@flag_rule("image_ring", "a share of the members show near-duplicate images confirmed by a second image measure",
+           "image_ring_share_rule")
+def _image_ring(f: ClusterFacts, params: NetworkParams) -> str | None:
+    if f.ring_linked and f.shares["image_ring_share"] >= params.image_ring_share_rule:
+        return (f"{len(f.ring_linked)}/{f.size} accounts show near-duplicate images confirmed by a second measure"
+                f" ({f.edge_mix.get('confirmed_near_duplicate', 0)} confirmed pairs)")
     return None
 
 
@@ -114,7 +136,8 @@ def _templated_handles(f: ClusterFacts, params: NetworkParams) -> str | None:
     return None
 
 
-@flag_rule("coordinated_activity", "a share of the members have a co-activity edge of at least coactivity_min_weight", "coactivity_share_rule")
+@flag_rule("coordinated_activity", "a share of the members have a co-activity edge of at least coactivity_min_weight"
+           " and coactivity_min_idf_weight", "coactivity_share_rule")
 def _coordinated_activity(f: ClusterFacts, params: NetworkParams) -> str | None:
     if f.coactive and f.shares["coactivity_share"] >= params.coactivity_share_rule:
         co = ", ".join(f"{t} {n}" for t, n in sorted(f.edge_mix.items()) if is_coactivity(t))
@@ -136,9 +159,20 @@ def _touching(edges: list[dict[str, Any]], test) -> frozenset[str]:
     return frozenset(k for e in edges if test(e) for k in (e["a_key"], e["b_key"]))
 
 
+def idf_weight(edge: dict[str, Any]) -> float:
+    """The edge's larger IDF-weighted direction (co-occurring posts counted by how rare their shared object
+    is in the run); an edge built before the evidence held it counts its plain weight."""
+    ev = edge.get("evidence") or {}
+    if "idf_weight_a_to_b" not in ev:
+        return float(edge["weight"])
+    return max(float(ev["idf_weight_a_to_b"]), float(ev["idf_weight_b_to_a"]))
+
+
 def qualifies_as_coactivity(edge: dict[str, Any], params: NetworkParams) -> bool:
-    """A co_* edge counts for C when its weight reaches ``coactivity_min_weight``."""
-    return is_coactivity(edge["edge_type"]) and edge["weight"] >= params.coactivity_min_weight
+    """A co_* edge counts for C when its weight reaches ``coactivity_min_weight`` and its IDF weight
+    ``coactivity_min_idf_weight``: two reposts of a post that thousands reposted say little."""
+    return (is_coactivity(edge["edge_type"]) and edge["weight"] >= params.coactivity_min_weight
+            and idf_weight(edge) >= params.coactivity_min_idf_weight)
 
 
 def cluster_facts(members: list[dict[str, Any]], edges: list[dict[str, Any]], params: NetworkParams) -> ClusterFacts:
@@ -150,6 +184,10 @@ def cluster_facts(members: list[dict[str, Any]], edges: list[dict[str, Any]], pa
                         if m["handle_template"] and m["handle_digits"] >= params.min_template_digits)
     coactive = _touching(edges, lambda e: qualifies_as_coactivity(e, params))
     image_linked = _touching(edges, lambda e: is_shared_image(e["edge_type"]))
+    batch_linked = _touching(edges, lambda e: e["edge_type"] == "creation_window")
+    ring_linked = _touching(edges, lambda e: e["edge_type"] == "confirmed_near_duplicate")
+    burst_traits = Counter(t for e in edges if e["edge_type"] == "creation_window"
+                           for t in (e.get("evidence") or {}).get("traits", []))
     shares = {
         "synthetic_share": round(len(synthetic) / len(scored), 4) if scored else 0.0,
         "burst_share": round(max(days.values()) / size, 4) if days else 0.0,
@@ -157,10 +195,13 @@ def cluster_facts(members: list[dict[str, Any]], edges: list[dict[str, Any]], pa
         "coactivity_share": round(len(coactive) / size, 4),
         "shared_image_share": round(len(image_linked) / size, 4),
         "mean_risk": round(sum(m["risk"] for m in members) / size, 4),
+        "batch_share": round(len(batch_linked) / size, 4),
+        "image_ring_share": round(len(ring_linked) / size, 4),
     }
     return ClusterFacts(size, len(scored), len(synthetic), days, templates,
                         Counter(m["avatar_sha256"] for m in members if m["avatar_sha256"]),
-                        Counter(e["edge_type"] for e in edges), coactive, image_linked, shares)
+                        Counter(e["edge_type"] for e in edges), coactive, image_linked, batch_linked, ring_linked,
+                        burst_traits, shares)
 
 
 def cluster_score(shares: dict[str, float], weights: ClusterWeights) -> tuple[float, dict[str, float]]:
@@ -185,6 +226,7 @@ def assess_cluster(cluster_id: str, members: list[dict[str, Any]], edges: list[d
         "density": round(len(edges) / (size * (size - 1) / 2), 4) if size > 1 else 0.0,
         "edge_types": dict(sorted(facts.edge_mix.items())),
         "largest_shared_image": max(facts.image_groups.values(), default=0),
+        "burst_traits": dict(sorted(facts.burst_traits.items())),
         "score_contributions": contributions,
     }
     rules = {name: why for name, rule in FLAG_RULES.items() if (why := rule.check(facts, params))}

@@ -19,6 +19,14 @@ output. We store one undirected edge per pair (``a_key < b_key``) when either di
 ``co_min_weight``; ``weight`` is the larger direction and the evidence holds both, so QUT's directed
 edge list can be recovered exactly. Posts without a timestamp are skipped.
 
+The evidence also holds each direction's weight with every co-occurring post counted by how rare its
+shared object is in the run (``idf_weight_a_to_b`` / ``idf_weight_b_to_a``): an object shared by n of
+the N accounts that share anything of this type counts ln(N / n) / ln(N), near 1 for an object a handful
+of accounts share and near 0 for a viral one (the IDF of Pacheco et al.'s TF-IDF projection, scaled to
+[0, 1]). The edges, their weights and QUT's equality are unchanged; the flag stage reads the IDF weight
+(pipeline/flags/rules.py, ``coactivity_min_idf_weight``) so that chance co-reposts of viral posts, which
+grow with the square of the population, do not count as co-activity.
+
 How: PostgreSQL sorts the run's posts by (matched value, time) and streams integer columns out with
 binary COPY; numpy sweeps the sorted array for pairs within the window (O(posts + pairs), never a
 per-group cross product), counts distinct posts per account pair, and the kept edges go back by
@@ -130,6 +138,8 @@ class _Pairs:
     ex_pair: np.ndarray  # index into lo/hi
     ex_lo_row: np.ndarray  # row of the lo account's post
     ex_hi_row: np.ndarray
+    idf_lohi: np.ndarray  # w_lohi with each post weighted by its object's IDF (see the module docstring)
+    idf_hilo: np.ndarray
 
 
 def build_post_edges(conn: sa.Connection, run_key: str, params: NetworkParams,
@@ -252,16 +262,44 @@ def co_occurring_pairs(rows: _Rows, params: NetworkParams, pair_budget: int = PA
     if len(rows) < 2:
         return _empty_pairs()
     total, first = _window_sweep(rows, window_us, collect=pair_budget)
+    idf = object_idf(rows)
     if total <= pair_budget:
-        return _pairs_of(rows, first, params)
+        return _pairs_of(rows, first, params, idf)
     parts = math.ceil(total / pair_budget) * 2  # partitions are uneven: leave room
     log.info("%d window pairs: %d partitions", total, parts)
     del first
-    results = [_pairs_of(rows, _window_sweep(rows, window_us, partition=(p, parts))[1], params) for p in range(parts)]
+    results = [_pairs_of(rows, _window_sweep(rows, window_us, partition=(p, parts))[1], params, idf)
+               for p in range(parts)]
     return _concat_pairs(results)
 
 
-def _pairs_of(rows: _Rows, chunks: list[tuple[np.ndarray, np.ndarray]], params: NetworkParams) -> _Pairs:
+def object_idf(rows: _Rows) -> np.ndarray:
+    """Per group (shared object): ln(N / n) / ln(N), n its distinct accounts, N the rows' distinct accounts."""
+    if not len(rows):
+        return np.zeros(0)
+    n_acc = int(rows.aid.max()) + 1
+    pairs = _distinct(rows.group.astype(np.int64) * n_acc + rows.aid)
+    per_group = np.bincount(pairs // n_acc, minlength=int(rows.group.max()) + 1)
+    accounts = np.unique(rows.aid).size
+    if accounts < 2:
+        return np.zeros(per_group.size)
+    return np.log(accounts / np.maximum(per_group, 1)) / math.log(accounts)
+
+
+def _idf_weight(pid: np.ndarray, post_rows: np.ndarray, rows: _Rows, idf: np.ndarray, n_pairs: int) -> np.ndarray:
+    """Per pair: the distinct posts of one side that co-occur, each counted by its object's IDF (a post with
+    several rows, e.g. several links, counts once, by its rarest object)."""
+    n_posts = int(rows.post.max()) + 1
+    key = pid * n_posts + rows.post[post_rows]
+    value = idf[rows.group[post_rows]]
+    order = np.lexsort((value, key))
+    key, value = key[order], value[order]
+    last = np.r_[key[1:] != key[:-1], True] if key.size else np.zeros(0, dtype=bool)
+    return np.bincount(key[last] // n_posts, weights=value[last], minlength=n_pairs)
+
+
+def _pairs_of(rows: _Rows, chunks: list[tuple[np.ndarray, np.ndarray]], params: NetworkParams,
+              idf: np.ndarray) -> _Pairs:
     if not chunks:
         return _empty_pairs()
     i = np.concatenate([c[0] for c in chunks])
@@ -283,6 +321,8 @@ def _pairs_of(rows: _Rows, chunks: list[tuple[np.ndarray, np.ndarray]], params: 
     total = np.bincount(pid, minlength=n_pairs)
     kept = np.maximum(w_lohi, w_hilo) >= params.co_min_weight
     new_index = np.cumsum(kept) - 1
+    idf_lohi = _idf_weight(pid, lo_row, rows, idf, n_pairs)[kept]
+    idf_hilo = _idf_weight(pid, hi_row, rows, idf, n_pairs)[kept]
     sel = kept[pid]
     ex_pid, ex_lo, ex_hi = pid[sel], lo_row[sel], hi_row[sel]
     first_t = np.minimum(rows.t[ex_lo], rows.t[ex_hi])
@@ -294,7 +334,7 @@ def _pairs_of(rows: _Rows, chunks: list[tuple[np.ndarray, np.ndarray]], params: 
         take = rank < params.co_evidence_examples
         ex_pid, ex_lo, ex_hi = ex_pid[take], ex_lo[take], ex_hi[take]
     return _Pairs(keys[kept] // n_acc, keys[kept] % n_acc, w_lohi[kept], w_hilo[kept], total[kept],
-                  new_index[ex_pid], ex_lo, ex_hi)
+                  new_index[ex_pid], ex_lo, ex_hi, idf_lohi, idf_hilo)
 
 
 def _distinct(x: np.ndarray) -> np.ndarray:
@@ -305,7 +345,7 @@ def _distinct(x: np.ndarray) -> np.ndarray:
 
 def _empty_pairs() -> _Pairs:
     e = np.zeros(0, dtype=np.int64)
-    return _Pairs(e, e, e, e, e, e, e, e)
+    return _Pairs(e, e, e, e, e, e, e, e, np.zeros(0), np.zeros(0))
 
 
 def _concat_pairs(parts: list[_Pairs]) -> _Pairs:
@@ -314,11 +354,12 @@ def _concat_pairs(parts: list[_Pairs]) -> _Pairs:
     return _Pairs(cat([p.lo for p in parts]), cat([p.hi for p in parts]), cat([p.w_lohi for p in parts]),
                   cat([p.w_hilo for p in parts]), cat([p.total for p in parts]),
                   cat([p.ex_pair + o for p, o in zip(parts, offsets)]),
-                  cat([p.ex_lo_row for p in parts]), cat([p.ex_hi_row for p in parts]))
+                  cat([p.ex_lo_row for p in parts]), cat([p.ex_hi_row for p in parts]),
+                  cat([p.idf_lohi for p in parts]), cat([p.idf_hilo for p in parts]))
 
 
 def _copy_in(cur: Any, table: str, columns: list[tuple[str, str, np.ndarray | tuple[np.ndarray, np.ndarray]]]) -> None:
-    """Binary COPY of numpy columns (int4, int8, or tid as (block, offset)) into a table."""
+    """Binary COPY of numpy columns (int4, int8, float8, or tid as (block, offset)) into a table."""
     n = len(columns[0][2][0] if columns[0][1] == "tid" else columns[0][2])
     fields = [("nf", ">i2")]
     for name, kind, _ in columns:
@@ -344,11 +385,13 @@ def _insert_edges(cur: Any, run_key: str, source: _Source, params: NetworkParams
     if not pairs.lo.size:
         return 0
     cur.execute("drop table if exists pg_temp._co_pairs, pg_temp._co_ex")
-    cur.execute("create temp table _co_pairs (n int4, lo int4, hi int4, wab int4, wba int4, total int4) on commit drop")
+    cur.execute("create temp table _co_pairs (n int4, lo int4, hi int4, wab int4, wba int4, total int4,"
+                " iab float8, iba float8) on commit drop")
     cur.execute("create temp table _co_ex (n int4, rank int4, lo_tid tid, lo_ord int4, hi_tid tid, hi_ord int4,"
                 " delta_us int8) on commit drop")
     _copy_in(cur, "_co_pairs", [("n", "i4", np.arange(pairs.lo.size)), ("lo", "i4", pairs.lo), ("hi", "i4", pairs.hi),
-                                ("wab", "i4", pairs.w_lohi), ("wba", "i4", pairs.w_hilo), ("total", "i4", pairs.total)])
+                                ("wab", "i4", pairs.w_lohi), ("wba", "i4", pairs.w_hilo), ("total", "i4", pairs.total),
+                                ("iab", "f8", pairs.idf_lohi), ("iba", "f8", pairs.idf_hilo)])
     lo, hi = pairs.ex_lo_row, pairs.ex_hi_row
     _copy_in(cur, "_co_ex", [("n", "i4", pairs.ex_pair), ("rank", "i4", np.arange(lo.size)),
                              ("lo_tid", "tid", (rows.blk[lo], rows.off[lo])), ("lo_ord", "i4", rows.ord[lo]),
@@ -368,7 +411,8 @@ def _insert_edges(cur: Any, run_key: str, source: _Source, params: NetworkParams
         insert into edges (run_key, edge_type, a_key, b_key, weight, params, evidence)
         select %(k)s, %(t)s, a.account_key, b.account_key, greatest(p.wab, p.wba), cast(%(params)s as jsonb),
                jsonb_build_object('weight_a_to_b', p.wab, 'weight_b_to_a', p.wba, 'co_occurrences', p.total,
-                                  'examples', coalesce(x.examples, '[]'::jsonb))
+                                  'idf_weight_a_to_b', round(p.iab::numeric, 4), 'idf_weight_b_to_a',
+                                  round(p.iba::numeric, 4), 'examples', coalesce(x.examples, '[]'::jsonb))
         from _co_pairs p
         join _co_acct a on a.aid = p.lo
         join _co_acct b on b.aid = p.hi
