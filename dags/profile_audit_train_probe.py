@@ -24,9 +24,10 @@ from pipeline.airflow.tasks import default_args
     params={
         "real_dir": Param("", type="string", minLength=1, description="folder of real images"),
         "fake_dir": Param("", type="string", minLength=1, description="folder of generated images"),
-        "model": Param("ViT-L-14", type="string", description="open_clip model name"),
-        "weights": Param("openai", type="string",
-                         description="pretrained tag, checkpoint file, local-dir:FOLDER, or random:SEED"),
+        "model": Param("ViT-L-14", type="string", description="open_clip model name, or dlib-face"),
+        "weights": Param("openai", type=["null", "string"],
+                         description="pretrained tag, checkpoint file, local-dir:FOLDER, or random:SEED; "
+                                     "ignored for dlib-face, which has no weights to choose"),
         "normalize": Param(True, type="boolean", description="L2-normalise encode_image features"),
         "preprocess": Param("resize_center_crop", enum=["resize_center_crop", "center_crop"]),
         "target_fpr": Param(0.01, type="number", exclusiveMinimum=0, maximum=0.5),
@@ -55,7 +56,7 @@ def profile_audit_train_probe():
                                     jpeg_quality=parse_range(p["jpeg_quality"], "jpeg_quality"),
                                     reencode_quality=parse_range(p["reencode_quality"], "reencode_quality"))
         result = train_probe(airflow_settings(), Path(p["real_dir"]), Path(p["fake_dir"]), model=p["model"],
-                             weights=p["weights"], target_fpr=p["target_fpr"], promote=p["promote"],
+                             weights=None if p["model"] == "dlib-face" else p["weights"], target_fpr=p["target_fpr"], promote=p["promote"],
                              calibration=p["calibration"], augmentation=augmentation, normalize=p["normalize"],
                              preprocess=p["preprocess"])
         return {"detector_id": result.detector_id, "path": str(result.path), "metrics": result.metrics}

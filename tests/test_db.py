@@ -20,6 +20,7 @@ EXPECTED_TABLES = {
     "face_signals", "detector_training_images",  # 005: face detector rows, training manifests
     "posts",  # 003
     "avatar_near_duplicates",  # 006: near-duplicate avatar pairs per run
+    "image_claims",  # 013: images a score shard is embedding now
 }
 
 
