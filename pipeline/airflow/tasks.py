@@ -165,6 +165,15 @@ def no_retry_on_user_error(fn):
     return wrapper
 
 
+def declared_params(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """The DAG's declared Params (the run's params also hold every conf key, known or not)."""
+    dag = ctx.get("dag") if hasattr(ctx, "get") else None
+    declared = getattr(dag, "params", None)
+    if declared is None:
+        return params
+    return {k: params.get(k) for k in declared.keys()}
+
+
 @no_retry_on_user_error
 def begin_run(ctx: Any, run_key: str, export_path: str, params: dict[str, Any], as_of: str | None,
               predecessor: str | None = None) -> dict[str, Any]:
@@ -172,7 +181,7 @@ def begin_run(ctx: Any, run_key: str, export_path: str, params: dict[str, Any], 
     from pipeline import audit
     from pipeline.core import runs
 
-    check_conf(ctx["dag_run"].conf, params)
+    check_conf(ctx["dag_run"].conf, declared_params(ctx, params))
     settings = airflow_settings(params)
     owner = airflow_owner(ctx)
     from pipeline.core.db import ensure_schema
@@ -195,7 +204,7 @@ def skip_run(ctx: Any, run_key: str, params: dict[str, Any], reason: str, predec
     from pipeline.core import runs
     from pipeline.core.db import ensure_schema
 
-    check_conf(ctx["dag_run"].conf, params)
+    check_conf(ctx["dag_run"].conf, declared_params(ctx, params))
     settings = airflow_settings(params)
     ensure_schema(settings)
     owner = airflow_owner(ctx)
