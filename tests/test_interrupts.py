@@ -69,7 +69,7 @@ def test_signal_marks_the_run_failed_and_stops_the_embedded_server(tmp_path, dem
     try:
         with get_engine(settings).connect() as conn:
             status, summary = conn.execute(sa.text("select status, summary from runs where run_key = 'sig'")).one()
-        assert (status, summary) == ("failed", {"failed_stage": found.group(1)})
+        assert status == "failed" and summary["failed_stage"] == found.group(1), (status, summary)
     finally:
         dispose_engines()
         start_embedded(settings.pg_dir)[0]._cleanup()
