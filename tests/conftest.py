@@ -78,6 +78,16 @@ def _create_database(server_url: str, name: str, template: str | None = None, op
     return sa.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
+def fresh_settings(server_url: str, home: Path):
+    """Settings on a new, empty database of the test server (a module-scoped audit, or a test that
+    compares two databases); the stages migrate it."""
+    import uuid
+
+    from pipeline.config import load_settings
+
+    return load_settings(env={}, home=home, database_url=_create_database(server_url, "t_" + uuid.uuid4().hex[:12]))
+
+
 @pytest.fixture(scope="session")
 def template_database(server_url: str, tmp_path_factory) -> str:
     """A database migrated once per SQL version, which each test's database is copied from.

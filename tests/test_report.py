@@ -10,12 +10,12 @@ from __future__ import annotations
 import csv
 import html
 import shutil
-import uuid
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from conftest import fresh_settings
 
 RUN_KEY = "investigation:report/<test>"  # characters that are unsafe in a path and in HTML
 HOSTILE = {"bio": '<script>alert("bio")</script>', "display_name": "<img src=x onerror=alert(1)>",
@@ -38,19 +38,6 @@ def hostile_export(source: Path, target: Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return target
-
-
-def fresh_settings(server_url: str, home: Path):
-    """A new database on the test server, for a module-scoped audit."""
-    from pipeline.config import load_settings
-
-    name = "t_" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'create database "{name}"'))
-    admin.dispose()
-    url = sa.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    return load_settings(env={}, home=home, database_url=url)
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,11 @@ import signal
 import subprocess
 import sys
 import threading
-import uuid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import REPO, table_contents
+from conftest import REPO, fresh_settings, table_contents
 
 from pipeline.core import runs
 from pipeline.core.db import ensure_schema, transaction
@@ -158,18 +157,6 @@ def _day_export(src: Path, dest: Path, drop: set[str]) -> Path:
     return dest
 
 
-def _fresh_settings(server_url: str, home: Path):
-    from pipeline.config import load_settings
-
-    name = "t_" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'create database "{name}"'))
-    admin.dispose()
-    url = sa.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    return load_settings(env={}, home=home, database_url=url)
-
-
 @pytest.mark.slow
 def test_a_backfill_in_two_orders_gives_the_same_tables_ids_and_statuses(server_url, demo_data, tmp_path):
     """Defects 2 and 9: days 2 and 3 run at once, day 3 started first, versus one after the other. Each
@@ -215,8 +202,8 @@ def test_a_backfill_in_two_orders_gives_the_same_tables_ids_and_statuses(server_
                 audit(key, pred)
         return table_contents(settings), sum(embedded)
 
-    sequential, seq_embedded = scenario(_fresh_settings(server_url, tmp_path / "a"), concurrent=False)
-    settings_b = _fresh_settings(server_url, tmp_path / "b")
+    sequential, seq_embedded = scenario(fresh_settings(server_url, tmp_path / "a"), concurrent=False)
+    settings_b = fresh_settings(server_url, tmp_path / "b")
     parallel, par_embedded = scenario(settings_b, concurrent=True)
     assert parallel == sequential
     with transaction(settings_b) as conn:
