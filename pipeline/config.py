@@ -78,7 +78,7 @@ class NetworkParams(_Validated):
         "burst_p_value": (0, 1), **{n: (0, 1) for n in (
             "flag_score_threshold", "synthetic_share_rule", "burst_share_rule", "template_share_rule",
             "coactivity_share_rule", "cluster_match_jaccard", "status_keep_jaccard", "batch_share_rule",
-            "image_ring_share_rule")},
+            "image_ring_share_rule", "burst_max_chance_share")},
     }
 
 
@@ -116,6 +116,10 @@ class NetworkParams(_Validated):
     burst_smoothing_days: float = 7.0
     count_profile_bin: float = 0.1  # count_profile trait: width of the log10(1 + n) bins of followers/following/posts
     count_profile_min_count: int = 5  # count_profile trait: accounts of one profile in the window, at least
+    # a burst makes edges only where expected / observed in its window is at most this: the share of the window's
+    # accounts that the population explains by chance (a ceiling on the accounts chained in by chance)
+    burst_max_chance_share: float = 0.1
+    burst_refine_bin: float = 1.0  # width (decades) of the coarse count bins that narrow a template or synthetic label
     # confirmed_near_duplicate (an image ring): a pHash near-duplicate pair confirmed by dHash or embeddings,
     # both images detailed enough (pipeline/images/measures.py); false-match rate measured on real photos by
     # bench/near_duplicates.py --photos (docs/networks.md "Strong pairs")
@@ -174,8 +178,9 @@ class ClusterWeights(_Validated):
     image_ring_share: float = 0.45  # members on confirmed_near_duplicate edges: an image ring
 
 
-POLICY_VERSION = 3  # 1: the foundation's weights; 2: co-activity calibrated on CooRTweet's data (docs/networks.md);
-# 3: batch_share and image_ring_share (population-tested bursts, confirmed image rings), coactivity_min_idf_weight
+POLICY_VERSION = 4  # 1: the foundation's weights; 2: co-activity calibrated on CooRTweet's data (docs/networks.md);
+# 3: batch_share and image_ring_share (population-tested bursts, confirmed image rings), coactivity_min_idf_weight;
+# 4: a burst makes edges only where chance explains at most burst_max_chance_share of it; narrowed traits
 
 
 @dataclass(frozen=True)

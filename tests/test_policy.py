@@ -39,7 +39,7 @@ def test_defaults_are_the_documented_numbers():
     assert RiskWeights().as_dict() == RISK_WEIGHTS
     assert ClusterWeights().as_dict() == CLUSTER_WEIGHTS
     assert {k: v for k, v in NetworkParams().as_dict().items() if k in RULE_THRESHOLDS} == RULE_THRESHOLDS
-    assert POLICY_VERSION == 3
+    assert POLICY_VERSION == 4
 
 
 def _doc_table(heading: str) -> dict[str, float]:

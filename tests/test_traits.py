@@ -105,6 +105,57 @@ def test_a_burst_of_organic_sign_ups_with_varied_counts_is_not_a_batch():
     assert E.creation_window_edges(accounts, PARAMS) == []
 
 
+def _common_template_population(rng: np.random.Generator) -> tuple[list[E.AccountTraits], list[E.AccountTraits]]:
+    """20,000 organic accounts over two years, 15% with the template 'a_a+8digits' (about 8 of them in
+    any 48 hours), and a batch of 30 with that template made in 20 hours, all with 0-7 followers and
+    no bio: the template's burst around the batch holds the batch and the organic accounts that carry
+    the template in those hours."""
+    organic = []
+    for i in range(20_000):
+        templated = rng.random() < 0.15
+        organic.append(E.AccountTraits(
+            f"p:o{i:05d}", T0 + timedelta(days=float(rng.uniform(0, 730))), None, False,
+            "a_a+8digits" if templated else "a.a", 8 if templated else 0, "organic bio" if rng.random() < 0.7 else None,
+            None, int(rng.lognormal(5, 1.5)), int(rng.lognormal(5, 1)), int(rng.lognormal(4, 1.5))))
+    start = T0 + timedelta(days=400)
+    batch = [E.AccountTraits(f"p:b{i:03d}", start + timedelta(hours=float(rng.uniform(0, 20))), None, False,
+                             "a_a+8digits", 8, None, None, int(rng.integers(0, 8)), int(rng.integers(50, 300)),
+                             int(rng.integers(0, 20))) for i in range(30)]
+    return organic, batch
+
+
+def test_a_batch_with_a_common_template_is_linked_by_the_narrowed_trait_without_organic_accounts():
+    """The template alone is no clean burst (chance explains about a fifth of its window), so it makes
+    no edge; the template narrowed by a coarse follower bin is, and links exactly the batch."""
+    rng = np.random.default_rng(6)
+    organic, batch = _common_template_population(rng)
+    edges = E.creation_window_edges(organic + batch, PARAMS)
+    batch_keys = {a.account_key for a in batch}
+    window = [a for a in organic if a.handle_digits and abs((a.created_at - batch[0].created_at).days) <= 1]
+    assert len(window) >= 5  # organic accounts with the template do sit inside the batch's window
+    assert _linked(edges, "handle_template") == set()
+    narrowed = next(e for e in edges if "handle_template+followers" in e.evidence["traits"])
+    burst = narrowed.evidence["bursts"]["handle_template+followers"]
+    assert burst["bins"]["followers"][0] == 0 and burst["chance_share"] <= PARAMS.burst_max_chance_share
+    strong = [e for e in edges if e.weight >= PARAMS.strong_edge_min_weight]
+    linked = _linked(strong)
+    assert len(linked & batch_keys) >= 0.9 * len(batch)
+    # one narrowed trait only corroborates (0.25); a pair is strong when it shares two (a follower bin and
+    # an empty bio), which chance members of one narrowed burst rarely do
+    assert all(e.weight == 0.25 for e in edges if len(e.evidence["traits"]) == 1)
+    assert len(linked - batch_keys) <= 0.1 * len(linked)
+
+
+def test_without_the_chance_ceiling_the_organic_accounts_in_the_window_are_chained_in():
+    """The negative of the test above: with burst_max_chance_share 1 the template's burst links the
+    organic accounts that carry it inside the batch's window (issue 10's batch precision 0.73 at 1M)."""
+    rng = np.random.default_rng(6)
+    organic, batch = _common_template_population(rng)
+    edges = E.creation_window_edges(organic + batch, NetworkParams(burst_max_chance_share=1.0))
+    organic_linked = _linked(edges, "handle_template") - {a.account_key for a in batch}
+    assert len(organic_linked) >= 3
+
+
 def test_a_shared_language_counts_only_when_the_population_does_not_explain_it():
     rng = np.random.default_rng(5)
     organic = [E.AccountTraits(a.account_key, a.created_at, None, False, None, 0, None, None, language="en")

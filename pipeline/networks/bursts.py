@@ -3,13 +3,20 @@
 A trait (a handle template, a bio, a count profile, a language) is in a burst around an account when
 the window centred on the account holds more accounts with the trait than the population makes
 likely. The expected count is the trait's share of all accounts times the population's creation
-count around that window. That count is the larger of the window's own count and a smoothed rate
-(the count over ``smoothing_days`` scaled to the window), so a quiet stretch does not make any
-pair look unusual. A busy platform day raises the expectation of every trait, so a common template
+count around that window. That count is the larger of the
+window's own count and a smoothed rate (the count over ``smoothing_days`` scaled to the window), so
+a quiet stretch does not make any pair look unusual. A busy platform day raises the expectation of every trait, so a common template
 on such a day is no burst. A template only a batch uses is a burst wherever the batch was made,
 because its share is tiny. The test is a Poisson tail, Bonferroni-corrected over every account tested
 for that kind of trait (all values together: at 1M accounts thousands of count-profile cells are
 tested, and a correction per cell let rare cells on a busy day through).
+
+The test counts the trait's own accounts in the population's rate, which keeps a handful of
+coincidences from passing. How clean a burst is asks another question: of the accounts observed,
+how many does the rest of the population explain (share / (1 - share) times the other accounts'
+count, for a minority trait)? That chance share decides whether the burst may link accounts
+(pipeline/networks/edges.py); counting the burst into its own rate would make a batch of 30 in a
+window of 55 sign-ups expect a share of 85.
 """
 
 from __future__ import annotations
@@ -38,13 +45,19 @@ class Population:
         return (np.searchsorted(self.times, at + width / 2, side="right")
                 - np.searchsorted(self.times, at - width / 2, side="left"))
 
-    def rate_around(self, at: np.ndarray, window: float, smoothing: float) -> np.ndarray:
+    def rate_around(self, at: np.ndarray, window: float, smoothing: float, without: Population | None = None) -> np.ndarray:
         """The population's creation count per ``window`` around each time: the window's own count, or
-        the smoothed count over ``smoothing`` scaled to the window, whichever is larger."""
-        own = self.count_around(at, window).astype(np.float64)
+        the smoothed count over ``smoothing`` scaled to the window, whichever is larger. ``without``
+        (a trait's own accounts) is left out of both counts: the rest of the population, which gives
+        a burst's chance members."""
+        def count(width: float) -> np.ndarray:
+            n = self.count_around(at, width).astype(np.float64)
+            return n - without.count_around(at, width) if without is not None else n
+
+        own = count(window)
         if smoothing <= window:
             return own
-        return np.maximum(own, self.count_around(at, smoothing) * (window / smoothing))
+        return np.maximum(own, count(smoothing) * (window / smoothing))
 
 
 def poisson_tail(observed: np.ndarray, expected: np.ndarray) -> np.ndarray:
@@ -64,6 +77,7 @@ class BurstTest:
     expected: np.ndarray
     p_value: np.ndarray
     bursting: np.ndarray
+    chance_share: np.ndarray  # of the observed accounts, the share the rest of the population explains
 
 
 def burst_test(times: np.ndarray, population: Population, window: float, smoothing: float, min_count: int,
@@ -78,4 +92,9 @@ def burst_test(times: np.ndarray, population: Population, window: float, smoothi
     expected = share * population.rate_around(times, window, smoothing)
     tail = poisson_tail(observed, expected)
     bursting = (observed >= min_count) & (observed >= factor * expected) & (tail < p_value / max(tests or n, 1))
-    return BurstTest(observed, expected, tail, bursting)
+    if share < 0.5:  # the chance members: share / (1 - share) x the rest of the population's count
+        others = population.rate_around(times, window, smoothing, without=Population(np.asarray(times, dtype=np.float64)))
+        by_chance = share / (1.0 - share) * others
+    else:  # a majority trait has too few others to estimate from
+        by_chance = expected
+    return BurstTest(observed, expected, tail, bursting, by_chance / np.maximum(observed, 1))

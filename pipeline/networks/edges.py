@@ -38,6 +38,7 @@ from pipeline.networks.bursts import Population, burst_test
 
 TEXT_EDGE_WEIGHT = 0.3
 CREATION_TRAIT_WEIGHT = 0.5  # per trait shared inside a burst: one is strong
+NARROWED_TRAIT_WEIGHT = 0.25  # per narrowed trait (a template + a count bin or an empty bio): two are strong
 CONFIRMED_IMAGE_WEIGHT = 0.8  # a near-duplicate pair confirmed by a second measure: strong alone
 WEAK_BASE, WEAK_SPAN = 0.25, 0.1  # corroborating edges weigh 0.25 + 0.1 x closeness in [0, 1]
 MIN_BIO_CHARS = 8
@@ -218,6 +219,17 @@ def normalised_link(url: str | None) -> str | None:
     return text or None
 
 
+def count_bin(n: int, bin_width: float, offset: float) -> tuple[int, list[int]]:
+    """The log10(1 + n) bin of a count, on a grid shifted by ``offset`` bins, with its [low, high] counts."""
+    k = math.floor(math.log10(1 + n) / bin_width + offset)
+    lo = math.ceil(10 ** ((k - offset) * bin_width) - 1 - 1e-9)
+    hi = math.ceil(10 ** ((k + 1 - offset) * bin_width) - 1 - 1e-9) - 1
+    return k, [max(lo, 0), max(hi, lo)]
+
+
+COUNTS = ("followers", "following", "posts")
+
+
 def count_profile(acc: AccountTraits, bin_width: float, offset: float) -> tuple[str, dict[str, list[int]]] | None:
     """The account's followers, following and posts as log10(1 + n) bins of ``bin_width``, on a grid
     shifted by ``offset`` bins (two grids, so a batch straddling one grid's edge shares the other's
@@ -226,13 +238,28 @@ def count_profile(acc: AccountTraits, bin_width: float, offset: float) -> tuple[
     if any(c is None or c < 0 for c in counts):
         return None
     cells, bins = [], {}
-    for name, n in zip(("followers", "following", "posts"), counts):
-        k = math.floor(math.log10(1 + n) / bin_width + offset)
-        lo = math.ceil(10 ** ((k - offset) * bin_width) - 1 - 1e-9)
-        hi = math.ceil(10 ** ((k + 1 - offset) * bin_width) - 1 - 1e-9) - 1
+    for name, n in zip(COUNTS, counts):
+        k, bins[name] = count_bin(n, bin_width, offset)
         cells.append(f"{name}{k}")
-        bins[name] = [max(lo, 0), max(hi, lo)]
     return f"grid{offset:g}:" + "|".join(cells), bins
+
+
+def refinements(acc: AccountTraits, params: NetworkParams) -> list[tuple[str, str, dict[str, Any]]]:
+    """Second attributes that narrow a common trait: each count in a coarse log bin
+    (``burst_refine_bin`` decades, two grids) and an empty bio. A batch made by one operator shares
+    them; organic accounts that happen to carry a popular template inside the batch's window mostly do
+    not, so the narrowed trait can be a clean burst where the trait alone is not."""
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    for name in COUNTS:
+        n = getattr(acc, name)
+        if n is None or n < 0:
+            continue
+        for offset in (0.0, 0.5):
+            k, bounds = count_bin(n, params.burst_refine_bin, offset)
+            out.append((name, f"grid{offset:g}:{k}", {"bins": {name: bounds}}))
+    if not (acc.bio or "").strip():
+        out.append(("no_bio", "", {}))
+    return out
 
 
 def normalised_attribute(value: str | None) -> str | None:
@@ -255,20 +282,41 @@ def account_trait_values(acc: AccountTraits, params: NetworkParams) -> list[tupl
     for attr in ("language", "location"):
         if (value := normalised_attribute(getattr(acc, attr))) is not None:
             out.append((attr, value, {}))
+    # a handle template or a synthetic label narrowed by a second attribute (``refinements``)
+    narrowed = [(t, v) for t, v, _ in out if t in REFINED_TRAITS]
+    if narrowed:
+        for trait, value in narrowed:
+            for r_trait, r_value, r_extra in refinements(acc, params):
+                out.append((f"{trait}+{r_trait}", f"{value}|{r_value}", r_extra))
     return out
+
+
+REFINED_TRAITS = ("handle_template", "synthetic_avatar")  # minority traits, so the refined values stay few
+
+
+def creation_weight(bursts: dict[str, Any]) -> float:
+    """0.5 per shared trait, 0.25 per narrowed one (``template+followers``): a narrowed trait admits
+    up to ``burst_max_chance_share`` of chance members, so one alone only corroborates, and a batch
+    pair that shares two (a follower bin and an empty bio) is strong."""
+    return round(sum(NARROWED_TRAIT_WEIGHT if "+" in t else CREATION_TRAIT_WEIGHT for t in bursts), 4)
 
 
 def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkParams) -> list[Edge]:
     """Chain accounts sharing a trait whose creation times lie within the window of each other, inside
     a burst of that trait measured against the whole population (pipeline/networks/bursts.py). The
     traits: a handle template, a bio, a synthetic avatar, a count profile (followers, following and
-    posts in narrow log bins: batch-made accounts without any shared text), a language or location.
-    Each edge names its traits with the observed and expected counts and the p-value of each."""
+    posts in narrow log bins: batch-made accounts without any shared text), a language or location,
+    and a template or synthetic label narrowed by a coarse count bin or an empty bio. A burst makes
+    edges only where the population explains at most ``burst_max_chance_share`` of the window's
+    accounts (expected / observed): a common template inside a batch's window also holds organic
+    accounts, indistinguishable by the template, and only the narrowed trait separates the batch.
+    Each edge names its traits with the observed and expected counts, the chance share and the p-value."""
     window = params.creation_window_hours * 3600
     used = {"creation_window_hours": params.creation_window_hours, "min_template_digits": params.min_template_digits,
             "burst_factor": params.burst_factor, "burst_p_value": params.burst_p_value,
             "burst_smoothing_days": params.burst_smoothing_days, "count_profile_bin": params.count_profile_bin,
             "count_profile_min_count": params.count_profile_min_count,
+            "burst_max_chance_share": params.burst_max_chance_share, "burst_refine_bin": params.burst_refine_bin,
             "min_cluster_size": params.min_cluster_size}
     dated = [a for a in accounts if a.created_at is not None]
     population = Population.of(np.array([a.created_at.timestamp() for a in dated]))
@@ -288,7 +336,9 @@ def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkPara
         min_count = max(params.min_cluster_size, params.count_profile_min_count if trait == "count_profile" else 0)
         test = burst_test(times, population, window, params.burst_smoothing_days * 86400, min_count,
                           params.burst_factor, params.burst_p_value, tested[trait])
-        for k in np.flatnonzero(test.bursting[:-1] & test.bursting[1:]):
+        chance = test.chance_share
+        clean = test.bursting & (chance <= params.burst_max_chance_share)
+        for k in np.flatnonzero(clean[:-1] & clean[1:]):
             (prev, extra), (cur, _) = members[k], members[k + 1]
             delta = (cur.created_at - prev.created_at).total_seconds()
             if delta > window:
@@ -297,6 +347,7 @@ def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkPara
             weaker = k if test.p_value[k] >= test.p_value[k + 1] else k + 1  # the edge holds at both ends
             burst = {"value": value if trait != "synthetic_avatar" else None, **extra,
                      "observed": int(test.observed[weaker]), "expected": round(float(test.expected[weaker]), 4),
+                     "chance_share": round(float(chance[weaker]), 4),
                      "p_value": float(f"{test.p_value[weaker]:.3g}")}
             old = edges.get(key)
             bursts = dict(old.evidence["bursts"]) if old else {}
@@ -306,7 +357,7 @@ def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkPara
             evidence = {"traits": sorted(bursts), "bursts": dict(sorted(bursts.items())),
                         "created_at": [prev.created_at.isoformat(), cur.created_at.isoformat()],
                         "delta_hours": round(delta / 3600, 3)}
-            edges[key] = Edge.between("creation_window", *key, CREATION_TRAIT_WEIGHT * len(bursts), used, evidence)
+            edges[key] = Edge.between("creation_window", *key, creation_weight(bursts), used, evidence)
     return list(edges.values())
 
 
