@@ -92,6 +92,24 @@ class ClipProbe(EmbeddingDetector):
     def embed_preprocessed(self, batch: Any) -> np.ndarray:
         return self.loaded_backbone().embed_tensors(batch)
 
+    def input_pipeline(self) -> Any:
+        """The input view and the backbone's transform, without the model: what a worker process needs."""
+        if self.backbone.kind != "open_clip":
+            return self.preprocess
+        return ProbeInput(self.loaded_backbone().preprocess, self.input_reencode)
+
+    def draft_need(self) -> tuple[int, int] | None:
+        """The model input side, when a DCT-reduced decode stays within the measured tolerance: open_clip's
+        resize + center crop with no canonical re-encode (that one hashes and re-encodes the full-size
+        pixels, so it gets them); None otherwise (docs/detectors.md, "Decoding")."""
+        if self.backbone.kind != "open_clip" or self.input_reencode is not None:
+            return None
+        if self.backbone.preprocess != "resize_center_crop":
+            return None
+        size = self.loaded_backbone().model.visual.image_size
+        side = int(size[0] if isinstance(size, (tuple, list)) else size)
+        return (side, side)
+
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
         w = np.asarray(self.weight, dtype=np.float64)
         if embeddings.shape[-1] != w.shape[0]:
@@ -165,6 +183,19 @@ class FaceProbe(ClipProbe):
 
     kind = "face_probe"
     version = "1"
+
+
+@dataclass(frozen=True)
+class ProbeInput:
+    """``ClipProbe.preprocess`` as data: the canonical re-encode and the backbone's torchvision transform."""
+
+    transform: Any
+    reencode: tuple[int, int] | None
+
+    def __call__(self, images: Sequence[Image.Image]) -> Any:
+        import torch
+
+        return torch.stack([self.transform(canonical_reencode(im, self.reencode)) for im in images])
 
 
 PROBE_KINDS = {"open_clip": ClipProbe.kind, "dlib-face": FaceProbe.kind}  # backbone kind -> detector kind
