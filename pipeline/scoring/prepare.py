@@ -107,6 +107,24 @@ def prepare_batch(plan: PreparePlan, batch: list[tuple[str, str, tuple[int, ...]
     return Prepared(tensors, faces, seconds, raw if plan.gpu_decode else None)
 
 
+def merge_prepared(parts: Sequence[Prepared]) -> Prepared:
+    """Units prepared by different workers, as one inference batch (in order)."""
+    if len(parts) == 1:
+        return parts[0]
+    tensors = None
+    if parts[0].tensors is not None:
+        import torch
+
+        tensors = torch.cat([p.tensors for p in parts])
+    seconds: dict[str, float] = {}
+    for part in parts:
+        for key, value in part.seconds.items():
+            seconds[key] = seconds.get(key, 0.0) + value
+    faces = [[item for part in parts for item in part.faces[k]] for k in range(len(parts[0].faces))]
+    raw = None if parts[0].raw is None else [data for part in parts for data in (part.raw or [])]
+    return Prepared(tensors, faces, seconds, raw)
+
+
 _pools: dict[int, ProcessPoolExecutor] = {}
 
 
@@ -114,6 +132,22 @@ def _worker_init() -> None:
     import torch
 
     torch.set_num_threads(1)  # each worker process is one core's worth; the main process runs inference
+    # import now what the first batch would: open_clip's transforms (unpickling them) and dlib
+    import open_clip  # noqa: F401
+    import torchvision.transforms  # noqa: F401
+
+    import detectors.faces  # noqa: F401
+    from detectors.landmarks import check_available
+
+    try:
+        check_available()
+    except Exception:  # noqa: BLE001 - the Haar fallback, or no faces wanted: found at first use
+        pass
+
+
+def warm_pool(pool: Executor, workers: int) -> None:
+    """Wait until every worker process has started (and run its initializer)."""
+    list(pool.map(abs, range(4 * workers), chunksize=1))
 
 
 def decode_pool(kind: str, workers: int) -> Executor | None:

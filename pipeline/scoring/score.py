@@ -42,7 +42,7 @@ from pipeline.errors import UserError
 from pipeline.images.acquire import load_stored_image
 from pipeline.scoring.claims import score_claimed
 from pipeline.scoring.detector_store import register_detector, resolve_detector
-from pipeline.scoring.prepare import PreparePlan, combined_draft, decode_pool, prepare_batch
+from pipeline.scoring.prepare import Prepared, PreparePlan, combined_draft, decode_pool, merge_prepared, prepare_batch
 
 if TYPE_CHECKING:
     from pipeline.stages import RunContext
@@ -248,26 +248,45 @@ def _score_embedding_detector(settings: Settings, detector: EmbeddingDetector, i
     pool = decode_pool(settings.score_decode, settings.score_workers)
     writer = _writer(settings)
     embedded = 0
+    group: list[tuple[list[Any], Prepared]] = []
+
+    def flush() -> None:
+        nonlocal embedded
+        batch = [item for items, _ in group for item in items]
+        prepared = merge_prepared([p for _, p in group])
+        group.clear()
+        clock = time.perf_counter()
+        tensors = gpu(prepared.raw) if gpu is not None else pin_if_cuda(prepared.tensors, settings.device)
+        vectors = detector.embed_preprocessed(tensors)
+        scores = detector.score_embeddings(vectors)
+        PROFILE.add({"encode": time.perf_counter() - clock})
+        embedded += len(batch)
+        shas = [sha for sha, _, _ in batch]
+        for work, signals in zip(faces, prepared.faces):
+            work.todo.difference_update(sha for sha, _ in signals)
+            work.shared += len(signals)
+        writer.submit(partial(_write_batch, detector.id, backbone, shas, vectors, scores,
+                              [(f.detector.id, signals) for f, signals in zip(faces, prepared.faces) if signals]))
+        counter.update(len(batch))
+
     try:
-        for batch, prepared in prefetch(batched(missing, settings.batch_size), partial(prepare_batch, plan),
+        # workers prepare units of batch_size / workers images, so even one batch spreads over every
+        # worker; the model then runs on whole batches again
+        for batch, prepared in prefetch(batched(missing, _unit(settings)), partial(prepare_batch, plan),
                                         settings.score_workers, pool=pool):
             PROFILE.add(prepared.seconds)
-            clock = time.perf_counter()
-            tensors = gpu(prepared.raw) if gpu is not None else pin_if_cuda(prepared.tensors, settings.device)
-            vectors = detector.embed_preprocessed(tensors)
-            scores = detector.score_embeddings(vectors)
-            PROFILE.add({"encode": time.perf_counter() - clock})
-            embedded += len(batch)
-            shas = [sha for sha, _, _ in batch]
-            for work, signals in zip(faces, prepared.faces):
-                work.todo.difference_update(sha for sha, _ in signals)
-                work.shared += len(signals)
-            writer.submit(partial(_write_batch, detector.id, backbone, shas, vectors, scores,
-                                  [(f.detector.id, signals) for f, signals in zip(faces, prepared.faces) if signals]))
-            counter.update(len(batch))
+            group.append((batch, prepared))
+            if sum(len(items) for items, _ in group) >= settings.batch_size:
+                flush()
+        if group:
+            flush()
     finally:
         writer.close()
     return ScoreStats(embedded=embedded, from_cache=len(hits))
+
+
+def _unit(settings: Settings) -> int:
+    return max(1, -(-settings.batch_size // max(1, settings.score_workers)))
 
 
 def _write_batch(detector_id: str, backbone: str, shas: list[str], vectors: np.ndarray, scores: list[Any],
@@ -315,7 +334,7 @@ def face_signals_for(settings: Settings, images: list[tuple[str, str]]) -> int:
     writer = _writer(settings)
     try:
         # face detection (dlib, or the Haar fallback) runs in the workers (processes by default)
-        for batch, prepared in prefetch(batched(todo, settings.batch_size), partial(prepare_batch, plan),
+        for batch, prepared in prefetch(batched(todo, _unit(settings)), partial(prepare_batch, plan),
                                         settings.score_workers, pool=decode_pool(settings.score_decode,
                                                                                  settings.score_workers)):
             PROFILE.add(prepared.seconds)
