@@ -94,7 +94,7 @@ def bare_faces(settings, images: list) -> tuple[float, float]:
     started = time.perf_counter()
     detector.analyze(images[: max(8, len(images) // 4)])
     alone = max(8, len(images) // 4) / (time.perf_counter() - started)
-    pool = decode_pool(settings.score_decode, settings.score_workers)
+    pool = decode_pool("threads" if settings.score_decode == "threads" else "processes", settings.score_workers)
     started = time.perf_counter()
     list(prefetch(batched(images, max(1, settings.batch_size // 4)), partial(_analyze, detector),
                   settings.score_workers, pool=pool))
@@ -132,21 +132,18 @@ def bench_model(settings, run_key: str, model: str, workdir: Path, device: str |
     bare_before = bare_rate(backbone, tensors)
     faces_alone, faces_pool = bare_faces(settings, images)
     bare_face = max(faces_alone, faces_pool)
-    bare_detectors = 1 / (1 / bare_before + 1 / bare_face)  # provisional; recomputed with the mean below
 
+    clear(settings, spec.id)
+    off_seconds, _, _, _ = timed_run(replace(settings, face_signals=False), run_key, probe_path, backbone)
     clear(settings, spec.id)
     on_seconds, first_passes, breakdown, first = timed_run(settings, run_key, probe_path, backbone)
     assert first.faces_analyzed == len(paths), (first.faces_analyzed, len(paths))
-    clear(settings, spec.id)
-    off_seconds, _, _, _ = timed_run(replace(settings, face_signals=False), run_key, probe_path, backbone)
     bare_after = bare_rate(backbone, tensors)
     bare = (bare_before + bare_after) / 2
     bare_detectors = 1 / (1 / bare + 1 / bare_face)
     faces_on = first.newly_scored / on_seconds
     faces_off = len(paths) / off_seconds
 
-    clear(settings, spec.id)  # the faces-on state again, for the rerun figures
-    on_seconds, _, _, _ = timed_run(settings, run_key, probe_path, backbone)
     rerun_seconds, rerun_passes, _, rerun = timed_run(settings, run_key, probe_path, backbone)
     new_head = save_detector(random_probe(spec, backbone.embed_dim, 2), workdir / f"{model}-probe2.json")
     rescore_seconds, rescore_passes, _, rescored = timed_run(settings, run_key, new_head, backbone)
@@ -171,7 +168,8 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=400, help="avatar side in pixels (default 400)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2, help="decode/preprocess/face workers (0 = no overlap)")
-    parser.add_argument("--decode", default="processes", choices=("threads", "processes"), help="worker kind")
+    parser.add_argument("--decode", default="auto", choices=("auto", "threads", "processes"),
+                        help="worker kind (auto: processes with faces on, threads with faces off)")
     parser.add_argument("--no-draft", action="store_true", help="never decode JPEGs at reduced scale")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when available)")
@@ -192,7 +190,7 @@ def main() -> int:
         audit.run_stage(ctx, "ingest")
         audit.run_stage(ctx, "acquire_images")
         started = time.perf_counter()
-        pool = decode_pool(settings.score_decode, settings.score_workers)
+        pool = decode_pool("threads" if args.decode == "threads" else "processes", settings.score_workers)
         if pool is not None:  # spawn the workers now (they import torch): excluded, like model loading
             warm_pool(pool, args.workers)
         pool_seconds = time.perf_counter() - started

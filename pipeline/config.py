@@ -258,8 +258,9 @@ class Settings:
     score_workers: int = 2  # decode/preprocess threads that feed inference (0 = no overlap)
     device: str | None = None  # 'cuda', 'cpu', ...; None = CUDA with fp16 when available, else the CPU
     face_signals: bool = True  # the score stage also runs the face detector (face_signals table)
-    # decode/preprocess/face workers: 'processes' (dlib holds the GIL: threads were slower, docs/detectors.md)
-    score_decode: str = "processes"
+    # decode/preprocess/face workers: 'auto' = processes when the face detector runs (dlib holds the GIL),
+    # else threads; or 'threads' / 'processes' (measured in docs/benchmarks.md)
+    score_decode: str = "auto"
     score_draft: bool = True  # JPEGs >= 2x the model input decode at reduced scale (Pillow draft)
     gpu_decode: bool = True  # on CUDA, the probe's JPEGs are decoded and preprocessed on the GPU
     connect_timeout: float = 10.0  # seconds to reach PostgreSQL (a listener that never answers fails, not hangs)
@@ -360,7 +361,7 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         score_workers=number("score_workers", 2, 0),
         device=pick("device") or None,
         face_signals=str(pick("face_signals", True)).strip().lower() not in ("0", "false", "no", "off"),
-        score_decode=_choice(str(pick("score_decode", "processes")), ("threads", "processes"), "score_decode"),
+        score_decode=_choice(str(pick("score_decode", "auto")), ("auto", "threads", "processes"), "score_decode"),
         score_draft=str(pick("score_draft", True)).strip().lower() not in ("0", "false", "no", "off"),
         gpu_decode=str(pick("gpu_decode", True)).strip().lower() not in ("0", "false", "no", "off"),
         connect_timeout=number("connect_timeout", 10.0, 1, float),

@@ -191,10 +191,59 @@ def test_settings_choose_the_decode_pool_and_refuse_others(tmp_path: Path):
     from pipeline.config import load_settings
     from pipeline.errors import UserError
 
-    assert load_settings(env={}, home=tmp_path).score_decode == "processes"
+    assert load_settings(env={}, home=tmp_path).score_decode == "auto"
     assert load_settings(env={"PROFILE_AUDIT_SCORE_DECODE": "threads"}, home=tmp_path).score_decode == "threads"
     with pytest.raises(UserError, match="score_decode"):
         load_settings(env={"PROFILE_AUDIT_SCORE_DECODE": "fibers"}, home=tmp_path)
     assert decode_pool("threads", 2) is None
     settings = load_settings(env={"PROFILE_AUDIT_SCORE_DRAFT": "off"}, home=tmp_path)
     assert replace(settings, score_draft=True).score_draft and not settings.score_draft
+
+
+def test_the_stage_on_the_gpu_input_path_run_on_the_cpu(settings, tmp_path: Path, monkeypatch):
+    """The score stage with the GPU plan forced onto the CPU device: workers hand back the bytes, the
+    batch is decoded and preprocessed by DeviceTransform, and the embeddings match the CPU path's."""
+    from detectors import save_detector
+    from pipeline import audit
+    from pipeline.scoring import score as score_module
+    from pipeline.scoring.score import score_run
+    from pipeline.testing.demo import draw_face
+
+    rng = np.random.default_rng(5)
+    (tmp_path / "export" / "avatars").mkdir(parents=True)
+    lines = ["platform,account_id,handle,avatar"]
+    for i in range(12):
+        (tmp_path / "export" / "avatars" / f"{i}.jpg").write_bytes(_jpeg(Image.fromarray(draw_face(rng, 300)), 85))
+        lines.append(f"bench,{i},user{i},avatars/{i}.jpg")
+    (tmp_path / "export" / "manifest.csv").write_text("\n".join(lines) + "\n")
+    spec = BackboneSpec.parse("pa-tiny-vit", "random:0")
+    probe = ClipProbe(backbone=spec, weight=list(np.random.default_rng(1).normal(size=64) / 8), bias=0.0)
+    path = save_detector(probe, tmp_path / "probe.json")
+    settings = replace(settings, batch_size=5, score_decode="threads", face_signals=False)
+    audit.begin(settings, "g1", tmp_path / "export", "generic", settings.network, str(path))
+    ctx = audit.RunContext(settings, "g1", settings.network)
+    audit.run_stage(ctx, "ingest")
+    audit.run_stage(ctx, "acquire_images")
+    cpu = score_run(settings, "g1", str(path))
+
+    def vectors() -> dict:
+        with transaction(settings) as conn:
+            return {r.sha256: np.asarray(r.vector) for r in conn.execute(sa.text("select sha256, vector from embeddings"))}
+
+    on_cpu = vectors()
+    with transaction(settings) as conn:
+        conn.execute(sa.text("delete from image_scores"))
+        conn.execute(sa.text("delete from embeddings"))
+    transforms = []
+
+    def forced(_settings, detector):
+        transforms.append(DeviceTransform.from_transform(detector.loaded_backbone().preprocess, "resize_center_crop", "cpu"))
+        return transforms[-1]
+
+    monkeypatch.setattr(score_module, "gpu_plan", forced)
+    gpu = score_run(settings, "g1", str(path))
+    assert transforms and gpu.embedded == cpu.embedded == 12
+    on_device = vectors()
+    assert on_device.keys() == on_cpu.keys()
+    cosine = min(float(a @ on_device[k] / np.linalg.norm(a) / np.linalg.norm(on_device[k])) for k, a in on_cpu.items())
+    assert cosine > 0.9999

@@ -27,7 +27,7 @@ from PIL import Image
 from pipeline.errors import UserError
 from pipeline.images.acquire import decode_image
 
-DECODE_POOLS = ("threads", "processes")
+DECODE_POOLS = ("threads", "processes")  # what decode_pool builds; Settings.score_decode adds "auto"
 
 
 @dataclass(frozen=True)

@@ -245,7 +245,7 @@ def _score_embedding_detector(settings: Settings, detector: EmbeddingDetector, i
                for sha, path in images if sha not in cached]
     gpu = gpu_plan(settings, detector)
     plan = _plan(settings, detector, faces, gpu is not None)
-    pool = decode_pool(settings.score_decode, settings.score_workers)
+    pool = decode_pool(_pool_kind(settings, any(f.todo for f in faces)), settings.score_workers)
     writer = _writer(settings)
     embedded = 0
     group: list[tuple[list[Any], Prepared]] = []
@@ -283,6 +283,14 @@ def _score_embedding_detector(settings: Settings, detector: EmbeddingDetector, i
     finally:
         writer.close()
     return ScoreStats(embedded=embedded, from_cache=len(hits))
+
+
+def _pool_kind(settings: Settings, faces: bool) -> str:
+    """``auto``: processes when a face detector runs (dlib holds the GIL), threads otherwise (PIL releases
+    it, and a thread hands its tensors over without pickling); measured in docs/benchmarks.md."""
+    if settings.score_decode == "auto":
+        return "processes" if faces else "threads"
+    return settings.score_decode
 
 
 def _unit(settings: Settings) -> int:
@@ -335,8 +343,7 @@ def face_signals_for(settings: Settings, images: list[tuple[str, str]]) -> int:
     try:
         # face detection (dlib, or the Haar fallback) runs in the workers (processes by default)
         for batch, prepared in prefetch(batched(todo, _unit(settings)), partial(prepare_batch, plan),
-                                        settings.score_workers, pool=decode_pool(settings.score_decode,
-                                                                                 settings.score_workers)):
+                                        settings.score_workers, pool=decode_pool(_pool_kind(settings, True), settings.score_workers)):
             PROFILE.add(prepared.seconds)
             jobs = [(f.detector.id, signals) for f, signals in zip(faces, prepared.faces) if signals]
             writer.submit(partial(_write_faces, jobs))
