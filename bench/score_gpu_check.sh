@@ -10,14 +10,11 @@ PY="${PY:-.venv/bin/python}"
 export HF_HUB_OFFLINE=1 PROFILE_AUDIT_NO_PROGRESS=1 PYTHONPATH="$PWD"
 "$PY" -c "import torch; print('device:', torch.cuda.get_device_name(0), '| cores:', __import__('os').cpu_count())"
 "$PY" - <<'PY'
-import io
-
 import numpy as np
-from PIL import Image
 
 from detectors.backbone import BackboneSpec, load_backbone
 from detectors.gpu_batch import DeviceTransform, pil_reference
-from pipeline.testing.demo import draw_face
+from pipeline.testing.demo import draw_face, encode
 
 b = load_backbone(BackboneSpec.parse("pa-tiny-vit", "random:0"))
 print("auto device:", b.device, b.precision)
@@ -25,9 +22,7 @@ assert b.device.startswith("cuda") and b.precision == "fp16"
 rng = np.random.default_rng(0)
 datas = []
 for side in (400, 160, 1024):
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(draw_face(rng, side))).save(buf, "JPEG", quality=85)
-    datas.append(buf.getvalue())
+    datas.append(encode(draw_face(rng, side), "JPEG", quality=85))
 gpu = DeviceTransform.from_transform(b.preprocess, "resize_center_crop", "cuda")(datas).cpu()
 diff = (gpu - pil_reference(datas, b.preprocess)).abs()
 print(f"GPU input path vs CPU preprocessing: max abs {diff.max():.4f}, mean abs {diff.mean():.5f}")

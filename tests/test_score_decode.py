@@ -207,13 +207,13 @@ def test_the_stage_on_the_gpu_input_path_run_on_the_cpu(settings, tmp_path: Path
     from pipeline import audit
     from pipeline.scoring import score as score_module
     from pipeline.scoring.score import score_run
-    from pipeline.testing.demo import draw_face
+    from pipeline.testing.demo import draw_face, encode
 
     rng = np.random.default_rng(5)
     (tmp_path / "export" / "avatars").mkdir(parents=True)
     lines = ["platform,account_id,handle,avatar"]
     for i in range(12):
-        (tmp_path / "export" / "avatars" / f"{i}.jpg").write_bytes(_jpeg(Image.fromarray(draw_face(rng, 300)), 85))
+        (tmp_path / "export" / "avatars" / f"{i}.jpg").write_bytes(encode(draw_face(rng, 300), "JPEG", quality=85))
         lines.append(f"bench,{i},user{i},avatars/{i}.jpg")
     (tmp_path / "export" / "manifest.csv").write_text("\n".join(lines) + "\n")
     spec = BackboneSpec.parse("pa-tiny-vit", "random:0")
