@@ -79,6 +79,14 @@ class EmbeddingDetector(Detector):
         """The inference half: ``embed(images) == embed_preprocessed(preprocess(images))``."""
         return self.embed(batch)
 
+    def input_pipeline(self) -> Any:
+        """``preprocess`` as a picklable callable, for the score stage's worker processes."""
+        return self.preprocess
+
+    def draft_need(self) -> tuple[int, int] | None:
+        """(short side, long side) of pixels this detector needs, or None: decode in full (the default)."""
+        return None
+
     def score(self, images: Sequence[Image.Image]) -> list[ImageScore]:
         return self.score_embeddings(self.embed(images))
 

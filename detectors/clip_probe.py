@@ -92,6 +92,24 @@ class ClipProbe(EmbeddingDetector):
     def embed_preprocessed(self, batch: Any) -> np.ndarray:
         return self.loaded_backbone().embed_tensors(batch)
 
+    def input_pipeline(self) -> Any:
+        """The input view and the backbone's transform, without the model: what a worker process needs."""
+        if self.backbone.kind != "open_clip":
+            return self.preprocess
+        return ProbeInput(self.loaded_backbone().preprocess, self.input_reencode)
+
+    def draft_need(self) -> tuple[int, int] | None:
+        """The model input side, when a DCT-reduced decode stays within the measured tolerance: open_clip's
+        resize + center crop with no canonical re-encode (that one hashes and re-encodes the full-size
+        pixels, so it gets them); None otherwise (docs/detectors.md, "Decoding")."""
+        if self.backbone.kind != "open_clip" or self.input_reencode is not None:
+            return None
+        if self.backbone.preprocess != "resize_center_crop":
+            return None
+        size = self.loaded_backbone().model.visual.image_size
+        side = int(size[0] if isinstance(size, (tuple, list)) else size)
+        return (side, side)
+
     def logits(self, embeddings: np.ndarray) -> np.ndarray:
         w = np.asarray(self.weight, dtype=np.float64)
         if embeddings.shape[-1] != w.shape[0]:
@@ -165,6 +183,46 @@ class FaceProbe(ClipProbe):
 
     kind = "face_probe"
     version = "1"
+
+
+@dataclass(frozen=True)
+class ProbeInput:
+    """``ClipProbe.preprocess`` as data: the canonical re-encode and the backbone's torchvision transform."""
+
+    transform: Any
+    reencode: tuple[int, int] | None
+
+    def __call__(self, images: Sequence[Image.Image]) -> Any:
+        import torch
+
+        views = [canonical_reencode(im, self.reencode) for im in images]
+        split = _tensor_tail(self.transform)
+        if split is None or not views:
+            return torch.stack([self.transform(im) for im in views])
+        pil_steps, mean, std = split
+        pixels = []
+        for im in views:
+            for step in pil_steps:
+                im = step(im)
+            pixels.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+        # ToTensor + Normalize on the whole batch at once: the same float32 operations in the same order
+        # as torchvision's per-image ones (so the same values), at a fraction of their per-call cost
+        batch = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float().div_(255)
+        return batch.sub_(mean.view(1, 3, 1, 1)).div_(std.view(1, 3, 1, 1)).contiguous()
+
+
+def _tensor_tail(transform: Any) -> tuple[list[Any], Any, Any] | None:
+    """(PIL steps, mean, std) when the transform ends in ToTensor + Normalize (open_clip's); else None."""
+    import torch
+
+    steps = list(getattr(transform, "transforms", []))
+    if len(steps) < 2 or type(steps[-1]).__name__ != "Normalize" or "ToTensor" not in type(steps[-2]).__name__:
+        return None
+    pil = [t for t in steps[:-2] if type(t).__name__ != "MaybeConvertMode"]  # convert("RGB") is done below
+    if any(type(t).__name__ not in ("Resize", "CenterCrop") for t in pil):
+        return None
+    norm = steps[-1]
+    return pil, torch.tensor(norm.mean, dtype=torch.float32), torch.tensor(norm.std, dtype=torch.float32)
 
 
 PROBE_KINDS = {"open_clip": ClipProbe.kind, "dlib-face": FaceProbe.kind}  # backbone kind -> detector kind

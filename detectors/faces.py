@@ -180,6 +180,10 @@ class FaceDetector(Detector, FaceSignalSource):
             return None
         return tuple((x + ex + ew / 2, y + ey + eh / 2) for ex, ey, ew, eh in (halves[0], halves[1]))  # type: ignore
 
+    def draft_need(self) -> tuple[int, int] | None:
+        """Images are analysed at ``max_side`` at most, so a decode whose long side keeps that is enough."""
+        return (1, self.max_side)
+
     def analyze(self, images: Sequence[Image.Image]) -> list[FaceSignal]:
         return [self.analyze_one(im) for im in images]
 

@@ -263,6 +263,11 @@ class Settings:
     score_workers: int = 2  # decode/preprocess threads that feed inference (0 = no overlap)
     device: str | None = None  # 'cuda', 'cpu', ...; None = CUDA with fp16 when available, else the CPU
     face_signals: bool = True  # the score stage also runs the face detector (face_signals table)
+    # decode/preprocess/face workers: 'auto' = processes when the face detector runs (dlib holds the GIL),
+    # else threads; or 'threads' / 'processes' (measured in docs/benchmarks.md)
+    score_decode: str = "auto"
+    score_draft: bool = True  # JPEGs >= 2x the model input decode at reduced scale (Pillow draft)
+    gpu_decode: bool = True  # on CUDA, the probe's JPEGs are decoded and preprocessed on the GPU
     connect_timeout: float = 10.0  # seconds to reach PostgreSQL (a listener that never answers fails, not hangs)
     lock_timeout: float = 60.0  # seconds a statement waits for a lock another session holds, then fails
     network: NetworkParams = field(default_factory=NetworkParams)
@@ -361,6 +366,9 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         score_workers=number("score_workers", 2, 0),
         device=pick("device") or None,
         face_signals=str(pick("face_signals", True)).strip().lower() not in ("0", "false", "no", "off"),
+        score_decode=_choice(str(pick("score_decode", "auto")), ("auto", "threads", "processes"), "score_decode"),
+        score_draft=str(pick("score_draft", True)).strip().lower() not in ("0", "false", "no", "off"),
+        gpu_decode=str(pick("gpu_decode", True)).strip().lower() not in ("0", "false", "no", "off"),
         connect_timeout=number("connect_timeout", 10.0, 1, float),
         lock_timeout=number("lock_timeout", 60.0, 0.001, float),
         network=network,
@@ -368,6 +376,13 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         risk_weights=RiskWeights.from_mapping(section.get("risk_weights")),
         cluster_weights=ClusterWeights.from_mapping(section.get("cluster_weights")),
     )
+
+
+def _choice(value: str, allowed: tuple[str, ...], name: str) -> str:
+    value = value.strip().lower()
+    if value not in allowed:
+        raise UserError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
 
 
 def validate_database_url(url: str) -> str:

@@ -80,8 +80,24 @@ def polyglot_reason(data: bytes, fmt: str) -> str | None:
     return None
 
 
-def decode_image(data: bytes) -> tuple[str, Image.Image]:
-    """Sniff, bound and fully decode image bytes to upright RGB; raise ImageRejected with a reason."""
+def draft_request(size: tuple[int, int], need: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The size to pass to Pillow's JPEG ``draft`` (DCT-domain scaling by 1/2, 1/4 or 1/8) so that the
+    decoded image keeps a short side >= ``need[0]`` and a long side >= ``need[1]``; None: full decode."""
+    if need is None:
+        return None
+    width, height = size
+    for k in (8, 4, 2):
+        if min(width, height) // k >= need[0] and max(width, height) // k >= need[1]:
+            return (width // k, height // k)
+    return None
+
+
+def decode_image(data: bytes, draft: tuple[int, int] | None = None) -> tuple[str, Image.Image]:
+    """Sniff, bound and fully decode image bytes to upright RGB; raise ImageRejected with a reason.
+
+    ``draft`` (short side, long side) lets a JPEG at least twice that size decode at reduced scale
+    in the DCT domain (much cheaper than a full decode and a resize); other formats decode in full.
+    """
     if len(data) > MAX_IMAGE_BYTES:
         raise ImageRejected(f"{len(data)} bytes exceeds the {MAX_IMAGE_BYTES}-byte limit")
     if not data:
@@ -102,6 +118,9 @@ def decode_image(data: bytes) -> tuple[str, Image.Image]:
                     f"{width}x{height} pixels exceeds the {MAX_IMAGE_PIXELS}-pixel limit (decompression bomb?)"
                 )
             img.seek(0)  # animated images: score the first frame
+            request = draft_request(img.size, draft) if fmt == "JPEG" else None
+            if request is not None:
+                img.draft("RGB", request)
             img.load()
             img = ImageOps.exif_transpose(img)
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
@@ -149,8 +168,8 @@ def store_image(settings: Settings, image: ValidatedImage) -> Path:
     return target
 
 
-def load_stored_image(settings: Settings, storage_path: str) -> Image.Image:
-    return decode_image((settings.image_dir / storage_path).read_bytes())[1]
+def load_stored_image(settings: Settings, storage_path: str, draft: tuple[int, int] | None = None) -> Image.Image:
+    return decode_image((settings.image_dir / storage_path).read_bytes(), draft)[1]
 
 
 def read_local_avatar(export_root: Path, ref: str) -> bytes:

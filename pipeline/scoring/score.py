@@ -3,8 +3,12 @@
 - Embedding detectors (the CLIP probe): the embedding is cached per (image sha256, backbone id).
   Images already embedded with the backbone are scored from the cache: no forward pass, and the
   image file is never opened. So a new head over the same backbone rescores everything cheaply.
-- Images to embed are decoded and preprocessed in worker threads that fill a bounded queue while
-  the model runs (``Settings.score_workers``, ``Settings.batch_size``).
+- Images to embed are read and decoded once, in workers (processes or threads, ``Settings.score_decode``)
+  that fill a bounded queue while the model runs (``Settings.score_workers``, ``Settings.batch_size``);
+  the face detectors analyse the same decoded pixels in the same workers (``pipeline/scoring/prepare.py``).
+  Embeddings, scores and face signals are written with binary COPY on a writer thread, overlapping the
+  next batch's inference. On CUDA the probe's JPEGs are decoded and preprocessed on the GPU
+  (``detectors/gpu_batch.py``).
 - Work can be split into shards by image hash (``shard_index`` of ``shard_count``) so Airflow can
   map the stage across workers; shards never overlap and together cover the run.
 - The run's detector comes from the detector registry (``resolve_detector``: a stored id, a saved
@@ -15,9 +19,11 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,15 +31,18 @@ import sqlalchemy as sa
 
 from detectors import Detector, EmbeddingDetector
 from detectors.base import face_signal_kinds
-from detectors.batching import batched, prefetch
+from detectors.batching import BackgroundWriter, batched, prefetch
+from detectors.gpu_batch import gpu_plan, pin_if_cuda
 from pipeline.config import Settings
-from pipeline.core.db import insert_rows, transaction
+from pipeline.core.bulk import copy_upsert
+from pipeline.core.db import transaction
 from pipeline.core.progress import Counter
 from pipeline.core.runs import set_detector
 from pipeline.errors import UserError
 from pipeline.images.acquire import load_stored_image
 from pipeline.scoring.claims import score_claimed
 from pipeline.scoring.detector_store import register_detector, resolve_detector
+from pipeline.scoring.prepare import Prepared, PreparePlan, combined_draft, decode_pool, merge_prepared, prepare_batch
 
 if TYPE_CHECKING:
     from pipeline.stages import RunContext
@@ -106,13 +115,36 @@ def score_run(settings: Settings, run_key: str, detector_ref: str | None = None,
     images = _run_images(settings, run_key, shard_index, shard_count)
     done = _done(settings, "image_scores", [sha for sha, _ in images], detector_id=detector.id)
     todo = [(sha, path) for sha, path in images if sha not in done]
+    # the face detectors ride along with the probe: the images it decodes get their face signals from
+    # the same pixels; face_signals_for below then only decodes what the probe did not (cache hits)
+    faces = face_work(settings, images) if settings.face_signals else []
     # claimed chunk by chunk, so a concurrent run or shard never embeds the same image (pipeline/scoring/claims.py)
-    stats, mine = score_claimed(settings, detector.id, run_key, todo, lambda batch: score_images(settings, detector, batch),
+    stats, mine = score_claimed(settings, detector.id, run_key, todo,
+                                lambda batch: score_images(settings, detector, batch, faces),
                                 lambda a, b: ScoreStats(a.embedded + b.embedded, a.from_cache + b.from_cache), ScoreStats())
-    faces = face_signals_for(settings, images) if settings.face_signals else 0
+    analysed = face_signals_for(settings, images) + sum(f.shared for f in faces) if settings.face_signals else 0
     seconds = time.perf_counter() - started
     return ScoreResult(detector.id, len(images), mine, stats.embedded, stats.from_cache, shard_index, shard_count,
-                       faces, round(mine / seconds, 1) if mine and seconds > 0 else 0.0)
+                       analysed, round(mine / seconds, 1) if mine and seconds > 0 else 0.0)
+
+
+@dataclass
+class FaceWork:
+    """One face detector and the images that still lack its face_signals row."""
+
+    detector: Any
+    todo: set[str]
+    shared: int = 0  # analysed on the probe's decoded pixels
+
+
+def face_work(settings: Settings, images: list[tuple[str, str]]) -> list[FaceWork]:
+    work = []
+    for kind in face_signal_kinds():
+        detector = kind()
+        register_detector(settings, detector)
+        done = _done(settings, "face_signals", [sha for sha, _ in images], detector_id=detector.id)
+        work.append(FaceWork(detector, {sha for sha, _ in images if sha not in done}))
+    return work
 
 
 def _loader(settings: Settings) -> Callable[[str], Any]:
@@ -125,24 +157,51 @@ def _loader(settings: Settings) -> Callable[[str], Any]:
     return load
 
 
+SCORE_COLUMNS = (("sha256", "text"), ("detector_id", "text"), ("probability", "float8"), ("label", "bool"),
+                 ("reason", "text"))
+EMBEDDING_COLUMNS = (("sha256", "text"), ("backbone_id", "text"), ("dim", "int4"), ("vector", "real[]"))
+FACE_COLUMNS = (("sha256", "text"), ("detector_id", "text"), ("face_count", "int4"),
+                ("eye_alignment_distance", "float8"), ("gan_eye_aligned", "bool"), ("usable_face", "bool"),
+                ("details", "jsonb"))
+
+
 def _write_scores(conn: sa.Connection, detector_id: str, shas: list[str], scores: list[Any]) -> None:
-    insert_rows(
-        conn,
-        "insert into image_scores (sha256, detector_id, probability, label, reason)"
-        " values (:sha256, :d, :p, :label, :reason)"
-        " on conflict (sha256, detector_id) do update set probability = excluded.probability,"
-        " label = excluded.label, reason = excluded.reason",
-        ({"sha256": sha, "d": detector_id, "p": s.probability, "label": s.label, "reason": s.reason}
-         for sha, s in zip(shas, scores)),
-    )
+    copy_upsert(conn, "image_scores", SCORE_COLUMNS,
+                ((sha, detector_id, s.probability, s.label, s.reason) for sha, s in zip(shas, scores)),
+                "(sha256, detector_id) do update set probability = excluded.probability,"
+                " label = excluded.label, reason = excluded.reason")
 
 
-def score_images(settings: Settings, detector: Detector, images: list[tuple[str, str]]) -> ScoreStats:
-    """Score (sha256, storage_path) pairs into image_scores; returns forward passes and cache hits."""
+def write_embeddings(conn: sa.Connection, backbone_id: str, shas: list[str], vectors: np.ndarray) -> None:
+    """Binary COPY: the float32 vectors reach real[] bit for bit."""
+    copy_upsert(conn, "embeddings", EMBEDDING_COLUMNS,
+                ((sha, backbone_id, int(v.shape[0]), v) for sha, v in zip(shas, vectors)), "do nothing")
+
+
+def write_face_signals(conn: sa.Connection, detector_id: str, signals: list[tuple[str, Any]]) -> None:
+    copy_upsert(conn, "face_signals", FACE_COLUMNS,
+                ((sha, detector_id, s.face_count, s.eye_alignment_distance, s.gan_eye_aligned, s.usable_face,
+                  _json(s.details)) for sha, s in signals),
+                "(sha256, detector_id) do update set face_count = excluded.face_count,"
+                " eye_alignment_distance = excluded.eye_alignment_distance, usable_face = excluded.usable_face,"
+                " gan_eye_aligned = excluded.gan_eye_aligned, details = excluded.details")
+
+
+def _writer(settings: Settings) -> BackgroundWriter:
+    def run(job: Callable[[sa.Connection], None]) -> None:
+        with transaction(settings) as conn:
+            job(conn)
+    return BackgroundWriter(run, threaded=settings.score_workers > 0)
+
+
+def score_images(settings: Settings, detector: Detector, images: list[tuple[str, str]],
+                 faces: list[FaceWork] | None = None) -> ScoreStats:
+    """Score (sha256, storage_path) pairs into image_scores; returns forward passes and cache hits.
+    ``faces``: face detectors to run on the pixels decoded for the probe (their rows are written too)."""
     counter = Counter("score", len(images))
     try:
         if isinstance(detector, EmbeddingDetector):
-            return _score_embedding_detector(settings, detector, images, counter)
+            return _score_embedding_detector(settings, detector, images, counter, faces or [])
         load = _loader(settings)
         for batch, scores in prefetch(batched(images, settings.batch_size),
                                       lambda b: detector.score([load(p) for _, p in b]), settings.score_workers):
@@ -154,8 +213,16 @@ def score_images(settings: Settings, detector: Detector, images: list[tuple[str,
         counter.close()
 
 
+def _plan(settings: Settings, detector: EmbeddingDetector | None, faces: list[FaceWork],
+          gpu: bool = False) -> PreparePlan:
+    needs = ([] if detector is None or gpu else [detector.draft_need()]) + [f.detector.draft_need() for f in faces]
+    return PreparePlan(settings.image_dir, combined_draft(needs) if settings.score_draft else None,
+                       None if detector is None else detector.input_pipeline(),
+                       tuple(f.detector for f in faces), gpu_decode=gpu)
+
+
 def _score_embedding_detector(settings: Settings, detector: EmbeddingDetector, images: list[tuple[str, str]],
-                              counter: Counter) -> ScoreStats:
+                              counter: Counter, faces: list[FaceWork]) -> ScoreStats:
     if hasattr(detector, "device"):
         detector.device = settings.device
     if settings.torch_threads:
@@ -174,59 +241,124 @@ def _score_embedding_detector(settings: Settings, detector: EmbeddingDetector, i
             _write_scores(conn, detector.id, chunk, detector.score_embeddings(vectors))
         counter.update(len(chunk))
 
-    missing = [(sha, path) for sha, path in images if sha not in cached]
-    load = _loader(settings)
+    missing = [(sha, path, tuple(k for k, f in enumerate(faces) if sha in f.todo))
+               for sha, path in images if sha not in cached]
+    gpu = gpu_plan(settings, detector)
+    plan = _plan(settings, detector, faces, gpu is not None)
+    pool = decode_pool(_pool_kind(settings, any(f.todo for f in faces)), settings.score_workers)
+    writer = _writer(settings)
     embedded = 0
-    for batch, tensors in prefetch(batched(missing, settings.batch_size),
-                                   lambda b: detector.preprocess([load(p) for _, p in b]), settings.score_workers):
+    group: list[tuple[list[Any], Prepared]] = []
+
+    def flush() -> None:
+        nonlocal embedded
+        batch = [item for items, _ in group for item in items]
+        prepared = merge_prepared([p for _, p in group])
+        group.clear()
+        clock = time.perf_counter()
+        tensors = gpu(prepared.raw) if gpu is not None else pin_if_cuda(prepared.tensors, settings.device)
         vectors = detector.embed_preprocessed(tensors)
+        scores = detector.score_embeddings(vectors)
+        PROFILE.add({"encode": time.perf_counter() - clock})
         embedded += len(batch)
-        shas = [sha for sha, _ in batch]
-        with transaction(settings) as conn:
-            insert_rows(
-                conn,
-                "insert into embeddings (sha256, backbone_id, dim, vector) values (:sha, :b, :dim, :v)"
-                " on conflict do nothing",
-                ({"sha": sha, "b": backbone, "dim": int(v.shape[0]), "v": v.tolist()} for sha, v in zip(shas, vectors)),
-            )
-            _write_scores(conn, detector.id, shas, detector.score_embeddings(vectors))
+        shas = [sha for sha, _, _ in batch]
+        for work, signals in zip(faces, prepared.faces):
+            work.todo.difference_update(sha for sha, _ in signals)
+            work.shared += len(signals)
+        writer.submit(partial(_write_batch, detector.id, backbone, shas, vectors, scores,
+                              [(f.detector.id, signals) for f, signals in zip(faces, prepared.faces) if signals]))
         counter.update(len(batch))
+
+    try:
+        # workers prepare units of batch_size / workers images, so even one batch spreads over every
+        # worker; the model then runs on whole batches again
+        for batch, prepared in prefetch(batched(missing, _unit(settings)), partial(prepare_batch, plan),
+                                        settings.score_workers, pool=pool):
+            PROFILE.add(prepared.seconds)
+            group.append((batch, prepared))
+            if sum(len(items) for items, _ in group) >= settings.batch_size:
+                flush()
+        if group:
+            flush()
+    finally:
+        writer.close()
     return ScoreStats(embedded=embedded, from_cache=len(hits))
 
 
+def _pool_kind(settings: Settings, faces: bool) -> str:
+    """``auto``: processes when a face detector runs (dlib holds the GIL), threads otherwise (PIL releases
+    it, and a thread hands its tensors over without pickling); measured in docs/benchmarks.md."""
+    if settings.score_decode == "auto":
+        return "processes" if faces else "threads"
+    return settings.score_decode
+
+
+def _unit(settings: Settings) -> int:
+    return max(1, -(-settings.batch_size // max(1, settings.score_workers)))
+
+
+def _write_batch(detector_id: str, backbone: str, shas: list[str], vectors: np.ndarray, scores: list[Any],
+                 faces: list[tuple[str, list[tuple[str, Any]]]], conn: sa.Connection) -> None:
+    clock = time.perf_counter()
+    write_embeddings(conn, backbone, shas, vectors)
+    _write_scores(conn, detector_id, shas, scores)
+    for face_id, signals in faces:
+        write_face_signals(conn, face_id, signals)
+    PROFILE.add({"write": time.perf_counter() - clock})
+
+
+class Profile:
+    """Seconds per step of the score stage in this process (worker time for read/decode/preprocess/faces,
+    main-thread time for encode, writer-thread time for write); the benchmark prints the breakdown."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, seconds: dict[str, float]) -> None:
+        with self._lock:
+            for key, value in seconds.items():
+                self.seconds[key] = self.seconds.get(key, 0.0) + value
+
+    def reset(self) -> dict[str, float]:
+        with self._lock:
+            out, self.seconds = self.seconds, {}
+        return out
+
+
+PROFILE = Profile()
+
 
 def face_signals_for(settings: Settings, images: list[tuple[str, str]]) -> int:
-    """Face signals from every registered face-signal kind, for images without a row of its current detector."""
-    return sum(_face_signals(settings, kind(), images) for kind in face_signal_kinds())
-
-
-def _face_signals(settings: Settings, detector: Any, images: list[tuple[str, str]]) -> int:
-    """Face count, usable-face pre-filter and eye alignment of one face detector; returns images analysed."""
-    register_detector(settings, detector)
-    done = _done(settings, "face_signals", [sha for sha, _ in images], detector_id=detector.id)
-    todo = [(sha, path) for sha, path in images if sha not in done]
-    load = _loader(settings)
+    """Face signals from every registered face-signal kind, for images without a row of its current detector
+    (each image decoded once for all kinds); returns the images analysed."""
+    faces = face_work(settings, images)
+    todo = [(sha, path, tuple(k for k, f in enumerate(faces) if sha in f.todo)) for sha, path in images]
+    todo = [item for item in todo if item[2]]
+    if not todo:
+        return 0
+    plan = _plan(settings, None, faces)
     counter = Counter("faces", len(todo))
+    writer = _writer(settings)
     try:
-        # face detection (dlib, or the Haar fallback) runs in the worker threads
-        for batch, signals in prefetch(batched(todo, settings.batch_size),
-                                       lambda b: detector.analyze([load(p) for _, p in b]), settings.score_workers):
-            with transaction(settings) as conn:
-                insert_rows(
-                    conn,
-                    "insert into face_signals (sha256, detector_id, face_count, eye_alignment_distance, gan_eye_aligned,"
-                    " usable_face, details) values (:sha, :d, :n, :dist, :aligned, :usable, cast(:details as jsonb))"
-                    " on conflict (sha256, detector_id) do update set face_count = excluded.face_count,"
-                    " eye_alignment_distance = excluded.eye_alignment_distance, usable_face = excluded.usable_face,"
-                    " gan_eye_aligned = excluded.gan_eye_aligned, details = excluded.details",
-                    ({"sha": sha, "d": detector.id, "n": s.face_count, "dist": s.eye_alignment_distance,
-                      "aligned": s.gan_eye_aligned, "usable": s.usable_face, "details": _json(s.details)}
-                     for (sha, _), s in zip(batch, signals)),
-                )
+        # face detection (dlib, or the Haar fallback) runs in the workers (processes by default)
+        for batch, prepared in prefetch(batched(todo, _unit(settings)), partial(prepare_batch, plan),
+                                        settings.score_workers, pool=decode_pool(_pool_kind(settings, True), settings.score_workers)):
+            PROFILE.add(prepared.seconds)
+            jobs = [(f.detector.id, signals) for f, signals in zip(faces, prepared.faces) if signals]
+            writer.submit(partial(_write_faces, jobs))
             counter.update(len(batch))
     finally:
+        writer.close()
         counter.close()
     return len(todo)
+
+
+def _write_faces(jobs: list[tuple[str, list[tuple[str, Any]]]], conn: sa.Connection) -> None:
+    clock = time.perf_counter()
+    for face_id, signals in jobs:
+        write_face_signals(conn, face_id, signals)
+    PROFILE.add({"write": time.perf_counter() - clock})
 
 
 def _json(data: Any) -> str:
