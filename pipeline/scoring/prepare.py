@@ -150,6 +150,11 @@ def warm_pool(pool: Executor, workers: int) -> None:
     list(pool.map(abs, range(4 * workers), chunksize=1))
 
 
+def started_pools() -> set[int]:
+    """Worker counts of the process pools this process has already started."""
+    return set(_pools)
+
+
 def decode_pool(kind: str, workers: int) -> Executor | None:
     """The process pool for ``score_decode = "processes"`` (spawned once per process and reused, since a
     worker's start imports torch); None for threads, which ``prefetch`` creates per call."""

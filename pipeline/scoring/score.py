@@ -42,7 +42,15 @@ from pipeline.errors import UserError
 from pipeline.images.acquire import load_stored_image
 from pipeline.scoring.claims import score_claimed
 from pipeline.scoring.detector_store import register_detector, resolve_detector
-from pipeline.scoring.prepare import Prepared, PreparePlan, combined_draft, decode_pool, merge_prepared, prepare_batch
+from pipeline.scoring.prepare import (
+    Prepared,
+    PreparePlan,
+    combined_draft,
+    decode_pool,
+    merge_prepared,
+    prepare_batch,
+    started_pools,
+)
 
 if TYPE_CHECKING:
     from pipeline.stages import RunContext
@@ -245,7 +253,7 @@ def _score_embedding_detector(settings: Settings, detector: EmbeddingDetector, i
                for sha, path in images if sha not in cached]
     gpu = gpu_plan(settings, detector)
     plan = _plan(settings, detector, faces, gpu is not None)
-    pool = decode_pool(_pool_kind(settings, any(f.todo for f in faces)), settings.score_workers)
+    pool = decode_pool(_pool_kind(settings, any(f.todo for f in faces), len(missing)), settings.score_workers)
     writer = _writer(settings)
     embedded = 0
     group: list[tuple[list[Any], Prepared]] = []
@@ -285,11 +293,17 @@ def _score_embedding_detector(settings: Settings, detector: EmbeddingDetector, i
     return ScoreStats(embedded=embedded, from_cache=len(hits))
 
 
-def _pool_kind(settings: Settings, faces: bool) -> str:
-    """``auto``: processes when a face detector runs (dlib holds the GIL), threads otherwise (PIL releases
-    it, and a thread hands its tensors over without pickling); measured in docs/benchmarks.md."""
+PROCESSES_MIN_IMAGES = 1000  # below this, starting the processes (12-32 s, importing torch and dlib) costs more than it saves
+
+
+def _pool_kind(settings: Settings, faces: bool, images: int) -> str:
+    """``auto``: processes when a face detector runs on at least ``PROCESSES_MIN_IMAGES`` images (dlib
+    holds the GIL: processes saved about 40 ms an image on 2 cores, against a 12-32 s start), threads
+    otherwise (PIL releases the GIL, and a thread hands its tensors over without pickling); measured in
+    docs/benchmarks.md. A pool already started in this process is always worth using."""
     if settings.score_decode == "auto":
-        return "processes" if faces else "threads"
+        started = settings.score_workers in started_pools()
+        return "processes" if faces and (images >= PROCESSES_MIN_IMAGES or started) else "threads"
     return settings.score_decode
 
 
@@ -343,7 +357,7 @@ def face_signals_for(settings: Settings, images: list[tuple[str, str]]) -> int:
     try:
         # face detection (dlib, or the Haar fallback) runs in the workers (processes by default)
         for batch, prepared in prefetch(batched(todo, _unit(settings)), partial(prepare_batch, plan),
-                                        settings.score_workers, pool=decode_pool(_pool_kind(settings, True), settings.score_workers)):
+                                        settings.score_workers, pool=decode_pool(_pool_kind(settings, True, len(todo)), settings.score_workers)):
             PROFILE.add(prepared.seconds)
             jobs = [(f.detector.id, signals) for f, signals in zip(faces, prepared.faces) if signals]
             writer.submit(partial(_write_faces, jobs))
