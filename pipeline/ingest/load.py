@@ -246,6 +246,7 @@ def publish_posts(conn: sa.Connection, run_key: str, timings: dict[str, float] |
         conn.execute(sa.text("lock table posts in access exclusive mode"))  # detach needs it: take it once
         conn.execute(sa.text(f'alter table posts detach partition "{old}"'))
         conn.execute(sa.text(f'drop table "{old}"'))
+    conn.execute(sa.text("delete from posts_default where run_key = :k"), k)  # rows written there directly
     conn.execute(sa.text(f'alter table "{name}_new" rename to "{name}"'))
     bound = conn.execute(sa.text("select quote_literal(:k)"), k).scalar_one()
     conn.execute(sa.text(f'alter table posts attach partition "{name}" for values in ({bound})'))
