@@ -233,42 +233,23 @@ def publish_posts(conn: sa.Connection, run_key: str, timings: dict[str, float] |
     # without statistics the planner may take a large staging table for a small one and join it
     # by nested loop (a stall of tens of minutes, found by bench/ingest_throughput.py's CAR run)
     conn.execute(sa.text("analyze _stage_posts"))
-    conn.execute(sa.text("set local maintenance_work_mem = '256MB'"))  # the primary key's sort at attach
-
-    def build(first_wins: bool) -> int:
-        conn.execute(sa.text(f'drop table if exists "{name}_new"'))
-        conn.execute(sa.text(f'create table "{name}_new" ({_POSTS_PARTITION_COLUMNS})'))
-        dedup = ("distinct on (p.account_key, p.post_id)", " order by p.account_key, p.post_id, p.seq") \
-            if first_wins else ("", "")
-        n = conn.execute(sa.text(
-            f'insert into "{name}_new" (run_key, account_key, {cols})'
-            f" select {dedup[0]} :k, p.account_key, {', '.join('p.' + c for c in POST_COLUMNS)}"
-            " from _stage_posts p join account_snapshots a on a.run_key = :k and a.account_key = p.account_key"
-            f"{dedup[1]}"), k).rowcount
-        lap("insert_s")
-        old = posts_partition(conn, run_key)
-        if old is not None:
-            conn.execute(sa.text("lock table posts in access exclusive mode"))  # detach needs it: take it once
-            conn.execute(sa.text(f'alter table posts detach partition "{old}"'))
-            conn.execute(sa.text(f'drop table "{old}"'))
-        conn.execute(sa.text("delete from posts_default where run_key = :k"), k)  # rows written there directly
-        conn.execute(sa.text(f'alter table "{name}_new" rename to "{name}"'))
-        bound = conn.execute(sa.text("select quote_literal(:k)"), k).scalar_one()
-        conn.execute(sa.text(f'alter table posts attach partition "{name}" for values in ({bound})'))
-        return n
-
-    # Exports rarely repeat a post: first insert without the sort that picks the first occurrence, and
-    # let the primary key, built at attach, say whether one repeats; only then redo it with the sort.
-    savepoint = conn.begin_nested()
-    try:
-        posts = build(first_wins=False)
-        savepoint.commit()
-    except sa.exc.IntegrityError as exc:
-        if getattr(exc.orig, "pgcode", None) != "23505":  # unique_violation
-            raise
-        savepoint.rollback()
-        lap("attach_s")
-        posts = build(first_wins=True)
+    conn.execute(sa.text(f'drop table if exists "{name}_new"'))
+    conn.execute(sa.text(f'create table "{name}_new" ({_POSTS_PARTITION_COLUMNS})'))
+    posts = conn.execute(sa.text(
+        f'insert into "{name}_new" (run_key, account_key, {cols})'
+        f" select distinct on (p.account_key, p.post_id) :k, p.account_key, {', '.join('p.' + c for c in POST_COLUMNS)}"
+        " from _stage_posts p join account_snapshots a on a.run_key = :k and a.account_key = p.account_key"
+        " order by p.account_key, p.post_id, p.seq"), k).rowcount
+    lap("insert_s")
+    old = posts_partition(conn, run_key)
+    if old is not None:
+        conn.execute(sa.text("lock table posts in access exclusive mode"))  # detach needs it: take it once
+        conn.execute(sa.text(f'alter table posts detach partition "{old}"'))
+        conn.execute(sa.text(f'drop table "{old}"'))
+    conn.execute(sa.text("delete from posts_default where run_key = :k"), k)  # rows written there directly
+    conn.execute(sa.text(f'alter table "{name}_new" rename to "{name}"'))
+    bound = conn.execute(sa.text("select quote_literal(:k)"), k).scalar_one()
+    conn.execute(sa.text(f'alter table posts attach partition "{name}" for values in ({bound})'))
     lap("attach_s")  # the primary key built by sort, the foreign keys and the partition bound checked
     conn.execute(sa.text(f'analyze "{name}"'))
     lap("analyze_s")
