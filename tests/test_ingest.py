@@ -200,22 +200,27 @@ def test_posts_load_into_one_partition_per_run_and_reruns_replace_it(settings, t
     posts_sql = "select * from posts where run_key = :k order by account_key, post_id"
     before = _rows(settings, posts_sql, k="io")
     quarantined = _rows(settings, "select run_key, locator, reason from quarantine where run_key = 'io' order by 2")
-    # a stray row written straight into posts for this run (it lands in posts_default)
+    # a run whose posts were written straight into posts (they land in posts_default) is then ingested
+    from pipeline.core.runs import start_run
+
+    start_run(settings, "late", str(export), "auto")
     _rows(settings, "insert into posts (run_key, account_key, post_id, source_file, source_locator)"
-                    " select 'io', account_key, 'stray', 'x', 'y' from account_snapshots where run_key = 'io' limit 1"
+                    " select 'late', account_key, 'stray', 'x', 'y' from account_snapshots where run_key = 'io' limit 1"
                     " returning 1")
     assert _rows(settings, "select count(*) from posts_default") == [(1,)]
+    _ingest(settings, "late", export)
+    assert _rows(settings, "select count(*) from posts_default") == [(0,)]
+    assert _rows(settings, "select count(*) from posts where run_key = 'late' and post_id = 'stray'") == [(0,)]
     again = _ingest(settings, "io", export)
     assert (again.accounts, again.posts, again.rejected) == (first.accounts, first.posts, first.rejected) == (3, 3, 2)
     assert _rows(settings, posts_sql, k="io") == before
     assert _rows(settings, "select run_key, locator, reason from quarantine where run_key = 'io' order by 2") \
         == quarantined and len(quarantined) == 2
-    assert _rows(settings, "select count(*) from posts_default") == [(0,)]
     assert _rows(settings, "select count(*) from posts where run_key = 'other'") == [(3,)]
     with transaction(settings) as conn:
-        names = {k: posts_partition(conn, k) for k in ("io", "other", "missing")}
-    assert names["io"] and names["other"] and names["io"] != names["other"] and names["missing"] is None
-    assert _rows(settings, "select count(*) from pg_inherits where inhparent = 'posts'::regclass") == [(3,)]
+        names = {k: posts_partition(conn, k) for k in ("io", "other", "late", "missing")}
+    assert len({names["io"], names["other"], names["late"]}) == 3 and names["missing"] is None
+    assert _rows(settings, "select count(*) from pg_inherits where inhparent = 'posts'::regclass") == [(4,)]
 
 
 def test_reingesting_an_identical_export_changes_nothing(settings, tmp_path):
