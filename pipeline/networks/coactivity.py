@@ -235,14 +235,12 @@ def _export_rows(cur: Any, source: _Source, run_key: str, min_tags: int = 1) -> 
 
 
 def _window_sweep(rows: _Rows, window_us: int, collect: int | None = None,
-                  partition: tuple[int, int] | None = None,
                   spill: list[tuple[BinaryIO, BinaryIO]] | None = None) -> tuple[int, list[tuple[np.ndarray, np.ndarray]]]:
     """All row pairs (i, j), i < j, in one group with t[j] - t[i] <= window, by increasing offset j - i.
 
     Rows are sorted by (group, t), so once row i + k is out of the group or window, so is i + k + 1:
     each offset only revisits the rows that matched at the previous one. Returns the number of
-    cross-account pairs and the pairs themselves (only those whose smaller account number falls in
-    ``partition`` = (index, count)); with ``collect`` set, no pairs once their number exceeds it. With
+    cross-account pairs and the pairs themselves; with ``collect`` set, no pairs once their number exceeds it. With
     ``spill`` (one pair of files per partition), every pair is appended to its partition's files instead,
     partition = smaller account number modulo the number of files, and none is returned."""
     n = len(rows)
@@ -258,9 +256,6 @@ def _window_sweep(rows: _Rows, window_us: int, collect: int | None = None,
         j = active + k
         cross = aid[active] != aid[j]
         i_c, j_c = active[cross], j[cross]
-        if partition is not None:
-            part = np.minimum(aid[i_c], aid[j_c]) % partition[1] == partition[0]
-            i_c, j_c = i_c[part], j_c[part]
         total += i_c.size
         if spill is not None:
             part = np.minimum(aid[i_c], aid[j_c]) % len(spill)
