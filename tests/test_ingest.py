@@ -179,6 +179,9 @@ def test_posts_of_unknown_accounts_and_duplicate_posts_are_quarantined(settings,
     ]
 
 
+OTHER = "it's a \\ key"  # quotes and backslashes in a run key: its partition's bound and name
+
+
 def test_posts_load_into_one_partition_per_run_and_reruns_replace_it(settings, tmp_path):
     """The run's posts are one partition of posts, rebuilt on rerun: same rows, the bad rows still
     quarantined, rows written into posts directly for the run moved out, other runs untouched."""
@@ -195,7 +198,7 @@ def test_posts_load_into_one_partition_per_run_and_reruns_replace_it(settings, t
         writer.writerow({"tweetid": "77", "userid": "someone-else", "tweet_text": "orphan", "tweet_time": "2020-05-03 10:00"})
         writer.writerow({"tweetid": "1300000000000000001", "userid": HASH_A, "tweet_text": "again",
                          "tweet_time": "2020-05-03 10:00"})
-    _ingest(settings, "other", export)
+    _ingest(settings, OTHER, export)
     first = _ingest(settings, "io", export)
     posts_sql = "select * from posts where run_key = :k order by account_key, post_id"
     before = _rows(settings, posts_sql, k="io")
@@ -216,10 +219,12 @@ def test_posts_load_into_one_partition_per_run_and_reruns_replace_it(settings, t
     assert _rows(settings, posts_sql, k="io") == before
     assert _rows(settings, "select run_key, locator, reason from quarantine where run_key = 'io' order by 2") \
         == quarantined and len(quarantined) == 2
-    assert _rows(settings, "select count(*) from posts where run_key = 'other'") == [(3,)]
+    assert _rows(settings, "select count(*) from posts where run_key = :k", k=OTHER) == [(3,)]
+    _ingest(settings, OTHER, export)  # its rerun finds and replaces its partition
+    assert _rows(settings, "select count(*) from posts where run_key = :k", k=OTHER) == [(3,)]
     with transaction(settings) as conn:
-        names = {k: posts_partition(conn, k) for k in ("io", "other", "late", "missing")}
-    assert len({names["io"], names["other"], names["late"]}) == 3 and names["missing"] is None
+        names = {k: posts_partition(conn, k) for k in ("io", OTHER, "late", "missing")}
+    assert len({names["io"], names[OTHER], names["late"]}) == 3 and names["missing"] is None
     assert _rows(settings, "select count(*) from pg_inherits where inhparent = 'posts'::regclass") == [(4,)]
 
 
