@@ -1,11 +1,12 @@
 """Co-repost network: ours (PostgreSQL + numpy) against QUT's coordination-network-toolkit, same data.
 
 Generates N posts (reposts of popular originals with organic delays, plus planted rings that repost
-the same posts within seconds), writes them once as the toolkit's CSV and once into our ``posts``
-table on an embedded PostgreSQL, then in the same run:
+the same posts within seconds), writes them once as the toolkit's CSV and once as COPY text for
+ingest's staging tables, then in the same run, on an embedded PostgreSQL:
 - QUT: ``preprocess`` (CSV -> SQLite) and ``compute co_retweet`` with one process per core;
-- ours: the load (COPY into ingest's staging tables and ingest's ``_publish`` into ``posts``) and ``build_post_edges(..., ["co_repost"])``;
-each side in its own subprocess so its peak RSS is its own. It prints both edge lists' agreement
+- ours: the production load (COPY into ingest's staging tables, then ingest's ``_publish``, which
+  builds the run's partition of ``posts``; its steps are printed) and ``build_post_edges(..., ["co_repost"])``;
+each computation in its own subprocess so its peak RSS is its own. It prints both edge lists' agreement
 (QUT's directed edges without self-loops against the directions recorded in our edges' evidence)
 and the time ratios. Needs the ``bench`` extra (``pip install -e '.[bench]'``).
 
