@@ -1,11 +1,12 @@
 """Co-repost network: ours (PostgreSQL + numpy) against QUT's coordination-network-toolkit, same data.
 
 Generates N posts (reposts of popular originals with organic delays, plus planted rings that repost
-the same posts within seconds), writes them once as the toolkit's CSV and once into our ``posts``
-table on an embedded PostgreSQL, then in the same run:
+the same posts within seconds), writes them once as the toolkit's CSV and once as COPY text for
+ingest's staging tables, then in the same run, on an embedded PostgreSQL:
 - QUT: ``preprocess`` (CSV -> SQLite) and ``compute co_retweet`` with one process per core;
-- ours: the load (COPY into ``posts``) and ``build_post_edges(..., ["co_repost"])``;
-each side in its own subprocess so its peak RSS is its own. It prints both edge lists' agreement
+- ours: the production load (COPY into ingest's staging tables, then ingest's ``_publish``, which
+  builds the run's partition of ``posts``; its steps are printed) and ``build_post_edges(..., ["co_repost"])``;
+each computation in its own subprocess so its peak RSS is its own. It prints both edge lists' agreement
 (QUT's directed edges without self-loops against the directions recorded in our edges' evidence)
 and the time ratios. Needs the ``bench`` extra (``pip install -e '.[bench]'``).
 
@@ -86,11 +87,11 @@ def write_files(data: dict[str, np.ndarray], qut_csv: Path, ours_tsv: Path, chun
                                        t[start:end].tolist(), iso):
                 if r < 0:
                     lines_q.append(f"m{i},u{u},u{u},,,post {i},{ts},https://example.org/p/{i}\n")
-                    lines_o.append(f"{RUN_KEY}\tbench:u{u}\tm{i}\t{at}Z\t\\N\t{{https://example.org/p/{i}}}"
+                    lines_o.append(f"{i}\tbench:u{u}\tm{i}\t{at}Z\t\\N\t{{https://example.org/p/{i}}}\t{{}}"
                                    f"\tpost {i}\tbench\t{i}\n")
                 else:
                     lines_q.append(f"m{i},u{u},u{u},m{r},,,{ts},\n")
-                    lines_o.append(f"{RUN_KEY}\tbench:u{u}\tm{i}\t{at}Z\tm{r}\t{{}}\t\\N\tbench\t{i}\n")
+                    lines_o.append(f"{i}\tbench:u{u}\tm{i}\t{at}Z\tm{r}\t{{}}\t{{}}\t\\N\tbench\t{i}\n")
             q.writelines(lines_q)
             o.writelines(lines_o)
 
@@ -132,33 +133,41 @@ def phase_ours(work: Path, window: int, min_weight: int) -> dict:
     return {"compute_s": time.perf_counter() - start, "edges": counts["co_repost"], "peak_rss_mib": _rss_mib()}
 
 
-def load_ours(settings, work: Path, n_acc: int) -> float:
-    """COPY the accounts and posts into the embedded database; returns the seconds for the posts."""
+def load_ours(settings, work: Path, n_acc: int) -> dict[str, float]:
+    """The production load: COPY into ingest's staging tables, then ingest's own ``_publish`` (accounts,
+    snapshots, the run's posts partition), in one transaction as ``ingest_export``. Returns seconds per step;
+    ``load_s`` is the whole of it, commit included (the readers' parsing is not: the files are COPY text)."""
     import io
 
     import sqlalchemy as sa
 
-    from pipeline.core.db import ensure_schema, get_engine, transaction
+    from pipeline.core.db import ensure_schema, transaction
     from pipeline.core.runs import start_run
+    from pipeline.ingest import load
 
     ensure_schema(settings)
     start_run(settings, RUN_KEY)
     with transaction(settings) as conn:
-        conn.execute(sa.text("delete from posts where run_key = :k"), {"k": RUN_KEY})
         conn.execute(sa.text("delete from edges where run_key = :k"), {"k": RUN_KEY})
-        cur = conn.connection.dbapi_connection.cursor()
-        accounts = "".join(f"bench:u{u}\tbench\tu{u}\t{RUN_KEY}\n" for u in range(n_acc))
-        cur.copy_expert("copy accounts (account_key, platform, account_id, first_seen_run) from stdin",
-                        io.StringIO(accounts))
+    steps: dict[str, float] = {}
     start = time.perf_counter()
     with transaction(settings) as conn, (work / "ours.tsv").open("rb") as fh:
+        conn.execute(sa.text("set local work_mem = '128MB'"))  # as ingest_export
+        load._create_staging(conn)
         cur = conn.connection.dbapi_connection.cursor()
-        cur.copy_expert("copy posts (run_key, account_key, post_id, posted_at, reposted_id, urls, text,"
-                        " source_file, source_locator) from stdin", fh, size=1 << 20)
-    seconds = time.perf_counter() - start
-    with get_engine(settings).connect() as conn:
-        conn.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("vacuum analyze posts"))
-    return seconds
+        accounts = "".join(f"{u}\tbench:u{u}\tbench\tu{u}\tbench\t{u}\n" for u in range(n_acc))
+        cur.copy_expert("copy _stage_accounts (seq, account_key, platform, account_id, source_file, source_locator)"
+                        " from stdin", io.StringIO(accounts))
+        cur.copy_expert("copy _stage_posts (seq, account_key, post_id, posted_at, reposted_id, urls, hashtags,"
+                        " text, source_file, source_locator) from stdin", fh, size=1 << 20)
+        steps["copy_to_staging_s"] = time.perf_counter() - start
+        load._resolve_approximate_ids(conn)
+        load._publish(conn, RUN_KEY, steps)
+        before_commit = time.perf_counter()
+    steps["commit_s"] = time.perf_counter() - before_commit
+    steps["load_s"] = time.perf_counter() - start
+    steps["accounts_and_rest_s"] = steps["load_s"] - sum(v for n, v in steps.items() if n != "load_s")
+    return steps
 
 
 def qut_edges(work: Path) -> set[tuple[str, str, int]]:
@@ -239,7 +248,10 @@ def main() -> None:
 
         get_engine(settings)  # start the embedded server here; the phases join it
         print("loading posts into PostgreSQL ...", flush=True)
-        ours_load = load_ours(settings, work, n_acc)
+        steps = load_ours(settings, work, n_acc)
+        ours_load = steps["load_s"]
+        print("  load: " + ", ".join(f"{n.removesuffix('_s')} {v:.1f} s" for n, v in steps.items()
+                                     if n != "load_s"), flush=True)
         print(f"running co_repost (window {args.window} s, min weight {args.min_weight}) ...", flush=True)
         ours = _phase("ours", args, work)
         print(f"running the toolkit's preprocess and co_retweet ({args.qut_processes} processes) ...", flush=True)

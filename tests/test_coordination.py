@@ -204,24 +204,25 @@ def test_rerun_is_idempotent_and_keeps_other_edges(settings):
     assert len([r for r in first["edges"] if ("edge_type", "'identical_avatar'") in r]) == 1
 
 
-def test_partitioned_pairs_equal_single_pass(settings):
-    """Over the pair budget the sweep splits accounts into partitions; the result must not change."""
-    from pipeline.networks import coactivity as coordination
-
+def test_partitioned_pairs_equal_single_pass(settings, caplog):
+    """Over the pair budget the pairs are spilled to one file per account partition and reduced one
+    partition at a time; the edges, weights and evidence must equal those of one pass."""
     rng = random.Random(5)
     posts = [post(f"u{rng.randrange(40)}", f"p{n}", rng.randrange(0, 900), f"T{rng.randrange(15)}",
                   text=None) for n in range(1500)]
+    # co_link: a post with several URLs has several rows, possibly in different partitions' pairs
+    posts += [post(f"u{rng.randrange(40)}", f"l{n}", rng.randrange(0, 900),
+                   urls=[f"https://e.org/{rng.randrange(12)}" for _ in range(rng.randrange(1, 4))]) for n in range(800)]
     load_posts(settings, posts)
-    run_edges(settings)
-    single = edges(settings, "co_repost")
-    original = coordination.PAIR_BUDGET
-    coordination.PAIR_BUDGET = 500
-    try:
-        run_edges(settings)
-    finally:
-        coordination.PAIR_BUDGET = original
-    assert edges(settings, "co_repost") == single
-    assert len(single) > 20
+    with transaction(settings) as conn:
+        build_post_edges(conn, RUN, NetworkParams(), ["co_repost", "co_link"])
+    single = {t: edges(settings, t) for t in ("co_repost", "co_link")}
+    caplog.set_level("INFO", logger="pipeline.networks.coactivity")
+    with transaction(settings) as conn:
+        build_post_edges(conn, RUN, NetworkParams(), ["co_repost", "co_link"], pair_budget=300)
+    assert sum("partitions" in r.getMessage() for r in caplog.records) == 2  # both types went through partitions
+    assert {t: edges(settings, t) for t in ("co_repost", "co_link")} == single
+    assert len(single["co_repost"]) > 20 and len(single["co_link"]) > 20
 
 
 def _qut_csv(path: Path, posts: list[dict]) -> None:

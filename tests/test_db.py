@@ -18,7 +18,8 @@ EXPECTED_TABLES = {
     "image_scores", "account_signals", "edges", "clusters", "cluster_members", "flags", "quarantine",
     "schema_migrations", "schema_repeatables",
     "face_signals", "detector_training_images",  # 005: face detector rows, training manifests
-    "posts",  # 003
+    "posts",  # 003; partitioned by run in 016
+    "posts_default",  # 016: posts written directly for a run without its own partition
     "avatar_near_duplicates",  # 006: near-duplicate avatar pairs per run
     "image_claims",  # 013: images a score shard is embedding now
 }
@@ -39,6 +40,28 @@ def test_migrations_from_empty_then_noop(settings):
     with get_engine(settings).connect() as conn:
         versions = conn.execute(sa.text("select version from schema_migrations order by 1")).scalars().all()
     assert versions == [m.version for m in discover_migrations()]
+
+
+@pytest.mark.empty_database
+def test_posts_partition_migration_keeps_existing_posts(settings):
+    """016 moves each run's posts of an existing database into a partition of its own."""
+    migrations = discover_migrations()
+    upgrade(settings, [m for m in migrations if m.version < 16], [])
+    with get_engine(settings).begin() as conn:
+        for run in ("r1", "r2"):
+            conn.execute(sa.text("insert into runs (run_key, kind) values (:r, 'adhoc')"), {"r": run})
+        conn.execute(sa.text("insert into accounts (account_key, platform, account_id, first_seen_run)"
+                             " values ('x:a', 'x', 'a', 'r1')"))
+        conn.execute(sa.text("insert into posts (run_key, account_key, post_id, source_file, source_locator)"
+                             " select r, 'x:a', 'p' || n, 'f', n::text from unnest(array['r1', 'r2']) r,"
+                             " generate_series(1, 3) n"))
+    upgrade(settings)
+    with get_engine(settings).connect() as conn:
+        assert conn.execute(sa.text("select run_key, count(*) from posts group by 1 order by 1")).all() \
+            == [("r1", 3), ("r2", 3)]
+        assert conn.execute(sa.text("select count(*) from posts_default")).scalar_one() == 0
+        assert conn.execute(sa.text("select count(*) from pg_inherits where inhparent = 'posts'::regclass")
+                            ).scalar_one() == 3
 
 
 def test_edited_migration_is_refused(settings, tmp_path):

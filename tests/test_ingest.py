@@ -179,6 +179,55 @@ def test_posts_of_unknown_accounts_and_duplicate_posts_are_quarantined(settings,
     ]
 
 
+OTHER = "it's a \\ key"  # quotes and backslashes in a run key: its partition's bound and name
+
+
+def test_posts_load_into_one_partition_per_run_and_reruns_replace_it(settings, tmp_path):
+    """The run's posts are one partition of posts, rebuilt on rerun: same rows, the bad rows still
+    quarantined, rows written into posts directly for the run moved out, other runs untouched."""
+    import csv as _csv
+
+    from export_fixtures import HASH_A, IO_TWEET_COLUMNS, write_io_export
+
+    from pipeline.core.db import transaction
+    from pipeline.ingest.load import posts_partition
+
+    export = write_io_export(tmp_path / "io", avatar_url=None)
+    with (export / "cuba_092020_tweets_csv_hashed.csv").open("a", newline="", encoding="utf-8") as fh:
+        writer = _csv.DictWriter(fh, IO_TWEET_COLUMNS, quoting=_csv.QUOTE_ALL, restval="")
+        writer.writerow({"tweetid": "77", "userid": "someone-else", "tweet_text": "orphan", "tweet_time": "2020-05-03 10:00"})
+        writer.writerow({"tweetid": "1300000000000000001", "userid": HASH_A, "tweet_text": "again",
+                         "tweet_time": "2020-05-03 10:00"})
+    _ingest(settings, OTHER, export)
+    first = _ingest(settings, "io", export)
+    posts_sql = "select * from posts where run_key = :k order by account_key, post_id"
+    before = _rows(settings, posts_sql, k="io")
+    quarantined = _rows(settings, "select run_key, locator, reason from quarantine where run_key = 'io' order by 2")
+    # a run whose posts were written straight into posts (they land in posts_default) is then ingested
+    from pipeline.core.runs import start_run
+
+    start_run(settings, "late", str(export), "auto")
+    _rows(settings, "insert into posts (run_key, account_key, post_id, source_file, source_locator)"
+                    " select 'late', account_key, 'stray', 'x', 'y' from account_snapshots where run_key = 'io' limit 1"
+                    " returning 1")
+    assert _rows(settings, "select count(*) from posts_default") == [(1,)]
+    _ingest(settings, "late", export)
+    assert _rows(settings, "select count(*) from posts_default") == [(0,)]
+    assert _rows(settings, "select count(*) from posts where run_key = 'late' and post_id = 'stray'") == [(0,)]
+    again = _ingest(settings, "io", export)
+    assert (again.accounts, again.posts, again.rejected) == (first.accounts, first.posts, first.rejected) == (3, 3, 2)
+    assert _rows(settings, posts_sql, k="io") == before
+    assert _rows(settings, "select run_key, locator, reason from quarantine where run_key = 'io' order by 2") \
+        == quarantined and len(quarantined) == 2
+    assert _rows(settings, "select count(*) from posts where run_key = :k", k=OTHER) == [(3,)]
+    _ingest(settings, OTHER, export)  # its rerun finds and replaces its partition
+    assert _rows(settings, "select count(*) from posts where run_key = :k", k=OTHER) == [(3,)]
+    with transaction(settings) as conn:
+        names = {k: posts_partition(conn, k) for k in ("io", OTHER, "late", "missing")}
+    assert len({names["io"], names[OTHER], names["late"]}) == 3 and names["missing"] is None
+    assert _rows(settings, "select count(*) from pg_inherits where inhparent = 'posts'::regclass") == [(4,)]
+
+
 def test_reingesting_an_identical_export_changes_nothing(settings, tmp_path):
     from conftest import table_contents
     from export_fixtures import write_io_export

@@ -8,6 +8,8 @@ database, where the first occurrence wins and the others are quarantined naming 
 
 from __future__ import annotations
 
+import hashlib
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,7 +158,7 @@ def _set_changed(table: str, columns: tuple[str, ...]) -> str:
     return f"({names}) = ({new}) where ({old}) is distinct from ({new})"
 
 
-def _publish(conn: sa.Connection, run_key: str) -> tuple[int, int]:
+def _publish(conn: sa.Connection, run_key: str, timings: dict[str, float] | None = None) -> tuple[int, int]:
     """Move staged rows into place: first occurrence wins, later duplicates and orphan posts are quarantined."""
     k = {"k": run_key}
     snap = ", ".join(SNAPSHOT_COLUMNS)
@@ -185,33 +187,93 @@ def _publish(conn: sa.Connection, run_key: str) -> tuple[int, int]:
         "        'bio', s.bio)::text"
         " from _stage_accounts s join account_snapshots f on f.run_key = :k and f.account_key = s.account_key"
         " where (s.source_file, s.source_locator) <> (f.source_file, f.source_locator)", k)
+    posts = publish_posts(conn, run_key, timings)
+    return accounts, posts
+
+
+# The columns of a posts partition, as in sql/016_posts_by_run.sql: ATTACH PARTITION refuses a table whose
+# columns differ, so a drift between the two fails every ingest test.
+_POSTS_PARTITION_COLUMNS = (
+    "run_key text not null, account_key text not null, post_id text not null, posted_at timestamptz,"
+    " reposted_id text, quoted_id text, replied_id text, urls text[] not null default '{}',"
+    " hashtags text[] not null default '{}', text text, source_file text not null, source_locator text not null")
+
+
+def posts_partition_name(run_key: str) -> str:
+    """The run's partition of ``posts`` is named after its key's md5, as migration 016 names them."""
+    return "posts_" + hashlib.md5(run_key.encode()).hexdigest()[:16]
+
+
+def posts_partition(conn: sa.Connection, run_key: str) -> str | None:
+    """The name of the run's partition of ``posts``, if it has one."""
+    return conn.execute(sa.text(
+        "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid"
+        " where i.inhparent = 'posts'::regclass and c.relname = :n"), {"n": posts_partition_name(run_key)}
+    ).scalar_one_or_none()
+
+
+def publish_posts(conn: sa.Connection, run_key: str, timings: dict[str, float] | None = None) -> int:
+    """Move ``_stage_posts`` into the run's partition of ``posts``, replacing its previous one; returns
+    the run's post count. First occurrence (by seq) wins; later duplicates and posts of accounts the
+    export does not have are quarantined.
+
+    The new partition is a plain table filled by one sorted insert (no index, no foreign-key trigger, no
+    upsert), attached afterwards: PostgreSQL then builds its primary key by sort and checks each foreign
+    key with one query. Rerunning with the same export gives the same rows (a new partition, the old one
+    dropped: no dead tuples). Only the swap locks ``posts`` itself, at the end of the caller's transaction."""
+    timings = {} if timings is None else timings
+    k = {"k": run_key}
     cols = ", ".join(POST_COLUMNS)
-    # without statistics the planner may take the 300,000-row staging table for a small one and anti-join
-    # it by nested loop (a stall of tens of minutes, found by bench/ingest_throughput.py's CAR run)
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = timings.get(name, 0.0) + now - clock
+        clock = now
+
+    name = posts_partition_name(run_key)
+    staged = conn.execute(sa.text("select count(*) from _stage_posts")).scalar_one()
+    # without statistics the planner may take a large staging table for a small one and join it
+    # by nested loop (a stall of tens of minutes, found by bench/ingest_throughput.py's CAR run)
     conn.execute(sa.text("analyze _stage_posts"))
-    conn.execute(sa.text(
-        f"insert into posts (run_key, account_key, {cols})"
+    conn.execute(sa.text("set local maintenance_work_mem = '256MB'"))  # the primary key's sort at attach
+    conn.execute(sa.text(f'drop table if exists "{name}_new"'))
+    conn.execute(sa.text(f'create table "{name}_new" ({_POSTS_PARTITION_COLUMNS})'))
+    posts = conn.execute(sa.text(
+        f'insert into "{name}_new" (run_key, account_key, {cols})'
         f" select distinct on (p.account_key, p.post_id) :k, p.account_key, {', '.join('p.' + c for c in POST_COLUMNS)}"
         " from _stage_posts p join account_snapshots a on a.run_key = :k and a.account_key = p.account_key"
-        " order by p.account_key, p.post_id, p.seq"
-        f" on conflict (run_key, account_key, post_id) do update set {_set_changed('posts', POST_COLUMNS)}"), k)
-    conn.execute(sa.text(
-        "delete from posts d where d.run_key = :k and not exists (select 1 from _stage_posts p join account_snapshots a"
-        " on a.run_key = :k and a.account_key = p.account_key where p.account_key = d.account_key"
-        " and p.post_id = d.post_id)"), k)
-    posts = conn.execute(sa.text("select count(*) from posts where run_key = :k"), k).scalar_one()
-    quarantine.add_from_query(
-        conn, run_key, "ingest",
-        "select p.source_file, p.source_locator,"
-        "   case when a.account_key is null then 'post ' || p.post_id || ' by ' || p.account_key"
-        "        || ', which is not among the export''s accounts'"
-        "   else 'duplicate post ' || p.post_id || ' (first at ' || f.source_file || ' ' || f.source_locator || ')' end,"
-        "   coalesce(p.text, '')"
-        " from _stage_posts p"
-        " left join account_snapshots a on a.run_key = :k and a.account_key = p.account_key"
-        " left join posts f on f.run_key = :k and f.account_key = p.account_key and f.post_id = p.post_id"
-        " where a.account_key is null or (p.source_file, p.source_locator) <> (f.source_file, f.source_locator)", k)
-    return accounts, posts
+        " order by p.account_key, p.post_id, p.seq"), k).rowcount
+    lap("insert_s")
+    old = posts_partition(conn, run_key)
+    if old is not None:
+        conn.execute(sa.text("lock table posts in access exclusive mode"))  # detach needs it: take it once
+        conn.execute(sa.text(f'alter table posts detach partition "{old}"'))
+        conn.execute(sa.text(f'drop table "{old}"'))
+    conn.execute(sa.text("delete from posts_default where run_key = :k"), k)  # rows written there directly
+    conn.execute(sa.text(f'alter table "{name}_new" rename to "{name}"'))
+    bound = conn.execute(sa.text("select quote_literal(:k)"), k).scalar_one()
+    conn.execute(sa.text(f'alter table posts attach partition "{name}" for values in ({bound})'))
+    lap("attach_s")  # the primary key built by sort, the foreign keys and the partition bound checked
+    conn.execute(sa.text(f'analyze "{name}"'))
+    lap("analyze_s")
+    if posts != staged:  # some staged rows were not published: duplicates or posts of unknown accounts
+        quarantine.add_from_query(
+            conn, run_key, "ingest",
+            "select p.source_file, p.source_locator,"
+            "   case when a.account_key is null then 'post ' || p.post_id || ' by ' || p.account_key"
+            "        || ', which is not among the export''s accounts'"
+            "   else 'duplicate post ' || p.post_id || ' (first at ' || f.source_file || ' ' || f.source_locator"
+            "        || ')' end,"
+            "   coalesce(p.text, '')"
+            " from _stage_posts p"
+            " left join account_snapshots a on a.run_key = :k and a.account_key = p.account_key"
+            " left join posts f on f.run_key = :k and f.account_key = p.account_key and f.post_id = p.post_id"
+            " where a.account_key is null or (p.source_file, p.source_locator) <> (f.source_file, f.source_locator)",
+            k)
+    lap("quarantine_s")
+    return posts
 
 
 def run_stage(ctx: RunContext) -> IngestResult:

@@ -43,8 +43,9 @@ import math
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import sqlalchemy as sa
@@ -55,7 +56,8 @@ from pipeline.errors import UserError
 log = logging.getLogger(__name__)
 
 EDGE_TYPES = ("co_repost", "co_link", "co_post", "co_reply", "co_hashtag")
-PAIR_BUDGET = 20_000_000  # window pairs held in memory at once (about 1.5 GB at peak); more -> partitions
+PAIR_BUDGET = 4_000_000  # window pairs held in memory at once (about 0.4 GB at peak); more -> partitions
+_READ_ROWS = 1 << 20  # COPY rows decoded at once
 EXPORT_WORK_MEM = "256MB"  # PostgreSQL sort memory for the export; larger sorts spill to disk
 TEXT_EXCERPT = 280
 
@@ -143,7 +145,7 @@ class _Pairs:
 
 
 def build_post_edges(conn: sa.Connection, run_key: str, params: NetworkParams,
-                     edge_types: Sequence[str] = EDGE_TYPES) -> dict[str, int]:
+                     edge_types: Sequence[str] = EDGE_TYPES, pair_budget: int | None = None) -> dict[str, int]:
     """Replace the run's co_repost, co_link and co_post edges (or the given subset); returns the edge
     count per type. Runs inside the caller's transaction."""
     if params.co_window_seconds < 0 or params.co_min_weight < 1 or params.co_evidence_examples < 0:
@@ -175,7 +177,7 @@ def build_post_edges(conn: sa.Connection, run_key: str, params: NetworkParams,
             started = time.perf_counter()
             rows = _export_rows(cur, source, run_key, params.co_hashtag_min_tags)
             exported = time.perf_counter()
-            pairs = co_occurring_pairs(rows, params)
+            pairs = co_occurring_pairs(rows, params, pair_budget)
             paired = time.perf_counter()
             counts[edge_type] = _insert_edges(cur, run_key, source, params, rows, pairs)
             log.info("%s: %d rows, %d edges; export %.1f s, pairs %.1f s, evidence and insert %.1f s", edge_type,
@@ -207,32 +209,43 @@ def _export_rows(cur: Any, source: _Source, run_key: str, min_tags: int = 1) -> 
         n = (size - start - 2) // _ROW.itemsize
         if start + n * _ROW.itemsize + 2 != size:
             raise RuntimeError("binary COPY stream has an unexpected row layout")
-        raw = np.fromfile(fh, dtype=_ROW, count=n, offset=ext) if n else np.zeros(0, _ROW)
-    if n and not ((raw["nf"] == 5).all() and (raw["l2"] == 8).all() and (raw["l3"] == 6).all()):
-        raise RuntimeError("binary COPY stream has unexpected fields (a null in a non-null column?)")
-    group = np.cumsum(raw["new"], dtype=np.int32) - 1
-    blk = raw["blk"].astype(np.uint32)
-    off = raw["off"].astype(np.uint16)
+        # read in slices into narrow columns: the wide COPY rows never sit in memory all at once
+        idx = np.int32 if n < 2**31 else np.int64
+        group, aid, t = np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64)
+        blk, off, ord_ = np.empty(n, np.uint32), np.empty(n, np.uint16), np.empty(n, np.int32)
+        last_group, new_rows = -1, 0
+        fh.seek(start)
+        for lo in range(0, n, _READ_ROWS):
+            raw = np.fromfile(fh, dtype=_ROW, count=min(_READ_ROWS, n - lo))
+            hi = lo + raw.size
+            if not ((raw["nf"] == 5).all() and (raw["l2"] == 8).all() and (raw["l3"] == 6).all()):
+                raise RuntimeError("binary COPY stream has unexpected fields (a null in a non-null column?)")
+            group[lo:hi] = np.cumsum(raw["new"], dtype=np.int32) + last_group
+            last_group = int(group[hi - 1])
+            new_rows += int(raw["new"].sum())
+            aid[lo:hi], t[lo:hi] = raw["aid"], raw["t"]
+            blk[lo:hi], off[lo:hi], ord_[lo:hi] = raw["blk"], raw["off"], raw["ord"]
+            del raw
     if source.multi_row_posts and n:
         _, post = np.unique(blk.astype(np.int64) * 65536 + off, return_inverse=True)
-        post = post.astype(np.int64)
+        post = post.astype(idx)
     else:
-        post = np.arange(n, dtype=np.int64)
-    return _Rows(group, raw["aid"].astype(np.int64), raw["t"].astype(np.int64), post, blk, off,
-                 raw["ord"].astype(np.int32))
+        post = np.arange(n, dtype=idx)
+    return _Rows(group, aid, t, post, blk, off, ord_)
 
 
 def _window_sweep(rows: _Rows, window_us: int, collect: int | None = None,
-                  partition: tuple[int, int] | None = None) -> tuple[int, list[tuple[np.ndarray, np.ndarray]]]:
+                  spill: list[tuple[BinaryIO, BinaryIO]] | None = None) -> tuple[int, list[tuple[np.ndarray, np.ndarray]]]:
     """All row pairs (i, j), i < j, in one group with t[j] - t[i] <= window, by increasing offset j - i.
 
     Rows are sorted by (group, t), so once row i + k is out of the group or window, so is i + k + 1:
     each offset only revisits the rows that matched at the previous one. Returns the number of
-    cross-account pairs and the pairs themselves (only those whose smaller account number falls in
-    ``partition`` = (index, count)); with ``collect`` set, no pairs once their number exceeds it."""
+    cross-account pairs and the pairs themselves; with ``collect`` set, no pairs once their number exceeds it. With
+    ``spill`` (one pair of files per partition), every pair is appended to its partition's files instead,
+    partition = smaller account number modulo the number of files, and none is returned."""
     n = len(rows)
     g, t, aid = rows.group, rows.t, rows.aid
-    active = np.arange(n - 1, dtype=np.int64)
+    active = np.arange(n - 1, dtype=np.int32 if n < 2**31 else np.int64)
     k, total, out = 1, 0, []
     while active.size:
         j = active + k
@@ -243,11 +256,16 @@ def _window_sweep(rows: _Rows, window_us: int, collect: int | None = None,
         j = active + k
         cross = aid[active] != aid[j]
         i_c, j_c = active[cross], j[cross]
-        if partition is not None:
-            part = np.minimum(aid[i_c], aid[j_c]) % partition[1] == partition[0]
-            i_c, j_c = i_c[part], j_c[part]
         total += i_c.size
-        if collect is None or total <= collect:
+        if spill is not None:
+            part = np.minimum(aid[i_c], aid[j_c]) % len(spill)
+            order = np.argsort(part, kind="stable")
+            bounds = np.r_[0, np.cumsum(np.bincount(part, minlength=len(spill)))]
+            i_c, j_c = i_c[order], j_c[order]
+            for p, (fi, fj) in enumerate(spill):
+                i_c[bounds[p]:bounds[p + 1]].tofile(fi)
+                j_c[bounds[p]:bounds[p + 1]].tofile(fj)
+        elif collect is None or total <= collect:
             out.append((i_c, j_c))
         elif out:
             out = []  # over budget: only count from here on
@@ -256,8 +274,10 @@ def _window_sweep(rows: _Rows, window_us: int, collect: int | None = None,
     return total, out
 
 
-def co_occurring_pairs(rows: _Rows, params: NetworkParams, pair_budget: int = PAIR_BUDGET) -> _Pairs:
-    """Account pairs whose directed weight reaches the minimum in either direction, with examples."""
+def co_occurring_pairs(rows: _Rows, params: NetworkParams, pair_budget: int | None = None) -> _Pairs:
+    """Account pairs whose directed weight reaches the minimum in either direction, with examples.
+    More window pairs than ``pair_budget`` (default ``PAIR_BUDGET``) are reduced in account partitions."""
+    pair_budget = PAIR_BUDGET if pair_budget is None else pair_budget
     window_us = round(params.co_window_seconds * 1_000_000)
     if len(rows) < 2:
         return _empty_pairs()
@@ -268,8 +288,22 @@ def co_occurring_pairs(rows: _Rows, params: NetworkParams, pair_budget: int = PA
     parts = math.ceil(total / pair_budget) * 2  # partitions are uneven: leave room
     log.info("%d window pairs: %d partitions", total, parts)
     del first
-    results = [_pairs_of(rows, _window_sweep(rows, window_us, partition=(p, parts))[1], params, idf)
-               for p in range(parts)]
+    dtype = np.int32 if len(rows) < 2**31 else np.int64
+    results = []
+    # One more sweep writes each partition's pairs to its own temporary files; then one partition at a
+    # time is read back and reduced, so memory holds the rows plus one partition, never all the pairs.
+    with ExitStack() as stack:
+        files = [(stack.enter_context(tempfile.TemporaryFile(prefix="co-pairs-")),
+                  stack.enter_context(tempfile.TemporaryFile(prefix="co-pairs-"))) for _ in range(parts)]
+        _window_sweep(rows, window_us, spill=files)
+        for fi, fj in files:
+            fi.seek(0)
+            fj.seek(0)
+            chunk = (np.fromfile(fi, dtype=dtype), np.fromfile(fj, dtype=dtype))
+            fi.truncate(0)
+            fj.truncate(0)
+            results.append(_pairs_of(rows, [chunk], params, idf))
+            del chunk
     return _concat_pairs(results)
 
 
@@ -311,6 +345,7 @@ def _pairs_of(rows: _Rows, chunks: list[tuple[np.ndarray, np.ndarray]], params: 
     lo_row = np.where(i_is_lo, i, j)
     hi_row = np.where(i_is_lo, j, i)
     lo, hi = rows.aid[lo_row], rows.aid[hi_row]
+    lo_row, hi_row = lo_row.astype(np.int64), hi_row.astype(np.int64)
     n_acc = int(rows.aid.max()) + 1
     keys, pid = np.unique(lo * n_acc + hi, return_inverse=True)
     pid = pid.astype(np.int64)
