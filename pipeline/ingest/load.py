@@ -238,6 +238,7 @@ def publish_posts(conn: sa.Connection, run_key: str, timings: dict[str, float] |
     # by nested loop (a stall of tens of minutes, found by bench/ingest_throughput.py's CAR run)
     conn.execute(sa.text("analyze _stage_posts"))
     conn.execute(sa.text("set local maintenance_work_mem = '256MB'"))  # the primary key's sort at attach
+    conn.execute(sa.text("set local work_mem = '256MB'"))  # the first-wins sort below, in memory up to ~1M posts
     conn.execute(sa.text(f'drop table if exists "{name}_new"'))
     conn.execute(sa.text(f'create table "{name}_new" ({_POSTS_PARTITION_COLUMNS})'))
     posts = conn.execute(sa.text(
