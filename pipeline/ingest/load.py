@@ -243,9 +243,12 @@ def publish_posts(conn: sa.Connection, run_key: str, timings: dict[str, float] |
     conn.execute(sa.text(f'create table "{name}_new" ({_POSTS_PARTITION_COLUMNS})'))
     posts = conn.execute(sa.text(
         f'insert into "{name}_new" (run_key, account_key, {cols})'
-        f" select distinct on (p.account_key, p.post_id) :k, p.account_key, {', '.join('p.' + c for c in POST_COLUMNS)}"
+        # "C" ordering: byte order, which lets PostgreSQL sort on abbreviated keys (not done for libc
+        # collations); equality, all DISTINCT ON needs, is the same under any deterministic collation
+        f' select distinct on (p.account_key collate "C", p.post_id collate "C") :k, p.account_key,'
+        f" {', '.join('p.' + c for c in POST_COLUMNS)}"
         " from _stage_posts p join account_snapshots a on a.run_key = :k and a.account_key = p.account_key"
-        " order by p.account_key, p.post_id, p.seq"), k).rowcount
+        ' order by p.account_key collate "C", p.post_id collate "C", p.seq'), k).rowcount
     lap("insert_s")
     old = posts_partition(conn, run_key)
     if old is not None:
