@@ -158,10 +158,17 @@ def _set_changed(table: str, columns: tuple[str, ...]) -> str:
     return f"({names}) = ({new}) where ({old}) is distinct from ({new})"
 
 
+PUBLISH_LOCK_NAMESPACE = 7_311_904  # pg_advisory_xact_lock(ns, 1): ingests publish one at a time
+
+
 def _publish(conn: sa.Connection, run_key: str, timings: dict[str, float] | None = None) -> tuple[int, int]:
     """Move staged rows into place: first occurrence wins, later duplicates and orphan posts are quarantined."""
     k = {"k": run_key}
     snap = ", ".join(SNAPSHOT_COLUMNS)
+    # One publish at a time (to the end of the ingest's transaction): a run's upsert locks the accounts it
+    # changes, and attaching its posts partition checks the foreign key by locking the accounts it
+    # references, so two runs publishing at once (a concurrent backfill) could each wait on the other.
+    conn.execute(sa.text("select pg_advisory_xact_lock(:ns, 1)"), {"ns": PUBLISH_LOCK_NAMESPACE})
     conn.execute(sa.text("analyze _stage_accounts"))
     conn.execute(sa.text(
         "insert into accounts (account_key, platform, account_id, first_seen_run)"
