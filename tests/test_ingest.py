@@ -157,7 +157,8 @@ def test_io_export_ingests_accounts_and_posts(settings, tmp_path):
     assert posts[2][5] == ["https://a.example/x", "https://b.example/y"]
 
 
-def test_posts_of_unknown_accounts_and_duplicate_posts_are_quarantined(settings, tmp_path):
+def _io_export_with_bad_posts(tmp_path):
+    """The IO fixture plus a post by an account the export lacks and a repeated post id."""
     import csv as _csv
 
     from export_fixtures import HASH_A, IO_TWEET_COLUMNS, write_io_export
@@ -168,6 +169,11 @@ def test_posts_of_unknown_accounts_and_duplicate_posts_are_quarantined(settings,
         writer.writerow({"tweetid": "77", "userid": "someone-else", "tweet_text": "orphan", "tweet_time": "2020-05-03 10:00"})
         writer.writerow({"tweetid": "1300000000000000001", "userid": HASH_A, "tweet_text": "again",
                          "tweet_time": "2020-05-03 10:00"})
+    return export
+
+
+def test_posts_of_unknown_accounts_and_duplicate_posts_are_quarantined(settings, tmp_path):
+    export = _io_export_with_bad_posts(tmp_path)
     result = _ingest(settings, "io", export)
     assert (result.accounts, result.posts, result.rejected) == (3, 3, 2)
     # the first tweet spans lines 2-5 (its author's bio and its text hold line breaks)
@@ -185,19 +191,10 @@ OTHER = "it's a \\ key"  # quotes and backslashes in a run key: its partition's 
 def test_posts_load_into_one_partition_per_run_and_reruns_replace_it(settings, tmp_path):
     """The run's posts are one partition of posts, rebuilt on rerun: same rows, the bad rows still
     quarantined, rows written into posts directly for the run moved out, other runs untouched."""
-    import csv as _csv
-
-    from export_fixtures import HASH_A, IO_TWEET_COLUMNS, write_io_export
-
     from pipeline.core.db import transaction
     from pipeline.ingest.load import posts_partition
 
-    export = write_io_export(tmp_path / "io", avatar_url=None)
-    with (export / "cuba_092020_tweets_csv_hashed.csv").open("a", newline="", encoding="utf-8") as fh:
-        writer = _csv.DictWriter(fh, IO_TWEET_COLUMNS, quoting=_csv.QUOTE_ALL, restval="")
-        writer.writerow({"tweetid": "77", "userid": "someone-else", "tweet_text": "orphan", "tweet_time": "2020-05-03 10:00"})
-        writer.writerow({"tweetid": "1300000000000000001", "userid": HASH_A, "tweet_text": "again",
-                         "tweet_time": "2020-05-03 10:00"})
+    export = _io_export_with_bad_posts(tmp_path)
     _ingest(settings, OTHER, export)
     first = _ingest(settings, "io", export)
     posts_sql = "select * from posts where run_key = :k order by account_key, post_id"
