@@ -5,7 +5,8 @@ the same posts within seconds), writes them once as the toolkit's CSV and once a
 ingest's staging tables, then in the same run, on an embedded PostgreSQL:
 - QUT: ``preprocess`` (CSV -> SQLite) and ``compute co_retweet`` with one process per core;
 - ours: the production load (COPY into ingest's staging tables, then ingest's ``_publish``, which
-  builds the run's partition of ``posts``; its steps are printed) and ``build_post_edges(..., ["co_repost"])``;
+  makes the posts' staging table the run's partition of ``posts``; its steps are printed) and
+  ``build_post_edges(..., ["co_repost"])``;
 each computation in its own subprocess so its peak RSS is its own. It prints both edge lists' agreement
 (QUT's directed edges without self-loops against the directions recorded in our edges' evidence)
 and the time ratios. Needs the ``bench`` extra (``pip install -e '.[bench]'``).
@@ -135,7 +136,7 @@ def phase_ours(work: Path, window: int, min_weight: int) -> dict:
 
 def load_ours(settings, work: Path, n_acc: int) -> dict[str, float]:
     """The production load: COPY into ingest's staging tables, then ingest's own ``_publish`` (accounts,
-    snapshots, the run's posts partition), in one transaction as ``ingest_export``. Returns seconds per step;
+    snapshots, the posts' stage checked and attached as the run's partition), in one transaction as ``ingest_export``. Returns seconds per step;
     ``load_s`` is the whole of it, commit included (the readers' parsing is not: the files are COPY text)."""
     import io
 
@@ -153,16 +154,16 @@ def load_ours(settings, work: Path, n_acc: int) -> dict[str, float]:
     start = time.perf_counter()
     with transaction(settings) as conn, (work / "ours.tsv").open("rb") as fh:
         conn.execute(sa.text("set local work_mem = '128MB'"))  # as ingest_export
-        load._create_staging(conn)
+        posts_stage = load._create_staging(conn, RUN_KEY)
         cur = conn.connection.dbapi_connection.cursor()
         accounts = "".join(f"{u}\tbench:u{u}\tbench\tu{u}\tbench\t{u}\n" for u in range(n_acc))
         cur.copy_expert("copy _stage_accounts (seq, account_key, platform, account_id, source_file, source_locator)"
                         " from stdin", io.StringIO(accounts))
-        cur.copy_expert("copy _stage_posts (seq, account_key, post_id, posted_at, reposted_id, urls, hashtags,"
+        cur.copy_expert(f"copy {posts_stage} (seq, account_key, post_id, posted_at, reposted_id, urls, hashtags,"
                         " text, source_file, source_locator) from stdin", fh, size=1 << 20)
         steps["copy_to_staging_s"] = time.perf_counter() - start
-        load._resolve_approximate_ids(conn)
-        load._publish(conn, RUN_KEY, steps)
+        load._resolve_approximate_ids(conn, posts_stage)
+        load._publish(conn, RUN_KEY, posts_stage, steps)
         before_commit = time.perf_counter()
     steps["commit_s"] = time.perf_counter() - before_commit
     steps["load_s"] = time.perf_counter() - start

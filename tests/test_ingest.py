@@ -185,6 +185,27 @@ def test_posts_of_unknown_accounts_and_duplicate_posts_are_quarantined(settings,
     ]
 
 
+def test_a_post_three_times_keeps_the_first_and_quarantines_both_repeats(settings, tmp_path):
+    """The primary key's build is what finds duplicates; when it fails, every later copy is quarantined
+    naming the first, and the first one's text is the one kept."""
+    import csv as _csv
+
+    from export_fixtures import HASH_A, IO_TWEET_COLUMNS, write_io_export
+
+    export = write_io_export(tmp_path / "io", avatar_url=None)
+    with (export / "cuba_092020_tweets_csv_hashed.csv").open("a", newline="", encoding="utf-8") as fh:
+        writer = _csv.DictWriter(fh, IO_TWEET_COLUMNS, quoting=_csv.QUOTE_ALL, restval="")
+        for text in ("first", "second", "third"):
+            writer.writerow({"tweetid": "5", "userid": HASH_A, "tweet_text": text, "tweet_time": "2020-05-03 10:00"})
+    result = _ingest(settings, "io", export)
+    assert (result.posts, result.rejected) == (4, 2)
+    assert _rows(settings, "select text from posts where post_id = '5'") == [("first",)]
+    assert _rows(settings, "select locator, reason from quarantine order by length(locator), locator") == [
+        ("line 9", "duplicate post 5 (first at cuba_092020_tweets_csv_hashed.csv line 8)"),
+        ("line 10", "duplicate post 5 (first at cuba_092020_tweets_csv_hashed.csv line 8)"),
+    ]
+
+
 OTHER = "it's a \\ key"  # quotes and backslashes in a run key: its partition's bound and name
 
 

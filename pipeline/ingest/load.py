@@ -59,8 +59,8 @@ def ingest_export(settings: Settings, run_key: str, export_path: Path, fmt: str 
     """
     reader = resolve_reader(export_path, fmt)
     with transaction(settings) as conn:
-        conn.execute(sa.text("set local work_mem = '128MB'"))  # the distinct-on sorts of _publish stay in memory
-        _create_staging(conn)
+        conn.execute(sa.text("set local work_mem = '128MB'"))  # the distinct-on sort of the accounts stays in memory
+        posts_stage = _create_staging(conn, run_key)
         quarantine.clear_stage(conn, run_key, "ingest")
         accounts: list[tuple] = []
         posts: list[tuple] = []
@@ -78,7 +78,7 @@ def ingest_export(settings: Settings, run_key: str, export_path: Path, fmt: str 
             elif isinstance(item, PostRecord):
                 posts.append((seq, item.account_key, *(getattr(item, c) for c in POST_COLUMNS)))
                 if len(posts) >= batch_size:
-                    copy_rows(conn, "_stage_posts", _STAGE_POSTS, posts)
+                    copy_rows(conn, posts_stage, _STAGE_POSTS, posts)
                     posts = []
             else:
                 rejected.append(item)
@@ -86,10 +86,10 @@ def ingest_export(settings: Settings, run_key: str, export_path: Path, fmt: str 
                     quarantine.add_rejections(conn, run_key, "ingest", rejected)
                     rejected = []
         copy_rows(conn, "_stage_accounts", _STAGE_ACCOUNTS, accounts)
-        copy_rows(conn, "_stage_posts", _STAGE_POSTS, posts)
+        copy_rows(conn, posts_stage, _STAGE_POSTS, posts)
         quarantine.add_rejections(conn, run_key, "ingest", rejected)
-        _resolve_approximate_ids(conn)
-        n_accounts, n_posts = _publish(conn, run_key)
+        _resolve_approximate_ids(conn, posts_stage)
+        n_accounts, n_posts = _publish(conn, run_key, posts_stage)
         _record_export_date(conn, run_key, export_path, stated, n_accounts)
         n_rejected = quarantine.count_stage(conn, run_key, "ingest")
     return IngestResult(reader.name, n_accounts, n_rejected, n_posts)
@@ -103,21 +103,21 @@ def _read_or_explain(reader: ExportReader, export_path: Path) -> Iterator[Accoun
         raise UserError(f"cannot read {export_path} as {reader.name}: {exc}") from None
 
 
-def _resolve_approximate_ids(conn: sa.Connection) -> None:
+def _resolve_approximate_ids(conn: sa.Connection, posts_stage: str) -> None:
     """Ids a reader marked approximate (``~N``: written as a float by the export) become the export's
     post id that rounds to the same double, when exactly one does; else the float's integer N."""
     if conn.execute(sa.text(
-            "select not exists (select 1 from _stage_posts where left(reposted_id, 1) = :m"
+            f"select not exists (select 1 from {posts_stage} where left(reposted_id, 1) = :m"
             " or left(quoted_id, 1) = :m or left(replied_id, 1) = :m)"), {"m": APPROXIMATE_ID}).scalar_one():
         return
     conn.execute(sa.text(
         "create temporary table _post_doubles on commit drop as"
-        " select post_id::float8 as d, min(post_id) as post_id, count(distinct post_id) as n from _stage_posts"
+        f" select post_id::float8 as d, min(post_id) as post_id, count(distinct post_id) as n from {posts_stage}"
         " where post_id ~ '^[0-9]{1,25}$' group by 1"))
     conn.execute(sa.text("create index on _post_doubles (d)"))
     for column in ("reposted_id", "quoted_id", "replied_id"):
         conn.execute(sa.text(
-            f"update _stage_posts p set {column} = coalesce("
+            f"update {posts_stage} p set {column} = coalesce("
             f"  (select d.post_id from _post_doubles d where d.d = substr(p.{column}, 2)::float8 and d.n = 1),"
             f"  substr(p.{column}, 2))"
             f" where left(p.{column}, 1) = :m and substr(p.{column}, 2) ~ '^[0-9]{{1,25}}$'"), {"m": APPROXIMATE_ID})
@@ -138,16 +138,28 @@ def _record_export_date(conn: sa.Connection, run_key: str, export_path: Path, st
                  {"at": at, "src": source if at else None, "k": run_key})
 
 
-def _create_staging(conn: sa.Connection) -> None:
+def _create_staging(conn: sa.Connection, run_key: str) -> str:
+    """Temporary staging for accounts; for posts, the table that becomes the run's partition of
+    ``posts`` (returned: its name is this session's). Posts are copied once, into their final table:
+    the checks that keep the first occurrence and quarantine the rest run on it, in place."""
     conn.execute(sa.text(
         "create temporary table _stage_accounts (seq bigint not null, account_key text not null, platform text not null,"
         " account_id text not null, handle text, display_name text, bio text, url text, location text,"
         " created_at timestamptz, followers bigint, following bigint, posts bigint, language text, avatar_ref text,"
         " source_file text not null, source_locator text not null) on commit drop"))
+    stage = "posts_stage_" + str(conn.execute(sa.text("select pg_backend_pid()")).scalar_one())
+    bound = conn.execute(sa.text("select quote_literal(:k)"), {"k": run_key}).scalar_one()
+    conn.execute(sa.text(f"drop table if exists {stage}"))
+    # run_key by default (readers do not repeat it); the check constraint is the partition's bound, so
+    # ATTACH PARTITION need not scan the table to prove it
     conn.execute(sa.text(
-        "create temporary table _stage_posts (seq bigint not null, account_key text not null, post_id text not null,"
-        " posted_at timestamptz, reposted_id text, quoted_id text, replied_id text, urls text[], hashtags text[],"
-        " text text, source_file text not null, source_locator text not null) on commit drop"))
+        f"create table {stage} ({_POSTS_PARTITION_COLUMNS.replace('run_key text not null', _run_key_column(bound))},"
+        " seq bigint not null)"))
+    return stage
+
+
+def _run_key_column(bound: str) -> str:
+    return f"run_key text not null default {bound} check (run_key = {bound})"
 
 
 def _set_changed(table: str, columns: tuple[str, ...]) -> str:
@@ -161,7 +173,8 @@ def _set_changed(table: str, columns: tuple[str, ...]) -> str:
 PUBLISH_LOCK_NAMESPACE = 7_311_904  # pg_advisory_xact_lock(ns, 1): ingests publish one at a time
 
 
-def _publish(conn: sa.Connection, run_key: str, timings: dict[str, float] | None = None) -> tuple[int, int]:
+def _publish(conn: sa.Connection, run_key: str, posts_stage: str,
+             timings: dict[str, float] | None = None) -> tuple[int, int]:
     """Move staged rows into place: first occurrence wins, later duplicates and orphan posts are quarantined."""
     k = {"k": run_key}
     snap = ", ".join(SNAPSHOT_COLUMNS)
@@ -194,7 +207,7 @@ def _publish(conn: sa.Connection, run_key: str, timings: dict[str, float] | None
         "        'bio', s.bio)::text"
         " from _stage_accounts s join account_snapshots f on f.run_key = :k and f.account_key = s.account_key"
         " where (s.source_file, s.source_locator) <> (f.source_file, f.source_locator)", k)
-    posts = publish_posts(conn, run_key, timings)
+    posts = publish_posts(conn, run_key, posts_stage, timings)
     return accounts, posts
 
 
@@ -219,18 +232,20 @@ def posts_partition(conn: sa.Connection, run_key: str) -> str | None:
     ).scalar_one_or_none()
 
 
-def publish_posts(conn: sa.Connection, run_key: str, timings: dict[str, float] | None = None) -> int:
-    """Move ``_stage_posts`` into the run's partition of ``posts``, replacing its previous one; returns
-    the run's post count. First occurrence (by seq) wins; later duplicates and posts of accounts the
-    export does not have are quarantined.
+def publish_posts(conn: sa.Connection, run_key: str, posts_stage: str,
+                  timings: dict[str, float] | None = None) -> int:
+    """Make the staged posts the run's partition of ``posts``, replacing its previous one; returns the
+    run's post count. First occurrence (by seq) wins; later duplicates and posts of accounts the export
+    does not have are quarantined and deleted from the stage.
 
-    The new partition is a plain table filled by one sorted insert (no index, no foreign-key trigger, no
-    upsert), attached afterwards: PostgreSQL then builds its primary key by sort and checks each foreign
-    key with one query. Rerunning with the same export gives the same rows (a new partition, the old one
-    dropped: no dead tuples). Only the swap locks ``posts`` itself, at the end of the caller's transaction."""
+    The stage is a plain table with no index and no foreign-key trigger while it is filled. Its primary
+    key is then built by one sort, which also proves there are no duplicates (the common case: no
+    second pass for them); orphans are found by one anti-join; ATTACH PARTITION then checks each
+    foreign key with one query and takes the bound from the stage's check constraint. Rerunning with
+    the same export gives the same rows (a new partition, the old one dropped: no dead tuples). Only
+    the swap locks ``posts`` itself, to the end of the caller's transaction."""
     timings = {} if timings is None else timings
     k = {"k": run_key}
-    cols = ", ".join(POST_COLUMNS)
     clock = time.perf_counter()
 
     def lap(name: str) -> None:
@@ -239,52 +254,71 @@ def publish_posts(conn: sa.Connection, run_key: str, timings: dict[str, float] |
         timings[name] = timings.get(name, 0.0) + now - clock
         clock = now
 
+    # without statistics the planner may take a large table for a small one and join it by nested
+    # loop (a stall of tens of minutes, found by bench/ingest_throughput.py's CAR run)
+    conn.execute(sa.text(f"analyze {posts_stage}"))
+    lap("analyze_s")
+    _quarantine_orphan_posts(conn, run_key, posts_stage)
+    lap("orphans_s")
+    conn.execute(sa.text("set local maintenance_work_mem = '256MB'"))  # the primary key's sort
+    pkey = f"{posts_stage}_pkey"
+    add_key = f"alter table {posts_stage} add constraint {pkey} primary key (run_key, account_key, post_id)"
+    try:
+        with conn.begin_nested():
+            conn.execute(sa.text(add_key))
+    except sa.exc.IntegrityError:  # a post twice in the export: keep the first, then build the key
+        _quarantine_duplicate_posts(conn, run_key, posts_stage)
+        conn.execute(sa.text(add_key))
+    lap("primary_key_s")
+    conn.execute(sa.text(f"alter table {posts_stage} drop column seq"))  # a partition has the parent's columns
     name = posts_partition_name(run_key)
-    staged = conn.execute(sa.text("select count(*) from _stage_posts")).scalar_one()
-    # without statistics the planner may take a large staging table for a small one and join it
-    # by nested loop (a stall of tens of minutes, found by bench/ingest_throughput.py's CAR run)
-    conn.execute(sa.text("analyze _stage_posts"))
-    conn.execute(sa.text("set local maintenance_work_mem = '256MB'"))  # the primary key's sort at attach
-    conn.execute(sa.text("set local work_mem = '256MB'"))  # the first-wins sort below, in memory up to ~1M posts
-    conn.execute(sa.text(f'drop table if exists "{name}_new"'))
-    conn.execute(sa.text(f'create table "{name}_new" ({_POSTS_PARTITION_COLUMNS})'))
-    posts = conn.execute(sa.text(
-        f'insert into "{name}_new" (run_key, account_key, {cols})'
-        # "C" ordering: byte order, which lets PostgreSQL sort on abbreviated keys (not done for libc
-        # collations); equality, all DISTINCT ON needs, is the same under any deterministic collation
-        f' select distinct on (p.account_key collate "C", p.post_id collate "C") :k, p.account_key,'
-        f" {', '.join('p.' + c for c in POST_COLUMNS)}"
-        " from _stage_posts p join account_snapshots a on a.run_key = :k and a.account_key = p.account_key"
-        ' order by p.account_key collate "C", p.post_id collate "C", p.seq'), k).rowcount
-    lap("insert_s")
     old = posts_partition(conn, run_key)
     if old is not None:
         conn.execute(sa.text("lock table posts in access exclusive mode"))  # detach needs it: take it once
         conn.execute(sa.text(f'alter table posts detach partition "{old}"'))
         conn.execute(sa.text(f'drop table "{old}"'))
     conn.execute(sa.text("delete from posts_default where run_key = :k"), k)  # rows written there directly
-    conn.execute(sa.text(f'alter table "{name}_new" rename to "{name}"'))
+    conn.execute(sa.text(f'alter table {posts_stage} rename to "{name}"'))
+    conn.execute(sa.text(f'alter index {pkey} rename to "{name}_pkey"'))
     bound = conn.execute(sa.text("select quote_literal(:k)"), k).scalar_one()
     conn.execute(sa.text(f'alter table posts attach partition "{name}" for values in ({bound})'))
-    lap("attach_s")  # the primary key built by sort, the foreign keys and the partition bound checked
-    conn.execute(sa.text(f'analyze "{name}"'))
-    lap("analyze_s")
-    if posts != staged:  # some staged rows were not published: duplicates or posts of unknown accounts
-        quarantine.add_from_query(
-            conn, run_key, "ingest",
-            "select p.source_file, p.source_locator,"
-            "   case when a.account_key is null then 'post ' || p.post_id || ' by ' || p.account_key"
-            "        || ', which is not among the export''s accounts'"
-            "   else 'duplicate post ' || p.post_id || ' (first at ' || f.source_file || ' ' || f.source_locator"
-            "        || ')' end,"
-            "   coalesce(p.text, '')"
-            " from _stage_posts p"
-            " left join account_snapshots a on a.run_key = :k and a.account_key = p.account_key"
-            " left join posts f on f.run_key = :k and f.account_key = p.account_key and f.post_id = p.post_id"
-            " where a.account_key is null or (p.source_file, p.source_locator) <> (f.source_file, f.source_locator)",
-            k)
-    lap("quarantine_s")
-    return posts
+    lap("attach_s")  # the existing key attached; each foreign key checked by one query
+    return conn.execute(sa.text(f'select count(*) from "{name}"')).scalar_one()
+
+
+def _quarantine_orphan_posts(conn: sa.Connection, run_key: str, posts_stage: str) -> None:
+    """Posts by accounts the export does not have are quarantined and dropped.
+
+    Counted, not tested with EXISTS: a LIMIT-1 plan probes an index once per post (6 s at 1M posts, where
+    the whole hash anti-join takes 0.3 s); against the analysed accounts stage, not the snapshots just
+    upserted, whose statistics do not know this run's rows yet."""
+    orphans = (f"from {posts_stage} p where not exists (select 1 from _stage_accounts a"
+               " where a.account_key = p.account_key)")
+    if not conn.execute(sa.text(f"select count(*) {orphans}")).scalar_one():
+        return
+    quarantine.add_from_query(
+        conn, run_key, "ingest",
+        "select p.source_file, p.source_locator, 'post ' || p.post_id || ' by ' || p.account_key"
+        f" || ', which is not among the export''s accounts', coalesce(p.text, '') {orphans}")
+    conn.execute(sa.text(f"delete {orphans}"))
+
+
+def _quarantine_duplicate_posts(conn: sa.Connection, run_key: str, posts_stage: str) -> None:
+    """Every later occurrence of a post (same account and id) is quarantined, naming the first, and dropped."""
+    conn.execute(sa.text(
+        "create temporary table _later_posts on commit drop as"
+        " select p.ctid as tid, f.source_file as first_file, f.source_locator as first_locator"
+        f" from (select account_key, post_id, min(seq) as seq from {posts_stage} group by 1, 2"
+        "       having count(*) > 1) d"
+        f" join {posts_stage} f on (f.account_key, f.post_id, f.seq) = (d.account_key, d.post_id, d.seq)"
+        f" join {posts_stage} p on (p.account_key, p.post_id) = (d.account_key, d.post_id) and p.seq > d.seq"))
+    quarantine.add_from_query(
+        conn, run_key, "ingest",
+        "select p.source_file, p.source_locator,"
+        "   'duplicate post ' || p.post_id || ' (first at ' || l.first_file || ' ' || l.first_locator || ')',"
+        f"   coalesce(p.text, '') from {posts_stage} p join _later_posts l on p.ctid = l.tid")
+    conn.execute(sa.text(f"delete from {posts_stage} p using _later_posts l where p.ctid = l.tid"))
+    conn.execute(sa.text("drop table _later_posts"))
 
 
 def run_stage(ctx: RunContext) -> IngestResult:
