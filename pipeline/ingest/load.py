@@ -148,18 +148,19 @@ def _create_staging(conn: sa.Connection, run_key: str) -> str:
         " created_at timestamptz, followers bigint, following bigint, posts bigint, language text, avatar_ref text,"
         " source_file text not null, source_locator text not null) on commit drop"))
     stage = "posts_stage_" + str(conn.execute(sa.text("select pg_backend_pid()")).scalar_one())
-    bound = conn.execute(sa.text("select quote_literal(:k)"), {"k": run_key}).scalar_one()
+    bound = _sql_literal(conn, run_key)
     conn.execute(sa.text(f"drop table if exists {stage}"))
     # run_key by default (readers do not repeat it); the check constraint is the partition's bound, so
     # ATTACH PARTITION need not scan the table to prove it
-    conn.execute(sa.text(
-        f"create table {stage} ({_POSTS_PARTITION_COLUMNS.replace('run_key text not null', _run_key_column(bound))},"
-        " seq bigint not null)"))
+    run_key_column = f"run_key text not null default {bound} check (run_key = {bound})"
+    columns = _POSTS_PARTITION_COLUMNS.replace("run_key text not null", run_key_column, 1)
+    conn.execute(sa.text(f"create table {stage} ({columns}, seq bigint not null)"))
     return stage
 
 
-def _run_key_column(bound: str) -> str:
-    return f"run_key text not null default {bound} check (run_key = {bound})"
+def _sql_literal(conn: sa.Connection, value: str) -> str:
+    """``value`` quoted by the server, for DDL that takes no bind parameters (a default, a partition bound)."""
+    return conn.execute(sa.text("select quote_literal(:v)"), {"v": value}).scalar_one()
 
 
 def _set_changed(table: str, columns: tuple[str, ...]) -> str:
@@ -280,8 +281,7 @@ def publish_posts(conn: sa.Connection, run_key: str, posts_stage: str,
     conn.execute(sa.text("delete from posts_default where run_key = :k"), k)  # rows written there directly
     conn.execute(sa.text(f'alter table {posts_stage} rename to "{name}"'))
     conn.execute(sa.text(f'alter index {pkey} rename to "{name}_pkey"'))
-    bound = conn.execute(sa.text("select quote_literal(:k)"), k).scalar_one()
-    conn.execute(sa.text(f'alter table posts attach partition "{name}" for values in ({bound})'))
+    conn.execute(sa.text(f'alter table posts attach partition "{name}" for values in ({_sql_literal(conn, run_key)})'))
     lap("attach_s")  # the existing key attached; each foreign key checked by one query
     return conn.execute(sa.text(f'select count(*) from "{name}"')).scalar_one()
 
