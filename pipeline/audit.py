@@ -97,7 +97,7 @@ def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, 
 def run_stage(ctx: RunContext, stage: str, owner: str | None = None) -> dict[str, Any]:
     """One stage; a failure marks the run failed, `summarize` marks it succeeded with the summary.
 
-    The networks and flag stages first wait for the run's predecessor (`runs.wait_for_predecessor`).
+    The aggregate, networks and flag stages first wait for the run's predecessor (`runs.wait_for_predecessor`).
     """
     try:
         runs.wait_for_predecessor(ctx.settings, ctx.run_key, stage)

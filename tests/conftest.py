@@ -218,3 +218,23 @@ def table_contents(settings, volatile: dict[str, set[str]] | None = None) -> dic
                        for r in rows]
             out[table] = sorted(cleaned)
     return out
+
+
+def contents_difference(now: dict[str, list], before: dict[str, list]) -> dict[str, dict[str, list]]:
+    """What differs between two `table_contents`: per table, the rows only in each. Empty when equal, and
+    short when not, so a failed comparison (in CI's tail) names the rows rather than printing every table."""
+    from collections import Counter
+
+    out = {}
+    for table in sorted(now.keys() | before.keys()):
+        a, b = now.get(table), before.get(table)
+        if a == b:
+            continue
+        if a is None or b is None:
+            out[table] = {"table only now" if b is None else "table only before": len(a if b is None else b)}
+            continue
+        only_now, only_before = Counter(a) - Counter(b), Counter(b) - Counter(a)
+        out[table] = {"rows only now": sorted(only_now.elements())[:5],
+                      "rows only before": sorted(only_before.elements())[:5],
+                      "counts now/before": [len(a), len(b)]}
+    return out

@@ -137,6 +137,8 @@ def test_predecessor_wait_walks_over_skipped_days_and_stops_on_a_failed_one(sett
         assert runs.lineage_predecessor(conn, "nightly:2026-03-03") == "nightly:2026-03-01"
     with pytest.raises(UserError, match="waited for nightly:2026-03-01 to finish its flag stage"):
         runs.wait_for_predecessor(settings, "nightly:2026-03-03", "flag", timeout_s=0)
+    with pytest.raises(UserError, match="to finish its aggregate stage"):  # the avatar history is the lineage's
+        runs.wait_for_predecessor(settings, "nightly:2026-03-03", "aggregate", timeout_s=0)
     runs.finish_run(settings, "nightly:2026-03-01", {}, status="failed")
     with pytest.raises(UserError, match="which failed; rerun nightly:2026-03-01 first"):
         runs.wait_for_predecessor(settings, "nightly:2026-03-03", "flag")

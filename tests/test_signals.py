@@ -87,7 +87,8 @@ def test_history_face_signal_and_rerun(settings, small_run):
     the history maximum remembered. A face-signal row adds its contribution. Reruns are identical."""
     ring_key = small_run.operations["avatar_ring"][0][0]
     planted.generate(settings, "sig2", organic=200, seed=3, operations={"corepost_ring": 0, "batch": 1,
-                                                                    "avatar_ring": 1, "lookalike": 0})
+                                                                    "avatar_ring": 1, "lookalike": 0},
+                     predecessor="sig")  # the history is the lineage's: sig2 builds on sig
     organic_sha = _one(settings, "select sha256 from account_avatars where run_key = 'sig2' and account_key ="
                                  " 'planted:o0000000'")
     with transaction(settings) as conn:
@@ -107,6 +108,32 @@ def test_history_face_signal_and_rerun(settings, small_run):
     first = _signals(settings, "sig2")
     aggregate_run(settings, "sig2")
     assert _signals(settings, "sig2") == first
+
+
+def test_avatar_history_is_the_lineage_so_later_and_unrelated_runs_never_change_a_day(settings):
+    """An account's avatar history is its run and that run's predecessors. A later day's avatar, or an
+    unrelated investigation's, never counts in an earlier day: aggregating in any order, with any other
+    runs in the database, gives the same rows (a concurrent backfill's days once differed by which of
+    them had fetched its avatars first)."""
+    ops = {"corepost_ring": 0, "batch": 1, "avatar_ring": 1, "lookalike": 0}
+    pop = planted.generate(settings, "nightly:2026-03-01", organic=200, seed=3, operations=ops, predecessor=None)
+    aggregate_run(settings, "nightly:2026-03-01")
+    day1 = _signals(settings, "nightly:2026-03-01")
+    ring_key = pop.operations["avatar_ring"][0][0]
+    organic_sha = _one(settings, "select sha256 from account_avatars where run_key = 'nightly:2026-03-01'"
+                                 " and account_key = 'planted:o0000000'")
+    later = {"nightly:2026-03-02": "nightly:2026-03-01", "investigation:other": None}
+    for run_key, predecessor in later.items():  # the same accounts; the ring account shows another picture
+        planted.generate(settings, run_key, organic=200, seed=3, operations=ops, predecessor=predecessor)
+        with transaction(settings) as conn:
+            conn.execute(sa.text("update account_avatars set sha256 = :s where run_key = :r and account_key = :k"),
+                         {"s": organic_sha, "r": run_key, "k": ring_key})
+        aggregate_run(settings, run_key)
+    aggregate_run(settings, "nightly:2026-03-01")  # a rerun of day 1 with both later runs in the database
+    assert _signals(settings, "nightly:2026-03-01") == day1
+    assert day1[ring_key]["avatar_changes"] == 0
+    assert _signals(settings, "nightly:2026-03-02")[ring_key]["avatar_changes"] == 1  # day 1's picture, then this
+    assert _signals(settings, "investigation:other")[ring_key]["avatar_changes"] == 0  # not in its lineage
 
 
 def test_eye_test_counts_only_on_a_usable_face_and_the_prefilter_is_named(settings, small_run):

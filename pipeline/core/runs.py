@@ -40,9 +40,10 @@ RUN_LOCK_NAMESPACE = 7_311_902  # first key of pg_advisory_lock(int, int): the r
 STALE_HEARTBEAT_S = 6 * 3600.0  # an Airflow-owned run silent this long is stale (longer than any task timeout)
 PREDECESSOR_WAIT_S = float(os.environ.get("PROFILE_AUDIT_PREDECESSOR_WAIT_S", "10800"))
 POLL_S = 1.0
-# Which stage of its predecessor a stage needs finished: cluster ids come from the predecessor's
-# clusters, investigator statuses from its flags.
-NEEDS_FROM_PREDECESSOR = {"networks": "networks", "flag": "flag"}
+# Which stage of its predecessor a stage needs finished: an account's avatar history from the
+# predecessor's avatars (its aggregate stage waited in turn, so the whole lineage is in place), cluster ids
+# from its clusters, investigator statuses from its flags.
+NEEDS_FROM_PREDECESSOR = {"aggregate": "aggregate", "networks": "networks", "flag": "flag"}
 
 OwnerAlive = Callable[[str], bool | None]  # True/False when it can tell, None when it cannot
 
@@ -306,7 +307,7 @@ def wait_for_predecessor(settings: Settings, run_key: str, stage: str, timeout_s
             if pred is None:
                 return None
         if state == "failed":
-            raise UserError(f"{run_key} inherits cluster ids and statuses from {pred}, which failed; "
+            raise UserError(f"{run_key} builds on {pred} (avatar history, cluster ids, flag statuses), which failed; "
                             f"rerun {pred} first")
         if time.monotonic() > deadline:
             raise UserError(f"{run_key} waited for {pred} to finish its {needed} stage ({state}); "

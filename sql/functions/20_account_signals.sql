@@ -62,6 +62,20 @@ begin
 end
 $$;
 
+-- The run and the runs it builds on: its predecessor, that one's, and so on (skipped days included; they
+-- have no rows). UNION drops rows already found, so a cycle of predecessors ends. An account's avatar
+-- history is read from these runs only, never from later or unrelated ones, so a run's signals do not
+-- depend on which other runs happened to be in the database when it aggregated.
+create or replace function run_lineage(p_run_key text) returns table (run_key text)
+language sql stable as $$
+    with recursive lineage(run_key) as (
+        select p_run_key
+        union
+        select r.predecessor from runs r join lineage l on r.run_key = l.run_key where r.predecessor is not null
+    )
+    select l.run_key from lineage l
+$$;
+
 create or replace function compute_account_signals(p_run_key text) returns integer
 language plpgsql as $$
 declare
@@ -138,7 +152,8 @@ begin
         select h.account_key, count(distinct h.sha256) as images, max(hs.probability) as p_max
         from account_avatars h
         left join image_scores hs on hs.sha256 = h.sha256 and hs.detector_id = v_detector
-        where h.status = 'stored' and h.account_key in (select account_key from base)
+        where h.status = 'stored' and h.run_key in (select l.run_key from run_lineage(p_run_key) l)
+          and h.account_key in (select account_key from base)
         group by h.account_key
     ), parts as (
         select b.*, coalesce(pi.n - 1, 0) as reuse_count, coalesce(nr.n, 0) as near_count,
