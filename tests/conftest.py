@@ -230,11 +230,13 @@ def contents_difference(now: dict[str, list], before: dict[str, list]) -> dict[s
         a, b = now.get(table), before.get(table)
         if a == b:
             continue
-        if a is None or b is None:
-            out[table] = {"table only now" if b is None else "table only before": len(a if b is None else b)}
-            continue
-        only_now, only_before = Counter(a) - Counter(b), Counter(b) - Counter(a)
-        out[table] = {"rows only now": sorted(only_now.elements())[:5],
-                      "rows only before": sorted(only_before.elements())[:5],
-                      "counts now/before": [len(a), len(b)]}
+        if b is None:
+            out[table] = {"table only now": len(a)}
+        elif a is None:
+            out[table] = {"table only before": len(b)}
+        else:
+            only_now, only_before = Counter(a) - Counter(b), Counter(b) - Counter(a)
+            out[table] = {"rows only now": sorted(only_now.elements())[:5],
+                          "rows only before": sorted(only_before.elements())[:5],
+                          "counts now/before": [len(a), len(b)]}
     return out
