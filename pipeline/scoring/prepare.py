@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from pipeline.errors import UserError
@@ -107,15 +108,30 @@ def prepare_batch(plan: PreparePlan, batch: list[tuple[str, str, tuple[int, ...]
     return Prepared(tensors, faces, seconds, raw if plan.gpu_decode else None)
 
 
+def concat_batches(batches: Sequence[Any]) -> Any:
+    """The batches of one backbone as one, in order, of the type its ``embed_tensors`` takes: each kind's
+    ``tensors()`` returns its own (open_clip a torch tensor, dlib-face a list of face chips or None,
+    an onnxruntime backbone a numpy array), so ``torch.cat`` alone failed on the others (issue 21).
+    None when no probe runs (face signals only)."""
+    first = batches[0]
+    if first is None:
+        return None
+    if isinstance(first, list):
+        return [item for batch in batches for item in batch]
+    if isinstance(first, np.ndarray):
+        return np.concatenate(batches)
+    import torch
+
+    if isinstance(first, torch.Tensor):
+        return torch.cat(list(batches))
+    raise TypeError(f"cannot merge backbone batches of type {type(first).__name__}")
+
+
 def merge_prepared(parts: Sequence[Prepared]) -> Prepared:
     """Units prepared by different workers, as one inference batch (in order)."""
     if len(parts) == 1:
         return parts[0]
-    tensors = None
-    if parts[0].tensors is not None:
-        import torch
-
-        tensors = torch.cat([p.tensors for p in parts])
+    tensors = concat_batches([p.tensors for p in parts])
     seconds: dict[str, float] = {}
     for part in parts:
         for key, value in part.seconds.items():
