@@ -3,7 +3,7 @@
 Importing this package registers the built-in detectors; it does not import torch.
 """
 
-from detectors import clip_probe, faces  # noqa: F401  (registers ClipProbe, FaceProbe, FaceDetector)
+from detectors import avatar_stack, clip_probe, faces  # noqa: F401  (registers ClipProbe, FaceProbe, FaceDetector, AvatarStack)
 from detectors.backbones import BACKBONES, backbone_from_dict, parse_backbone
 from detectors.base import (
     DETECTORS,

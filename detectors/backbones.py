@@ -2,7 +2,9 @@
 
 - ``open_clip``: an open_clip image tower (model + weights; ``detectors.backbone``), the production
   default for generated-image detection;
-- ``dlib-face``: dlib's 128-d face descriptor (``detectors.face_backbone``), needs no weights argument.
+- ``dlib-face``: dlib's 128-d face descriptor (``detectors.face_backbone``), needs no weights argument;
+- ``clip-vit-b16``: OpenAI CLIP ViT-B/16's image tower as INT8 ONNX, run by onnxruntime
+  (``detectors.onnx_clip``): the pretrained CLIP that installs offline, the shipped detector's backbone.
 
 A backbone spec is data: ``parse(model, weights, **options)``, ``to_dict``/``from_dict``, an ``id`` that
 names everything that shapes its output (model files by sha256), and ``load()``, which returns an
@@ -17,11 +19,13 @@ from typing import Any
 
 from detectors.backbone import BackboneSpec
 from detectors.face_backbone import DlibFaceSpec
+from detectors.onnx_clip import OnnxClipSpec
 from pipeline.core.registry import Registry
 
 BACKBONES: Registry[type] = Registry("backbone")
 BACKBONES.register(BackboneSpec.kind, BackboneSpec)
 BACKBONES.register(DlibFaceSpec.kind, DlibFaceSpec)
+BACKBONES.register(OnnxClipSpec.kind, OnnxClipSpec)
 DEFAULT_KIND = BackboneSpec.kind
 
 

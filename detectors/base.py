@@ -26,6 +26,7 @@ class ImageScore:
     probability: float | None  # calibrated probability that the image is generated; None: not scorable
     label: bool  # probability >= the detector's threshold
     reason: str  # short human-readable explanation
+    parts: dict[str, float] | None = None  # a fused detector's per-part logit contributions (image_scores.parts)
 
 
 class Detector(ABC):

@@ -225,7 +225,7 @@ def _tensor_tail(transform: Any) -> tuple[list[Any], Any, Any] | None:
     return pil, torch.tensor(norm.mean, dtype=torch.float32), torch.tensor(norm.std, dtype=torch.float32)
 
 
-PROBE_KINDS = {"open_clip": ClipProbe.kind, "dlib-face": FaceProbe.kind}  # backbone kind -> detector kind
+PROBE_KINDS = {"open_clip": ClipProbe.kind, "clip-vit-b16": ClipProbe.kind, "dlib-face": FaceProbe.kind}  # backbone kind -> detector kind
 NO_EMBEDDING = {"dlib-face": "no face found"}
 
 
@@ -286,12 +286,26 @@ class Augmentation:
     jpeg_quality: tuple[int, int] = (30, 100)
     reencode_quality: tuple[int, int] | None = DEFAULT_REENCODE_QUALITY
     views: int = 1
+    # platform-style downscaling and off-centre crops: off unless measured to help (docs/detectors.md)
+    resize_p: float = 0.0
+    resize_scale: tuple[float, float] = (0.5, 1.0)
+    crop_p: float = 0.0
+    crop_fraction: tuple[float, float] = (0.8, 1.0)
 
     def training_view(self, image: Image.Image, sha256: str, view: int = 0) -> Image.Image:
         """What the backbone sees of a training-split image, in its ``view``-th augmented view."""
         from PIL import ImageFilter
 
         rng = np.random.default_rng([int(sha256[16:32], 16), view])
+        if self.crop_p and rng.random() < self.crop_p:
+            side = float(rng.uniform(*self.crop_fraction))
+            w, h = image.size
+            cw, ch = max(1, round(w * side)), max(1, round(h * side))
+            left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            image = image.crop((left, top, left + cw, top + ch))
+        if self.resize_p and rng.random() < self.resize_p:
+            scale = float(rng.uniform(*self.resize_scale))
+            image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BICUBIC)
         if rng.random() < self.blur_p:
             image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(*self.blur_sigma))))
         if rng.random() < self.jpeg_p:
@@ -304,7 +318,13 @@ class Augmentation:
         return canonical_reencode(image, self.reencode_quality)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """The saved form; the resize and crop steps only when used, so earlier detectors keep their ids."""
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        for step, keys in (("resize_p", ("resize_p", "resize_scale")), ("crop_p", ("crop_p", "crop_fraction"))):
+            if not data[step]:
+                for key in keys:
+                    data.pop(key)
+        return data
 
 
 def threshold_at_fpr(real_probabilities: np.ndarray, target_fpr: float) -> float:
@@ -399,8 +419,11 @@ def train_clip_probe(
     embedded["train"] = np.concatenate([embed(splits["train"], partial(augment.training_view, view=v))
                                         for v in range(augment.views)])
     y["train"] = np.tile(y["train"], augment.views)
+    sources = {name: np.array([im.source for im in part], dtype=object) for name, part in splits.items()}
+    sources["train"] = np.tile(sources["train"], augment.views)
     probe, unembedded, metrics = fit_probe(backbone, embedded, y, target_fpr=target_fpr, calibration=calibration,
-                                           regularization=regularization, input_reencode=augment.reencode_quality)
+                                           regularization=regularization, input_reencode=augment.reencode_quality,
+                                           sources=sources)
     manifest = training_manifest(images)
     probe.training = {
         "target_fpr": target_fpr,
@@ -414,41 +437,73 @@ def train_clip_probe(
                             if augment.reencode_quality else "none (RGB as decoded)"),
         "data_manifest_sha256": manifest_sha256(manifest),
         "sources": sorted({im.source for im in images if im.source}),
+        "balance": "classes and sources (each source an equal share of its class)",
+        "threshold_rule": f"{target_fpr} FPR on every real source of the validation split",
         "metrics": metrics,
     }
     return probe
 
 
+def source_weights(labels: np.ndarray, sources: np.ndarray) -> np.ndarray:
+    """Sample weights that give each class half the total and each source an equal share of its class,
+    so a source of 1,000 images does not drown one of 64."""
+    weights = np.zeros(len(labels), dtype=np.float64)
+    for label in (0, 1):
+        in_class = labels == label
+        names = sorted(set(sources[in_class].tolist()))
+        for name in names:
+            mask = in_class & (sources == name)
+            weights[mask] = 1.0 / (len(names) * mask.sum())
+    return weights * len(labels) / 2.0
+
+
+def threshold_for_every_source(probs: np.ndarray, sources: np.ndarray, target_fpr: float) -> float:
+    """The smallest threshold at which *every* real source's false-positive rate is at most the target: the
+    worst source sets it, not the pooled mean (a source with fewer than 1/target images allows none)."""
+    return max(threshold_at_fpr(probs[sources == name], target_fpr) for name in sorted(set(sources.tolist())))
+
+
 def fit_probe(backbone: Any, embedded: dict[str, np.ndarray], y: dict[str, np.ndarray], target_fpr: float = 0.01,
               calibration: str = "platt", regularization: float = 1.0,
               input_reencode: tuple[int, int] | None = DEFAULT_REENCODE_QUALITY,
-              ) -> tuple[ClipProbe, dict[str, int], dict[str, float]]:
+              sources: dict[str, np.ndarray] | None = None, balance: bool = True,
+              ) -> tuple[ClipProbe, dict[str, int], dict[str, Any]]:
     """The head, calibration and threshold from embeddings of the train/val/test splits (``embedded``,
     labels ``y``): returns the probe, the rows left out per split (NaN: nothing embedded) and test metrics.
-    ``train_clip_probe`` embeds then calls this; the benches call it on cached embeddings."""
+    ``train_clip_probe`` embeds then calls this; the benches call it on cached embeddings.
+
+    ``sources`` (per split, each row's source folder) turns on the per-source rules: with ``balance`` the
+    head is fitted with class- and source-balanced weights, and the threshold holds the target FPR on every
+    real source of the validation split (``threshold_for_every_source``). Without sources, the reals are
+    one source."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     embedded, y = dict(embedded), dict(y)
+    sources = {name: np.asarray(sources[name]) if sources else np.full(len(y[name]), "", dtype=object)
+               for name in ("train", "val", "test")}
     # a backbone may have no embedding for an image (dlib-face: no face); such images are left out
     unembedded = {}
     for name in ("train", "val", "test"):
         keep = ~np.isnan(embedded[name]).any(axis=1)
         unembedded[name] = int((~keep).sum())
-        embedded[name], y[name] = embedded[name][keep], y[name][keep]
+        embedded[name], y[name], sources[name] = embedded[name][keep], y[name][keep], sources[name][keep]
         if set(y[name].tolist()) != {0, 1}:
             raise ValueError(f"the {name} split has no {'real' if 1 in y[name] else 'generated'} image the "
                              f"{backbone.kind} backbone can embed ({unembedded[name]} left out)")
 
     # fit on standardised features (so one C suits any backbone), then fold the scaling into the head
     mean, std = embedded["train"].mean(axis=0), embedded["train"].std(axis=0) + 1e-6
-    head = LogisticRegression(C=regularization, max_iter=5000).fit((embedded["train"] - mean) / std, y["train"])
+    weights = source_weights(y["train"], sources["train"]) if balance else None
+    head = LogisticRegression(C=regularization, max_iter=5000).fit((embedded["train"] - mean) / std, y["train"],
+                                                                   sample_weight=weights)
     weight = head.coef_[0] / std
     probe = probe_class(backbone)(backbone=backbone, weight=weight.tolist(), bias=float(head.intercept_[0] - weight @ mean),
                                   input_reencode=input_reencode)
     fit_calibration(probe, probe.logits(embedded["val"]), y["val"], calibration)
     val_probs = probe.probabilities(embedded["val"])
-    probe.threshold = threshold_at_fpr(val_probs[y["val"] == 0], target_fpr)
+    val_real = y["val"] == 0
+    probe.threshold = threshold_for_every_source(val_probs[val_real], sources["val"][val_real], target_fpr)
 
     test_probs = probe.probabilities(embedded["test"])
     predicted = test_probs >= probe.threshold
@@ -459,6 +514,12 @@ def fit_probe(backbone: Any, embedded: dict[str, np.ndarray], y: dict[str, np.nd
         "test_fpr_at_threshold": round(float(predicted[y["test"] == 0].mean()), 4),
         "val_fpr_at_threshold": round(float((val_probs[y["val"] == 0] >= probe.threshold).mean()), 4),
     }
+    for label, key in ((0, "test_fpr_by_real_source"), (1, "test_tpr_by_generator")):
+        in_class = y["test"] == label
+        names = sorted(set(sources["test"][in_class].tolist()) - {""})
+        if names:
+            metrics[key] = {name: round(float(predicted[in_class & (sources["test"] == name)].mean()), 4)
+                            for name in names}
     probe.training = {"counts": {name: {"real": int((y[name] == 0).sum()), "fake": int((y[name] == 1).sum())}
                                  for name in y}}
     return probe, unembedded, metrics

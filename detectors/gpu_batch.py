@@ -123,7 +123,8 @@ def pin_if_cuda(tensors: Any, device: str | None) -> Any:
     """Page-locked host memory for a CPU-prepared batch bound for CUDA (the copy then runs async)."""
     import torch
 
-    if tensors is not None and torch.cuda.is_available() and (device is None or str(device).startswith("cuda")):
+    # torch tensors only: other backbones hand over numpy arrays (onnxruntime) or lists (dlib chips)
+    if isinstance(tensors, torch.Tensor) and torch.cuda.is_available() and (device is None or str(device).startswith("cuda")):
         return tensors.pin_memory()
     return tensors
 

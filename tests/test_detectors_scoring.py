@@ -111,7 +111,7 @@ def test_shards_are_disjoint_cover_the_run_and_score_like_one_pass(settings, dem
     with pytest.raises(UserError, match="shard index 3 of 3"):
         score_run(settings, "s1", None, 3, 3)
     dispose_engines()
-    assert load_settings(env={}, home=settings.home, database_url=database_url, batch_size=7).batch_size == 7
+    assert load_settings(env={}, shipped_detector=False, home=settings.home, database_url=database_url, batch_size=7).batch_size == 7
 
 
 @pytest.mark.slow

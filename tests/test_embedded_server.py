@@ -61,7 +61,7 @@ def test_another_local_user_cannot_connect_and_the_owner_needs_the_password(tmp_
     except KeyError:
         pytest.skip("this host has no second OS user 'nobody' to attack from")
     home = Path(tempfile.mkdtemp(prefix="pa-")) / "h" if length == "short" else long_home
-    settings = load_settings(env={}, home=home)
+    settings = load_settings(env={}, shipped_detector=False, home=home)
     url = embedded_url(settings)
     try:
         with get_engine(settings).connect() as conn:

@@ -50,7 +50,7 @@ def test_fetches_image_with_pinned_address_and_original_host_header(server):
 
 
 def test_production_fetcher_refuses_loopback_and_sends_nothing(server, tmp_path):
-    fetcher = SafeFetcher.from_settings(load_settings(env={}, home=tmp_path))
+    fetcher = SafeFetcher.from_settings(load_settings(env={}, shipped_detector=False, home=tmp_path))
     assert one(fetcher, server.url("/img.png")).reason == "destination 127.0.0.1 is loopback; refused"
     assert one(fetcher, server.url("/img.png", host="localhost")).reason in (
         "destination 127.0.0.1 (localhost = 127.0.0.1) is loopback; refused",
@@ -61,7 +61,7 @@ def test_production_fetcher_refuses_loopback_and_sends_nothing(server, tmp_path)
 def test_config_cannot_allow_private_destinations(tmp_path):
     (tmp_path / "config.toml").write_text("[fetch]\nallow_loopback = true\n")
     with pytest.raises(UserError, match=r"unknown fetch setting\(s\) \['allow_loopback'\]"):
-        load_settings(env={}, home=tmp_path)
+        load_settings(env={}, shipped_detector=False, home=tmp_path)
 
 
 @pytest.mark.parametrize("url,reason", [
@@ -87,7 +87,7 @@ def test_config_cannot_allow_private_destinations(tmp_path):
     ("http://user:pw@example.com/a.png", "URL carries credentials; refused"),
 ])
 def test_non_public_destinations_are_refused_without_a_request(url, reason, tmp_path):
-    fetcher = SafeFetcher.from_settings(load_settings(env={}, home=tmp_path))
+    fetcher = SafeFetcher.from_settings(load_settings(env={}, shipped_detector=False, home=tmp_path))
     result = one(fetcher, url)
     assert (result.ok, result.reason, result.attempts) == (False, reason, 0)
 

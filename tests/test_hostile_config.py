@@ -61,7 +61,7 @@ def test_bad_numbers_in_the_environment(tmp_path, env, message):
 def test_bad_types_in_the_config_file(tmp_path, toml, message):
     (tmp_path / "config.toml").write_text(toml)
     with pytest.raises(UserError) as raised:
-        load_settings(env={}, home=tmp_path)
+        load_settings(env={}, shipped_detector=False, home=tmp_path)
     assert message in str(raised.value)
     one_line_error(cli("detectors", home=tmp_path), message)
 
@@ -106,7 +106,7 @@ def test_corrupted_detector_files_fail_before_any_stage(tmp_path, database_url, 
     path.write_text(json.dumps(corrupt(_saved_probe(demo_data))))
     from pipeline.scoring.detector_store import resolve_detector
 
-    settings = load_settings(env={}, home=tmp_path / "h", database_url=database_url)
+    settings = load_settings(env={}, shipped_detector=False, home=tmp_path / "h", database_url=database_url)
     with pytest.raises(UserError, match=message.replace("(", r"\(")):
         resolve_detector(settings, str(path))
     done = cli("--database-url", database_url, "audit", str(demo_data["export"]), "--run-key", "corrupt",
@@ -134,7 +134,7 @@ def test_a_run_locked_by_another_session_gives_one_line(tmp_path, database_url, 
     from pipeline.core.db import ensure_schema, get_engine
     from pipeline.core.runs import start_run
 
-    settings = load_settings(env={}, home=tmp_path / "h", database_url=database_url)
+    settings = load_settings(env={}, shipped_detector=False, home=tmp_path / "h", database_url=database_url)
     ensure_schema(settings)
     start_run(settings, "busy", str(demo_data["export"]), "generic")
     with get_engine(settings).connect() as holder:

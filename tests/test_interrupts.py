@@ -65,7 +65,7 @@ def test_signal_marks_the_run_failed_and_stops_the_embedded_server(tmp_path, dem
     from pipeline.core.db import dispose_engines, get_engine
     from pipeline.core.embedded import start_embedded
 
-    settings = load_settings(env={}, home=home)
+    settings = load_settings(env={}, shipped_detector=False, home=home)
     try:
         with get_engine(settings).connect() as conn:
             status, summary = conn.execute(sa.text("select status, summary from runs where run_key = 'sig'")).one()

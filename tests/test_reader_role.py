@@ -26,7 +26,7 @@ pytestmark = pytest.mark.empty_database
 @pytest.fixture
 def reader_login(database_url, tmp_path):
     """(settings with a 1 s lock timeout, a function that opens a connection as a reader login user)."""
-    settings = load_settings(env={}, home=tmp_path / "home", database_url=database_url, lock_timeout=1)
+    settings = load_settings(env={}, shipped_detector=False, home=tmp_path / "home", database_url=database_url, lock_timeout=1)
     ensure_schema(settings)
     login = "pa_reader_" + uuid.uuid4().hex[:8]
     admin = sa.create_engine(database_url, isolation_level="AUTOCOMMIT")

@@ -191,7 +191,7 @@ def test_settings_choose_the_decode_pool_and_refuse_others(tmp_path: Path):
     from pipeline.config import load_settings
     from pipeline.errors import UserError
 
-    assert load_settings(env={}, home=tmp_path).score_decode == "auto"
+    assert load_settings(env={}, shipped_detector=False, home=tmp_path).score_decode == "auto"
     assert load_settings(env={"PROFILE_AUDIT_SCORE_DECODE": "threads"}, home=tmp_path).score_decode == "threads"
     with pytest.raises(UserError, match="score_decode"):
         load_settings(env={"PROFILE_AUDIT_SCORE_DECODE": "fibers"}, home=tmp_path)

@@ -100,12 +100,24 @@ def resolve_detector(settings: Settings, ref: str | None = None) -> Detector:
                 raise UserError(f"no detector {ref!r} in the database; list them with `profile-audit detectors`")
         else:
             row = conn.execute(sa.text("select spec from detectors where is_default")).first()
+            if row is None and settings.shipped_detector:
+                return shipped()
             if row is None:
                 raise UserError(
                     "no default detector: train one with `profile-audit train-probe ... --promote`, "
                     "run `profile-audit demo`, or pass --detector PATH.json"
                 )
     return detector_from_saved(row.spec)
+
+
+def shipped() -> Detector:
+    """The face detector that ships with profile-audit (detectors/presets): used when none is promoted."""
+    from detectors.presets import PresetError, shipped_detector
+
+    try:
+        return shipped_detector()  # type: ignore[return-value]
+    except (PresetError, ValueError) as exc:
+        raise UserError(str(exc)) from None
 
 
 def list_detectors(settings: Settings) -> list[dict]:

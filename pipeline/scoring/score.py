@@ -166,7 +166,7 @@ def _loader(settings: Settings) -> Callable[[str], Any]:
 
 
 SCORE_COLUMNS = (("sha256", "text"), ("detector_id", "text"), ("probability", "float8"), ("label", "bool"),
-                 ("reason", "text"))
+                 ("reason", "text"), ("parts", "jsonb"))
 EMBEDDING_COLUMNS = (("sha256", "text"), ("backbone_id", "text"), ("dim", "int4"), ("vector", "real[]"))
 FACE_COLUMNS = (("sha256", "text"), ("detector_id", "text"), ("face_count", "int4"),
                 ("eye_alignment_distance", "float8"), ("gan_eye_aligned", "bool"), ("usable_face", "bool"),
@@ -175,9 +175,10 @@ FACE_COLUMNS = (("sha256", "text"), ("detector_id", "text"), ("face_count", "int
 
 def _write_scores(conn: sa.Connection, detector_id: str, shas: list[str], scores: list[Any]) -> None:
     copy_upsert(conn, "image_scores", SCORE_COLUMNS,
-                ((sha, detector_id, s.probability, s.label, s.reason) for sha, s in zip(shas, scores)),
+                ((sha, detector_id, s.probability, s.label, s.reason, None if s.parts is None else _json(s.parts))
+                 for sha, s in zip(shas, scores)),
                 "(sha256, detector_id) do update set probability = excluded.probability,"
-                " label = excluded.label, reason = excluded.reason")
+                " label = excluded.label, reason = excluded.reason, parts = excluded.parts")
 
 
 def write_embeddings(conn: sa.Connection, backbone_id: str, shas: list[str], vectors: np.ndarray) -> None:

@@ -128,10 +128,10 @@ begin
         run_key, account_key, avatar_sha256, avatar_probability, avatar_label, avatar_reuse_count,
         account_age_days, followers, following, follower_ratio, handle_template, bio_empty, risk, contributions,
         avatar_probability_max, face_count, face_gan_eye_aligned, near_duplicate_count, posts, posts_per_day,
-        handle_digits, handle_entropy, bio_default, link_domain, avatar_changes, face_usable)
+        handle_digits, handle_entropy, bio_default, link_domain, avatar_changes, face_usable, avatar_parts)
     with base as (
         select s.account_key, s.handle, s.display_name, s.bio, s.url, s.created_at, s.followers, s.following,
-               s.posts, av.sha256, sc.probability, sc.label, f.face_count, f.gan_eye_aligned, f.usable_face
+               s.posts, av.sha256, sc.probability, sc.label, sc.parts, f.face_count, f.gan_eye_aligned, f.usable_face
         from account_snapshots s
         left join account_avatars av on av.run_key = s.run_key and av.account_key = s.account_key
                                     and av.status = 'stored'
@@ -174,7 +174,10 @@ begin
                    -- avatar evidence: the probe's probability (a face probe gives none without a face), and the
                    -- eye test counted only on a usable face (Ricker et al.'s pre-filter); a face too small or
                    -- too turned to judge is named, at no weight, so the reader sees why the eye test is absent
-                   'gan_eye_alignment', case when p.gan_eye_aligned and p.usable_face then (w->>'gan_eye_alignment')::numeric end,
+                   -- a fused detector (avatar_stack) already counts the eye test in its probability: the
+                   -- eye test is then named at no weight, and its share is in avatar_parts
+                   'gan_eye_alignment', case when p.gan_eye_aligned and p.usable_face
+                                             then case when p.parts ? 'eye' then 0 else (w->>'gan_eye_alignment')::numeric end end,
                    'no_usable_face',   case when p.face_count is not null and p.usable_face is not true then 0 end,
                    'avatar_reuse',     case when p.reuse_count > 0 then (w->>'avatar_reuse')::numeric end,
                    'near_duplicate_avatar', case when p.reuse_count = 0 and p.near_count > 0 then (w->>'near_duplicate_avatar')::numeric end,
@@ -199,7 +202,7 @@ begin
            p_max, face_count, gan_eye_aligned, near_count, posts,
            case when posts is not null and age_days is not null
                 then round((posts / greatest(age_days, 1.0))::numeric, 4) end,
-           digits, handle_entropy(handle), default_bio, link_domain(url), changes, usable_face
+           digits, handle_entropy(handle), default_bio, link_domain(url), changes, usable_face, parts
     from scored;
 
     get diagnostics v_count = row_count;

@@ -112,3 +112,25 @@ def preset_detector(name: str, head_file: Path, model: str | None = None, weight
                   "licence": preset.licence, "calibration": "none (sigmoid of the published logit)",
                   "target_fpr": "n/a, UnivFD's 0.5", "metrics": {}},
     )
+
+
+# --- the shipped face detector ---------------------------------------------------------------------------
+# Trained by `python bench/detector_real_faces.py --write-preset` on ../shared/data/faces (fixed splits by
+# image hash); its JSON (the detector, with its measured figures and the training sources' licences) and
+# its training manifest (one row per image: sha256, label, split, source) ship in this folder.
+SHIPPED_DETECTOR = "avatar-faces-v1"
+PRESET_DIR = Path(__file__).resolve().parent
+
+
+def shipped_detector_path(name: str = SHIPPED_DETECTOR) -> Path:
+    return PRESET_DIR / f"{name}.json"
+
+
+def shipped_detector(name: str = SHIPPED_DETECTOR) -> object:
+    """The shipped detector, checked like any saved detector (its id must match its content)."""
+    from detectors.base import read_detector_file
+
+    path = shipped_detector_path(name)
+    if not path.is_file():
+        raise PresetError(f"the shipped detector {name} is missing from {PRESET_DIR}; reinstall profile-audit")
+    return read_detector_file(path)
