@@ -22,12 +22,16 @@ from pipeline.core.db import ensure_schema, transaction
 from pipeline.core.storage import sweep_stale_temp
 from pipeline.errors import UserError
 from pipeline.ingest.readers import resolve_reader
+from detectors.presets import SHIPPED_DETECTOR, is_shipped
 from pipeline.scoring.detector_store import register_detector, resolve_detector
 from pipeline.stages import STAGE_NAMES, RunContext
 from pipeline.stages import stage as stage_entry
 
 log = logging.getLogger(__name__)
 AUTO = "auto"  # begin's predecessor default: the previous nightly day when its run exists
+SHIPPED_NOTE = (f"no promoted detector: avatars were scored with the shipped face detector {SHIPPED_DETECTOR} "
+                "(CLIP ViT-B/16 probe + dlib-face probe + eye test, trained on public research face sets; its measured "
+                "figures are in docs/detectors.md). Promote your own with `profile-audit promote` to change it")
 NO_DETECTOR_WARNING = ("no detector: images were not scored (train one with `profile-audit train-probe --promote`, "
                        "run `profile-audit demo`, or pass --detector); signals that need no detector were computed")
 
@@ -81,6 +85,10 @@ def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, 
         log.warning("marked stale runs failed (their owner is gone): %s", ", ".join(reaped))
     params: dict[str, Any] = {**(extra_params or {}), **settings.policy(network).run_params(),
                               "detector": detector or settings.detector or "default"}
+    if resolved is not None and not (detector or settings.detector) and is_shipped(resolved):
+        params["detector"] = f"shipped:{SHIPPED_DETECTOR}"
+        params["notes"] = [SHIPPED_NOTE]
+        log.warning("%s", SHIPPED_NOTE)
     if warnings:
         params["detector"] = None
         params["warnings"] = warnings

@@ -134,3 +134,13 @@ def shipped_detector(name: str = SHIPPED_DETECTOR) -> object:
     if not path.is_file():
         raise PresetError(f"the shipped detector {name} is missing from {PRESET_DIR}; reinstall profile-audit")
     return read_detector_file(path)
+
+
+def is_shipped(detector: object, name: str = SHIPPED_DETECTOR) -> bool:
+    """Whether ``detector`` is the shipped one (same content, so the same id)."""
+    import json
+
+    path = shipped_detector_path(name)
+    if not path.is_file():
+        return False
+    return json.loads(path.read_text(encoding="utf-8")).get("id") == getattr(detector, "id", None)
