@@ -1,201 +1,419 @@
-"""Detectors measured on real faces: the eye-alignment test and a `dlib-face` probe, leave one generator out.
+"""Detectors measured on real faces, and the shipped face detector trained (issue 21).
 
-Data: ``../shared/data/faces`` (see its README). Negatives are the real web headshots
-(``real/kaggle_human_faces160``); FFHQ is only shown in the eye test's threshold sweep, because it
-is aligned by the very procedure that defines StyleGAN's eye positions. Generators: StyleGAN2
-(thispersondoesnotexist), SDXL and FLUX.1-schnell portraits.
+Data: ``../shared/data/faces`` (its README): five real sources (``real/*``) and four generators
+(``fake/*``). Every image goes through the probes' input transform (the canonical JPEG re-encode, q50-80)
+after the condition, as in the score stage. Splits are by image hash (``split_of``: 60/20/20).
 
-1. Eye test (``detectors.faces``, dlib 5-point landmarks): per generator, clean and laundered
-   (JPEG q75, resize x0.5): ROC-AUC and AP of the score 1 - distance (no face: 0), TPR at 1% FPR,
-   and the share flagged at the detector's threshold (TPR) against the headshots flagged (FPR).
-   No ECE: the test is a rule, not a probability. Plus a threshold sweep and images/s.
-2. `dlib-face` probe, leave one generator out: for each generator G, a probe is trained (the
-   project's own ``fit_probe``: augmentation, the canonical re-encode, Platt, threshold at 1% FPR on
-   real validation images) on half the headshots (by hash) and the *other* generators, then
-   evaluated on the other half of the headshots and all of G: ROC-AUC, AP, TPR at 1% FPR, ECE, FPR
-   at the threshold, images without a face (no score). Row "all (in-domain)": every generator in
-   training, evaluated on held-out images of each. Embeddings are computed once per image and
-   condition (the probe's input transform applied after the condition, as when scoring).
+What it measures, one table per detector (``--tables``):
+- the CLIP ViT-B/16 probe (``clip-vit-b16``, INT8 ONNX) on the chosen feature;
+- the dlib-face probe (``dlib-face``, dlib's 128-d descriptor);
+- the eye-alignment test (dlib 5-point landmarks, threshold 0.02);
+- the avatar stack (``avatar_stack``: a logistic stack of the three, fitted on the validation split).
 
-What this does not tell: anything about CLIP. No pretrained CLIP weights can be had here, and a
-random-initialised open_clip backbone detects nothing real; the CLIP probe's quality on real
-generators stays unmeasured until the bench runs with real weights (``bench/score_gpu_check.sh``
-for speed only). The dlib-face descriptor was trained to tell people apart, not to find generators.
+For each real source: FPR at the detector's threshold on its test split (clean, JPEG q75, resize x0.5),
+and FPR on *all* its images when that source was left out of training ("left out"). For each generator:
+TPR the same way. The threshold is the one training sets: the target FPR (1%) on every real source of the
+validation split (FFHQ excluded for the eye test and the stack: it is aligned like StyleGAN by
+construction, so its fused FPR is reported, and held to the target by the CLIP probe alone).
 
-    .venv/bin/python bench/detector_real_faces.py                      # everything (slow on 2 cores)
-    .venv/bin/python bench/detector_real_faces.py --per-folder 250     # a quicker subset
-    .venv/bin/python bench/detector_real_faces.py --skip-probe --json out.json
+``--features`` compares the CLIP feature choices (512-d projected embedding, 768-d CLS token, mean of
+the patch tokens) and ``--augment`` the training augmentations, on the same protocol.
+``--write-preset`` trains the shipped detector on every source (train split for the heads, validation
+split for the stack and the threshold) and writes ``detectors/presets/avatar-faces-v1.json`` and its
+training manifest. Embeddings are cached per condition in ``--cache`` (default /var/tmp/profile-audit-faces).
+
+    .venv/bin/python bench/detector_real_faces.py                     # every table (about 40 min on 2 cores, cold)
+    .venv/bin/python bench/detector_real_faces.py --features --augment
+    .venv/bin/python bench/detector_real_faces.py --write-preset      # the command that made the shipped file
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
 import json
 import os
 import sys
 import time
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("PROFILE_AUDIT_NO_PROGRESS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
+from detectors.avatar_stack import AvatarStack, fit_stack, stack_inputs
 from detectors.backbones import parse_backbone
-from detectors.clip_probe import Augmentation, LabelledImage, canonical_reencode, embed_views, fit_probe, split_of
+from detectors.batching import batched, prefetch
+from detectors.clip_probe import (
+    DEFAULT_REENCODE_QUALITY,
+    Augmentation,
+    ClipProbe,
+    canonical_reencode,
+    fit_probe,
+    manifest_sha256,
+    source_weights,
+    split_of,
+    threshold_for_every_source,
+)
 from detectors.faces import FaceDetector
-from pipeline.scoring.evaluate import CONDITIONS, metrics
-from pipeline.scoring.train import load_labelled_folder
+from pipeline.images.acquire import decode_image
+from pipeline.scoring.evaluate import CONDITIONS
 
-REAL = "real/kaggle_human_faces160"
-FFHQ = "real/ffhq_thumbs128"
-GENERATORS = {"stylegan2": "fake/tpdne_stylegan2_128", "sdxl": "fake/sfhq_t2i_sdxl",
-              "flux1-schnell": "fake/sfhq_t2i_flux1_schnell"}
-SWEEP = (0.010, 0.015, 0.020, 0.025, 0.030)
-
-
-def load(root: Path, folder: str, label: int, source: str, limit: int | None) -> list[LabelledImage]:
-    images, _ = load_labelled_folder(root / folder, label)
-    return [LabelledImage(im.sha256, im.image, label, source) for im in images[:limit]]
-
-
-def eval_half(sha256: str) -> bool:
-    """Half the headshots (by another part of the hash than the train/val/test split) are held out."""
-    return int(sha256[-8:], 16) % 2 == 1
-
-
-def eye_test(real: list[LabelledImage], fakes: dict[str, list[LabelledImage]], ffhq: list[LabelledImage]) -> dict:
-    detector = FaceDetector()
-    out: dict = {"threshold": detector.threshold, "landmarks": detector.landmark_source, "conditions": {}}
-    distances: dict[str, dict[str, np.ndarray]] = {}
-    for condition, view in CONDITIONS.items():
-        started = time.perf_counter()
-        groups = {"real": real, **fakes, **({"ffhq": ffhq} if condition == "clean" else {})}
-        dist = {name: np.array([np.inf if s.eye_alignment_distance is None else s.eye_alignment_distance
-                                for s in detector.analyze([view(im.image, im.sha256) for im in items])])
-                for name, items in groups.items()}
-        seconds = time.perf_counter() - started
-        distances[condition] = dist
-        entry = {"images_per_second": round(sum(len(v) for v in groups.values()) / seconds, 1)}
-        for gen in fakes:
-            labels = np.r_[np.zeros(len(dist["real"])), np.ones(len(dist[gen]))]
-            score = np.clip(1 - np.r_[dist["real"], dist[gen]], 0, 1)  # no face: 0
-            m = metrics(labels, score, 1 - detector.threshold)
-            entry[gen] = {k: m[k] for k in ("n_real", "n_fake", "roc_auc", "average_precision", "tpr_at_1pct_fpr",
-                                            "tpr_at_threshold", "fpr_at_threshold")}
-        out["conditions"][condition] = entry
-    clean = distances["clean"]
-    out["sweep"] = {f"{t:.3f}": {name: round(float((d < t).mean()), 4) for name, d in clean.items()} for t in SWEEP}
-    out["no_face"] = {name: int(np.isinf(d).sum()) for name, d in clean.items()}
-    return out
+SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+FFHQ = "ffhq_thumbs128"  # aligned like StyleGAN: no negative set for the eye test
+TARGET_FPR = 0.01
+SEED_NOTE = "splits by image hash (split_of), no random draws: the same data gives the same detector"
+CACHE_VERSION = "1"  # bump when what is cached changes
+# the training sources' licences, as ../shared/data/faces/README.md states them
+LICENCES = {
+    "ffhq_thumbs128": "FFHQ: CC BY-NC-SA 4.0 (research use)",
+    "kaggle_human_faces160": "none stated (web scrape)",
+    "lfw_deepfunneled_250": "none stated (LFW: research use)",
+    "utkface_200": "UTKFace: non-commercial research only (repository MIT)",
+    "london_neutral_1350": "CC BY 4.0 (Face Research Lab London Set)",
+    "tpdne_stylegan2_128": "none stated",
+    "sfhq_t2i_sdxl": "MIT (SFHQ-T2I)",
+    "sfhq_t2i_flux1_schnell": "MIT (SFHQ-T2I)",
+    "sd21_sdfd": "none stated (SDFD, Baltsou et al., FG 2024)",
+}
 
 
-def probe_logo(real: list[LabelledImage], fakes: dict[str, list[LabelledImage]], workers: int) -> dict:
-    backbone = parse_backbone("dlib-face")
-    augment = Augmentation()
-    images = real + [im for items in fakes.values() for im in items]
-    started = time.perf_counter()
-    clean = embed_views(backbone, images, lambda im, sha: canonical_reencode(im, augment.reencode_quality),
-                        workers=workers)
-    rate = len(images) / (time.perf_counter() - started)
-    views = {"clean": clean}
-    for condition in ("jpeg_q75", "resize_0.5"):
+@dataclass(frozen=True)
+class Item:
+    sha256: str
+    label: int
+    source: str
+    path: Path
+
+
+def find_faces(root: Path) -> list[Item]:
+    items = []
+    for label, top in ((0, "real"), (1, "fake")):
+        for folder in sorted(p for p in (root / top).iterdir() if p.is_dir()):
+            for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file()):
+                items.append(Item(hashlib.sha256(path.read_bytes()).hexdigest(), label, folder.name, path))
+    return items
+
+
+# --- embeddings, cached per condition ---------------------------------------------------------------------
+
+class Embedder:
+    """CLIP features (every choice, one forward pass), dlib-face descriptors and eye distances per image."""
+
+    def __init__(self, workers: int = 2):
+        self.clip = parse_backbone("clip-vit-b16").load()
+        self.face = parse_backbone("dlib-face").load()
+        self.eye = FaceDetector()
+        self.workers = workers
+
+    def prepare(self, condition: str, items: list[Item], augment: Augmentation | None = None) -> tuple:
         view = CONDITIONS[condition]
-        views[condition] = embed_views(backbone, images, lambda im, sha, v=view: canonical_reencode(
-            v(im, sha), augment.reencode_quality), workers=workers)
-    train_view = embed_views(backbone, images, augment.training_view, workers=workers)
-    index = {id(im): i for i, im in enumerate(images)}
+        clip_in, chips, dist = [], [], []
+        for item in items:
+            image = view(decode_image(item.path.read_bytes())[1], item.sha256)
+            signal = self.eye.analyze([image])[0]
+            dist.append(np.nan if signal.eye_alignment_distance is None else signal.eye_alignment_distance)
+            seen = (augment.training_view(image, item.sha256) if augment is not None
+                    else canonical_reencode(image, DEFAULT_REENCODE_QUALITY))
+            clip_in.append(seen)
+            chips.append(self.face.chip(seen))
+        return self.clip.tensors(clip_in), chips, np.asarray(dist, dtype=np.float32)
 
-    def rows(items: list[LabelledImage], table: np.ndarray) -> np.ndarray:
-        return table[[index[id(im)] for im in items]] if items else np.zeros((0, table.shape[1]), np.float32)
+    def run(self, condition: str, items: list[Item], augment: Augmentation | None = None) -> dict[str, np.ndarray]:
+        out: dict[str, list[np.ndarray]] = {"embeds": [], "cls": [], "patch_mean": [], "face": [], "eye": []}
+        started, done = time.perf_counter(), 0
+        for batch, (pixels, chips, dist) in prefetch(batched(items, 16), partial(self.prepare, condition, augment=augment),
+                                                      self.workers):
+            for name, values in self.clip.features(pixels).items():
+                out[name].append(values)
+            out["face"].append(self.face.embed_tensors(chips))
+            out["eye"].append(dist)
+            done += len(batch)
+            if done % 512 < 16:
+                print(f"  {condition}{' (augmented)' if augment else ''}: {done}/{len(items)} images, "
+                      f"{done / (time.perf_counter() - started):.1f}/s", file=sys.stderr, flush=True)
+        return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in out.items()}
 
-    def train(train_items: list[LabelledImage]) -> object:
-        splits = {name: [im for im in train_items if split_of(im.sha256) == name] for name in ("train", "val", "test")}
-        embedded = {name: rows(part, train_view if name == "train" else clean) for name, part in splits.items()}
-        y = {name: np.array([im.label for im in part]) for name, part in splits.items()}
-        probe, _, _ = fit_probe(backbone, embedded, y, target_fpr=0.01, input_reencode=augment.reencode_quality)
-        return probe
 
-    held_real = [im for im in real if eval_half(im.sha256)]
-    train_real = [im for im in real if not eval_half(im.sha256)]
-    out: dict = {"backbone": backbone.id, "embed_images_per_second": round(rate, 1), "held_out": {}}
+def cached(cache: Path, name: str, items: list[Item], compute) -> dict[str, np.ndarray]:
+    """Rows for ``items`` (in order), computing only the images the cache file lacks."""
+    path = cache / f"{name}-v{CACHE_VERSION}.npz"
+    have: dict[str, dict[str, np.ndarray]] = {}
+    if path.is_file():
+        data = np.load(path, allow_pickle=False)
+        keys = [k for k in data.files if k != "sha"]
+        have = {sha: {k: data[k][i] for k in keys} for i, sha in enumerate(data["sha"].tolist())}
+    todo = [it for it in items if it.sha256 not in have]
+    if todo:
+        print(f"embedding {len(todo)} images for {name} ({len(items) - len(todo)} cached)", file=sys.stderr)
+        new = compute(todo)
+        for i, it in enumerate(todo):
+            have[it.sha256] = {k: v[i] for k, v in new.items()}
+        cache.mkdir(parents=True, exist_ok=True)
+        shas = sorted(have)
+        keys = list(next(iter(have.values())))
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, sha=np.array(shas), **{k: np.stack([have[s][k] for s in shas]) for k in keys})
+        os.replace(tmp, path)
+    keys = list(next(iter(have.values()))) if have else []
+    return {k: np.stack([have[it.sha256][k] for it in items]) for k in keys}
 
-    def evaluate(probe, held_fake: list[LabelledImage]) -> dict:
-        result = {}
-        items = held_real + held_fake
-        labels = np.array([im.label for im in items])
-        for condition, table in views.items():
-            m = metrics(labels, probe.probabilities(rows(items, table)), probe.threshold)
-            result[condition] = {k: m[k] for k in ("n_real", "n_fake", "n_unscored_real", "n_unscored_fake", "roc_auc",
-                                                   "average_precision", "tpr_at_1pct_fpr", "ece", "fpr_at_threshold",
-                                                   "tpr_at_threshold")}
-        return result
 
-    for gen, held in fakes.items():
-        others = [im for g, items in fakes.items() if g != gen for im in items]
-        out["held_out"][gen] = evaluate(train(train_real + others), held)
-    # in-domain reference: every generator in training (its eval half of each generator held out)
-    train_fakes = [im for items in fakes.values() for im in items if not eval_half(im.sha256)]
-    probe = train(train_real + train_fakes)
-    out["in_domain"] = {gen: evaluate(probe, [im for im in items if eval_half(im.sha256)]) for gen, items in fakes.items()}
+# --- training on cached features ----------------------------------------------------------------------------
+
+@dataclass
+class Data:
+    items: list[Item]
+    feats: dict[str, np.ndarray]  # clean features of every item
+    train_feats: dict[str, np.ndarray]  # what the heads train on (augmented views, or the clean ones)
+
+    def __post_init__(self) -> None:
+        self.y = np.array([it.label for it in self.items])
+        self.src = np.array([it.source for it in self.items])
+        self.split = np.array([split_of(it.sha256) for it in self.items])
+
+
+def train_stack(data: Data, keep: np.ndarray, feature: str, regularization: float = 1.0,
+                augmentation: Augmentation | None = None) -> AvatarStack:
+    """The heads on the kept train split, the stack and its threshold on the kept validation split."""
+    parts = {}
+    for name, spec, column in (("clip", parse_backbone("clip-vit-b16", feature=feature), feature),
+                               ("face", parse_backbone("dlib-face"), "face")):
+        masks = {s: keep & (data.split == s) for s in ("train", "val", "test")}
+        if not masks["test"].any() or len(set(data.y[masks["test"]].tolist())) < 2:
+            masks["test"] = masks["val"]
+        embedded = {s: (data.train_feats if s == "train" else data.feats)[column][m] for s, m in masks.items()}
+        probe, _, _ = fit_probe(spec, embedded, {s: data.y[m] for s, m in masks.items()}, target_fpr=TARGET_FPR,
+                                regularization=regularization, input_reencode=DEFAULT_REENCODE_QUALITY,
+                                sources={s: data.src[m] for s, m in masks.items()})
+        parts[name] = probe
+    eye = FaceDetector()
+    clip, face = parts["clip"], parts["face"]
+    stack = AvatarStack(clip=clip, face=face, eye=eye, coef={}, intercept=0.0)  # type: ignore[arg-type]
+    val = keep & (data.split == "val") & ~((data.y == 0) & (data.src == FFHQ))
+    x = stack_inputs(clip.logits(data.feats[feature][val]), face_logits(face, data.feats["face"][val]),
+                     data.feats["eye"][val], eye.threshold)
+    stack.coef, stack.intercept = fit_stack(x, data.y[val], source_weights(data.y[val], data.src[val]))
+    probs = stack.probabilities(stack_embedding(data.feats, feature, val))
+    real = data.y[val] == 0
+    stack.threshold = threshold_for_every_source(probs[real], data.src[val][real], TARGET_FPR)
+    stack.training = {"target_fpr": TARGET_FPR, "feature": feature, "regularization": regularization,
+                      "augmentation": (augmentation or Augmentation(blur_p=0, jpeg_p=0)).to_dict(),
+                      "stack_fitted_on": "validation split, FFHQ reals excluded (aligned like StyleGAN)",
+                      "threshold_rule": f"{TARGET_FPR} FPR on every real source of the validation split but FFHQ"}
+    return stack
+
+
+def face_logits(face: ClipProbe, descriptors: np.ndarray) -> np.ndarray:
+    out = np.full(len(descriptors), np.nan)
+    found = ~np.isnan(descriptors).any(axis=1)
+    out[found] = face.logits(descriptors[found])
     return out
 
 
-def print_tables(result: dict) -> None:
-    eye = result["eye_test"]
-    print(f"\n## Eye test ({eye['landmarks']}, threshold {eye['threshold']}), real = web headshots\n")
-    print("| condition | generator | ROC-AUC | AP | TPR@1%FPR | flagged (TPR) | headshots flagged (FPR) | images/s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for condition, entry in eye["conditions"].items():
-        for gen, m in entry.items():
-            if gen == "images_per_second":
-                continue
-            print(f"| {condition} | {gen} | {m['roc_auc']:.3f} | {m['average_precision']:.3f} | {m['tpr_at_1pct_fpr']:.3f}"
-                  f" | {m['tpr_at_threshold']:.3f} | {m['fpr_at_threshold']:.3f} | {entry['images_per_second']} |")
-    groups = list(next(iter(eye["sweep"].values())))
-    print("\nThreshold sweep (clean; share flagged; no face counts as not flagged; "
-          f"no face found: {eye['no_face']})\n")
-    print("| threshold | " + " | ".join(groups) + " |")
-    print("|---|" + "---|" * len(groups))
-    for t, rates in eye["sweep"].items():
-        print(f"| {t} | " + " | ".join(f"{rates[g]:.4f}" for g in groups) + " |")
-    if "probe" not in result:
-        return
-    probe = result["probe"]
-    print(f"\n## dlib-face probe ({probe['backbone']}; {probe['embed_images_per_second']} images/s embedded)\n")
-    print("| evaluated on | trained on | condition | ROC-AUC | AP | TPR@1%FPR | ECE | FPR@thr | TPR@thr | no face (real/fake) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for block, trained in (("held_out", "the other generators"), ("in_domain", "all generators")):
-        for gen, conditions in probe[block].items():
-            for condition, m in conditions.items():
-                print(f"| {gen} | {trained} | {condition} | {m['roc_auc']:.3f} | {m['average_precision']:.3f} |"
-                      f" {m['tpr_at_1pct_fpr']:.3f} | {m['ece']:.3f} | {m['fpr_at_threshold']:.3f} |"
-                      f" {m['tpr_at_threshold']:.3f} | {m['n_unscored_real']}/{m['n_unscored_fake']} |")
+def stack_embedding(feats: dict[str, np.ndarray], feature: str, mask: np.ndarray | slice = slice(None)) -> np.ndarray:
+    """The stack's cached embedding layout: CLIP feature, face descriptor, eye distance."""
+    return np.column_stack([feats[feature][mask], feats["face"][mask], feats["eye"][mask]])
+
+
+def rates(data: Data, feats: dict[str, np.ndarray], mask: np.ndarray, stack: AvatarStack, feature: str) -> dict:
+    """Labelled share per source, for each detector of the stack and the stack itself."""
+    clip, face, eye = stack.clip, stack.face, stack.eye
+    labels = {
+        "clip-vit-b16 probe": clip.probabilities(feats[feature][mask]) >= clip.threshold,
+        # no face: no score, so not labelled
+        "dlib-face probe": np.nan_to_num(face.probabilities(feats["face"][mask]), nan=-1.0) >= face.threshold,
+        "eye test": np.nan_to_num(feats["eye"][mask], nan=1.0) < eye.threshold,
+        "avatar stack": stack.probabilities(stack_embedding(feats, feature, mask)) >= stack.threshold,
+    }
+    src = data.src[mask]
+    return {det: {s: (float(lab[src == s].mean()), int((src == s).sum())) for s in sorted(set(src.tolist()))}
+            for det, lab in labels.items()}
+
+
+# --- the protocols ----------------------------------------------------------------------------------------
+
+def in_domain(data: Data, by_condition: dict[str, tuple[np.ndarray, dict]], feature: str, **kw) -> dict:
+    stack = train_stack(data, np.ones(len(data.items), bool), feature, **kw)
+    return {cond: rates(data, feats, mask, stack, feature) for cond, (mask, feats) in by_condition.items()}
+
+
+def left_out(data: Data, feature: str, **kw) -> dict:
+    """Each real source and each generator left out of training (heads, stack and threshold), then
+    measured on all of its images."""
+    out: dict[str, dict] = {}
+    for source in sorted(set(data.src.tolist())):
+        stack = train_stack(data, data.src != source, feature, **kw)
+        for det, per in rates(data, data.feats, data.src == source, stack, feature).items():
+            out.setdefault(det, {})[source] = per[source]
+        print(f"  left out {source}", file=sys.stderr, flush=True)
+    return out
+
+
+def print_tables(data: Data, measured: dict, feature: str) -> None:
+    reals = sorted(set(data.src[data.y == 0].tolist()))
+    gens = sorted(set(data.src[data.y == 1].tolist()))
+    conds = list(measured["in_domain"])
+    for det in measured["in_domain"][conds[0]]:
+        print(f"\n## {det}" + (f" ({feature} feature)" if "clip" in det or "stack" in det else ""))
+        print("\n| source | kind | n test | " + " | ".join(conds) + " | left out of training (n) |")
+        print("|---|---|---|" + "---|" * len(conds) + "---|")
+        for s in reals + gens:
+            kind = "real: FPR" if s in reals else "generated: TPR"
+            cells = [f"{measured['in_domain'][c][det].get(s, (float('nan'), 0))[0]:.3f}" for c in conds]
+            lo = measured["left_out"][det][s]
+            n = measured["in_domain"][conds[0]][det].get(s, (0, 0))[1]
+            print(f"| {s} | {kind} | {n} | " + " | ".join(cells) + f" | {lo[0]:.3f} ({lo[1]}) |")
+
+
+def compare_features(data: Data) -> None:
+    """Each CLIP feature choice alone (a probe, no stack): in-domain test rates and left-out rates."""
+    reals = sorted(set(data.src[data.y == 0].tolist()))
+    gens = sorted(set(data.src[data.y == 1].tolist()))
+    print("\n## CLIP feature choice (clip-vit-b16 probe alone; test split / left out of training)\n")
+    print("| feature | C | " + " | ".join(reals) + " | " + " | ".join(gens) + " |")
+    print("|---|---|" + "---|" * (len(reals) + len(gens)))
+    for feature in ("embeds", "cls", "patch_mean"):
+        for c in (0.1, 1.0):
+            stack = train_stack(data, np.ones(len(data.items), bool), feature, regularization=c)
+            test = rates(data, data.feats, data.split == "test", stack, feature)["clip-vit-b16 probe"]
+            lo = {}
+            for source in reals + gens:
+                s = train_stack(data, data.src != source, feature, regularization=c)
+                lo[source] = rates(data, data.feats, data.src == source, s, feature)["clip-vit-b16 probe"][source][0]
+            print(f"| {feature} | {c} | " + " | ".join(f"{test[s][0]:.3f} / {lo[s]:.3f}" for s in reals + gens) + " |",
+                  flush=True)
+
+
+def write_preset(data: Data, stack: AvatarStack, measured: dict, out_dir: Path, command: str) -> Path:
+    from detectors import save_detector
+
+    manifest = [{"sha256": it.sha256, "label": it.label, "split": split_of(it.sha256), "source": it.source}
+                for it in sorted(data.items, key=lambda it: (it.sha256, it.label))]
+    reals = sorted(set(data.src[data.y == 0].tolist()))
+    gens = sorted(set(data.src[data.y == 1].tolist()))
+    conds = measured["in_domain"]
+
+    def table(det: str) -> dict:
+        return {"fpr_by_real_source": {s: {c: round(conds[c][det][s][0], 4) for c in conds} | {
+                    "left_out": round(measured["left_out"][det][s][0], 4)} for s in reals},
+                "tpr_by_generator": {g: {c: round(conds[c][det][g][0], 4) for c in conds} | {
+                    "left_out": round(measured["left_out"][det][g][0], 4)} for g in gens}}
+
+    stack.training = {
+        **stack.training,
+        "data_manifest_sha256": manifest_sha256(manifest),
+        "manifest_file": "avatar-faces-v1.manifest.csv",
+        "sources": {s: {"label": "real" if s in reals else "generated", "images": int((data.src == s).sum()),
+                        "licence": LICENCES.get(s, "unknown")} for s in reals + gens},
+        "licence_note": ("some training sources are for non-commercial research use only (FFHQ, UTKFace, LFW); "
+                         "see docs/detectors.md, 'The shipped detector', before relying on the head commercially"),
+        "measured": {"command": command, "on": "test split by image hash (clean, jpeg_q75, resize_0.5) and, "
+                     "'left_out', all images of a source or generator left out of training",
+                     **{det: table(det) for det in measured["in_domain"]["clean"]}},
+        "reproduce": SEED_NOTE,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / "avatar-faces-v1.manifest.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["sha256", "label", "split", "source"])
+        writer.writeheader()
+        writer.writerows(manifest)
+    return save_detector(stack, out_dir / "avatar-faces-v1.json")
+
+
+AUGMENTATIONS = {"none": None, "univfd": Augmentation(),  # UnivFD: blur and JPEG, each with p 0.5
+                 "platform": Augmentation(resize_p=0.5, crop_p=0.5)}  # the same, plus resize and crop
+
+
+def with_train_views(items: list[Item], feats: dict[str, np.ndarray], cache: Path, embedder: Embedder,
+                     name: str) -> dict[str, np.ndarray]:
+    """The clean features with the train split's rows replaced by its augmented views (``name``)."""
+    if AUGMENTATIONS[name] is None:
+        return feats
+    mask = np.array([split_of(it.sha256) == "train" for it in items])
+    train_items = [it for it, m in zip(items, mask) if m]
+    sub = cached(cache, f"train-{name}", train_items, partial(embedder.run, "clean", augment=AUGMENTATIONS[name]))
+    out = {k: v.copy() for k, v in feats.items()}
+    for k in out:
+        out[k][mask] = sub[k]
+    return out
+
+
+def compare_augmentations(items: list[Item], feats: dict[str, np.ndarray], cache: Path, embedder: Embedder,
+                          by_condition: dict, feature: str) -> None:
+    print("\n## Training augmentation (CLIP probe and avatar stack)")
+    for name, aug in AUGMENTATIONS.items():
+        d = Data(items, feats, with_train_views(items, feats, cache, embedder, name))
+        m = {"in_domain": in_domain(d, by_condition, feature, augmentation=aug),
+             "left_out": left_out(d, feature, augmentation=aug)}
+        keep = ("clip-vit-b16 probe", "avatar stack")
+        print(f"\n### augmentation: {name}")
+        print_tables(d, {"in_domain": {c: {k: v[k] for k in keep} for c, v in m["in_domain"].items()},
+                         "left_out": m["left_out"]}, feature)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--faces", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "faces"))
-    parser.add_argument("--per-folder", type=int, help="at most this many images per folder (first by name)")
-    parser.add_argument("--workers", type=int, default=2, help="preprocessing threads for embedding")
-    parser.add_argument("--skip-probe", action="store_true", help="only the eye test")
-    parser.add_argument("--json", help="also write the results here")
+    root_default = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "faces"
+    parser.add_argument("--faces", default=str(root_default))
+    parser.add_argument("--cache", default="/var/tmp/profile-audit-faces", help="embedding cache folder")
+    parser.add_argument("--feature", default="cls", choices=["cls", "embeds", "patch_mean"])
+    parser.add_argument("--regularization", type=float, default=1.0, help="C of the heads' logistic regression")
+    parser.add_argument("--features", action="store_true", help="compare the CLIP feature choices")
+    parser.add_argument("--augment", action="store_true",
+                        help="compare training augmentations (embeds augmented views of the train split)")
+    parser.add_argument("--train-augmentation", choices=["none", "univfd", "platform"], default="none",
+                        help="what the shipped heads train on (measured by --augment)")
+    parser.add_argument("--write-preset", nargs="?", const=str(Path(__file__).resolve().parent.parent / "detectors" / "presets"),
+                        help="train on every source and write the shipped detector here")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
     root = Path(args.faces)
-    if not (root / REAL).is_dir():
+    if not (root / "real").is_dir() or not (root / "fake").is_dir():
         sys.exit(f"no shared faces at {root} (pass --faces)")
-    real = load(root, REAL, 0, "headshots", args.per_folder)
-    ffhq = load(root, FFHQ, 0, "ffhq", args.per_folder)
-    fakes = {gen: load(root, folder, 1, gen, args.per_folder) for gen, folder in GENERATORS.items()}
-    print(f"images: {len(real)} web headshots, {len(ffhq)} FFHQ, "
-          + ", ".join(f"{len(v)} {k}" for k, v in fakes.items()))
-    result = {"counts": {"headshots": len(real), "ffhq": len(ffhq), **{k: len(v) for k, v in fakes.items()}},
-              "eye_test": eye_test(real, fakes, ffhq)}
-    if not args.skip_probe:
-        result["probe"] = probe_logo(real, fakes, args.workers)
-    print_tables(result)
+    items = find_faces(root)
+    print(f"{len(items)} images: " + ", ".join(f"{s} {sum(it.source == s for it in items)}"
+                                                for s in sorted({it.source for it in items})), file=sys.stderr)
+    cache = Path(args.cache)
+    embedder = Embedder(args.workers)
+    feats = cached(cache, "clean", items, partial(embedder.run, "clean"))
+    test = np.array([split_of(it.sha256) == "test" for it in items])
+    test_items = [it for it, t in zip(items, test) if t]
+    by_condition = {"clean": (test, feats)}
+    for cond in ("jpeg_q75", "resize_0.5"):
+        sub = cached(cache, cond, test_items, partial(embedder.run, cond))
+        full = {k: np.full((len(items), *v.shape[1:]), np.nan, dtype=v.dtype) for k, v in sub.items()}
+        for k in full:
+            full[k][test] = sub[k]
+        by_condition[cond] = (test, full)
+
+    train_feats = with_train_views(items, feats, cache, embedder, args.train_augmentation)
+    data = Data(items, feats, train_feats)
+    if args.features:
+        compare_features(data)
+    if args.augment:
+        compare_augmentations(items, feats, cache, embedder, by_condition, args.feature)
+    aug = AUGMENTATIONS[args.train_augmentation]
+    measured = {"in_domain": in_domain(data, by_condition, args.feature, regularization=args.regularization,
+                                       augmentation=aug),
+                "left_out": left_out(data, args.feature, regularization=args.regularization, augmentation=aug)}
+    print_tables(data, measured, args.feature)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1, sort_keys=True), encoding="utf-8")
+        Path(args.json).write_text(json.dumps(measured, indent=1, sort_keys=True), encoding="utf-8")
+    if args.write_preset:
+        stack = train_stack(data, np.ones(len(items), bool), args.feature, regularization=args.regularization,
+                            augmentation=aug)
+        command = ("python bench/detector_real_faces.py --write-preset --feature " + args.feature
+                   + f" --regularization {args.regularization} --train-augmentation {args.train_augmentation}")
+        path = write_preset(data, stack, measured, Path(args.write_preset), command)
+        print(f"\nwrote {path} ({stack.id}); threshold {stack.threshold:.4f}; stack {stack.coef}, "
+              f"intercept {stack.intercept:.3f}")
 
 
 if __name__ == "__main__":

@@ -30,3 +30,8 @@ assert diff.mean() < 0.01
 PY
 "$PY" bench/score_throughput.py --device cuda --models ViT-B-32,ViT-L-14 --images "${IMAGES:-2048}" \
     --batch-size "${BATCH:-256}" --workers "${WORKERS:-12}"
+# clip-vit-b16 (the shipped detector's INT8 ONNX): onnxruntime takes the CUDA execution provider only where
+# onnxruntime-gpu is installed; the line says which provider ran (the CPU wheel runs it on the CPU)
+"$PY" -c "import onnxruntime as o; print('onnxruntime providers:', o.get_available_providers())"
+"$PY" bench/score_throughput.py --models clip-vit-b16 --images "${IMAGES:-2048}" \
+    --batch-size "${BATCH:-256}" --workers "${WORKERS:-12}"

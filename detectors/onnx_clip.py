@@ -159,22 +159,24 @@ class OnnxClipBackbone:
     def tensors(self, images: Sequence[Image.Image]) -> np.ndarray:
         return clip_pixels(images)
 
-    def embed_tensors(self, batch: Any) -> np.ndarray:
+    def features(self, batch: Any) -> dict[str, np.ndarray]:
+        """Every feature choice of one forward pass (``FEATURES``), as the spec's ``normalize`` leaves them:
+        what the benchmark compares; ``embed_tensors`` keeps the spec's one."""
         batch = np.asarray(batch, dtype=np.float32)
         if len(batch) == 0:
-            return np.zeros((0, self.embed_dim), dtype=np.float32)
+            return {name: np.zeros((0, dim), dtype=np.float32) for name, dim in FEATURES.items()}
         embeds, hidden = self.session().run(None, {"pixel_values": batch})
         self.forward_passes += len(batch)
-        if self.spec.feature == "embeds":
-            features = embeds
-        elif self.spec.feature == "cls":
-            features = hidden[:, 0]
-        else:
-            features = hidden[:, 1:].mean(axis=1)
-        features = np.asarray(features, dtype=np.float32)
-        if self.spec.normalize:
-            features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-        return features
+        out = {"embeds": embeds, "cls": hidden[:, 0], "patch_mean": hidden[:, 1:].mean(axis=1)}
+        for name, values in out.items():
+            values = np.asarray(values, dtype=np.float32)
+            if self.spec.normalize:
+                values = values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)
+            out[name] = values
+        return out
+
+    def embed_tensors(self, batch: Any) -> np.ndarray:
+        return self.features(batch)[self.spec.feature]
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.embed_tensors(self.tensors(images))
