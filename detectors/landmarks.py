@@ -90,9 +90,32 @@ def _models(folder: Path | None) -> tuple[Any, Any]:
     return cache[key]
 
 
+RECENT_FACES = 256  # per thread: the avatar stack's eye test and the face signals analyse the same pixels
+
+
 def find_faces(rgb: np.ndarray, folder: Path | None = None, upsample: Sequence[int] = (0, 1),
                extra_face_score: float = EXTRA_FACE_SCORE) -> list[Face]:
-    """Faces of an RGB uint8 array, most confident first; tries each upsampling level until one finds a face."""
+    """Faces of an RGB uint8 array, most confident first; tries each upsampling level until one finds a face.
+
+    The HOG detector costs about as much as a CLIP forward pass, and in the score stage two detectors may ask
+    for the faces of the same decoded pixels (the avatar stack's eye test, then the face signals): the last
+    ``RECENT_FACES`` answers of this thread are kept, keyed by a hash of the pixels and the options."""
+    import hashlib
+
+    rgb = np.ascontiguousarray(rgb)
+    key = (hashlib.blake2b(rgb.data, digest_size=16).digest(), rgb.shape, str(folder), tuple(upsample),
+           extra_face_score)
+    recent = _local.__dict__.setdefault("recent", {})
+    if key in recent:
+        return recent[key]
+    faces = _find_faces(rgb, folder, upsample, extra_face_score)
+    if len(recent) >= RECENT_FACES:
+        recent.pop(next(iter(recent)))
+    recent[key] = faces
+    return faces
+
+
+def _find_faces(rgb: np.ndarray, folder: Path | None, upsample: Sequence[int], extra_face_score: float) -> list[Face]:
     detector, predictor = _models(folder)
     found: list[tuple[float, Any]] = []
     for level in upsample:
