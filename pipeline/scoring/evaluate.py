@@ -2,7 +2,9 @@
 
 Reports ROC-AUC, average precision, TPR at 1% and 5% FPR, accuracy at the detector's own threshold
 and expected calibration error; the same after JPEG at quality 75 and after a x0.5 resize (what
-platforms do to uploads); per generator when the fake folder has one sub-folder per generator.
+platforms do to uploads); per generator when the fake folder has one sub-folder per generator, and
+the false-positive rate at the threshold per real source (``real:<source>``, with ``worst_real_source``)
+when the real folder has one sub-folder per source.
 The report is Markdown or HTML with a ROC-curve image (SVG, written by hand: no plotting library).
 
 Each condition is applied to the decoded image, then the probe's own input transform
@@ -94,6 +96,29 @@ def metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str
     }
 
 
+def real_metrics(probs: np.ndarray, threshold: float) -> dict[str, Any]:
+    """The figures real images alone allow (no ROC-AUC without fakes): counts and the FPR at the threshold
+    (None when none of them could be scored)."""
+    scored = probs[~np.isnan(probs)]
+    flagged = int((scored >= threshold).sum())
+    return {"n_real": int(len(scored)), "n_unscored_real": int(len(probs) - len(scored)), "false_positives": flagged,
+            "fpr_at_threshold": round(flagged / len(scored), 4) if len(scored) else None}
+
+
+REAL_SOURCE_PREFIX = "real:"
+WORST_REAL_SOURCE = "worst_real_source"
+
+
+def generator_groups(entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A condition's full-metrics groups: ``all`` and one per generator."""
+    return {k: v for k, v in entry.items() if k != WORST_REAL_SOURCE and not k.startswith(REAL_SOURCE_PREFIX)}
+
+
+def real_source_groups(entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A condition's per-real-source figures, by source name (empty when the reals are one source)."""
+    return {k[len(REAL_SOURCE_PREFIX):]: v for k, v in entry.items() if k.startswith(REAL_SOURCE_PREFIX)}
+
+
 def roc_points(labels: np.ndarray, probs: np.ndarray) -> list[tuple[float, float]]:
     from sklearn.metrics import roc_curve
 
@@ -130,7 +155,9 @@ class Evaluation:
 
 def evaluate(settings: Settings, detector: Detector, real: Sequence[LabelledImage], fake: Sequence[LabelledImage],
              conditions: Sequence[str] = tuple(CONDITIONS)) -> Evaluation:
-    """Metrics for every condition, overall and per generator (the fake images' source folder)."""
+    """Metrics for every condition, overall and per generator (the fake images' source folder); with more
+    than one real source folder, also ``real:<source>`` (``real_metrics``: the FPR at the threshold on that
+    source's reals) and ``worst_real_source`` (the source with the highest such FPR)."""
     images = list(real) + list(fake)
     labels = np.array([im.label for im in images])
     threshold = float(getattr(detector, "threshold", 0.5))
@@ -139,6 +166,7 @@ def evaluate(settings: Settings, detector: Detector, real: Sequence[LabelledImag
                                                if isinstance(detector, ClipProbe) else "none")}
     curves = {}
     generators = sorted({im.source for im in fake})
+    real_sources = sorted({im.source for im in real})
     counter = Counter("evaluate", len(images) * len(conditions))
     try:
         for name in conditions:
@@ -151,6 +179,15 @@ def evaluate(settings: Settings, detector: Detector, real: Sequence[LabelledImag
                 for gen in generators:
                     mask = real_mask | np.array([im.label == 1 and im.source == gen for im in images])
                     entry[gen] = metrics(labels[mask], probs[mask], threshold)
+            if len(real_sources) > 1:
+                for source in real_sources:
+                    mask = np.array([im.label == 0 and im.source == source for im in images])
+                    entry[REAL_SOURCE_PREFIX + source] = real_metrics(probs[mask], threshold)
+                measured = {s: m["fpr_at_threshold"] for s, m in real_source_groups(entry).items()
+                            if m["fpr_at_threshold"] is not None}
+                if measured:
+                    worst = max(sorted(measured), key=measured.__getitem__)  # ties: the first name
+                    entry[WORST_REAL_SOURCE] = {"source": worst, "fpr_at_threshold": measured[worst]}
             out["conditions"][name] = entry
             keep = ~np.isnan(probs)
             curves[name] = roc_points(labels[keep], probs[keep])
@@ -233,9 +270,23 @@ METRIC_COLUMNS = ("n_real", "n_fake", "roc_auc", "average_precision", "tpr_at_1p
                   "accuracy_at_threshold", "fpr_at_threshold", "ece")
 
 
+REAL_SOURCE_COLUMNS = ("n_real", "n_unscored_real", "false_positives", "fpr_at_threshold")
+
+
 def _rows(result: dict[str, Any]) -> list[list[str]]:
     return [[condition, group, *(str(values[c]) for c in METRIC_COLUMNS)]
-            for condition, groups in result["conditions"].items() for group, values in groups.items()]
+            for condition, entry in result["conditions"].items() for group, values in generator_groups(entry).items()]
+
+
+def _real_source_rows(result: dict[str, Any]) -> list[list[str]]:
+    """One row per condition and real source; the worst source of each condition is marked."""
+    rows = []
+    for condition, entry in result["conditions"].items():
+        worst = entry.get(WORST_REAL_SOURCE, {}).get("source")
+        for source, values in real_source_groups(entry).items():
+            rows.append([condition, source, *(str(values[c]) for c in REAL_SOURCE_COLUMNS),
+                         "worst" if source == worst else ""])
+    return rows
 
 
 def write_evaluation_report(evaluation: Evaluation, path: Path) -> Path:
@@ -244,6 +295,8 @@ def write_evaluation_report(evaluation: Evaluation, path: Path) -> Path:
     svg = roc_svg(evaluation.roc)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = ["condition", "generator", *METRIC_COLUMNS]
+    source_header = ["condition", "real source", *REAL_SOURCE_COLUMNS, ""]
+    source_rows = _real_source_rows(result)
     intro = (f"Detector `{result['detector_id']}`, threshold {result['threshold']:.4f}. Real images from "
              f"{result.get('real_dir', '?')}, generated from {result.get('fake_dir', '?')}. "
              f"{result.get('overlap_with_training', 0)} of the images were in the detector's training data.")
@@ -253,15 +306,23 @@ def write_evaluation_report(evaluation: Evaluation, path: Path) -> Path:
         lines = ["# Detector evaluation", "", intro, "", f"![ROC curves]({svg_path.name})", "",
                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in _rows(result)]
+        if source_rows:
+            lines += ["", "## FPR per real source", "", "| " + " | ".join(source_header) + " |",
+                      "|" + "---|" * len(source_header)]
+            lines += ["| " + " | ".join(row) + " |" for row in source_rows]
         atomic_write(path, "\n".join(lines) + "\n")
     elif path.suffix.lower() in (".html", ".htm"):
-        cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in _rows(result))
+        def table(head: list[str], rows: list[list[str]]) -> str:
+            return ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
+                    + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+                    + "</table>")
+
+        sources = f"<h2>FPR per real source</h2>{table(source_header, source_rows)}" if source_rows else ""
         atomic_write(
             path,
             "<!doctype html><html><head><meta charset='utf-8'><title>Detector evaluation</title>"
             "<style>body{font-family:sans-serif}td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style></head><body>"
-            f"<h1>Detector evaluation</h1><p>{html.escape(intro)}</p>{svg}<table><tr>"
-            + "".join(f"<th>{h}</th>" for h in header) + f"</tr>{cells}</table>"
+            f"<h1>Detector evaluation</h1><p>{html.escape(intro)}</p>{svg}{table(header, _rows(result))}{sources}"
             f"<script type='application/json' id='result'>{html.escape(json.dumps(result, sort_keys=True))}</script>"
             "</body></html>")
     else:

@@ -1,7 +1,8 @@
 """Training entry point shared by `profile-audit train-probe` and the train-probe DAG.
 
 Inputs are folders of labelled images: ``--real DIR --fake DIR``, where the fake folder may hold one
-sub-folder per generator (the sub-folder name is recorded as the image's source).
+sub-folder per generator and the real folder one per real source (the sub-folder name is recorded as
+the image's source; training balances the sources and holds the target FPR on every real one).
 """
 
 from __future__ import annotations
@@ -45,6 +46,15 @@ def load_labelled_folder(folder: Path, label: int) -> tuple[list[LabelledImage],
     return images, skipped
 
 
+FEATURE_MODELS = ("clip-vit-b16",)  # the backbone kinds whose spec takes a ``feature`` option
+
+
+def check_feature(model: str, feature: str | None) -> None:
+    """``--feature`` is an option of the clip-vit-b16 backbone only; anywhere else it is a mistake."""
+    if feature is not None and model not in FEATURE_MODELS:
+        raise UserError(f"--feature {feature} applies only to --model {' or '.join(FEATURE_MODELS)}, not {model!r}")
+
+
 @dataclass(frozen=True)
 class TrainResult:
     detector_id: str
@@ -80,20 +90,26 @@ def train_probe(
     augmentation: Augmentation | None = None,
     normalize: bool = True,
     preprocess: str = "resize_center_crop",
+    feature: str | None = None,
 ) -> TrainResult:
     """Load the folders, train, then save the detector and its manifest to Postgres and to files.
 
     ``model`` is an open_clip model name (``weights`` then defaults to ``random:0``, tests only) or a
-    registered backbone kind such as ``dlib-face``, which takes no weights.
+    registered backbone kind such as ``dlib-face``, which takes no weights. ``feature`` (cls, embeds or
+    patch_mean) picks the clip-vit-b16 features; None leaves the backbone's default.
     """
     if not 0 < target_fpr < 1:
         raise UserError(f"--target-fpr must be between 0 and 1 (e.g. 0.01), got {target_fpr}")
     if calibration not in ("platt", "isotonic"):
         raise UserError(f"--calibration must be platt or isotonic, got {calibration!r}")
+    check_feature(model, feature)
     real_images, skipped_real = load_labelled_folder(real, 0)
     fake_images, skipped_fake = load_labelled_folder(fake, 1)
     try:
-        spec = parse_backbone(model, weights, normalize=normalize, preprocess=preprocess)
+        options = {"normalize": normalize, "preprocess": preprocess}
+        if feature is not None:  # only the clip-vit-b16 spec takes it (open_clip's would not)
+            options["feature"] = feature
+        spec = parse_backbone(model, weights, **options)
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(str(exc)) from None
     images = real_images + fake_images
