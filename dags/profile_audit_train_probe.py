@@ -24,7 +24,10 @@ from pipeline.airflow.tasks import default_args
     params={
         "real_dir": Param("", type="string", minLength=1, description="folder of real images"),
         "fake_dir": Param("", type="string", minLength=1, description="folder of generated images"),
-        "model": Param("ViT-L-14", type="string", description="open_clip model name, or dlib-face"),
+        "model": Param("ViT-L-14", type="string",
+                       description="open_clip model name, clip-vit-b16 (the offline CLIP ONNX), or dlib-face"),
+        "feature": Param(None, type=["null", "string"], enum=[None, "cls", "embeds", "patch_mean"],
+                         description="clip-vit-b16 only: which feature the probe reads"),
         "weights": Param("openai", type=["null", "string"],
                          description="pretrained tag, checkpoint file, local-dir:FOLDER, or random:SEED; "
                                      "ignored for dlib-face, which has no weights to choose"),
@@ -56,7 +59,8 @@ def profile_audit_train_probe():
                                     jpeg_quality=parse_range(p["jpeg_quality"], "jpeg_quality"),
                                     reencode_quality=parse_range(p["reencode_quality"], "reencode_quality"))
         result = train_probe(airflow_settings(), Path(p["real_dir"]), Path(p["fake_dir"]), model=p["model"],
-                             weights=None if p["model"] == "dlib-face" else p["weights"], target_fpr=p["target_fpr"], promote=p["promote"],
+                             weights=None if p["model"] in ("dlib-face", "clip-vit-b16") else p["weights"],
+                             target_fpr=p["target_fpr"], promote=p["promote"], feature=p.get("feature"),
                              calibration=p["calibration"], augmentation=augmentation, normalize=p["normalize"],
                              preprocess=p["preprocess"])
         return {"detector_id": result.detector_id, "path": str(result.path), "metrics": result.metrics}
