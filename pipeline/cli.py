@@ -83,6 +83,7 @@ def _flag_view(flag: dict[str, Any]) -> dict[str, Any]:
         "rules": flag["rules"],
         "members": flag["members"],
         "evidence": flag["evidence"],
+        "detector": flag.get("detector"),  # the run's detector: id, name, real_detector, caveat
     }
 
 

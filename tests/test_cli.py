@@ -88,6 +88,7 @@ def test_audit_then_flags_json_and_set_status(tmp_path, database_url, demo_data)
     for flag in flags:
         assert set(flag) >= {"flag_id", "cluster_id", "score", "members", "rules", "evidence"}
         assert all(set(m) >= {"platform", "account_id"} for m in flag["members"])
+        assert flag["detector"]["id"] and flag["detector"]["real_detector"] is False  # the demo's random backbone
 
     out = run_cli(*base, "flag", "set-status", flags[0]["flag_id"], "dismissed", "--note", "brand accounts",
                   home=tmp_path)

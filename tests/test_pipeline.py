@@ -42,6 +42,8 @@ def test_flag_evidence_names_rules_edges_and_images(settings, demo_data):
     ring = set(demo_data["planted"][0].account_ids)
     flag = next(f for f in list_flags(settings, run_key="t2") if {m["account_id"] for m in f["members"]} == ring)
     assert {"shared_avatar", "templated_handles"} <= set(flag["rules"])
+    # the demo probe's backbone has random weights: every flag says its avatar labels are not a real detector's
+    assert flag["detector"]["id"] == demo_data["probe"].id and flag["detector"]["real_detector"] is False
     evidence = flag["evidence"]
     assert len(evidence["images"]) == 4 and all(len(i["accounts"]) == 6 for i in evidence["images"])
     assert evidence["edges"] and all(e["a_key"] < e["b_key"] for e in evidence["edges"])

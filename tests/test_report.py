@@ -154,6 +154,29 @@ def test_cluster_pages_show_members_probabilities_thumbnails_and_edges(audited_r
 
 
 @pytest.mark.slow
+def test_the_demo_report_says_its_random_backbone_detector_is_not_a_real_detector(audited_report):
+    from pipeline.reporting.detector_info import NOT_REAL_CAVEAT
+    from pipeline.reporting.html import cluster_page_name, report_dir
+    from pipeline.reporting.summary import format_summary
+
+    folder = report_dir(audited_report["settings"], RUN_KEY)
+    detector = audited_report["summary"]["detector"]  # the demo probe: pa-tiny-vit with random:0 weights
+    assert detector["real_detector"] is False and detector["caveat"] == NOT_REAL_CAVEAT
+    assert f"WARNING {NOT_REAL_CAVEAT}" in format_summary(audited_report["summary"], audited_report["flags"])
+    index = parse(folder / "index.html")
+    warnings = " ".join(index.text)
+    assert "Detector" in index.text and detector["id"] in warnings and NOT_REAL_CAVEAT in warnings
+    assert ("p", {"class": "warn"}) in index.tags
+    for flag in audited_report["flags"]:
+        assert flag["detector"]["id"] == detector["id"] and flag["detector"]["real_detector"] is False
+        page = (folder / cluster_page_name(flag["cluster_id"])).read_text(encoding="utf-8")
+        assert '<p class="warn">' in page and NOT_REAL_CAVEAT in page
+        # the member rows' labels carry the caveat too
+        assert ('<td><span class="syn">synthetic (not a real detector)</span></td>' in page
+                or "<td>not labelled (not a real detector)</td>" in page)
+
+
+@pytest.mark.slow
 def test_hostile_export_text_is_escaped(audited_report):
     from pipeline.reporting.html import CSP, report_dir
 

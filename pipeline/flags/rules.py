@@ -230,14 +230,16 @@ def assess_cluster(cluster_id: str, members: list[dict[str, Any]], edges: list[d
         "score_contributions": contributions,
     }
     rules = {name: why for name, rule in FLAG_RULES.items() if (why := rule.check(facts, params))}
-    images = defaultdict(list)
+    images, parts = defaultdict(list), {}
     for m in members:
         if m["avatar_sha256"]:
             images[(m["avatar_sha256"], m["avatar_probability"])].append(m["account_key"])
+            if m.get("avatar_parts"):  # an avatar_stack score: each part's logit contribution
+                parts[m["avatar_sha256"]] = m["avatar_parts"]
     evidence = {
         "rules": rules,
         "features": features,
-        "images": [{"sha256": sha, "probability": p, "accounts": accts}
+        "images": [{"sha256": sha, "probability": p, "accounts": accts, **({"parts": parts[sha]} if sha in parts else {})}
                    for (sha, p), accts in sorted(images.items(), key=lambda kv: (-len(kv[1]), kv[0][0]))],
         "creation_days": dict(sorted(facts.days.items())),
         "edges": edges[:MAX_EVIDENCE_EDGES],
@@ -279,7 +281,7 @@ def flag_run(settings: Settings, run_key: str, params: NetworkParams, weights: C
         members = conn.execute(
             sa.text(
                 "select m.cluster_id, m.account_key, a.platform, a.account_id, s.handle, s.created_at,"
-                " g.avatar_sha256, g.avatar_probability, g.avatar_label, g.risk, g.handle_template,"
+                " g.avatar_sha256, g.avatar_probability, g.avatar_label, g.avatar_parts, g.risk, g.handle_template,"
                 " handle_digit_suffix(s.handle) as handle_digits"
                 " from cluster_members m join accounts a using (account_key)"
                 " join account_snapshots s on s.run_key = m.run_key and s.account_key = m.account_key"
@@ -341,18 +343,28 @@ def flag_run(settings: Settings, run_key: str, params: NetworkParams, weights: C
 
 
 def list_flags(settings: Settings, run_key: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
-    """Flagged clusters with members, rules and evidence, highest score first."""
+    """Flagged clusters with members, rules and evidence, highest score first. ``detector`` names the run's
+    detector and whether it is a real one (its avatar labels are part of the evidence)."""
+    from pipeline.reporting.detector_info import load_detector_info
+
     with transaction(settings) as conn:
         flags = conn.execute(
             sa.text(
-                "select flag_id, run_key, cluster_id, score, rules, evidence, status, status_note from flags"
-                " where (cast(:k as text) is null or run_key = :k) and (cast(:s as text) is null or status = :s)"
-                " order by score desc, flag_id"
+                "select f.flag_id, f.run_key, f.cluster_id, f.score, f.rules, f.evidence, f.status, f.status_note,"
+                " r.detector_id, r.params as run_params from flags f left join runs r using (run_key)"
+                " where (cast(:k as text) is null or f.run_key = :k) and (cast(:s as text) is null or f.status = :s)"
+                " order by f.score desc, f.flag_id"
             ),
             {"k": run_key, "s": status},
         ).mappings().all()
-        result = []
-        for f in flags:
+        result, detectors = [], {}
+        for row in flags:
+            f = {k: v for k, v in row.items() if k not in ("detector_id", "run_params")}
+            if row["run_key"] not in detectors:
+                info = load_detector_info(conn, row["detector_id"], row["run_params"] or {})
+                detectors[row["run_key"]] = {"id": row["detector_id"], "real_detector": None, "caveat": None} \
+                    if info is None else {k: info[k] for k in ("id", "kind", "name", "real_detector", "caveat")}
+            f["detector"] = detectors[row["run_key"]]
             members = conn.execute(
                 sa.text(
                     "select a.platform, a.account_id, s.handle from cluster_members m join accounts a using (account_key)"
@@ -361,7 +373,7 @@ def list_flags(settings: Settings, run_key: str | None = None, status: str | Non
                 ),
                 {"k": f["run_key"], "c": f["cluster_id"]},
             ).mappings().all()
-            result.append({**dict(f), "members": [dict(m) for m in members]})
+            result.append({**f, "members": [dict(m) for m in members]})
     return result
 
 

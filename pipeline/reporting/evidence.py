@@ -24,7 +24,7 @@ from pipeline.errors import UserError
 
 MEMBER_COLUMNS = ("account_key", "platform", "account_id", "handle", "display_name", "created_at", "bio", "url",
                   "followers", "following", "avatar_sha256", "avatar_probability", "avatar_label",
-                  "avatar_reuse_count", "near_duplicate_count", "handle_template", "risk", "contributions")
+                  "avatar_parts", "avatar_reuse_count", "near_duplicate_count", "handle_template", "risk", "contributions")
 EDGE_COLUMNS = ("edge_type", "a_key", "b_key", "weight", "params", "evidence")
 
 
@@ -42,7 +42,8 @@ def load_cluster(conn: sa.Connection, run_key: str, cluster_id: str) -> dict[str
                         {"k": run_key, "c": cluster_id}).mappings().first()
     members = conn.execute(sa.text(
         "select m.account_key, a.platform, a.account_id, s.handle, s.display_name, s.created_at, s.bio, s.url,"
-        " g.followers, g.following, g.avatar_sha256, g.avatar_probability, g.avatar_label, g.avatar_reuse_count,"
+        " g.followers, g.following, g.avatar_sha256, g.avatar_probability, g.avatar_label, g.avatar_parts,"
+        " g.avatar_reuse_count,"
         " g.near_duplicate_count, g.handle_template, g.risk, g.contributions, i.storage_path"
         " from cluster_members m join accounts a using (account_key)"
         " left join account_snapshots s on s.run_key = m.run_key and s.account_key = m.account_key"
@@ -77,7 +78,7 @@ def cluster_evidence(settings: Settings, cluster_id: str, run_key: str | None = 
         flag_view["reasons"] = flag["evidence"].get("rules", {})
     return {"run_key": run_key, "cluster_id": cluster_id, "size": cluster["size"], "score": cluster["score"],
             "features": cluster["features"], "flag": flag_view,
-            "members": [{c: m[c] for c in MEMBER_COLUMNS} for m in cluster["members"]], "edges": cluster["edges"]}
+            "members": [{c: m.get(c) for c in MEMBER_COLUMNS} for m in cluster["members"]], "edges": cluster["edges"]}
 
 
 def _cell(value: Any) -> Any:
@@ -110,7 +111,7 @@ def write_evidence(data: dict[str, Any], fmt: str, out: Path | None) -> list[Pat
                         [(data["run_key"], data["cluster_id"], data["size"], data["score"], flag.get("flag_id"),
                           flag.get("status"), flag.get("status_note"), flag.get("rules"), flag.get("reasons"),
                           data["features"])]),
-        "members.csv": (MEMBER_COLUMNS, [tuple(m[c] for c in MEMBER_COLUMNS) for m in data["members"]]),
+        "members.csv": (MEMBER_COLUMNS, [tuple(m.get(c) for c in MEMBER_COLUMNS) for m in data["members"]]),
         "edges.csv": (EDGE_COLUMNS, [tuple(e[c] for c in EDGE_COLUMNS) for e in data["edges"]]),
     }
     written = []

@@ -34,6 +34,7 @@ from pipeline.core.db import transaction
 from pipeline.core.storage import atomic_write, sweep_stale_temp
 from pipeline.core.visible import visible
 from pipeline.errors import UserError
+from pipeline.reporting.detector_info import NOT_REAL_LABEL, label_text, load_detector_info, parts_text
 from pipeline.reporting.evidence import load_cluster
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ code,.mono{font-family:ui-monospace,monospace;font-size:12px;word-break:break-al
 .tile .missing{font-size:11px;text-align:center;line-height:96px}
 .syn{color:#b00;font-weight:bold}.note{color:#666}.legend span{display:inline-block;margin-right:1em}
 .swatch{display:inline-block;width:12px;height:12px;vertical-align:middle;margin-right:4px}
+.warn{border:2px solid #b00;background:#fff0f0;color:#600;padding:.5em 1em;margin:.5em 0;font-weight:bold}
+.parts{font-size:11px;color:#444}
 """
 
 
@@ -113,7 +116,7 @@ def _load_run(conn: sa.Connection, run_key: str) -> dict[str, Any]:
         {"k": run_key}).mappings().one_or_none()
     if run is None:
         raise UserError(f"no run {run_key!r} in the database; use the run key that `profile-audit audit` printed")
-    return dict(run)
+    return {**dict(run), "detector_info": load_detector_info(conn, run["detector_id"], run["params"] or {})}
 
 
 def _load_flags(conn: sa.Connection, run_key: str) -> list[dict[str, Any]]:
@@ -242,8 +245,10 @@ def graph_layout(n: int, pairs: Sequence[tuple[int, int]], iterations: int = 150
     return [(float(x), float(y)) for x, y in pos]
 
 
-def svg_graph(members: Sequence[dict[str, Any]], edges: Sequence[dict[str, Any]], size: int = 640) -> tuple[str, str]:
-    """Inline SVG of the cluster graph and its HTML legend. Large clusters show their best-linked nodes."""
+def svg_graph(members: Sequence[dict[str, Any]], edges: Sequence[dict[str, Any]], size: int = 640,
+              detector: dict[str, Any] | None = None) -> tuple[str, str]:
+    """Inline SVG of the cluster graph and its HTML legend. Large clusters show their best-linked nodes;
+    ``detector`` (``detector_info``) marks the labels of a detector that is not real in the legend."""
     degree = Counter()
     for edge in edges:
         degree[edge["a_key"]] += 1
@@ -275,7 +280,8 @@ def svg_graph(members: Sequence[dict[str, Any]], edges: Sequence[dict[str, Any]]
                      f'<title>{e(clip(m["handle"] or key, TILE_TEXT_CHARS))} ({e(clip(key, CELL_TEXT_CHARS))}{prob})</title></circle>')
     parts.append("</svg>")
     legend = ['<p class="legend">',
-              '<span><i class="swatch" style="background:#d62728"></i>avatar labelled synthetic</span>',
+              '<span><i class="swatch" style="background:#d62728"></i>avatar labelled synthetic'
+              f'{"" if detector is None or detector.get("real_detector", True) else f" ({NOT_REAL_LABEL})"}</span>',
               '<span><i class="swatch" style="background:#1f77b4"></i>avatar not labelled</span>',
               '<span><i class="swatch" style="background:#999999"></i>no scored avatar</span>']
     legend += [f'<span><i class="swatch" style="background:{colour[t]}"></i>{e(t)} edge</span>' for t in types]
@@ -324,25 +330,75 @@ def _prob(p: float | None) -> str:
     return "not scored" if p is None else f"{p:.3f}"
 
 
-def render_cluster_page(settings: Settings, run: dict[str, Any], cluster: dict[str, Any], with_index: bool = True) -> str:
-    """One cluster's page; `with_index` links back to the run's index page written beside it."""
-    members, edges, flag = cluster["members"], cluster["edges"], cluster["flag"]
-    title = f"Cluster {cluster['cluster_id']} — run {run['run_key']}"
-    out = [f'<p><a href="index.html">← all flagged clusters of run {e(run["run_key"])}</a></p>' if with_index else "",
-           f"<h1>{e(title)}</h1>"]
-    if flag:
-        reasons = (flag["evidence"] or {}).get("rules", {})
-        out.append(_kv_table([("flag", flag["flag_id"]), ("status", flag["status"]), ("investigator note", flag["status_note"]),
-                              ("flag score", f"{flag['score']:.3f}")]))
-        out.append("<h2>Why it was flagged</h2>" + _rules_html(flag["rules"], reasons))
-    else:
-        out.append('<p class="note">This cluster was not flagged in this run.</p>')
-    out.append("<h2>Cluster features</h2>")
-    out.append(_kv_table([("members", cluster["size"]), ("cluster score", f"{cluster['score']:.3f}"),
-                          *sorted((cluster["features"] or {}).items())]))
+def _label_html(label: bool | None, info: dict[str, Any] | None) -> str:
+    """An avatar label; "synthetic (not a real detector)" when the run's detector is not real."""
+    text = label_text(label, info)
+    return f'<span class="syn">{e(text)}</span>' if label else e(text)
 
-    # contact sheet: one tile per distinct image, with its probability and the accounts showing it
-    out.append("<h2>Contact sheet</h2>")
+
+def _parts_html(parts: dict[str, Any] | None) -> str:
+    """An avatar stack score's logit parts (``CLIP +3.10, face +0.40, eye +2.20``); "" for other detectors."""
+    text = parts_text(parts)
+    return f'<div class="parts">{e(text)}</div>' if text else ""
+
+
+def _caveat_html(info: dict[str, Any] | None) -> str:
+    if info is None or info.get("real_detector", True):
+        return ""
+    return f'<p class="warn">Detector {e(info["id"])}: {e(info["caveat"])}. Its avatar labels mean nothing.</p>'
+
+
+def _rates_table(header: str, rates: dict[str, float], conditions: dict[str, dict[str, float]] | None = None) -> str:
+    """One row per generator or real source; one column per recorded condition (clean, jpeg_q75, left_out...)."""
+    if not conditions:
+        rows = "".join(f'<tr><td>{e(name)}</td><td class="num">{rate:.3f}</td></tr>' for name, rate in rates.items())
+        return f"<table><tr><th>{e(header)}</th><th>rate</th></tr>{rows}</table>"
+    columns = list(dict.fromkeys(c for per in conditions.values() for c in per))
+    rows = "".join(f"<tr><td>{e(name)}</td>" + "".join(
+        f'<td class="num">{"" if per.get(c) is None else f"{per[c]:.3f}"}</td>' for c in columns) + "</tr>"
+        for name, per in conditions.items())
+    return f"<table><tr><th>{e(header)}</th>{''.join(f'<th>{e(c)}</th>' for c in columns)}</tr>{rows}</table>"
+
+
+def detector_section(run: dict[str, Any]) -> str:
+    """The run page's Detector section: which detector labelled every avatar of the run, how the run chose it,
+    what was measured on it, and the caveat (in a warning box) when it is not a real detector."""
+    info = run.get("detector_info")
+    out = ["<h2>Detector</h2>"]
+    if info is None:
+        detector = run.get("detector_id")
+        text = (f"Detector {detector} is not in the detectors table; nothing is known about it." if detector
+                else "No detector: the avatars of this run were not scored.")
+        out.append(f'<p class="note">{e(text)}</p>')
+        return "".join(out)
+    out.append(_caveat_html(info))
+    chosen = {"shipped": "the shipped detector (no detector was promoted)",
+              "promoted": "the promoted default detector"}.get(info.get("chosen", ""), info.get("chosen") or "")
+    out.append("<p>Every avatar of this run was labelled by this detector.</p>" + _kv_table([
+        ("detector", info["id"]), ("kind", info["kind"]), ("name", info["name"]), ("chosen as", chosen),
+        ("backbone", ", ".join(info["backbones"]) or "none"),
+        ("real detector", "yes" if info["real_detector"] else "no: " + info["caveat"])]))
+    for note in (run.get("params") or {}).get("notes", []):
+        out.append(f'<p class="note">NOTE {e(note)}</p>')
+    measured = info["measured"]
+    out.append(f"<p>How it was measured: {e(info['how_measured'])}.</p>")
+    conditions = measured.get("by_condition") or {}
+    if measured.get("tpr_by_generator") or conditions.get("tpr_by_generator"):
+        out.append("<p>True-positive rate per generator:</p>"
+                   + _rates_table("generator", measured["tpr_by_generator"], conditions.get("tpr_by_generator")))
+    if measured.get("fpr_by_real_source") or conditions.get("fpr_by_real_source"):
+        out.append("<p>False-positive rate per real source:</p>"
+                   + _rates_table("real source", measured["fpr_by_real_source"], conditions.get("fpr_by_real_source")))
+    if measured.get("overall") and not (measured.get("tpr_by_generator") or measured.get("fpr_by_real_source")):
+        overall = measured["overall"]
+        out.append(f'<p>Overall: {", ".join(f"{k.upper()} {v:.3f}" for k, v in overall.items())}'
+                   " (no per-generator or per-source figures recorded).</p>")
+    return "".join(out)
+
+
+def _contact_sheet(settings: Settings, members: Sequence[dict[str, Any]], info: dict[str, Any] | None) -> list[str]:
+    """One tile per distinct image, with its probability, label and score parts, and the accounts showing it."""
+    out = ["<h2>Contact sheet</h2>"]
     by_image: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for m in members:
         if m["avatar_sha256"]:
@@ -356,29 +412,55 @@ def render_cluster_page(settings: Settings, run: dict[str, Any], cluster: dict[s
         uri = thumbnail_data_uri(settings, first["storage_path"])
         picture = (f'<img src="{e(uri)}" alt="avatar {e(sha[:12])}" width="{THUMB_PX}" height="{THUMB_PX}">' if uri
                    else '<div class="missing">image file missing</div>')
-        label = '<span class="syn">synthetic</span>' if first["avatar_label"] else ("" if first["avatar_label"] is None
-                                                                                   else "not labelled")
+        label = _label_html(first["avatar_label"], info)
         handles = ", ".join(e(clip(m["handle"] or m["account_id"], TILE_TEXT_CHARS)) for m in showing[:4])
         more = f" +{len(showing) - 4} more" if len(showing) > 4 else ""
         out.append(f'<div class="tile" title="{e(sha)}">{picture}<div>p = {e(_prob(first["avatar_probability"]))} {label}</div>'
+                   f'{_parts_html(first.get("avatar_parts"))}'
                    f'<div>{len(showing)} account{"s" if len(showing) != 1 else ""}: {handles}{e(more)}</div>'
                    f'<div class="mono">{e(sha[:16])}</div></div>')
     out.append("</div>")
     if len(tiles) > MAX_TILES:
         out.append(f'<p class="note">{len(tiles) - MAX_TILES} more distinct avatars not shown.</p>')
+    return out
+
+
+def render_cluster_page(settings: Settings, run: dict[str, Any], cluster: dict[str, Any], with_index: bool = True) -> str:
+    """One cluster's page; `with_index` links back to the run's index page written beside it."""
+    members, edges, flag = cluster["members"], cluster["edges"], cluster["flag"]
+    title = f"Cluster {cluster['cluster_id']} — run {run['run_key']}"
+    info = run.get("detector_info")
+    out = [f'<p><a href="index.html">← all flagged clusters of run {e(run["run_key"])}</a></p>' if with_index else "",
+           f"<h1>{e(title)}</h1>"]
+    if info is not None:
+        out.append(f'<p class="note">Avatars labelled by detector {e(info["id"])} ({e(info["name"])}).</p>'
+                   + _caveat_html(info))
+    if flag:
+        reasons = (flag["evidence"] or {}).get("rules", {})
+        out.append(_kv_table([("flag", flag["flag_id"]), ("status", flag["status"]), ("investigator note", flag["status_note"]),
+                              ("flag score", f"{flag['score']:.3f}")]))
+        out.append("<h2>Why it was flagged</h2>" + _rules_html(flag["rules"], reasons))
+    else:
+        out.append('<p class="note">This cluster was not flagged in this run.</p>')
+    out.append("<h2>Cluster features</h2>")
+    out.append(_kv_table([("members", cluster["size"]), ("cluster score", f"{cluster['score']:.3f}"),
+                          *sorted((cluster["features"] or {}).items())]))
+
+    out += _contact_sheet(settings, members, info)
 
     out.append("<h2>Account creation dates</h2>" + svg_histogram(m["created_at"] for m in members))
-    picture, legend = svg_graph(members, edges)
+    picture, legend = svg_graph(members, edges, detector=info)
     out.append("<h2>Cluster graph</h2>" + picture + legend)
 
     out.append(f"<h2>Members ({len(members)})</h2><table><tr><th>account</th><th>handle</th><th>display name</th>"
-               "<th>created (UTC)</th><th>avatar p</th><th>risk</th><th>risk contributions</th><th>bio</th><th>link</th></tr>")
+               "<th>created (UTC)</th><th>avatar p</th><th>avatar label</th><th>risk</th><th>risk contributions</th><th>bio</th><th>link</th></tr>")
     for m in members[:MAX_TABLE_MEMBERS]:
         created = m["created_at"].strftime("%Y-%m-%d %H:%M") if m["created_at"] else ""
         bio = clip(m["bio"], 200)
         out.append(f'<tr><td class="mono">{e(clip(m["account_key"], CELL_TEXT_CHARS))}</td>'
                    f'<td>{e(clip(m["handle"], CELL_TEXT_CHARS))}</td><td>{e(clip(m["display_name"], CELL_TEXT_CHARS))}</td>'
-                   f'<td>{e(created)}</td><td class="num">{e(_prob(m["avatar_probability"]))}</td>'
+                   f'<td>{e(created)}</td><td class="num">{e(_prob(m["avatar_probability"]))}'
+                   f'{_parts_html(m.get("avatar_parts"))}</td><td>{_label_html(m["avatar_label"], info)}</td>'
                    f'<td class="num">{_num(m["risk"])}</td>'
                    f'<td class="mono">{e(_compact(m["contributions"]) if m["contributions"] else "")}</td>'
                    f'<td>{e(bio)}</td><td class="mono">{e(clip(m["url"], CELL_TEXT_CHARS))}</td></tr>')
@@ -412,6 +494,7 @@ def render_index_page(run: dict[str, Any], summary: dict[str, Any], flags: Seque
                       ("avatars stored / failed", f"{summary['avatars_stored']} / {summary['avatars_failed']}"),
                       ("avatars labelled synthetic", summary["synthetic_avatars"]),
                       ("edges", summary["edges"] or 0), ("clusters", summary["clusters"]), ("flags", summary["flags"])]),
+           detector_section(run),
            f"<h2>Flagged clusters ({len(flags)})</h2>"]
     if not flags:
         out.append('<p class="note">No cluster was flagged in this run.</p>')

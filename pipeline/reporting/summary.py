@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from pipeline.config import Settings
 from pipeline.core.db import transaction
+from pipeline.reporting.detector_info import load_detector_info, rates_text
 
 if TYPE_CHECKING:
     from pipeline.stages import RunContext
@@ -33,8 +34,31 @@ def summarize_run(settings: Settings, run_key: str) -> dict[str, Any]:
             "clusters": one("select count(*) from clusters where run_key = :k"),
             "flags": one("select count(*) from flags where run_key = :k"),
             "warnings": list((run.params or {}).get("warnings", [])),  # e.g. images not scored: no detector
+            "notes": list((run.params or {}).get("notes", [])),  # e.g. scored by the shipped detector
+            # which detector labelled the avatars, whether it is real, what was measured on it
+            "detector": load_detector_info(conn, run.detector_id, run.params or {}),
         }
     return summary
+
+
+def detector_lines(info: dict[str, Any] | None) -> list[str]:
+    """The detector that labelled the avatars: its name and how the run chose it, the caveat when it is not
+    a real detector, and what was measured on it (one line each)."""
+    if not info:
+        return []
+    chosen = f", {info['chosen']}" if info.get("chosen") else ""
+    lines = [f"  detector {info['name']} ({info['kind']}{chosen})"]
+    if not info["real_detector"]:
+        lines.append(f"  WARNING {info['caveat']}")
+    measured = info["measured"]
+    if measured.get("tpr_by_generator") or measured.get("fpr_by_real_source"):
+        lines.append(f"    measured TPR by generator: {rates_text(measured['tpr_by_generator'])}")
+        lines.append(f"    measured FPR by real source: {rates_text(measured['fpr_by_real_source'])}")
+    elif measured.get("overall"):
+        overall = measured["overall"]
+        lines.append("    measured " + ", ".join(f"{k.upper()} {v:.2f}" for k, v in overall.items()))
+    lines.append(f"    ({info['how_measured']})")
+    return lines
 
 
 def format_summary(summary: dict[str, Any], flags: list[dict[str, Any]]) -> str:
@@ -45,6 +69,8 @@ def format_summary(summary: dict[str, Any], flags: list[dict[str, Any]]) -> str:
         f" distinct images {summary['distinct_images']}, scored synthetic {summary['synthetic_avatars']}",
         f"  edges {summary['edges'] or 0}, clusters {summary['clusters']}, flags {summary['flags']}",
         *(f"  WARNING {w}" for w in summary.get("warnings", [])),
+        *(f"  NOTE {n}" for n in summary.get("notes", [])),
+        *detector_lines(summary.get("detector")),
     ]
     for f in flags:
         lines.append(f"  FLAG {f['flag_id']} cluster {f['cluster_id']} score {f['score']:.2f}"
