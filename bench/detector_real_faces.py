@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from PIL import Image
+
 os.environ.setdefault("PROFILE_AUDIT_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -103,7 +105,8 @@ def find_faces(root: Path) -> list[Item]:
 # --- embeddings, cached per condition ---------------------------------------------------------------------
 
 class Embedder:
-    """CLIP features (every choice, one forward pass), dlib-face descriptors and eye distances per image."""
+    """CLIP features (every choice, one forward pass per image) of the probe's view, and the face part: the
+    dlib-face descriptor of the canonical view and the eye-alignment distance of the decoded pixels."""
 
     def __init__(self, workers: int = 2):
         self.clip = parse_backbone("clip-vit-b16").load()
@@ -111,33 +114,59 @@ class Embedder:
         self.eye = FaceDetector()
         self.workers = workers
 
-    def prepare(self, condition: str, items: list[Item], augment: Augmentation | None = None) -> tuple:
-        view = CONDITIONS[condition]
-        clip_in, chips, dist = [], [], []
-        for item in items:
-            image = view(decode_image(item.path.read_bytes())[1], item.sha256)
-            signal = self.eye.analyze([image])[0]
-            dist.append(np.nan if signal.eye_alignment_distance is None else signal.eye_alignment_distance)
-            seen = (augment.training_view(image, item.sha256) if augment is not None
-                    else canonical_reencode(image, DEFAULT_REENCODE_QUALITY))
-            clip_in.append(seen)
-            chips.append(self.face.chip(seen))
-        return self.clip.tensors(clip_in), chips, np.asarray(dist, dtype=np.float32)
+    @staticmethod
+    def view(condition: str, item: Item, augment: Augmentation | None, side: int | None = None) -> Image.Image:
+        image = CONDITIONS[condition](decode_image(item.path.read_bytes())[1], item.sha256)
+        if augment is not None:  # training views: the augmentation, then the canonical view
+            image = augment.training_view(image, item.sha256)
+        return canonical_reencode(image, DEFAULT_REENCODE_QUALITY, side)
 
-    def run(self, condition: str, items: list[Item], augment: Augmentation | None = None) -> dict[str, np.ndarray]:
-        out: dict[str, list[np.ndarray]] = {"embeds": [], "cls": [], "patch_mean": [], "face": [], "eye": []}
-        started, done = time.perf_counter(), 0
-        for batch, (pixels, chips, dist) in prefetch(batched(items, 16), partial(self.prepare, condition, augment=augment),
-                                                      self.workers):
+    def clip_inputs(self, condition: str, side: int | None, augment: Augmentation | None, items: list[Item]) -> np.ndarray:
+        return self.clip.tensors([self.view(condition, it, augment, side) for it in items])
+
+    def face_inputs(self, condition: str, augment: Augmentation | None, items: list[Item]) -> tuple[list, np.ndarray]:
+        chips, dist = [], []
+        for it in items:
+            image = CONDITIONS[condition](decode_image(it.path.read_bytes())[1], it.sha256)
+            signal = self.eye.analyze([image])[0]  # the eye test reads the decoded pixels, as in the score stage
+            dist.append(np.nan if signal.eye_alignment_distance is None else signal.eye_alignment_distance)
+            chips.append(self.face.chip(self.view(condition, it, augment)))
+        return chips, np.asarray(dist, dtype=np.float32)
+
+    def clip_run(self, condition: str, side: int | None, augment: Augmentation | None, items: list[Item]) -> dict:
+        out: dict[str, list[np.ndarray]] = {"embeds": [], "cls": [], "patch_mean": []}
+        for _, pixels in self._progress(f"CLIP {condition}", items,
+                                            partial(self.clip_inputs, condition, side, augment)):
             for name, values in self.clip.features(pixels).items():
                 out[name].append(values)
+        return {k: np.concatenate(v) for k, v in out.items()}
+
+    def face_run(self, condition: str, augment: Augmentation | None, items: list[Item]) -> dict:
+        out: dict[str, list[np.ndarray]] = {"face": [], "eye": []}
+        for _, (chips, dist) in self._progress(f"faces {condition}", items,
+                                                   partial(self.face_inputs, condition, augment)):
             out["face"].append(self.face.embed_tensors(chips))
             out["eye"].append(dist)
+        return {k: np.concatenate(v) for k, v in out.items()}
+
+    def _progress(self, what: str, items: list[Item], prepare):
+        started, done = time.perf_counter(), 0
+        for batch, prepared in prefetch(batched(items, 16), prepare, self.workers):
+            yield batch, prepared
             done += len(batch)
-            if done % 512 < 16:
-                print(f"  {condition}{' (augmented)' if augment else ''}: {done}/{len(items)} images, "
-                      f"{done / (time.perf_counter() - started):.1f}/s", file=sys.stderr, flush=True)
-        return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in out.items()}
+            if done % 512 < 16 or done == len(items):
+                print(f"  {what}: {done}/{len(items)} images, {done / (time.perf_counter() - started):.1f}/s",
+                      file=sys.stderr, flush=True)
+
+
+def embeddings(cache: Path, embedder: Embedder, condition: str, items: list[Item], side: int | None,
+               augment: tuple[str, Augmentation] | None = None) -> dict[str, np.ndarray]:
+    """CLIP and face features of ``items`` under ``condition`` (or augmented training views), cached."""
+    tag = f"train-{augment[0]}" if augment else condition
+    aug = augment[1] if augment else None
+    clip = cached(cache, f"clip-{tag}-side{side or 0}", items, partial(embedder.clip_run, condition, side, aug))
+    faces = cached(cache, f"faces-{tag}", items, partial(embedder.face_run, condition, aug))
+    return {**clip, **faces}
 
 
 def cached(cache: Path, name: str, items: list[Item], compute) -> dict[str, np.ndarray]:
@@ -171,6 +200,7 @@ class Data:
     items: list[Item]
     feats: dict[str, np.ndarray]  # clean features of every item
     train_feats: dict[str, np.ndarray]  # what the heads train on (augmented views, or the clean ones)
+    side: int | None = None  # the CLIP probe's canonical resolution (input_side) the features were made with
 
     def __post_init__(self) -> None:
         self.y = np.array([it.label for it in self.items])
@@ -190,7 +220,8 @@ def train_stack(data: Data, keep: np.ndarray, feature: str, regularization: floa
         embedded = {s: (data.train_feats if s == "train" else data.feats)[column][m] for s, m in masks.items()}
         probe, _, _ = fit_probe(spec, embedded, {s: data.y[m] for s, m in masks.items()}, target_fpr=TARGET_FPR,
                                 regularization=regularization, input_reencode=DEFAULT_REENCODE_QUALITY,
-                                sources={s: data.src[m] for s, m in masks.items()})
+                                sources={s: data.src[m] for s, m in masks.items()},
+                                input_side=data.side if name == "clip" else None)
         parts[name] = probe
     eye = FaceDetector()
     clip, face = parts["clip"], parts["face"]
@@ -203,6 +234,7 @@ def train_stack(data: Data, keep: np.ndarray, feature: str, regularization: floa
     real = data.y[val] == 0
     stack.threshold = threshold_for_every_source(probs[real], data.src[val][real], TARGET_FPR)
     stack.training = {"target_fpr": TARGET_FPR, "feature": feature, "regularization": regularization,
+                      "clip_input_side": data.side,
                       "augmentation": (augmentation or Augmentation(blur_p=0, jpeg_p=0)).to_dict(),
                       "stack_fitted_on": "validation split, FFHQ reals excluded (aligned like StyleGAN)",
                       "threshold_rule": f"{TARGET_FPR} FPR on every real source of the validation split but FFHQ"}
@@ -330,25 +362,23 @@ AUGMENTATIONS = {"none": None, "univfd": Augmentation(),  # UnivFD: blur and JPE
                  "platform": Augmentation(resize_p=0.5, crop_p=0.5)}  # the same, plus resize and crop
 
 
-def with_train_views(items: list[Item], feats: dict[str, np.ndarray], cache: Path, embedder: Embedder,
-                     name: str) -> dict[str, np.ndarray]:
-    """The clean features with the train split's rows replaced by its augmented views (``name``)."""
+def with_train_views(data: Data, cache: Path, embedder: Embedder, name: str) -> Data:
+    """The data with the train split's rows replaced by its augmented views (``name``)."""
     if AUGMENTATIONS[name] is None:
-        return feats
-    mask = np.array([split_of(it.sha256) == "train" for it in items])
-    train_items = [it for it, m in zip(items, mask) if m]
-    sub = cached(cache, f"train-{name}", train_items, partial(embedder.run, "clean", augment=AUGMENTATIONS[name]))
-    out = {k: v.copy() for k, v in feats.items()}
+        return data
+    mask = data.split == "train"
+    train_items = [it for it, m in zip(data.items, mask) if m]
+    sub = embeddings(cache, embedder, "clean", train_items, data.side, (name, AUGMENTATIONS[name]))
+    out = {k: v.copy() for k, v in data.feats.items()}
     for k in out:
         out[k][mask] = sub[k]
-    return out
+    return Data(data.items, data.feats, out, data.side)
 
 
-def compare_augmentations(items: list[Item], feats: dict[str, np.ndarray], cache: Path, embedder: Embedder,
-                          by_condition: dict, feature: str) -> None:
+def compare_augmentations(data: Data, cache: Path, embedder: Embedder, by_condition: dict, feature: str) -> None:
     print("\n## Training augmentation (CLIP probe and avatar stack)")
     for name, aug in AUGMENTATIONS.items():
-        d = Data(items, feats, with_train_views(items, feats, cache, embedder, name))
+        d = with_train_views(data, cache, embedder, name)
         m = {"in_domain": in_domain(d, by_condition, feature, augmentation=aug),
              "left_out": left_out(d, feature, augmentation=aug)}
         keep = ("clip-vit-b16 probe", "avatar stack")
@@ -371,6 +401,9 @@ def main() -> None:
                         help="what the shipped heads train on (measured by --augment)")
     parser.add_argument("--write-preset", nargs="?", const=str(Path(__file__).resolve().parent.parent / "detectors" / "presets"),
                         help="train on every source and write the shipped detector here")
+    parser.add_argument("--input-side", type=int, default=None,
+                        help="the CLIP probe's canonical resolution: short side scaled to this before the re-encode")
+    parser.add_argument("--compare-sides", type=int, nargs="*", help="print every table for these sides and none")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
@@ -382,23 +415,32 @@ def main() -> None:
                                                 for s in sorted({it.source for it in items})), file=sys.stderr)
     cache = Path(args.cache)
     embedder = Embedder(args.workers)
-    feats = cached(cache, "clean", items, partial(embedder.run, "clean"))
-    test = np.array([split_of(it.sha256) == "test" for it in items])
-    test_items = [it for it, t in zip(items, test) if t]
-    by_condition = {"clean": (test, feats)}
-    for cond in ("jpeg_q75", "resize_0.5"):
-        sub = cached(cache, cond, test_items, partial(embedder.run, cond))
-        full = {k: np.full((len(items), *v.shape[1:]), np.nan, dtype=v.dtype) for k, v in sub.items()}
-        for k in full:
-            full[k][test] = sub[k]
-        by_condition[cond] = (test, full)
+    sides = [None, *args.compare_sides] if args.compare_sides else [args.input_side]
+    for side in sides:  # a comparison of canonical resolutions prints the tables once per side
+        data = Data(items, embeddings(cache, embedder, "clean", items, side), {}, side)
+        data.train_feats = data.feats
+        test = data.split == "test"
+        test_items = [it for it, t in zip(items, test) if t]
+        by_condition = {"clean": (test, data.feats)}
+        for cond in ("jpeg_q75", "resize_0.5"):
+            sub = embeddings(cache, embedder, cond, test_items, side)
+            full = {k: np.full((len(items), *v.shape[1:]), np.nan, dtype=v.dtype) for k, v in sub.items()}
+            for k in full:
+                full[k][test] = sub[k]
+            by_condition[cond] = (test, full)
+        data = with_train_views(data, cache, embedder, args.train_augmentation)
+        if len(sides) > 1:
+            print(f"\n# CLIP input side: {side or 'as decoded'}")
+        if args.features:
+            compare_features(data)
+        if args.augment:
+            compare_augmentations(data, cache, embedder, by_condition, args.feature)
+        run_protocols(args, data, by_condition)
 
-    train_feats = with_train_views(items, feats, cache, embedder, args.train_augmentation)
-    data = Data(items, feats, train_feats)
-    if args.features:
-        compare_features(data)
-    if args.augment:
-        compare_augmentations(items, feats, cache, embedder, by_condition, args.feature)
+
+def run_protocols(args: argparse.Namespace, data: Data, by_condition: dict) -> None:
+    """The tables for the chosen feature, and with --write-preset the shipped file."""
+    items = data.items
     aug = AUGMENTATIONS[args.train_augmentation]
     measured = {"in_domain": in_domain(data, by_condition, args.feature, regularization=args.regularization,
                                        augmentation=aug),
@@ -410,7 +452,8 @@ def main() -> None:
         stack = train_stack(data, np.ones(len(items), bool), args.feature, regularization=args.regularization,
                             augmentation=aug)
         command = ("python bench/detector_real_faces.py --write-preset --feature " + args.feature
-                   + f" --regularization {args.regularization} --train-augmentation {args.train_augmentation}")
+                   + f" --regularization {args.regularization} --train-augmentation {args.train_augmentation}"
+                   + (f" --input-side {args.input_side}" if args.input_side else ""))
         path = write_preset(data, stack, measured, Path(args.write_preset), command)
         print(f"\nwrote {path} ({stack.id}); threshold {stack.threshold:.4f}; stack {stack.coef}, "
               f"intercept {stack.intercept:.3f}")

@@ -35,10 +35,19 @@ from detectors.batching import batched, prefetch
 DEFAULT_REENCODE_QUALITY = (50, 80)
 
 
-def canonical_reencode(image: Image.Image, quality_range: tuple[int, int] | None) -> Image.Image:
+def canonical_reencode(image: Image.Image, quality_range: tuple[int, int] | None, side: int | None = None) -> Image.Image:
     """The input transform: JPEG at a quality drawn from the decoded pixels (so the same image gets the
-    same quality in training, evaluation and scoring, whatever file it came from); None = RGB only."""
+    same quality in training, evaluation and scoring, whatever file it came from); None = RGB only.
+
+    ``side``: first scale the image (up or down, bicubic) so its short side is ``side`` pixels, so every
+    source reaches the backbone at one resolution and the resolution itself is no cue (measured in
+    docs/detectors.md, "The shipped detector")."""
     rgb = image.convert("RGB")
+    if side:
+        scale = side / min(rgb.size)
+        size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+        if size != rgb.size:
+            rgb = rgb.resize(size, Image.BICUBIC)
     if quality_range is None:
         return rgb
     return reencode_jpeg(rgb, hashlib.sha256(rgb.tobytes()).hexdigest(), tuple(quality_range))
@@ -65,17 +74,20 @@ class ClipProbe(EmbeddingDetector):
     isotonic: dict[str, list[float]] | None = None
     # the canonical re-encode applied to every image before the backbone (None: RGB only, as presets)
     input_reencode: tuple[int, int] | None = None
+    # the canonical resolution: the short side is scaled to this before the re-encode (None: as decoded)
+    input_side: int | None = None
 
     @property
     def backbone_id(self) -> str:
         """The embedding cache key: the backbone and the input transform, which both shape the vector."""
+        side = f"+side{self.input_side}" if self.input_side else ""
         if self.input_reencode is None:
-            return self.backbone.id
-        return f"{self.backbone.id}+jpeg{self.input_reencode[0]}-{self.input_reencode[1]}"
+            return self.backbone.id + side
+        return f"{self.backbone.id}{side}+jpeg{self.input_reencode[0]}-{self.input_reencode[1]}"
 
     def input_view(self, image: Image.Image, sha256: str = "") -> Image.Image:
         """What the backbone sees of an image, in calibration, evaluation and scoring alike."""
-        return canonical_reencode(image, self.input_reencode)
+        return canonical_reencode(image, self.input_reencode, self.input_side)
 
     # the scorer sets these (Settings.device / torch_threads) before it embeds
     device: str | None = field(default=None, repr=False, compare=False, metadata={"runtime": True})
@@ -96,13 +108,13 @@ class ClipProbe(EmbeddingDetector):
         """The input view and the backbone's transform, without the model: what a worker process needs."""
         if self.backbone.kind != "open_clip":
             return self.preprocess
-        return ProbeInput(self.loaded_backbone().preprocess, self.input_reencode)
+        return ProbeInput(self.loaded_backbone().preprocess, self.input_reencode, self.input_side)
 
     def draft_need(self) -> tuple[int, int] | None:
         """The model input side, when a DCT-reduced decode stays within the measured tolerance: open_clip's
         resize + center crop with no canonical re-encode (that one hashes and re-encodes the full-size
         pixels, so it gets them); None otherwise (docs/detectors.md, "Decoding")."""
-        if self.backbone.kind != "open_clip" or self.input_reencode is not None:
+        if self.backbone.kind != "open_clip" or self.input_reencode is not None or self.input_side:
             return None
         if self.backbone.preprocess != "resize_center_crop":
             return None
@@ -154,6 +166,8 @@ class ClipProbe(EmbeddingDetector):
         }
         if self.input_reencode is not None:  # only when used, so detectors without one keep their ids
             spec["input_reencode"] = [int(v) for v in self.input_reencode]
+        if self.input_side:
+            spec["input_side"] = int(self.input_side)
         if self.isotonic is not None:  # only when used, so Platt detectors keep their ids
             spec["isotonic"] = {"x": [float(v) for v in self.isotonic["x"]], "y": [float(v) for v in self.isotonic["y"]]}
         return spec
@@ -173,6 +187,7 @@ class ClipProbe(EmbeddingDetector):
             training=dict(spec.get("training", {})),
             isotonic=dict(spec["isotonic"]) if spec.get("isotonic") else None,
             input_reencode=tuple(spec["input_reencode"]) if spec.get("input_reencode") else None,
+            input_side=int(spec["input_side"]) if spec.get("input_side") else None,
         )
 
 
@@ -191,11 +206,12 @@ class ProbeInput:
 
     transform: Any
     reencode: tuple[int, int] | None
+    side: int | None = None
 
     def __call__(self, images: Sequence[Image.Image]) -> Any:
         import torch
 
-        views = [canonical_reencode(im, self.reencode) for im in images]
+        views = [canonical_reencode(im, self.reencode, self.side) for im in images]
         split = _tensor_tail(self.transform)
         if split is None or not views:
             return torch.stack([self.transform(im) for im in views])
@@ -466,7 +482,7 @@ def threshold_for_every_source(probs: np.ndarray, sources: np.ndarray, target_fp
 def fit_probe(backbone: Any, embedded: dict[str, np.ndarray], y: dict[str, np.ndarray], target_fpr: float = 0.01,
               calibration: str = "platt", regularization: float = 1.0,
               input_reencode: tuple[int, int] | None = DEFAULT_REENCODE_QUALITY,
-              sources: dict[str, np.ndarray] | None = None, balance: bool = True,
+              sources: dict[str, np.ndarray] | None = None, balance: bool = True, input_side: int | None = None,
               ) -> tuple[ClipProbe, dict[str, int], dict[str, Any]]:
     """The head, calibration and threshold from embeddings of the train/val/test splits (``embedded``,
     labels ``y``): returns the probe, the rows left out per split (NaN: nothing embedded) and test metrics.
@@ -499,7 +515,7 @@ def fit_probe(backbone: Any, embedded: dict[str, np.ndarray], y: dict[str, np.nd
                                                                    sample_weight=weights)
     weight = head.coef_[0] / std
     probe = probe_class(backbone)(backbone=backbone, weight=weight.tolist(), bias=float(head.intercept_[0] - weight @ mean),
-                                  input_reencode=input_reencode)
+                                  input_reencode=input_reencode, input_side=input_side)
     fit_calibration(probe, probe.logits(embedded["val"]), y["val"], calibration)
     val_probs = probe.probabilities(embedded["val"])
     val_real = y["val"] == 0

@@ -99,7 +99,8 @@ def _pil_decode(data: bytes) -> Any:
 def device_transform_for(detector: Any, device: str) -> DeviceTransform | None:
     """The device transform for a detector whose input is the plain decoded image (an open_clip probe
     without a canonical re-encode, which needs PIL); None when the GPU path does not apply."""
-    if getattr(detector, "input_reencode", "n/a") is not None or getattr(detector.backbone, "kind", "") != "open_clip":
+    if (getattr(detector, "input_reencode", "n/a") is not None or getattr(detector, "input_side", None)
+            or getattr(detector.backbone, "kind", "") != "open_clip"):
         return None
     # both modes' Compose carry the CenterCrop and the Normalize the device transform reads
     return DeviceTransform.from_transform(detector.loaded_backbone().preprocess, detector.backbone.preprocess, device)

@@ -46,8 +46,9 @@ def clip_pixels(images: Sequence[Image.Image], side: int = INPUT_SIDE) -> np.nda
     pixels = np.empty((len(images), side, side, 3), dtype=np.uint8)
     for i, image in enumerate(images):
         rgb = image.convert("RGB")
-        scale = side / min(rgb.size)
-        size = (max(side, round(rgb.width * scale)), max(side, round(rgb.height * scale)))
+        short, long = sorted(rgb.size)
+        other = int(side * long / short)  # torchvision's Resize truncates the long side
+        size = (side, other) if rgb.width <= rgb.height else (other, side)
         if size != rgb.size:
             rgb = rgb.resize(size, Image.BICUBIC)
         left, top = (rgb.width - side) // 2, (rgb.height - side) // 2
@@ -165,7 +166,14 @@ class OnnxClipBackbone:
         batch = np.asarray(batch, dtype=np.float32)
         if len(batch) == 0:
             return {name: np.zeros((0, dim), dtype=np.float32) for name, dim in FEATURES.items()}
-        embeds, hidden = self.session().run(None, {"pixel_values": batch})
+        session = self.session()
+        # One forward pass per image. The graph is dynamically quantised: each MatMul's activation scale is
+        # computed over its whole input tensor, so images batched together change each other's embeddings
+        # (cosine 0.96-0.98 to their own single-image embeddings, measured on shared faces). Alone, an
+        # image's embedding is its own, whatever else the run holds; on the CPU it is no slower.
+        runs = [session.run(None, {"pixel_values": batch[i:i + 1]}) for i in range(len(batch))]
+        embeds = np.concatenate([r[0] for r in runs])
+        hidden = np.concatenate([r[1] for r in runs])
         self.forward_passes += len(batch)
         out = {"embeds": embeds, "cls": hidden[:, 0], "patch_mean": hidden[:, 1:].mean(axis=1)}
         for name, values in out.items():

@@ -111,11 +111,14 @@ def prepare_batch(plan: PreparePlan, batch: list[tuple[str, str, tuple[int, ...]
 def concat_batches(batches: Sequence[Any]) -> Any:
     """The batches of one backbone as one, in order, of the type its ``embed_tensors`` takes: each kind's
     ``tensors()`` returns its own (open_clip a torch tensor, dlib-face a list of face chips or None,
-    an onnxruntime backbone a numpy array), so ``torch.cat`` alone failed on the others (issue 21).
-    None when no probe runs (face signals only)."""
+    an onnxruntime backbone a numpy array), so ``torch.cat`` alone failed on the others (issue 21). A tuple is
+    a fused detector's batch (one per part, ``avatar_stack``): merged part by part. None when no probe runs
+    (face signals only)."""
     first = batches[0]
     if first is None:
         return None
+    if isinstance(first, tuple):
+        return tuple(concat_batches([batch[i] for batch in batches]) for i in range(len(first)))
     if isinstance(first, list):
         return [item for batch in batches for item in batch]
     if isinstance(first, np.ndarray):
