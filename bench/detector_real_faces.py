@@ -174,9 +174,9 @@ def cached(cache: Path, name: str, items: list[Item], compute) -> dict[str, np.n
     path = cache / f"{name}-v{CACHE_VERSION}.npz"
     have: dict[str, dict[str, np.ndarray]] = {}
     if path.is_file():
-        data = np.load(path, allow_pickle=False)
-        keys = [k for k in data.files if k != "sha"]
-        have = {sha: {k: data[k][i] for k in keys} for i, sha in enumerate(data["sha"].tolist())}
+        with np.load(path, allow_pickle=False) as data:  # each data[key] reads the file again: read once
+            arrays = {k: data[k] for k in data.files}
+        have = {sha: {k: v[i] for k, v in arrays.items() if k != "sha"} for i, sha in enumerate(arrays["sha"].tolist())}
     todo = [it for it in items if it.sha256 not in have]
     if todo:
         print(f"embedding {len(todo)} images for {name} ({len(items) - len(todo)} cached)", file=sys.stderr)
@@ -363,14 +363,16 @@ AUGMENTATIONS = {"none": None, "univfd": Augmentation(),  # UnivFD: blur and JPE
 
 
 def with_train_views(data: Data, cache: Path, embedder: Embedder, name: str) -> Data:
-    """The data with the train split's rows replaced by its augmented views (``name``)."""
+    """The data with the train split's CLIP rows replaced by their augmented views (``name``)."""
     if AUGMENTATIONS[name] is None:
         return data
     mask = data.split == "train"
     train_items = [it for it, m in zip(data.items, mask) if m]
-    sub = embeddings(cache, embedder, "clean", train_items, data.side, (name, AUGMENTATIONS[name]))
+    # the CLIP probe's views only: the dlib-face head keeps the clean ones (its faces cost four times as much)
+    sub = cached(cache, f"clip-train-{name}-side{data.side or 0}", train_items,
+                 partial(embedder.clip_run, "clean", data.side, AUGMENTATIONS[name]))
     out = {k: v.copy() for k, v in data.feats.items()}
-    for k in out:
+    for k in sub:
         out[k][mask] = sub[k]
     return Data(data.items, data.feats, out, data.side)
 
