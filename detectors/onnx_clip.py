@@ -146,6 +146,9 @@ class OnnxClipBackbone:
         if self.threads:
             options.intra_op_num_threads = int(self.threads)
         options.log_severity_level = 3
+        # no busy-waiting between forward passes: the score stage's decode workers need those cores
+        # (docs/benchmarks.md measures both settings)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if (self.wanted_device or "cuda").startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")

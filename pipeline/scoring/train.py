@@ -161,8 +161,8 @@ STACK_MODEL = "avatar-stack"  # train-probe --model avatar-stack: the fused dete
 def train_stack_from_images(settings: Settings, images: list[LabelledImage], feature: str, target_fpr: float,
                             eye_exempt: tuple[str, ...] = ()) -> Any:
     """Embed every image once in the stack's layout (CLIP feature, face descriptor, eye distance; each part's
-    own input view), then ``fit_avatar_stack``. No training augmentation: it was measured not to help the
-    shipped stack's held-out figures (docs/detectors.md)."""
+    own input view), then ``fit_avatar_stack``. No training augmentation: measured, it broke the FPR
+    target on sources the shipped stack had seen (docs/detectors.md, "Choices measured")."""
     import numpy as np
 
     from detectors.avatar_stack import AvatarStack, clip_width, fit_avatar_stack
