@@ -88,7 +88,7 @@ def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, 
     if resolved is not None and not (detector or settings.detector) and is_shipped(resolved):
         params["detector"] = f"shipped:{SHIPPED_DETECTOR}"
         params["notes"] = [SHIPPED_NOTE]
-        log.warning("%s", SHIPPED_NOTE)
+        log.info("%s", SHIPPED_NOTE)
     if warnings:
         params["detector"] = None
         params["warnings"] = warnings

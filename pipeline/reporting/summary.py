@@ -54,6 +54,11 @@ def detector_lines(info: dict[str, Any] | None) -> list[str]:
     if measured.get("tpr_by_generator") or measured.get("fpr_by_real_source"):
         lines.append(f"    measured TPR by generator: {rates_text(measured['tpr_by_generator'])}")
         lines.append(f"    measured FPR by real source: {rates_text(measured['fpr_by_real_source'])}")
+        left_out = {key: {name: rates["left_out"] for name, rates in per.items() if "left_out" in rates}
+                    for key, per in (measured.get("by_condition") or {}).items()}
+        if any(left_out.values()):  # the figures for data unlike any it was trained on
+            lines.append(f"    left out of training, TPR: {rates_text(left_out.get('tpr_by_generator', {}))}; "
+                         f"FPR: {rates_text(left_out.get('fpr_by_real_source', {}))}")
     elif measured.get("overall"):
         overall = measured["overall"]
         lines.append("    measured " + ", ".join(f"{k.upper()} {v:.2f}" for k, v in overall.items()))
