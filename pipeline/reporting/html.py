@@ -353,11 +353,13 @@ def _rates_table(header: str, rates: dict[str, float], conditions: dict[str, dic
     if not conditions:
         rows = "".join(f'<tr><td>{e(name)}</td><td class="num">{rate:.3f}</td></tr>' for name, rate in rates.items())
         return f"<table><tr><th>{e(header)}</th><th>rate</th></tr>{rows}</table>"
-    columns = list(dict.fromkeys(c for per in conditions.values() for c in per))
+    # the conditions on seen sources first, then "left out of training" (the figure for data it never saw)
+    columns = sorted(dict.fromkeys(c for per in conditions.values() for c in per), key=lambda c: c == "left_out")
     rows = "".join(f"<tr><td>{e(name)}</td>" + "".join(
         f'<td class="num">{"" if per.get(c) is None else f"{per[c]:.3f}"}</td>' for c in columns) + "</tr>"
         for name, per in conditions.items())
-    return f"<table><tr><th>{e(header)}</th>{''.join(f'<th>{e(c)}</th>' for c in columns)}</tr>{rows}</table>"
+    names = {"left_out": "left out of training"}
+    return f"<table><tr><th>{e(header)}</th>{''.join(f'<th>{e(names.get(c, c))}</th>' for c in columns)}</tr>{rows}</table>"
 
 
 def detector_section(run: dict[str, Any]) -> str:
