@@ -25,9 +25,13 @@ from pipeline.airflow.tasks import default_args
         "real_dir": Param("", type="string", minLength=1, description="folder of real images"),
         "fake_dir": Param("", type="string", minLength=1, description="folder of generated images"),
         "model": Param("ViT-L-14", type="string",
-                       description="open_clip model name, clip-vit-b16 (the offline CLIP ONNX), or dlib-face"),
+                       description="open_clip model name, clip-vit-b16 (the offline CLIP ONNX), dlib-face, or "
+                                   "avatar-stack (the fused detector, as the shipped one)"),
         "feature": Param(None, type=["null", "string"], enum=[None, "cls", "embeds", "patch_mean"],
-                         description="clip-vit-b16 only: which feature the probe reads"),
+                         description="clip-vit-b16 and avatar-stack: which CLIP feature the probe reads"),
+        "eye_exempt": Param([], type="array", items={"type": "string"},
+                            description="avatar-stack: real sources aligned like StyleGAN (FFHQ), left out of the "
+                                        "stack's fit and threshold"),
         "weights": Param("openai", type=["null", "string"],
                          description="pretrained tag, checkpoint file, local-dir:FOLDER, or random:SEED; "
                                      "ignored for dlib-face, which has no weights to choose"),
@@ -59,8 +63,9 @@ def profile_audit_train_probe():
                                     jpeg_quality=parse_range(p["jpeg_quality"], "jpeg_quality"),
                                     reencode_quality=parse_range(p["reencode_quality"], "reencode_quality"))
         result = train_probe(airflow_settings(), Path(p["real_dir"]), Path(p["fake_dir"]), model=p["model"],
-                             weights=None if p["model"] in ("dlib-face", "clip-vit-b16") else p["weights"],
+                             weights=None if p["model"] in ("dlib-face", "clip-vit-b16", "avatar-stack") else p["weights"],
                              target_fpr=p["target_fpr"], promote=p["promote"], feature=p.get("feature"),
+                             eye_exempt=tuple(p.get("eye_exempt") or ()),
                              calibration=p["calibration"], augmentation=augmentation, normalize=p["normalize"],
                              preprocess=p["preprocess"])
         return {"detector_id": result.detector_id, "path": str(result.path), "metrics": result.metrics}
