@@ -111,22 +111,27 @@ class Embedder:
         self.workers = workers
 
     @staticmethod
-    def view(condition: str, item: Item, augment: Augmentation | None, side: int | None = None) -> Image.Image:
-        image = CONDITIONS[condition](decode_image(item.path.read_bytes())[1], item.sha256)
-        if augment is not None:  # training views: the augmentation, then the canonical view
+    def decoded(condition: str, item: Item) -> Image.Image:
+        """The image's pixels under ``condition``: what the eye test reads, as in the score stage."""
+        return CONDITIONS[condition](decode_image(item.path.read_bytes())[1], item.sha256)
+
+    @staticmethod
+    def view(image: Image.Image, item: Item, augment: Augmentation | None, side: int | None = None) -> Image.Image:
+        """What a probe's backbone sees: training views are the augmentation, then the canonical view."""
+        if augment is not None:
             image = augment.training_view(image, item.sha256)
         return canonical_reencode(image, DEFAULT_REENCODE_QUALITY, side)
 
     def clip_inputs(self, condition: str, side: int | None, augment: Augmentation | None, items: list[Item]) -> np.ndarray:
-        return self.clip.tensors([self.view(condition, it, augment, side) for it in items])
+        return self.clip.tensors([self.view(self.decoded(condition, it), it, augment, side) for it in items])
 
     def face_inputs(self, condition: str, augment: Augmentation | None, items: list[Item]) -> tuple[list, np.ndarray]:
         chips, dist = [], []
         for it in items:
-            image = CONDITIONS[condition](decode_image(it.path.read_bytes())[1], it.sha256)
-            signal = self.eye.analyze([image])[0]  # the eye test reads the decoded pixels, as in the score stage
+            image = self.decoded(condition, it)  # decoded once for the eye test and the face chip
+            signal = self.eye.analyze([image])[0]
             dist.append(np.nan if signal.eye_alignment_distance is None else signal.eye_alignment_distance)
-            chips.append(self.face.chip(self.view(condition, it, augment)))
+            chips.append(self.face.chip(self.view(image, it, augment)))
         return chips, np.asarray(dist, dtype=np.float32)
 
     def clip_run(self, condition: str, side: int | None, augment: Augmentation | None, items: list[Item]) -> dict:

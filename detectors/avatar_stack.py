@@ -105,28 +105,31 @@ class AvatarStack(EmbeddingDetector):
 
     def inputs(self, embeddings: np.ndarray) -> np.ndarray:
         clip, face, distance = self.split(np.asarray(embeddings, dtype=np.float64))
-        face_logits = np.full(len(face), np.nan)
-        found = ~np.isnan(face).any(axis=1)
-        face_logits[found] = self.face.logits(face[found])
-        return stack_inputs(self.clip.logits(clip), face_logits, distance, self.eye.threshold)
+        return stack_inputs(self.clip.logits(clip), face_logits(self.face, face), distance, self.eye.threshold)
 
-    def parts(self, embeddings: np.ndarray) -> list[dict[str, float]]:
-        """Each part's contribution to the stack's logit, per image (the face part includes no-face)."""
-        x = self.inputs(embeddings)
-        w = np.array([self.coef[name] for name in STACK_INPUTS])
-        terms = x * w
+    def terms(self, embeddings: np.ndarray) -> np.ndarray:
+        """Each stack input times its coefficient: the logit is their sum plus the intercept."""
+        return self.inputs(embeddings) * np.array([self.coef[name] for name in STACK_INPUTS])
+
+    @staticmethod
+    def _sigmoid(terms: np.ndarray, intercept: float) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-np.clip(terms.sum(axis=1) + intercept, -500, 500)))
+
+    def _parts(self, terms: np.ndarray) -> list[dict[str, float]]:
         return [{"clip": round(float(t[0]), 3), "face": round(float(t[1] + t[2]), 3), "eye": round(float(t[3]), 3),
                  "bias": round(float(self.intercept), 3)} for t in terms]
 
+    def parts(self, embeddings: np.ndarray) -> list[dict[str, float]]:
+        """Each part's contribution to the stack's logit, per image (the face part includes no-face)."""
+        return self._parts(self.terms(embeddings))
+
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
-        x = self.inputs(embeddings)
-        z = x @ np.array([self.coef[name] for name in STACK_INPUTS]) + self.intercept
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
+        return self._sigmoid(self.terms(embeddings), self.intercept)
 
     def score_embeddings(self, embeddings: np.ndarray) -> list[ImageScore]:
-        probs = self.probabilities(embeddings)
+        terms = self.terms(embeddings)  # once: the probability and the parts come from the same terms
         out = []
-        for p, part in zip(probs, self.parts(embeddings)):
+        for p, part in zip(self._sigmoid(terms, self.intercept), self._parts(terms)):
             named = ", ".join(f"{PART_LABELS[k]} {v:+.2f}" for k, v in part.items() if k != "bias")
             out.append(ImageScore(float(p), bool(p >= self.threshold),
                                   f"avatar stack p={p:.3f} {'>=' if p >= self.threshold else '<'} threshold "
@@ -182,7 +185,6 @@ def fit_avatar_stack(clip_spec: Any, face_spec: Any, embedded: dict[str, np.ndar
     and threshold, since they would teach it that aligned eyes mean nothing; the heads still train on them.
     """
     from detectors.clip_probe import fit_probe, source_weights, threshold_for_every_source
-
     from detectors.face_backbone import DESCRIPTOR_DIM
 
     clip_dim = clip_width(clip_spec)

@@ -13,6 +13,7 @@ response on a glove or a pattern does not turn a portrait into a group photo.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import threading
 from collections.abc import Sequence
@@ -100,8 +101,6 @@ def find_faces(rgb: np.ndarray, folder: Path | None = None, upsample: Sequence[i
     The HOG detector costs about as much as a CLIP forward pass, and in the score stage two detectors may ask
     for the faces of the same decoded pixels (the avatar stack's eye test, then the face signals): the last
     ``RECENT_FACES`` answers of this thread are kept, keyed by a hash of the pixels and the options."""
-    import hashlib
-
     rgb = np.ascontiguousarray(rgb)
     key = (hashlib.blake2b(rgb.data, digest_size=16).digest(), rgb.shape, str(folder), tuple(upsample),
            extra_face_score)

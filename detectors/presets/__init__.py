@@ -136,11 +136,17 @@ def shipped_detector(name: str = SHIPPED_DETECTOR) -> object:
     return read_detector_file(path)
 
 
-def is_shipped(detector: object, name: str = SHIPPED_DETECTOR) -> bool:
-    """Whether ``detector`` is the shipped one (same content, so the same id)."""
+def shipped_detector_id(name: str = SHIPPED_DETECTOR) -> str | None:
+    """The shipped detector's recorded id, without building it; None when the file is missing or unreadable."""
     import json
 
-    path = shipped_detector_path(name)
-    if not path.is_file():
-        return False
-    return json.loads(path.read_text(encoding="utf-8")).get("id") == getattr(detector, "id", None)
+    try:
+        return json.loads(shipped_detector_path(name).read_text(encoding="utf-8")).get("id")
+    except (OSError, ValueError):
+        return None
+
+
+def is_shipped(detector: object, name: str = SHIPPED_DETECTOR) -> bool:
+    """Whether ``detector`` is the shipped one (same content, so the same id)."""
+    shipped = shipped_detector_id(name)
+    return shipped is not None and shipped == getattr(detector, "id", None)

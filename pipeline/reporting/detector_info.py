@@ -10,7 +10,6 @@ real: such a detector is labelled "not a real detector" wherever its labels are 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import sqlalchemy as sa
@@ -43,16 +42,6 @@ def _backbone_id(backbone: dict[str, Any]) -> str:
 
 def _is_random(backbone: dict[str, Any]) -> bool:
     return str(backbone.get("weights") or "").startswith("random:")
-
-
-def _shipped_id() -> str | None:
-    from detectors.presets import shipped_detector_path
-
-    path = shipped_detector_path()
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("id")
-    except (OSError, ValueError):
-        return None
 
 
 RATE_KEYS = ("tpr_by_generator", "fpr_by_real_source")
@@ -126,7 +115,9 @@ def detector_info(saved: dict[str, Any], run_params: dict[str, Any] | None = Non
     training = spec.get("training") or {}
     backbones = _backbones(saved)
     real = not any(_is_random(b) for b in backbones)
-    shipped = bool(saved.get("id")) and saved.get("id") == _shipped_id()
+    from detectors.presets import shipped_detector_id
+
+    shipped = bool(saved.get("id")) and saved.get("id") == shipped_detector_id()
     name = KIND_NAMES.get(kind, kind.replace("_", " "))
     if kind == "clip_probe" and backbones:
         name += f" on {backbones[0].get('model') or backbones[0].get('kind') or 'open_clip'}"

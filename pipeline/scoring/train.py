@@ -145,7 +145,6 @@ def _save(settings: Settings, probe: Any, images: list[LabelledImage], promote: 
           skipped: list[str]) -> TrainResult:
     ensure_schema(settings)
     manifest = training_manifest(images)
-    probe.training["data_manifest_sha256"] = manifest_sha256(manifest)
     path = register_detector(settings, probe, promote=promote, manifest=manifest)
     manifest_path = path.with_suffix(".manifest.csv")
     if out is not None:
@@ -210,4 +209,5 @@ def train_stack_from_images(settings: Settings, images: list[LabelledImage], fea
               for name in sorted(set(sources[test][labels[test] == label].tolist()))}
         for label, key in ((0, "test_fpr_by_real_source"), (1, "test_tpr_by_generator"))}
     stack.training["sources"] = sorted(set(sources.tolist()))
+    stack.training["data_manifest_sha256"] = manifest_sha256(training_manifest(images))
     return stack
