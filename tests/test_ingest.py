@@ -52,14 +52,14 @@ def test_bad_rows_are_quarantined_and_valid_rows_kept(tmp_path):
     body = body.replace(b"caf\xe9", "caf\u00e9 \u2713".encode() + b"\xe9")  # mixed: UTF-8 elsewhere, one stray byte
     records, rejected = read(write(tmp_path, body))
     # duplicates are found by the ingest stage in the database (test_ingest_quarantines_duplicates...)
-    assert [r.account_id for r in records] == ["1", "1", "9"]
+    assert [r.account_id for r in records] == ["1", "5", "6", "1", "9"]
+    # one stray byte or NUL in one field repairs that field (issue 24): the record is kept, never the export lost
+    assert records[1].bio == "caf\u00e9 \u2713\ufffd" and records[2].bio == "ab"
     reasons = {r.locator: r.reason for r in rejected}
     assert reasons == {
         "line 3": "platform and account_id are required",
         "line 4": "followers 'many' is not a whole number",
         "line 5": "created_at 'yesterday' is not a date (expected ISO 8601 or YYYY-MM-DD)",
-        "line 6": "bio is not valid UTF-8",
-        "line 7": "bio contains a NUL byte",
         "line 9": "more cells than header columns (broken quoting?)",
     }
     assert all(r.source_file == "manifest.csv" and len(r.excerpt) <= 500 for r in rejected)

@@ -9,6 +9,8 @@ database, where the first occurrence wins and the others are quarantined naming 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import time
 import zipfile
 from dataclasses import dataclass
@@ -24,7 +26,9 @@ from pipeline.core.progress import progress
 from pipeline.errors import UserError
 from pipeline.ingest import quarantine
 from pipeline.ingest.archives import UnsafeMember
+from pipeline.ingest.ledger import IngestLedger, counting
 from pipeline.ingest.readers import AccountRecord, ExportDate, ExportReader, PostRecord, Rejection, resolve_reader
+from pipeline.ingest.readers.base import Ignored
 from pipeline.ingest.readers.base import APPROXIMATE_ID, FieldError
 from pipeline.ingest.readers.files import ExportFiles
 
@@ -41,12 +45,16 @@ _STAGE_ACCOUNTS = ("seq", "account_key", "platform", "account_id", *SNAPSHOT_COL
 _STAGE_POSTS = ("seq", "account_key", *POST_COLUMNS)
 
 
+log = logging.getLogger(__name__)
+
+
 @dataclass(frozen=True)
 class IngestResult:
     export_format: str
     accounts: int
     rejected: int
     posts: int = 0
+    warnings: tuple[str, ...] = ()  # the ledger's: files that do not balance, or that yielded nothing
 
 
 def ingest_export(settings: Settings, run_key: str, export_path: Path, fmt: str = "auto",
@@ -58,7 +66,7 @@ def ingest_export(settings: Settings, run_key: str, export_path: Path, fmt: str 
     does not depend on the order a backfill ran its days in.
     """
     reader = resolve_reader(export_path, fmt)
-    with transaction(settings) as conn:
+    with transaction(settings) as conn, counting() as ledger:
         conn.execute(sa.text("set local work_mem = '128MB'"))  # the distinct-on sort of the accounts stays in memory
         posts_stage = _create_staging(conn, run_key)
         quarantine.clear_stage(conn, run_key, "ingest")
@@ -67,6 +75,9 @@ def ingest_export(settings: Settings, run_key: str, export_path: Path, fmt: str 
         rejected: list[Rejection] = []
         stated: ExportDate | None = None
         for seq, item in enumerate(progress(_read_or_explain(reader, export_path), desc="ingest", unit="rec")):
+            ledger.take(item)
+            if isinstance(item, Ignored):
+                continue
             if isinstance(item, ExportDate):
                 stated = item if stated is None or item.at > stated.at else stated
             elif isinstance(item, AccountRecord):
@@ -92,7 +103,44 @@ def ingest_export(settings: Settings, run_key: str, export_path: Path, fmt: str 
         n_accounts, n_posts = _publish(conn, run_key, posts_stage)
         _record_export_date(conn, run_key, export_path, stated, n_accounts)
         n_rejected = quarantine.count_stage(conn, run_key, "ingest")
-    return IngestResult(reader.name, n_accounts, n_rejected, n_posts)
+        warnings = _record_ledger(conn, run_key, ledger)
+    for line in warnings:
+        log.warning("%s", line)
+    return IngestResult(reader.name, n_accounts, n_rejected, n_posts, tuple(warnings))
+
+
+def _record_ledger(conn: sa.Connection, run_key: str, ledger: IngestLedger) -> list[str]:
+    """Settle the ledger with the rows the database kept per file, store it (replacing the run's previous
+    one) and return its warnings."""
+    k = {"k": run_key}
+    stored: dict[str, int] = {}
+    for sql in ("select source_file, count(*) from account_snapshots where run_key = :k group by 1",
+                "select source_file, count(*) from posts where run_key = :k group by 1"):
+        for name, n in conn.execute(sa.text(sql), k):
+            stored[name] = stored.get(name, 0) + n
+    quarantined = dict(conn.execute(sa.text(
+        "select source_file, count(*) from quarantine where run_key = :k and stage = 'ingest' group by 1"), k).all())
+    ledger.settle(stored, quarantined)
+    conn.execute(sa.text("delete from ingest_ledger where run_key = :k"), k)
+    rows = [{"k": run_key, "f": name, "seen": e.seen, "inferred": e.inferred, "stored": e.stored,
+             "quarantined": e.quarantined, "ignored": json.dumps(dict(sorted(e.ignored.items()))),
+             "repaired": e.repaired, "balanced": e.gap() == 0} for name, e in sorted(ledger.files.items())]
+    if rows:
+        conn.execute(sa.text(
+            "insert into ingest_ledger (run_key, source_file, seen, inferred, stored, quarantined, ignored, repaired,"
+            " balanced) values (:k, :f, :seen, :inferred, :stored, :quarantined, cast(:ignored as jsonb), :repaired,"
+            " :balanced)"), rows)
+    return ledger.warnings()
+
+
+def load_ledger(conn: sa.Connection, run_key: str) -> dict[str, dict]:
+    """The run's ingest ledger, file -> counts, as the summary and the report show it."""
+    rows = conn.execute(sa.text(
+        "select source_file, seen, inferred, stored, quarantined, ignored, repaired, balanced from ingest_ledger"
+        " where run_key = :k order by source_file"), {"k": run_key})
+    return {r.source_file: {"seen": r.seen, "inferred": r.inferred, "stored": r.stored, "quarantined": r.quarantined,
+                            "ignored": dict(r.ignored or {}), "repaired": r.repaired, "balanced": r.balanced}
+            for r in rows}
 
 
 def _read_or_explain(reader: ExportReader, export_path: Path) -> Iterator[AccountRecord | PostRecord | Rejection]:
@@ -101,6 +149,11 @@ def _read_or_explain(reader: ExportReader, export_path: Path) -> Iterator[Accoun
         yield from reader.read(export_path)
     except (FieldError, UnsafeMember, OSError, UnicodeError, zipfile.BadZipFile) as exc:
         raise UserError(f"cannot read {export_path} as {reader.name}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a reader bug: one line here, the traceback in the log
+        log.warning("reader %s failed on %s", reader.name, export_path, exc_info=True)
+        raise UserError(f"cannot read {export_path} as {reader.name}: unexpected {type(exc).__name__}: "
+                        f"{str(exc)[:200]} (a reader bug: the traceback is in the log; please report it with "
+                        "the file)") from None
 
 
 def _resolve_approximate_ids(conn: sa.Connection, posts_stage: str) -> None:

@@ -8,6 +8,7 @@ excerpts are cut to the same ``EXCERPT_CHARS`` here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -70,3 +71,25 @@ def list_quarantine(settings: Settings, run_key: str) -> list[dict[str, str]]:
             {"k": run_key},
         )
         return [dict(row._mapping) for row in rows]
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|\([^()]*\)")
+_VALUE = re.compile(r"\b[\w.-]+:[^\s,;]+|\b\d[\w.:+-]*")  # account keys, ids, numbers, dates
+
+
+def reason_kind(reason: str) -> str:
+    """A quarantine reason without the values in it ('duplicate account twitter:12 (first at ...)' ->
+    'duplicate account …'), so reasons can be counted by kind."""
+    text = _VALUE.sub("…", _QUOTED.sub("…", reason))
+    text = re.sub(r"…(\s*…)+", "…", re.sub(r"\s+", " ", text)).strip()
+    return text[:100]
+
+
+def reasons_by_kind(conn: Connection, run_key: str) -> dict[str, int]:
+    """The run's quarantine rows counted by stage and reason kind, most first."""
+    counts: dict[str, int] = {}
+    for stage, reason in conn.execute(sa.text("select stage, reason from quarantine where run_key = :k"),
+                                      {"k": run_key}):
+        key = f"{stage}: {reason_kind(reason)}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -8,6 +8,9 @@ import sqlalchemy as sa
 
 from pipeline.config import Settings
 from pipeline.core.db import transaction
+from pipeline.ingest.ledger import ledger_warnings
+from pipeline.ingest.load import load_ledger
+from pipeline.ingest.quarantine import reasons_by_kind
 from pipeline.reporting.detector_info import load_detector_info, rates_text
 
 if TYPE_CHECKING:
@@ -33,11 +36,18 @@ def summarize_run(settings: Settings, run_key: str) -> dict[str, Any]:
                 "select edge_type, count(*) from edges where run_key = :k group by 1 order by 1"), {"k": run_key}).all()),
             "clusters": one("select count(*) from clusters where run_key = :k"),
             "flags": one("select count(*) from flags where run_key = :k"),
+            "quarantined_by_reason": reasons_by_kind(conn, run_key),
+            # per export file: units seen, stored, quarantined, ignored by reason (docs/formats.md, "The ledger")
+            "ingest": {"ledger": load_ledger(conn, run_key)},
             "warnings": list((run.params or {}).get("warnings", [])),  # e.g. images not scored: no detector
             "notes": list((run.params or {}).get("notes", [])),  # e.g. scored by the shipped detector
             # which detector labelled the avatars, whether it is real, what was measured on it
             "detector": load_detector_info(conn, run.detector_id, run.params or {}),
         }
+    ledger = summary["ingest"]["ledger"]
+    summary["ingest"]["warnings"] = ledger_warnings(
+        {name: {**row, "ignored": row["ignored"]} for name, row in ledger.items()})
+    summary["warnings"] += summary["ingest"]["warnings"]
     return summary
 
 

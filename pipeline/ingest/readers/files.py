@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Iterator
 
+from pipeline.ingest import ledger
 from pipeline.ingest.archives import ExportSource
 from pipeline.ingest.readers.base import Rejection, zip_ref
 from pipeline.ingest.readers.textio import open_text
@@ -98,6 +99,7 @@ class ExportFiles:
         """Members refused by their name (zip-slip, absolute, symlink), as quarantine rows."""
         self.names()
         for raw_name, reason in self.source.unsafe:
+            ledger.saw(self.source.label)  # the member is a unit of the archive, refused by its name
             yield Rejection.of(self.source.label, f"member {raw_name[:200]}", reason, raw_name)
 
     def modified(self) -> datetime:

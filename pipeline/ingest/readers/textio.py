@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
+from pipeline.ingest import ledger
 from pipeline.ingest.readers.base import EXCERPT_CHARS, MAX_FIELD_CHARS, FieldError, Rejection
 
 SNIFF_BYTES = 1 << 20
@@ -55,7 +56,26 @@ def open_text(binary: IO[bytes]) -> IO[str]:
     return io.TextIOWrapper(buffered, encoding=encoding, errors="surrogateescape", newline="")
 
 
+def counted(source: str, units: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+    """Each (locator, unit) counted as seen in the ingest ledger; the file is registered even when it has none.
+    A lone JSON value (NotAnArray) is one unit too: the reader takes it as a record or rejects it."""
+    ledger.saw(source, 0)
+    try:
+        for unit in units:
+            ledger.saw(source)
+            yield unit
+    except NotAnArray:
+        ledger.saw(source)
+        raise
+
+
 def csv_rows(fh: IO[str], source: str, required: Iterable[str]) -> Iterator[tuple[str, dict[str, Any] | Rejection]]:
+    """(locator, row) for each CSV record, or (locator, Rejection) for a record that cannot be read;
+    each counted as seen in the ingest ledger."""
+    return counted(source, _csv_rows(fh, source, required))
+
+
+def _csv_rows(fh: IO[str], source: str, required: Iterable[str]) -> Iterator[tuple[str, dict[str, Any] | Rejection]]:
     """(locator, row) for each CSV record, or (locator, Rejection) for a record that cannot be read.
 
     Quoted fields may span lines (the locator is the record's first line). Broken quoting shows up
@@ -209,6 +229,12 @@ def _skip_ws(buf: str, pos: int) -> int:
 
 def json_records(fh: IO[str], source: str, start_at: str | None = None, chunk: int = 1 << 20,
                  array_only: bool = False) -> Iterator[tuple[str, Any]]:
+    """`_json_records`, each record (or Rejection) counted as seen in the ingest ledger."""
+    return counted(source, _json_records(fh, source, start_at, chunk, array_only))
+
+
+def _json_records(fh: IO[str], source: str, start_at: str | None = None, chunk: int = 1 << 20,
+                  array_only: bool = False) -> Iterator[tuple[str, Any]]:
     """(locator, value) per record of a JSON array or of JSON lines, reading ``chunk`` characters at a time.
 
     ``start_at`` skips a JavaScript prefix up to and including that marker (``window.YTD.x.part0 =``). A
