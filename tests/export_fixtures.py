@@ -324,48 +324,132 @@ def write_bluesky_car(path: Path, did: str = BSKY_DID_A) -> Path:
 
 
 # --- Mastodon account archive ---------------------------------------------------------------------------
+# The shape Mastodon's BackupService writes (one-line JSON, Oj.dump): actor.json, outbox.json (an
+# OrderedCollection whose totalItems, the account's statuses_count, comes before orderedItems), likes.json,
+# bookmarks.json, avatar and header files, and media under media_attachments/files/.
 
 MASTO_ACTOR = "https://mastodon.social/users/ana"
 MASTO_BOOSTED = "https://fosstodon.org/users/bob/statuses/111"
+MASTO_PUBLIC = "https://www.w3.org/ns/activitystreams#Public"
+MASTO_CONTEXT = ["https://www.w3.org/ns/activitystreams", {
+    "ostatus": "http://ostatus.org#", "atomUri": "ostatus:atomUri", "inReplyToAtomUri": "ostatus:inReplyToAtomUri",
+    "conversation": "ostatus:conversation", "sensitive": "as:sensitive", "toot": "http://joinmastodon.org/ns#",
+    "votersCount": "toot:votersCount", "blurhash": "toot:blurhash",
+    "focalPoint": {"@container": "@list", "@id": "toot:focalPoint"}, "Hashtag": "as:Hashtag"}]
+MASTO_ACTOR_CONTEXT = ["https://www.w3.org/ns/activitystreams", "https://w3id.org/security/v1", {
+    "manuallyApprovesFollowers": "as:manuallyApprovesFollowers", "toot": "http://joinmastodon.org/ns#",
+    "featured": {"@id": "toot:featured", "@type": "@id"}, "featuredTags": {"@id": "toot:featuredTags", "@type": "@id"},
+    "alsoKnownAs": {"@id": "as:alsoKnownAs", "@type": "@id"}, "schema": "http://schema.org#",
+    "PropertyValue": "schema:PropertyValue", "value": "schema:value", "discoverable": "toot:discoverable",
+    "indexable": "toot:indexable", "memorial": "toot:memorial", "focalPoint": {"@container": "@list",
+                                                                                "@id": "toot:focalPoint"}}]
 
 
-def mastodon_archive_members(actor: str = MASTO_ACTOR, avatar: str = "avatar.png") -> dict[str, bytes]:
-    person = {"@context": ["https://www.w3.org/ns/activitystreams"], "id": actor, "type": "Person",
-              "preferredUsername": actor.rsplit("/", 1)[-1], "name": "Ana", "summary": "<p>Investigadora</p>",
-              "url": actor.replace("/users/", "/@"), "published": "2019-03-01T00:00:00Z",
-              "icon": {"type": "Image", "mediaType": "image/png", "url": avatar}}
-    items = [
-        {"id": f"{actor}/statuses/1/activity", "type": "Create", "actor": actor, "published": "2024-05-01T10:00:00Z",
-         "object": {"id": f"{actor}/statuses/1", "type": "Note", "published": "2024-05-01T10:00:00Z",
-                    "content": '<p>Mirad <a href="https://news.example/a" rel="nofollow">news.example/a</a> '
-                               '<a href="https://mastodon.social/tags/clima" class="mention hashtag" rel="tag">'
-                               '#<span>clima</span></a></p>',
-                    "tag": [{"type": "Hashtag", "name": "#Clima", "href": "https://mastodon.social/tags/clima"}]}},
-        {"id": f"{actor}/statuses/2/activity", "type": "Create", "actor": actor, "published": "2024-05-02T10:00:00Z",
-         "object": {"id": f"{actor}/statuses/2", "type": "Note", "published": "2024-05-02T10:00:00Z",
-                    "inReplyTo": MASTO_BOOSTED, "content": "<p>de acuerdo</p>", "tag": []}},
-        {"id": f"{actor}/statuses/3/activity", "type": "Announce", "actor": actor, "published": "2024-05-03T10:00:00Z",
-         "object": MASTO_BOOSTED},
-        {"id": f"{actor}#likes/1", "type": "Like", "object": MASTO_BOOSTED},
-        {"id": f"{actor}/statuses/4/activity", "type": "Create", "published": "2024-05-04T10:00:00Z",
-         "object": {"type": "Note", "content": "<p>no id</p>"}},
-    ]
-    outbox = {"@context": "https://www.w3.org/ns/activitystreams", "id": "outbox.json", "type": "OrderedCollection",
-              "totalItems": len(items), "orderedItems": items}
+def mastodon_actor(actor: str = MASTO_ACTOR, avatar: str = "avatar.png") -> dict:
+    """actor.json: the account's ActivityPub Person, its icon and image renamed to the archive's files."""
+    user = actor.rsplit("/", 1)[-1]
     return {
-        "actor.json": json.dumps(person, indent=2).encode(),
-        "outbox.json": json.dumps(outbox, indent=2).encode(),
-        "likes.json": json.dumps({"type": "OrderedCollection", "orderedItems": [MASTO_BOOSTED]}).encode(),
-        avatar: image_bytes((30, 160, 90), "PNG"),
+        "@context": MASTO_ACTOR_CONTEXT, "id": actor, "type": "Person", "following": f"{actor}/following",
+        "followers": f"{actor}/followers", "inbox": f"{actor}/inbox", "outbox": "outbox.json",
+        "featured": f"{actor}/collections/featured", "featuredTags": f"{actor}/collections/tags",
+        "preferredUsername": user, "name": "Ana", "summary": "<p>Investigadora</p>",
+        "url": actor.replace("/users/", "/@"), "manuallyApprovesFollowers": False, "discoverable": True,
+        "indexable": False, "published": "2019-03-01T00:00:00Z", "memorial": False, "devices": f"{actor}/collections/devices",
+        "publicKey": {"id": f"{actor}#main-key", "owner": actor,
+                      "publicKeyPem": "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA\n-----END PUBLIC KEY-----\n"},
+        "tag": [], "attachment": [{"type": "PropertyValue", "name": "Web",
+                                   "value": '<a href="https://ana.example" rel="me nofollow noopener">ana.example</a>'}],
+        "endpoints": {"sharedInbox": actor.split("/users/")[0] + "/inbox"},
+        "icon": {"type": "Image", "mediaType": "image/png", "url": avatar},
+        "image": {"type": "Image", "mediaType": "image/jpeg", "url": "header.jpeg"},
+        "likes": "likes.json", "bookmarks": "bookmarks.json",
     }
 
 
-def write_mastodon_archive(path: Path, as_zip: bool = True) -> Path:
-    """The archive Mastodon's "Request your archive" delivers (a zip), or its unpacked folder."""
-    members = mastodon_archive_members()
+def mastodon_note(actor: str, n: int, content: str, published: str = "2024-05-01T10:00:00Z", *,
+                  in_reply_to: str | None = None, hashtags: tuple[str, ...] = (), media: bool = False,
+                  kind: str = "Note") -> dict:
+    """A Create activity of a status, with every field Mastodon writes (cc, tag, attachment, contentMap, replies
+    with its first CollectionPage, atomUri, conversation, sensitive, url, attributedTo, to)."""
+    status = f"{actor}/statuses/{n}"
+    host = actor.split("/users/")[0]
+    tags = [{"type": "Hashtag", "href": f"{host}/tags/{h.lower()}", "name": f"#{h}"} for h in hashtags]
+    attachment = [{"type": "Document", "mediaType": "image/png",
+                   "url": f"media_attachments/files/112/{n:03d}/000/original/{n:016x}.png", "name": "a chart",
+                   "blurhash": "UBL_:rOpGG-oBUNG,qRj2so|=eE1w^n4S5NH", "focalPoint": [0.0, 0.0],
+                   "width": 48, "height": 48}] if media else []
+    return {
+        "id": f"{status}/activity", "type": "Create", "actor": actor, "published": published,
+        "to": [MASTO_PUBLIC], "cc": [f"{actor}/followers"],
+        "object": {
+            "id": status, "type": kind, "summary": None, "inReplyTo": in_reply_to, "published": published,
+            "url": f"{actor.replace('/users/', '/@')}/{n}", "attributedTo": actor, "to": [MASTO_PUBLIC],
+            "cc": [f"{actor}/followers"], "sensitive": False, "atomUri": status, "inReplyToAtomUri": in_reply_to,
+            "conversation": f"tag:{host.split('//')[1]},2024-05-01:objectId={n}:objectType=Conversation",
+            "content": content, "contentMap": {"es": content}, "attachment": attachment, "tag": tags,
+            "replies": {"id": f"{status}/replies", "type": "Collection",
+                        "first": {"type": "CollectionPage", "next": f"{status}/replies?only_other_accounts=true&page=true",
+                                  "partOf": f"{status}/replies", "items": []}},
+        },
+    }
+
+
+def mastodon_announce(actor: str, n: int, target: str, published: str = "2024-05-03T10:00:00Z") -> dict:
+    """A boost: Mastodon writes its object as the boosted status's URI."""
+    return {"id": f"{actor}/statuses/{n}/activity", "type": "Announce", "actor": actor, "published": published,
+            "to": [MASTO_PUBLIC], "cc": [target.rsplit("/statuses/", 1)[0], f"{actor}/followers"], "object": target}
+
+
+def mastodon_activities(actor: str = MASTO_ACTOR) -> list[dict]:
+    """Two statuses (one a reply), a boost, a Like (not Mastodon's, other servers' outboxes carry them) and
+    a Create whose object has no id (a damaged record)."""
+    damaged = mastodon_note(actor, 4, "<p>no id</p>", "2024-05-04T10:00:00Z")
+    del damaged["object"]["id"]
+    return [
+        mastodon_note(actor, 1, '<p>Mirad <a href="https://news.example/a" rel="nofollow">news.example/a</a> '
+                                '<a href="https://mastodon.social/tags/clima" class="mention hashtag" rel="tag">'
+                                '#<span>clima</span></a></p>', hashtags=("Clima",), media=True),
+        mastodon_note(actor, 2, "<p>de acuerdo</p>", "2024-05-02T10:00:00Z", in_reply_to=MASTO_BOOSTED),
+        mastodon_announce(actor, 3, MASTO_BOOSTED),
+        {"id": f"{actor}#likes/1", "type": "Like", "actor": actor, "object": MASTO_BOOSTED},
+        damaged,
+    ]
+
+
+def mastodon_collection(name: str, items: list, total: int | None = None, context: object = None) -> dict:
+    return {"@context": context or "https://www.w3.org/ns/activitystreams", "id": name, "type": "OrderedCollection",
+            "totalItems": len(items) if total is None else total, "orderedItems": items}
+
+
+def _masto_json(value: object, pretty: bool) -> bytes:
+    return (json.dumps(value, indent=2, ensure_ascii=False) if pretty else
+            json.dumps(value, separators=(",", ":"), ensure_ascii=False)).encode()
+
+
+def mastodon_archive_members(actor: str = MASTO_ACTOR, avatar: str = "avatar.png", activities: list | None = None,
+                             pretty: bool = False, total: int | None = None,
+                             likes: list | None = None, bookmarks: list | None = None) -> dict[str, bytes]:
+    """The archive's files by name; one-line JSON as Mastodon writes it, or pretty-printed."""
+    items = mastodon_activities(actor) if activities is None else activities
+    media = {a["url"] for item in items if isinstance(item, dict) and isinstance(item.get("object"), dict)
+             for a in item["object"].get("attachment") or []}
+    return {
+        "actor.json": _masto_json(mastodon_actor(actor, avatar), pretty),
+        "outbox.json": _masto_json(mastodon_collection("outbox.json", items, total, MASTO_CONTEXT), pretty),
+        "likes.json": _masto_json(mastodon_collection("likes.json", [MASTO_BOOSTED] if likes is None else likes), pretty),
+        "bookmarks.json": _masto_json(mastodon_collection(
+            "bookmarks.json", [f"{MASTO_BOOSTED}0"] if bookmarks is None else bookmarks), pretty),
+        avatar: image_bytes((30, 160, 90), "PNG"),
+        "header.jpeg": image_bytes((200, 200, 200), "JPEG"),
+        **{name: image_bytes((90, 90, 160), "PNG") for name in sorted(media)},
+    }
+
+
+def _write_mastodon_members(path: Path, members: dict[str, bytes], as_zip: bool) -> Path:
+    """The members as a zip at ``path``, or as files under the folder ``path``."""
     if as_zip:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(path, "w") as zf:
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
             for name, data in members.items():
                 zf.writestr(name, data)
         return path
@@ -373,6 +457,12 @@ def write_mastodon_archive(path: Path, as_zip: bool = True) -> Path:
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         (path / name).write_bytes(data)
     return path
+
+
+def write_mastodon_archive(path: Path, as_zip: bool = True, **members) -> Path:
+    """The archive Mastodon's "Request your archive" delivers (a zip), or its unpacked folder;
+    ``members`` as `mastodon_archive_members` takes them (activities, pretty, total, ...)."""
+    return _write_mastodon_members(path, mastodon_archive_members(**members), as_zip)
 
 
 # --- Reddit history listings ------------------------------------------------------------------------------
@@ -409,15 +499,17 @@ def write_reddit_history(root: Path) -> Path:
 
 
 def write_mastodon_archive_stream(root: Path, activities, actor: str = MASTO_ACTOR) -> int:
-    """An unpacked Mastodon archive whose outbox streams ``activities`` to disk (for large outboxes)."""
+    """An unpacked Mastodon archive whose outbox streams ``activities`` to disk (for large outboxes). Its
+    totalItems comes after the array, as the count is known only then (valid JSON: keys have no order)."""
     members = mastodon_archive_members(actor)
     root.mkdir(parents=True, exist_ok=True)
     for name in ("actor.json", "avatar.png"):
         (root / name).write_bytes(members[name])
     count = 0
     with (root / "outbox.json").open("w", encoding="utf-8") as fh:
-        fh.write('{"@context": "https://www.w3.org/ns/activitystreams", "id": "outbox.json",'
-                 ' "type": "OrderedCollection", "orderedItems": [\n')
+        head = {k: v for k, v in mastodon_collection("outbox.json", [], 0, MASTO_CONTEXT).items()
+                if k not in ("totalItems", "orderedItems")}
+        fh.write(json.dumps(head)[:-1] + ', "orderedItems": [\n')
         for activity in activities:
             fh.write((",\n" if count else "") + json.dumps(activity))
             count += 1
