@@ -4,6 +4,7 @@ The timetable is an explicit data interval: the run at 00:00 on D+1 audits day D
 D+1 00:00; as_of = the interval end; run key ``nightly:D``). A backfill's run for D and a manual
 trigger with logical date D audit D too; a trigger without a logical date audits the last complete
 day. A day with no folder is skipped (and recorded as a `skipped` run, which the lineage walks over).
+A day whose export gives no account fails its ingest task (one line; an ad hoc audit only warns).
 The networks and flag stages wait for the previous day's run, so cluster ids and investigator
 statuses are the same whatever order a backfill runs its days in. See docs/airflow.md.
 """
@@ -58,8 +59,9 @@ def profile_audit_nightly():
         if not folder.exists():
             skip_run(ctx, nightly_run_key(day), params, f"no export landed for {day}: {folder} does not exist",
                      predecessor)
+        # a landed day that gives no account is a broken delivery, not a quiet night: ingest fails
         return begin_run(ctx, nightly_run_key(day), str(folder), params, as_of=interval_end(day),
-                         predecessor=predecessor)
+                         predecessor=predecessor, require_accounts=True)
 
     run = begin()
     ingest = stage_task("ingest")(run)

@@ -10,6 +10,7 @@ cannot change what a running run does.
 from __future__ import annotations
 
 import logging
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
@@ -32,6 +33,7 @@ AUTO = "auto"  # begin's predecessor default: the previous nightly day when its 
 SHIPPED_NOTE = (f"no promoted detector: avatars were scored with the shipped face detector {SHIPPED_DETECTOR} "
                 "(CLIP ViT-B/16 probe + dlib-face probe + eye test, trained on public research face sets; its measured "
                 "figures are in docs/detectors.md). Promote your own with `profile-audit promote` to change it")
+ZERO_ACCOUNTS = "the export gave 0 accounts"
 NO_DETECTOR_WARNING = ("no detector: images were not scored (train one with `profile-audit train-probe --promote`, "
                        "run `profile-audit demo`, or pass --detector); signals that need no detector were computed")
 
@@ -51,13 +53,15 @@ def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, 
           detector: str | None, as_of: str | None = None, *, owner: str | None = None,
           predecessor: str | None = AUTO, shard_count: int = 1, airflow: dict[str, Any] | None = None,
           alive: runs.OwnerAlive | None = None, extra_params: dict[str, Any] | None = None,
-          require_detector: bool = False) -> str:
+          require_detector: bool = False, require_accounts: bool = False) -> str:
     """Check the export and the detector before a run row exists, then open (or reopen) the run and pin
     it: the resolved detector id (a .json detector is stored first), params and policy, predecessor,
     shard count.
 
     A named detector that cannot be found is an error now, not after ingest. With none named and none
     promoted, the run goes on without scoring (a warning recorded on the run) unless ``require_detector``.
+    ``require_accounts`` (pinned on the run): an export that gives no account fails the run at ingest
+    (the nightly DAG's rule; else it is a warning, `check_accounts`).
 
     The caller holds the run's lease (`runs.RunLease`) around this call.
     """
@@ -94,12 +98,43 @@ def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, 
         params["warnings"] = warnings
     if as_of:
         params["as_of"] = as_of
+    if require_accounts:
+        params["require_accounts"] = True
     runs.start_run(settings, run_key, str(export_path), reader.name, params, owner=owner,
                    detector_id=resolved.id if resolved is not None else None,
                    predecessor=predecessor, shard_count=shard_count, airflow=airflow, alive=alive)
     log.info("run %s: %s export at %s, detector %s, predecessor %s", run_key, reader.name, export_path,
              resolved.id if resolved is not None else "none", predecessor)
     return run_key
+
+
+def check_accounts(settings: Settings, run_key: str, accounts: int | None) -> None:
+    """An export that gave no account audited nothing: most likely the wrong folder, or a file the reader
+    misread. A warning on the run (the summary, the CLI and the report show it), or, when the run was begun
+    with ``require_accounts``, an error that fails the run in one line."""
+    if accounts is None or accounts > 0:
+        return
+    import json
+
+    import sqlalchemy as sa
+
+    with transaction(settings) as conn:
+        row = conn.execute(sa.text("select params, export_path from runs where run_key = :k for update"),
+                           {"k": run_key}).one()
+        params = dict(row.params or {})
+        quarantined = conn.execute(sa.text("select count(*) from quarantine where run_key = :k and stage = 'ingest'"),
+                                   {"k": run_key}).scalar_one()
+        what = (f"{ZERO_ACCOUNTS} ({quarantined} record{'s' if quarantined != 1 else ''} quarantined); "
+                f"is {row.export_path} the export you meant? `profile-audit quarantine --run-key {shlex.quote(run_key)}` lists "
+                "what was rejected")
+        if params.get("require_accounts"):
+            raise UserError(f"{what}. The run is marked failed (accounts are required)")
+        warning = f"{what}; nothing was audited (--require-accounts makes this an error)"
+        if warning not in params.get("warnings", []):  # a retried ingest task: once
+            params["warnings"] = [*params.get("warnings", []), warning]
+            conn.execute(sa.text("update runs set params = cast(:p as jsonb) where run_key = :k"),
+                         {"p": json.dumps(params, sort_keys=True, default=str), "k": run_key})
+    log.warning("run %s: %s", run_key, warning)
 
 
 def run_stage(ctx: RunContext, stage: str, owner: str | None = None) -> dict[str, Any]:
@@ -110,6 +145,8 @@ def run_stage(ctx: RunContext, stage: str, owner: str | None = None) -> dict[str
     try:
         runs.wait_for_predecessor(ctx.settings, ctx.run_key, stage)
         result = stage_entry(stage).load()(ctx)
+        if stage == "ingest":
+            check_accounts(ctx.settings, ctx.run_key, getattr(result, "accounts", None))
     except BaseException as exc:
         exc.failed_stage = stage  # type: ignore[attr-defined]  # the CLI names it (SIGTERM, Ctrl-C)
         runs.finish_run(ctx.settings, ctx.run_key, {"failed_stage": stage, "error": str(exc)[:500]},
@@ -134,11 +171,13 @@ def audit_export(
     on_stage: Callable[[str, dict[str, Any], float], None] | None = None,
     predecessor: str | None = AUTO,
     require_detector: bool = False,
+    require_accounts: bool = False,
 ) -> dict[str, Any]:
     """Every stage for one export, in order, holding the run's lease throughout. Idempotent per run key.
     Returns the run summary.
 
     ``on_stage(name, result, seconds)`` is called after each stage (the CLI prints progress with it).
+    ``require_accounts``: an export that gives no account fails the run (else a warning; `check_accounts`).
     ``predecessor``: the run this one inherits cluster ids from (default: for ``nightly:D``, ``nightly:D-1``
     when that run exists); its networks and flag stages wait for it.
     """
@@ -148,7 +187,7 @@ def audit_export(
     owner = runs.cli_owner()
     with runs.RunLease(settings, run_key, owner):
         begin(settings, run_key, export_path, fmt, network, detector, as_of, owner=owner, predecessor=predecessor,
-              require_detector=require_detector)
+              require_detector=require_detector, require_accounts=require_accounts)
         ctx = runs.load_context(settings, run_key)
         summary: dict[str, Any] = {}
         stage = STAGE_NAMES[0]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import json
 import logging
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -48,6 +50,52 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
+def _command(args: argparse.Namespace) -> str:
+    """``profile-audit`` with the global flags this invocation was given (--home, --database-url with its
+    password hidden, --airflow-conn), so a suggested next command reaches the same database."""
+    return getattr(args, "cli_prefix", None) or "profile-audit"
+
+
+def _cli_prefix(args: argparse.Namespace) -> str:
+    parts = ["profile-audit"]
+    if args.home:
+        parts += ["--home", args.home]
+    if args.database_url:
+        try:
+            from sqlalchemy.engine import make_url
+
+            url = make_url(args.database_url)
+            shown = url.render_as_string(hide_password=bool(url.password))  # a real password never printed
+        except Exception:  # noqa: BLE001 - a malformed URL is reported by the settings; show it as given
+            shown = args.database_url
+        parts += ["--database-url", shown]
+    if args.airflow_conn:
+        parts += ["--airflow-conn", args.airflow_conn]
+    return shlex.join(parts)
+
+
+def require_run(settings: Any, args: argparse.Namespace, run_key: str) -> None:
+    """An unknown run key is a mistake (a typo, another database), not an empty result: say so in one line."""
+    import sqlalchemy as sa
+
+    from pipeline.core.db import transaction
+
+    with transaction(settings) as conn:
+        found = conn.execute(sa.text("select 1 from runs where run_key = :k"), {"k": run_key}).first()
+    if found is None:
+        raise UserError(f"no run {run_key!r} in this database; `{_command(args)} runs` lists the runs "
+                        "(is --home or --database-url the one the audit used?)")
+
+
+def _report_catcher(found: dict[str, str]) -> Callable[[str, dict[str, Any], float], None]:
+    """print_stage, keeping the report stage's index path to print once the summary is out."""
+    def on_stage(stage: str, result: dict[str, Any], seconds: float) -> None:
+        print_stage(stage, result, seconds)
+        if stage == "report" and result.get("report"):
+            found["report"] = str(result["report"])
+    return on_stage
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from pipeline.core.db import upgrade
 
@@ -62,13 +110,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from pipeline.reporting.summary import format_summary
 
     settings = _settings(args)
+    found: dict[str, str] = {}
     summary = audit_export(settings, Path(args.export_path), fmt=args.format, run_key=args.run_key, detector=args.detector,
-                           on_stage=print_stage, require_detector=args.require_detector)
+                           on_stage=_report_catcher(found), require_detector=args.require_detector,
+                           require_accounts=args.require_accounts)
     flagged = list_flags(settings, run_key=summary["run_key"])
     if args.json:
-        _print_json({"summary": summary, "flags": flagged})
+        _print_json({"summary": summary, "flags": flagged, "report": found.get("report")})
     else:
-        print(format_summary(summary, flagged))
+        print(format_summary(summary, flagged, command=_command(args)))
+        if found.get("report"):
+            print(f"report: {found['report']}")
     return 0
 
 
@@ -91,6 +143,8 @@ def cmd_flags(args: argparse.Namespace) -> int:
     from pipeline.flags.rules import list_flags
 
     settings = _settings(args)
+    if args.run_key is not None:
+        require_run(settings, args, args.run_key)
     flagged = [_flag_view(f) for f in list_flags(settings, run_key=args.run_key, status=args.status)]
     if args.json:
         _print_json(flagged)
@@ -113,7 +167,10 @@ def cmd_flag_set_status(args: argparse.Namespace) -> int:
 def cmd_evidence(args: argparse.Namespace) -> int:
     from pipeline.reporting.evidence import cluster_evidence, write_evidence
 
-    data = cluster_evidence(_settings(args), args.cluster_id, args.run_key)
+    settings = _settings(args)
+    if args.run_key is not None:
+        require_run(settings, args, args.run_key)
+    data = cluster_evidence(settings, args.cluster_id, args.run_key)
     written = write_evidence(data, args.format, Path(args.out) if args.out else None)
     for path in written:
         print(path)
@@ -126,7 +183,9 @@ def cmd_evidence(args: argparse.Namespace) -> int:
 def cmd_quarantine(args: argparse.Namespace) -> int:
     from pipeline.ingest.quarantine import list_quarantine
 
-    rows = list_quarantine(_settings(args), args.run_key)
+    settings = _settings(args)
+    require_run(settings, args, args.run_key)
+    rows = list_quarantine(settings, args.run_key)
     if args.json:
         _print_json(rows)
     else:
@@ -139,8 +198,33 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pipeline.reporting.html import write_report
 
-    result = write_report(_settings(args), args.run_key, cluster_id=args.cluster, out=Path(args.out) if args.out else None)
+    settings = _settings(args)
+    require_run(settings, args, args.run_key)
+    result = write_report(settings, args.run_key, cluster_id=args.cluster, out=Path(args.out) if args.out else None)
     print(f"wrote {result.pages} page{'s' if result.pages != 1 else ''}; open {result.path}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from pipeline.core.db import transaction
+
+    with transaction(_settings(args)) as conn:
+        total = conn.execute(sa.text("select count(*) from runs")).scalar_one()
+        rows = [dict(r) for r in conn.execute(sa.text(
+            "select run_key, kind, status, export_format, export_path, started_at, finished_at,"
+            " summary->'accounts' as accounts, summary->'flags' as flags from runs"
+            " order by started_at desc, run_key limit :n"), {"n": args.limit if args.limit > 0 else None}).mappings()]
+    if args.json:
+        _print_json(rows)
+        return 0
+    for r in rows:  # export paths and keys are text from outside: escaped before the terminal
+        counts = "" if r["accounts"] is None else f"  accounts {r['accounts']}, flags {r['flags']}"
+        print(visible(f"{r['run_key']}  {r['status']:<9} {r['started_at']:%Y-%m-%d %H:%M}  {r['export_format'] or '-'}"
+                      f"{counts}  {r['export_path'] or ''}"))
+    shown = f"{len(rows)} of {total} runs (newest first; --limit 0 lists all)" if len(rows) < total else f"{total} runs"
+    print(shown if total else "no runs in this database yet; `profile-audit audit EXPORT_PATH` makes one")
     return 0
 
 
@@ -233,7 +317,9 @@ def cmd_preset(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from pipeline.scoring.score import score_run
 
-    result = score_run(_settings(args), args.run_key, args.detector, args.shard_index, args.shard_count)
+    settings = _settings(args)
+    require_run(settings, args, args.run_key)
+    result = score_run(settings, args.run_key, args.detector, args.shard_index, args.shard_count)
     print(f"shard {result.shard_index}/{result.shard_count}: {result.images_in_run} images, {result.newly_scored} newly "
           f"scored ({result.embedded} embedded, {result.from_cache} from the embedding cache), "
           f"{result.faces_analyzed} face analyses, {result.images_per_second} images/s")
@@ -256,14 +342,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.testing.demo import run_demo
 
     settings = _settings(args)
-    result = run_demo(settings, say=lambda text: print(text, file=sys.stderr, flush=True), on_stage=print_stage)
+    found: dict[str, str] = {}
+    result = run_demo(settings, say=lambda text: print(text, file=sys.stderr, flush=True), on_stage=_report_catcher(found))
     trained = result["detector"]
     print(f"demo probe {trained.detector_id} (tiny random-initialised backbone; held-out AUC "
           f"{trained.metrics['test_roc_auc']} on the demo's synthetic trace, which is not a real generator)")
-    print(format_summary(result["summary"], list_flags(settings, run_key="demo")))
+    print(format_summary(result["summary"], list_flags(settings, run_key="demo"), command=_command(args)))
     for net in result["planted"]:
         print(f"  planted: {net.name}, {len(net.account_ids)} accounts")
-    print("next: `profile-audit flags --json`")
+    print(f"next: `{_command(args)} flags --json`")
+    if found.get("report"):
+        print(f"report: {found['report']}")
     return 0
 
 
@@ -325,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", help="detector id or saved detector .json (default: the promoted one)")
     p.add_argument("--require-detector", action="store_true",
                    help="refuse to start without a detector (default: run, skip scoring, record a warning)")
+    p.add_argument("--require-accounts", action="store_true",
+                   help="fail the run when the export gives no account (default: a warning; the nightly DAG fails)")
     p.add_argument("--json", action="store_true", help="print the summary and flags as JSON")
     _score_options(p)
 
@@ -345,6 +436,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-key", help="the run (default: the latest run that has this cluster)")
     p.add_argument("--format", choices=["json", "csv"], default="json")
     p.add_argument("--out", help="json: a file (default stdout); csv: a folder (default ./evidence-CLUSTER_ID)")
+
+    p = add("runs", cmd_runs, "list the runs in the database, newest first: run key, status, format, counts, export")
+    p.add_argument("--limit", type=int, default=50, help="at most this many (default 50; 0 = all)")
+    p.add_argument("--json", action="store_true")
 
     p = add("quarantine", cmd_quarantine, "list rejected records and images of a run")
     p.add_argument("--run-key", required=True)
@@ -457,8 +552,39 @@ def install_signal_handlers() -> None:
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
 
 
+def _chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)command parser the arguments selected: ``audit``'s for ``profile-audit audit ...``."""
+    for action in parser._actions:  # noqa: SLF001 - argparse keeps its subparsers here, and nowhere public
+        if isinstance(action, argparse._SubParsersAction) and getattr(args, action.dest, None) in action.choices:
+            return _chosen_parser(action.choices[getattr(args, action.dest)], args)
+    return parser
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    return [o for a in parser._actions for o in a.option_strings if o.startswith("--")]  # noqa: SLF001
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse; an argument no parser knows is reported by the subcommand it follows, under its usage and
+    naming the option (argparse alone blames the top-level parser, and names a stray positional)."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        sub = _chosen_parser(parser, args)
+        options = [a for a in extras if a.startswith("-") and a != "-"] or extras
+        hints = []
+        for option in options:
+            name = option.split("=", 1)[0]
+            if sub is not parser and name in _option_strings(parser):
+                hints.append(f"{name} is an option of profile-audit itself: put it before the command")
+            elif close := difflib.get_close_matches(name, _option_strings(sub), n=1, cutoff=0.6):
+                hints.append(f"did you mean {close[0]}?")
+        sub.error(f"unrecognized arguments: {' '.join(options)}" + (f" ({'; '.join(hints)})" if hints else ""))
+    args.cli_prefix = _cli_prefix(args)
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     if not args.airflow_conn and not args.database_url:
         import os
 

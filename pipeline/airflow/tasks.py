@@ -176,8 +176,9 @@ def declared_params(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
 
 @no_retry_on_user_error
 def begin_run(ctx: Any, run_key: str, export_path: str, params: dict[str, Any], as_of: str | None,
-              predecessor: str | None = None) -> dict[str, Any]:
-    """First task of an audit DAG: validate conf and export, take the key, pin the run row."""
+              predecessor: str | None = None, require_accounts: bool = False) -> dict[str, Any]:
+    """First task of an audit DAG: validate conf and export, take the key, pin the run row.
+    ``require_accounts``: an export that gives no account fails the ingest task (the nightly rule)."""
     from pipeline import audit
     from pipeline.core import runs
 
@@ -192,7 +193,8 @@ def begin_run(ctx: Any, run_key: str, export_path: str, params: dict[str, Any], 
                     network_params_from(params, settings), params.get("detector") or None, as_of, owner=owner,
                     predecessor=predecessor, shard_count=int(params.get("score_shards") or 1),
                     airflow=airflow_identity(ctx), alive=dagrun_alive(ctx),
-                    extra_params={k: v for k, v in params.items() if k not in NETWORK_PARAM_NAMES})
+                    extra_params={k: v for k, v in params.items() if k not in NETWORK_PARAM_NAMES},
+                    require_accounts=require_accounts)
     return {"run_key": run_key, "owner": owner}
 
 

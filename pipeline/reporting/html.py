@@ -20,6 +20,7 @@ import io
 import json
 import math
 import re
+import shlex
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ MAX_TILES = 400  # distinct images on one contact sheet
 MAX_GRAPH_NODES = 300
 MAX_TABLE_EDGES = 1000
 MAX_TABLE_MEMBERS = 2000
+MAX_LEDGER_FILES = 200  # export files in the ledger table: unbalanced and empty ones first
+MAX_LEDGER_WARNINGS = 20  # one per file at most; the table lists the rest
+MAX_REASONS = 50  # quarantine reason kinds on the index page
 MIN_SPAN_DAYS = 14  # the histogram's shortest time axis
 TILE_TEXT_CHARS = 40  # a handle on a contact-sheet tile
 CELL_TEXT_CHARS = 300  # a handle, name, link or note in a table cell (bios: 200)
@@ -487,9 +491,65 @@ def render_cluster_page(settings: Settings, run: dict[str, Any], cluster: dict[s
     return _page(title, "\n".join(out))
 
 
+def _ledger_order(item: tuple[str, dict[str, Any]]) -> tuple[int, str]:
+    """Files that lost units first, then files nothing was stored from, then the rest by name."""
+    name, row = item
+    empty = not row.get("stored") and not sum((row.get("ignored") or {}).values())
+    return (0 if not row.get("balanced", True) else 1 if empty else 2), name
+
+
+def ledger_section(summary: dict[str, Any]) -> str:
+    """The Ingest ledger section: where every unit of every export file went (seen + inferred = stored +
+    quarantined + ignored), its warnings, and the quarantine count by reason. Compact for exports of
+    thousands of files: the files that need a look first, at most MAX_LEDGER_FILES rows."""
+    from pipeline.reporting.summary import ledger_line
+
+    ingest = summary.get("ingest") or {}
+    ledger: dict[str, dict[str, Any]] = ingest.get("ledger") or {}
+    out = ["<h2>Ingest ledger</h2>",
+           f"<p>{e(ledger_line(ledger))}.</p>",
+           '<p class="note">Per export file, every unit the reader saw (a CSV row, a JSON record, an archive entry) '
+           "is stored, quarantined or ignored by reason: seen + inferred = stored + quarantined + ignored. Inferred: "
+           "accounts known only as the author of posts. Repaired: stored with invalid text replaced.</p>"]
+    warnings = list(ingest.get("warnings") or [])
+    out += [f'<p class="warn">{e(w)}</p>' for w in warnings[:MAX_LEDGER_WARNINGS]]
+    if len(warnings) > MAX_LEDGER_WARNINGS:
+        out.append(f'<p class="warn">{len(warnings) - MAX_LEDGER_WARNINGS} more files with a ledger warning: '
+                   "the table below lists them first.</p>")
+    if ledger:
+        rows = sorted(ledger.items(), key=_ledger_order)
+        out.append("<table><tr><th>file</th><th>seen</th><th>inferred</th><th>stored</th><th>quarantined</th>"
+                   "<th>ignored by reason</th><th>repaired</th><th>balanced</th></tr>")
+        for name, row in rows[:MAX_LEDGER_FILES]:
+            ignored = "; ".join(f"{n} {reason}" for reason, n in sorted((row.get("ignored") or {}).items(),
+                                                                         key=lambda kv: (-kv[1], kv[0])))
+            balanced = "yes" if row.get("balanced", True) else '<span class="syn">no</span>'
+            out.append(f'<tr><td class="mono">{e(clip(name, CELL_TEXT_CHARS))}</td>'
+                       + "".join(f'<td class="num">{e(row.get(k) if row.get(k) is not None else "")}</td>'
+                                 for k in ("seen", "inferred", "stored", "quarantined"))
+                       + f'<td>{e(clip(ignored, CELL_TEXT_CHARS))}</td><td class="num">{e(row.get("repaired") or 0)}</td>'
+                       f"<td>{balanced}</td></tr>")
+        out.append("</table>")
+        if len(rows) > MAX_LEDGER_FILES:
+            out.append(f'<p class="note">{len(rows) - MAX_LEDGER_FILES} more files not listed '
+                       "(the files that do not balance or gave nothing are listed first).</p>")
+    reasons = summary.get("quarantined_by_reason") or {}
+    if reasons:
+        out.append(f"<p>Quarantined by reason ({sum(reasons.values())}; "
+                   f"<code>profile-audit quarantine --run-key {e(shlex.quote(summary['run_key']))}</code> lists them):</p>"
+                   "<table><tr><th>stage: reason</th><th>records</th></tr>"
+                   + "".join(f'<tr><td>{e(reason)}</td><td class="num">{n}</td></tr>'
+                             for reason, n in list(reasons.items())[:MAX_REASONS]) + "</table>")
+        if len(reasons) > MAX_REASONS:
+            out.append(f'<p class="note">{len(reasons) - MAX_REASONS} more reasons not listed.</p>')
+    return "".join(out)
+
+
 def render_index_page(run: dict[str, Any], summary: dict[str, Any], flags: Sequence[dict[str, Any]]) -> str:
     title = f"Evidence report — run {run['run_key']}"
+    ledger_warnings = set((summary.get("ingest") or {}).get("warnings") or [])
     out = [f"<h1>{e(title)}</h1>",
+           *(f'<p class="warn">WARNING {e(w)}</p>' for w in summary.get("warnings", []) if w not in ledger_warnings),
            _kv_table([("run kind", run["kind"]), ("export", run["export_path"]), ("format", run["export_format"]),
                       ("detector", run["detector_id"]), ("accounts", summary["accounts"]),
                       ("quarantined records", summary["quarantined"]),
@@ -512,6 +572,7 @@ def render_index_page(run: dict[str, Any], summary: dict[str, Any], flags: Seque
                        f'<td class="num">{f["score"]:.3f}</td><td class="num">{e(size)}</td>'
                        f'<td>{_rules_html(f["rules"], reasons)}</td><td class="mono">{link}</td></tr>')
         out.append("</table>")
+    out.append(ledger_section(summary))
     out.append("<h2>Run parameters</h2>" + _kv_table(sorted((run["params"] or {}).items())))
     return _page(title, "\n".join(out))
 

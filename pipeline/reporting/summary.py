@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from pipeline.config import Settings
 from pipeline.core.db import transaction
+from pipeline.core.visible import visible
 from pipeline.ingest.ledger import ledger_warnings
 from pipeline.ingest.load import load_ledger
 from pipeline.ingest.quarantine import reasons_by_kind
@@ -76,14 +78,57 @@ def detector_lines(info: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def format_summary(summary: dict[str, Any], flags: list[dict[str, Any]]) -> str:
+MAX_REASONS_SHOWN = 10  # quarantine reason kinds listed under the summary
+MAX_INGEST_WARNINGS_SHOWN = 20  # ledger warnings (one per file) printed; an export of thousands of files has more
+
+
+def ledger_total(ledger: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """The ingest ledger summed over its files: files, seen, inferred, stored, quarantined, ignored, unbalanced."""
+    total = {"files": len(ledger), "seen": 0, "inferred": 0, "stored": 0, "quarantined": 0, "ignored": 0,
+             "repaired": 0, "unbalanced": 0}
+    for row in ledger.values():
+        for key in ("seen", "inferred", "stored", "quarantined", "repaired"):
+            total[key] += row.get(key) or 0
+        total["ignored"] += sum((row.get("ignored") or {}).values())
+        total["unbalanced"] += not row.get("balanced", True)
+    return total
+
+
+def ledger_line(ledger: dict[str, dict[str, Any]]) -> str:
+    t = ledger_total(ledger)
+    inferred = f" (+{t['inferred']} inferred)" if t["inferred"] else ""
+    unbalanced = (f"; {t['unbalanced']} file{' does' if t['unbalanced'] == 1 else 's do'} not balance"
+                  if t["unbalanced"] else "")
+    return (f"ingest ledger: {t['files']} file{'s' if t['files'] != 1 else ''}, {t['seen']} seen{inferred}, "
+            f"{t['stored']} stored, {t['quarantined']} quarantined, {t['ignored']} ignored{unbalanced}")
+
+
+def shown_warnings(summary: dict[str, Any], cap: int = MAX_INGEST_WARNINGS_SHOWN) -> list[str]:
+    """The run's warnings with at most ``cap`` of the ledger's per-file ones, and a line saying how many more."""
+    ingest = set((summary.get("ingest") or {}).get("warnings") or [])
+    shown: list[str] = []
+    seen_ingest = 0
+    for warning in summary.get("warnings", []):
+        seen_ingest += warning in ingest
+        if warning not in ingest or seen_ingest <= cap:
+            shown.append(warning)
+    hidden = seen_ingest - min(seen_ingest, cap)
+    if hidden:
+        shown.append(f"{hidden} more ingest ledger warnings like these (--json lists them all; the report's ledger "
+                     "table lists the files)")
+    return shown
+
+
+def format_summary(summary: dict[str, Any], flags: list[dict[str, Any]], command: str = "profile-audit") -> str:
+    """The run summary as the CLI prints it. It ends with where the records went (the ledger total), the
+    quarantine count by reason and ``command`` (the CLI with the invocation's global flags) that lists them."""
     lines = [
         f"run {summary['run_key']} ({summary['export_format']}, detector {summary['detector_id']})",
         f"  accounts {summary['accounts']}, quarantined records {summary['quarantined']}",
         f"  avatars stored {summary['avatars_stored']}, failed {summary['avatars_failed']},"
         f" distinct images {summary['distinct_images']}, scored synthetic {summary['synthetic_avatars']}",
         f"  edges {summary['edges'] or 0}, clusters {summary['clusters']}, flags {summary['flags']}",
-        *(f"  WARNING {w}" for w in summary.get("warnings", [])),
+        *(f"  WARNING {visible(w)}" for w in shown_warnings(summary)),
         *(f"  NOTE {n}" for n in summary.get("notes", [])),
         *detector_lines(summary.get("detector")),
     ]
@@ -92,6 +137,21 @@ def format_summary(summary: dict[str, Any], flags: list[dict[str, Any]]) -> str:
                      f" members {len(f['members'])} rules {', '.join(f['rules'])}")
         for rule, why in f["evidence"]["rules"].items():
             lines.append(f"      {rule}: {why}")
+    ledger = (summary.get("ingest") or {}).get("ledger")
+    if ledger is not None:
+        lines.append(f"  {ledger_line(ledger)}")
+    reasons = summary.get("quarantined_by_reason") or {}
+    if reasons:
+        total = sum(reasons.values())
+        lines.append(f"  quarantined {total} by reason (stage: reason):")
+        width = len(str(max(reasons.values())))
+        lines += [f"    {n:>{width}}  {visible(reason)}" for reason, n in list(reasons.items())[:MAX_REASONS_SHOWN]]
+        if len(reasons) > MAX_REASONS_SHOWN:
+            rest = list(reasons.values())[MAX_REASONS_SHOWN:]
+            lines.append(f"    {sum(rest):>{width}}  in {len(rest)} more reasons")
+        lines.append(f"  list them: {command} quarantine --run-key {shlex.quote(summary['run_key'])}")
+    else:
+        lines.append("  nothing quarantined")
     return "\n".join(lines)
 
 

@@ -48,10 +48,78 @@ def resolve_reader(path: Path, fmt: str = "auto") -> ExportReader:
     for reader in READERS.values():
         if reader.detect(path):
             return reader
-    raise UserError(
-        f"could not detect the format of {path}; expected one of: {'; '.join(format_hints())}. "
-        "Pass --format to choose one"
-    )
+    raise UserError(undetected_message(path))
+
+
+MAX_COLUMNS_SHOWN = 12  # of a CSV header that matched no format
+MAX_NAME_CHARS = 60  # a column or file name in the message
+
+
+def csv_requirements() -> list[tuple[str, tuple[str, ...]]]:
+    """The columns each CSV format needs, from the readers' own constants (what their ``detect`` tests)."""
+    from pipeline.ingest.readers import generic, twitter_io
+
+    # REQUIRED_COLUMNS / USER_REQUIRED_COLUMNS: asked of the readers' owners; until then the columns their
+    # detect() tests (tests/test_cli_mistakes.py checks that a CSV with just these columns is detected)
+    return [("generic manifest", getattr(generic, "REQUIRED_COLUMNS", ("platform", "account_id"))),
+            ("IO users file", getattr(twitter_io, "USER_REQUIRED_COLUMNS", ("userid", "user_screen_name"))),
+            ("IO tweets file", tuple(twitter_io.TWEET_COLUMNS))]
+
+
+def _short(text: str, limit: int = MAX_NAME_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _csv_columns(head: str) -> list[str]:
+    import csv
+
+    first = head.lstrip("\ufeff").splitlines()[0] if head.strip() else ""
+    try:
+        return [c.strip() for c in next(csv.reader([first]), [])]
+    except csv.Error:
+        return [c.strip().strip('"') for c in first.split(",")]
+
+
+def _format_label(reader: ExportReader) -> str:
+    """A reader's hint up to its first colon or parenthesis: "X/Twitter IO release"."""
+    return reader.hint.split(":")[0].split(" (")[0].strip()
+
+
+def undetected_message(path: Path) -> str:
+    """One line for an export no reader recognised: an empty folder or zip says so; a CSV names the columns
+    it has and those each CSV format needs; anything else names the formats, short."""
+    from pipeline.ingest.readers.files import ExportFiles
+
+    start = f"could not detect the format of {path}"
+    choose = "Pass --format NAME to choose one (`profile-audit audit --help` describes each)"
+    try:
+        with ExportFiles(path) as files:
+            names = files.names()
+            refused = len(files.source.unsafe)
+            csvs = sorted(files.with_suffix(".csv"), key=lambda n: (not n.endswith("manifest.csv"), n.count("/"), n))
+            header = _csv_columns(files.head(csvs[0], 8192)) if csvs else []
+    except (OSError, ValueError) as exc:
+        return f"{start}: it cannot be read ({exc.__class__.__name__}: {_short(str(exc), 200)}). {choose}"
+    if not names and path.is_dir():
+        return (f"{start}: it is an empty folder (no files in it or below it). "
+                "Pass the folder that holds the export's files, a zip of it, or one export file")
+    if not names:
+        refusal = f" ({refused} member{'s' if refused != 1 else ''} refused for unsafe names)" if refused else ""
+        return (f"{start}: it is a zip with no files in it{refusal}. "
+                "Pass the zip of the export's files, the folder they are in, or one export file")
+    if path.is_file() and path.stat().st_size == 0:
+        return f"{start}: it is an empty file (0 bytes). Pass the complete export file, or the export's folder or zip"
+    if csvs:
+        shown = ", ".join(_short(c) for c in header[:MAX_COLUMNS_SHOWN]) or "none (no header line)"
+        more = f" and {len(header) - MAX_COLUMNS_SHOWN} more" if len(header) > MAX_COLUMNS_SHOWN else ""
+        others = f" (and {len(csvs) - 1} more CSV{'s' if len(csvs) > 2 else ''}, none matching)" if len(csvs) > 1 else ""
+        needs = ", ".join(f"{label} (needs {', '.join(columns)})" for label, columns in csv_requirements())
+        return (f"{start}: the CSV {_short(csvs[0])}{others} has columns {shown}{more}; expected one of: {needs}. "
+                f"Rename the columns to match one of these. Pass --format NAME to force a format ({', '.join(READERS.names())})")
+    listed = ", ".join(_short(n) for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    formats = ", ".join(f"{r.name} ({_format_label(r)})" for r in READERS.values())
+    return (f"{start}: no reader recognised its {len(names)} file{'s' if len(names) != 1 else ''} ({listed}); "
+            f"expected one of: {formats}. {choose}")
 
 
 __all__ = ["AccountRecord", "ExportDate", "ExportReader", "PostRecord", "Rejection", "READERS", "format_choices",
