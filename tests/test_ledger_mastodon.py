@@ -437,3 +437,28 @@ def test_one_unreadable_file_does_not_stop_the_others(tmp_path):
         "user1@mastodon.social", "user2@mastodon.social", "user3@mastodon.social"]
     (rejection,) = [i for i in got if isinstance(i, Rejection)]
     assert (rejection.source_file, rejection.locator) == ("e.zip!b.json", "file") and "UnsafeMember" in rejection.reason
+
+
+def test_two_archives_in_one_folder_and_an_outbox_unpacked_elsewhere(tmp_path, caplog):
+    """Each actor.json reads the files beside it; a single actor takes its outbox wherever it was unpacked;
+    an actor with no outbox is said in the log (there is no unit to count)."""
+    bob = "https://fosstodon.org/users/bob"
+    for folder, actor in (("ana", MASTO_ACTOR), ("bob", bob)):
+        write_zip_or_folder(tmp_path / "two" / folder, mastodon_archive_members(
+            actor, activities=[mastodon_note(actor, 1, "<p>hola</p>")]), as_zip=False)
+    got, ledger = read_counted(ARCHIVE, tmp_path / "two")
+    assert_reader_balances(ledger)
+    assert sorted((p.account_id, p.source_file) for p in got if isinstance(p, PostRecord)) == [
+        ("ana@mastodon.social", "ana/outbox.json"), ("bob@fosstodon.org", "bob/outbox.json")]
+    members = mastodon_archive_members(activities=[mastodon_note(MASTO_ACTOR, 1, "<p>hola</p>")])
+    members["data/outbox.json"] = members.pop("outbox.json")
+    write_zip_or_folder(tmp_path / "moved", members, as_zip=False)
+    got, ledger = read_counted(ARCHIVE, tmp_path / "moved")
+    assert_reader_balances(ledger)
+    assert [p.source_file for p in got if isinstance(p, PostRecord)] == ["data/outbox.json"]
+    del members["data/outbox.json"]
+    write_zip_or_folder(tmp_path / "none", members, as_zip=False)
+    with caplog.at_level(logging.WARNING, logger="pipeline.ingest.readers.mastodon"):
+        got, ledger = read_counted(ARCHIVE, tmp_path / "none")
+    assert_reader_balances(ledger)
+    assert "actor.json has no outbox.json beside it" in caplog.text

@@ -533,6 +533,8 @@ class MastodonArchiveReader(ExportReader):
         if "outbox.json" in group:
             outbox = group["outbox.json"]
             yield from guarded_file(files.label(outbox), self._outbox(files, outbox, account_id), "outbox.json")
+        else:  # nothing to count, so the ledger cannot say it: the log does
+            log.warning("%s has no outbox.json beside it: the archive's posts are not in the export", label)
         for base, reason in COLLECTIONS.items():
             if base in group:
                 yield from guarded_file(files.label(group[base]), self._collection(files, group[base], reason), base)
