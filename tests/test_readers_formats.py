@@ -30,7 +30,7 @@ from export_fixtures import (
 
 from pipeline.errors import UserError
 from pipeline.ingest.readers import READERS, AccountRecord, ExportDate, PostRecord, Rejection, resolve_reader
-from pipeline.ingest.readers.base import is_default_avatar
+from pipeline.ingest.readers.base import Ignored, is_default_avatar
 from pipeline.ingest.readers.twitter_archive import retweet_key
 
 EXPORTS = SHARED_DATA / "exports"
@@ -81,23 +81,28 @@ def test_bluesky_views_wrapped_as_the_api_returns_them(tmp_path):
     for name, body in bluesky_views().items():
         (tmp_path / name).write_text(json.dumps(body))
     assert resolve_reader(tmp_path).name == "bluesky"
-    accounts, _, rejected = split(READERS["bluesky"].read(tmp_path))
+    items = list(READERS["bluesky"].read(tmp_path))
+    accounts, _, rejected = split(items)
     assert [(a.source_locator, a.account_id) for a in accounts] == [
         ("line 1 subject", BSKY_DID_A), ("line 1 followers[0]", BSKY_DID_B), ("line 1 profiles[0]", BSKY_DID_A)]
     ana = accounts[0]
     assert (ana.handle, ana.avatar_ref, ana.followers, ana.following, ana.posts) == (
         "ana.bsky.social", BSKY_AVATAR_URL, 120, 80, 455)
     assert accounts[1].avatar_ref is None  # no avatar field: no avatar
-    # a describeRepo response has a did but is not an account
-    assert [(r.source_file, r.reason) for r in rejected] == [
-        ("describeRepo.json", "a describeRepo response names a repository and carries no profile: not an account")]
+    # a describeRepo response has a did but is not an account: ignored as such (issue 24), not quarantined
+    assert rejected == []
+    assert [(i.source_file, i.reason) for i in items if isinstance(i, Ignored)] == [
+        ("describeRepo.json", "describeRepo response (no account)")]
 
 
 @real(REPO_RECORDS)
 def test_real_bluesky_repo_records_are_posts_and_describe_repo_is_no_account():
-    accounts, posts, rejected = split(READERS["bluesky"].read(REPO_RECORDS))
-    assert {r.source_file for r in rejected} == {"r_descRepoL__com.atproto.repo.describeRepo.json",
-                                                 "r_descRepo__com.atproto.repo.describeRepo.json"}
+    items = list(READERS["bluesky"].read(REPO_RECORDS))
+    accounts, posts, rejected = split(items)
+    assert rejected == []  # describeRepo responses are ignored, by reason (issue 24)
+    assert {(i.source_file, i.reason) for i in items if isinstance(i, Ignored)} == {
+        ("r_descRepoL__com.atproto.repo.describeRepo.json", "describeRepo response (no account)"),
+        ("r_descRepo__com.atproto.repo.describeRepo.json", "describeRepo response (no account)")}
     listed = json.loads((REPO_RECORDS / "r_listrcd__com.atproto.repo.listRecords.json").read_text())["records"]
     from_listing = [p for p in posts if p.source_file == "r_listrcd__com.atproto.repo.listRecords.json"]
     assert [p.post_id for p in from_listing] == [r["uri"] for r in listed]
@@ -116,10 +121,11 @@ def test_real_car_repositories_give_profiles_posts_and_reposts():
 
     assert resolve_reader(CARS).name == "bluesky_car"
     accounts, posts, rejected = split(READERS["bluesky_car"].read(CARS))
-    assert rejected == []
     for car in sorted(CARS.glob("*.car")):  # independent: libipld's whole-file decoder
         header, blocks = libipld.decode_car(car.read_bytes())
         commit = blocks[header["roots"][0]]
+        # a partial CAR (repo_slice.car) lacks tree nodes and records: each is quarantined (issue 24), not skipped
+        assert sorted(r.locator for r in rejected if r.source_file == car.name) == _missing_parts(blocks, commit["data"])
         mine = [p for p in posts if p.source_file == car.name]
         assert {a.account_id for a in accounts if a.source_file == car.name} == {commit["did"]}
         assert all(p.account_id == commit["did"] and p.post_id.startswith(f"at://{commit['did']}/app.bsky.feed.")
@@ -130,6 +136,29 @@ def test_real_car_repositories_give_profiles_posts_and_reposts():
     reposts = [p for p in fakermaker if p.reposted_id]
     assert len(fakermaker) == 26 + 15 and len(reposts) == 15  # posts + reposts of the current tree
     assert all(p.reposted_id.startswith("at://did:plc:") and "/app.bsky.feed.post/" in p.reposted_id for p in reposts)
+
+
+def _missing_parts(blocks: dict, root: bytes) -> list[str]:
+    """The tree nodes, and the profile, post and repost records, that a CAR's current tree names but lacks."""
+    import libipld
+
+    missing, stack = [], [root]
+    while stack:
+        link = stack.pop()
+        if link is None:
+            continue
+        if link not in blocks:
+            missing.append(f"tree node {libipld.encode_cid(link)}")
+            continue
+        key = b""
+        stack.append(blocks[link]["l"])
+        for entry in blocks[link]["e"]:
+            key = key[:entry["p"]] + entry["k"]
+            if entry["v"] not in blocks and key.decode().split("/")[0] in (
+                    "app.bsky.actor.profile", "app.bsky.feed.post", "app.bsky.feed.repost"):
+                missing.append(f"record {key.decode()}")
+            stack.append(entry["t"])
+    return sorted(missing)
 
 
 def test_car_export_synthetic(tmp_path):
@@ -152,9 +181,13 @@ def test_broken_car_files_are_quarantined_and_the_others_read(tmp_path):
     (good.parent / "junk.car").write_bytes(b"\xff\xff\xff not a car")
     (good.parent / "huge.car").write_bytes(car_bytes(BSKY_DID_B, {})[:0] + b"\x80\x80\x80\x80\x10")
     accounts, posts, rejected = split(READERS["bluesky_car"].read(good.parent))
-    assert [a.source_file for a in accounts] == ["a.car"] and len(posts) == 3
-    assert {r.source_file: r.reason.split(":")[0] for r in rejected} == {
-        "huge.car": "unreadable CAR", "junk.car": "unreadable CAR", "truncated.car": "unreadable CAR"}
+    assert len(posts) == 3 and {p.source_file for p in posts} == {"a.car"}
+    # the truncated copy lost its last block (the tree root): its commit still names the account (issue 24)
+    assert [(a.source_file, a.inferred) for a in accounts] == [("a.car", False), ("truncated.car", True)]
+    assert sorted((r.source_file, r.locator.split(" ")[0], r.reason.split(":")[0].split(" bafyrei")[0])
+                  for r in rejected) == [
+        ("huge.car", "file", "unreadable CAR"), ("junk.car", "file", "unreadable CAR"),
+        ("truncated.car", "byte", "unreadable CAR tail"), ("truncated.car", "tree", "the tree root")]
 
 
 # --- 4: Mastodon account archives, and a pretty-printed single Account ------------------------------
