@@ -289,3 +289,15 @@ def test_the_ledger_table_lists_files_that_need_a_look_first_and_is_capped():
     assert "  WARNING no detector" in printed and printed.count("  WARNING warning ") == 20
     assert "  WARNING 5 more ingest ledger warnings like these" in printed
     assert printed.endswith("  nothing quarantined")
+
+
+@pytest.mark.slow
+def test_demo_ends_with_the_report_path_and_the_quarantine_command(tmp_path, database_url):
+    out = run_cli(*_base(database_url, tmp_path), "demo")
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    lines = out.stdout.strip().splitlines()
+    report = Path(lines[-1].removeprefix("report: "))
+    assert lines[-1].startswith("report: ") and report.is_file() and "<h2>Ingest ledger</h2>" in report.read_text()
+    assert any(line.startswith("  ingest ledger: 1 file, ") for line in lines)
+    assert any(line.startswith(f"  list them: profile-audit --home {tmp_path} ") and line.endswith(
+        "quarantine --run-key demo") for line in lines)

@@ -59,10 +59,10 @@ def csv_requirements() -> list[tuple[str, tuple[str, ...]]]:
     """The columns each CSV format needs, from the readers' own constants (what their ``detect`` tests)."""
     from pipeline.ingest.readers import generic, twitter_io
 
-    # REQUIRED_COLUMNS / USER_REQUIRED_COLUMNS: asked of the readers' owners; until then the columns their
-    # detect() tests (tests/test_cli_mistakes.py checks that a CSV with just these columns is detected)
+    # generic.REQUIRED_COLUMNS is asked of its owner (twitter_io.USERS_REQUIRED is being added); until then, the
+    # columns their detect() tests. tests/test_cli_mistakes.py checks that a CSV with just these is detected.
     return [("generic manifest", getattr(generic, "REQUIRED_COLUMNS", ("platform", "account_id"))),
-            ("IO users file", getattr(twitter_io, "USER_REQUIRED_COLUMNS", ("userid", "user_screen_name"))),
+            ("IO users file", getattr(twitter_io, "USERS_REQUIRED", ("userid", "user_screen_name"))),
             ("IO tweets file", tuple(twitter_io.TWEET_COLUMNS))]
 
 
