@@ -10,6 +10,7 @@ create table ingest_ledger (
     quarantined  bigint not null,            -- quarantine rows naming the file (reader and database)
     ignored      jsonb not null default '{}'::jsonb,  -- reason -> units the format defines as not an account or post
     repaired     bigint not null default 0,  -- records stored with invalid UTF-8 replaced or NULs removed
+    notes        text[] not null default '{}',  -- what the reader found odd about the file (warnings)
     balanced     boolean not null,
     primary key (run_key, source_file)
 );

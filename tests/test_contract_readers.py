@@ -32,7 +32,8 @@ from export_fixtures import (
 
 from pipeline.core.registry import Registry
 from pipeline.ingest.readers import READERS, AccountRecord, ExportDate, PostRecord, Rejection, format_choices, resolve_reader
-from pipeline.ingest.readers.base import ExportReader
+from pipeline.ingest.readers.base import ExportReader, Ignored
+from ledger_checks import assert_reader_balances, read_counted
 
 KNOWN_READS = {"accounts", "avatars", "posts", "reposts"}
 
@@ -197,10 +198,19 @@ def test_detects_its_real_samples(name):
         assert any(isinstance(i, AccountRecord) for i in READERS[name].read(path)), path
 
 
+def test_every_unit_is_accounted_for(case):
+    """The ledger contract (issue 24): every unit a reader's plumbing saw became a record, a rejection or
+    an ignored unit, file by file, for the sample each reader is registered with."""
+    name, reader, root = case
+    items, ledger = read_counted(reader, root)
+    assert ledger.files, f"{name} counted no unit of {root}"
+    assert_reader_balances(ledger)
+
+
 def test_records_are_well_formed_and_match_what_it_reads(case):
     name, reader, root = case
     items = items_of(reader, root)
-    assert all(isinstance(i, (AccountRecord, PostRecord, Rejection, ExportDate)) for i in items)
+    assert all(isinstance(i, (AccountRecord, PostRecord, Rejection, ExportDate, Ignored)) for i in items)
     accounts = [i for i in items if isinstance(i, AccountRecord)]
     posts = [i for i in items if isinstance(i, PostRecord)]
     assert accounts

@@ -263,6 +263,7 @@ def test_total_items_that_disagree_with_the_items_are_a_warning(tmp_path, caplog
         got, ledger = read_counted(ARCHIVE, tmp_path)
     assert_reader_balances(ledger)
     assert "outbox.json: totalItems says 1586, but its orderedItems array holds 2 items" in caplog.text
+    assert any("totalItems says 1586" in n for n in ledger.files["outbox.json"].notes)
 
 
 def test_an_empty_array_before_the_real_one_loses_nothing(tmp_path, caplog):
@@ -461,4 +462,5 @@ def test_two_archives_in_one_folder_and_an_outbox_unpacked_elsewhere(tmp_path, c
     with caplog.at_level(logging.WARNING, logger="pipeline.ingest.readers.mastodon"):
         got, ledger = read_counted(ARCHIVE, tmp_path / "none")
     assert_reader_balances(ledger)
-    assert "actor.json has no outbox.json beside it" in caplog.text
+    assert "actor.json: no outbox.json beside it" in caplog.text
+    assert ledger.files["actor.json"].notes, "the note is a warning of the run, not only a log line"

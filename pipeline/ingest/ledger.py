@@ -38,6 +38,7 @@ class FileLedger:
     rejected: int = 0  # rejections the reader made
     ignored: Counter = field(default_factory=Counter)  # reason -> units
     repaired: int = 0  # records stored with text repaired (invalid UTF-8 replaced, NUL removed)
+    notes: list[str] = field(default_factory=list)  # what the reader found odd about the file (shown as warnings)
     stored: int | None = None  # rows in account_snapshots and posts naming the file (after publish)
     quarantined: int | None = None  # quarantine rows naming the file: the reader's and the database's
 
@@ -54,7 +55,8 @@ class FileLedger:
 
     def as_dict(self) -> dict[str, Any]:
         return {"seen": self.seen, "inferred": self.inferred, "stored": self.stored, "quarantined": self.quarantined,
-                "ignored": dict(sorted(self.ignored.items())), "repaired": self.repaired, "balanced": self.gap() == 0}
+                "ignored": dict(sorted(self.ignored.items())), "repaired": self.repaired, "notes": list(self.notes),
+                "balanced": self.gap() == 0}
 
 
 class IngestLedger:
@@ -103,6 +105,7 @@ def ledger_warnings(files: dict[str, dict[str, Any]]) -> list[str]:
     """One line per file that lost units in silence, or that the reader opened and got nothing stored from."""
     lines: list[str] = []
     for name, row in sorted(files.items()):
+        lines.extend(f"{name}: {note}" for note in row.get("notes") or ())
         ignored = sum(row["ignored"].values())
         accounted = (row["stored"] or 0) + (row["quarantined"] or 0) + ignored
         expected = row["seen"] + row["inferred"]
@@ -136,6 +139,23 @@ def saw(source_file: str, units: int = 1) -> None:
     ledger = _ACTIVE.get()
     if ledger is not None:
         ledger.file(source_file).seen += units
+
+
+def note(source_file: str, text: str) -> None:
+    """Something a reader found odd about a file that loses nothing but a person should know (a stated
+    item count that disagrees with the items read; an archive part missing). Logged, and a warning of
+    the run when a ledger is active."""
+    import logging
+
+    logging.getLogger("pipeline.ingest").warning("%s: %s", source_file, text)
+    ledger = _ACTIVE.get()
+    if ledger is not None:
+        entry = ledger.file(source_file)
+        if len(entry.notes) < MAX_NOTES and text not in entry.notes:
+            entry.notes.append(text)
+
+
+MAX_NOTES = 20  # per file: a note is about the file, not a record (those are quarantine rows)
 
 
 def repaired(source_file: str) -> None:

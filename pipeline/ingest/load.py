@@ -124,22 +124,24 @@ def _record_ledger(conn: sa.Connection, run_key: str, ledger: IngestLedger) -> l
     conn.execute(sa.text("delete from ingest_ledger where run_key = :k"), k)
     rows = [{"k": run_key, "f": name, "seen": e.seen, "inferred": e.inferred, "stored": e.stored,
              "quarantined": e.quarantined, "ignored": json.dumps(dict(sorted(e.ignored.items()))),
-             "repaired": e.repaired, "balanced": e.gap() == 0} for name, e in sorted(ledger.files.items())]
+             "repaired": e.repaired, "notes": e.notes, "balanced": e.gap() == 0}
+            for name, e in sorted(ledger.files.items())]
     if rows:
         conn.execute(sa.text(
             "insert into ingest_ledger (run_key, source_file, seen, inferred, stored, quarantined, ignored, repaired,"
-            " balanced) values (:k, :f, :seen, :inferred, :stored, :quarantined, cast(:ignored as jsonb), :repaired,"
-            " :balanced)"), rows)
+            " notes, balanced) values (:k, :f, :seen, :inferred, :stored, :quarantined, cast(:ignored as jsonb),"
+            " :repaired, :notes, :balanced)"), rows)
     return ledger.warnings()
 
 
 def load_ledger(conn: sa.Connection, run_key: str) -> dict[str, dict]:
     """The run's ingest ledger, file -> counts, as the summary and the report show it."""
     rows = conn.execute(sa.text(
-        "select source_file, seen, inferred, stored, quarantined, ignored, repaired, balanced from ingest_ledger"
+        "select source_file, seen, inferred, stored, quarantined, ignored, repaired, notes, balanced from ingest_ledger"
         " where run_key = :k order by source_file"), {"k": run_key})
     return {r.source_file: {"seen": r.seen, "inferred": r.inferred, "stored": r.stored, "quarantined": r.quarantined,
-                            "ignored": dict(r.ignored or {}), "repaired": r.repaired, "balanced": r.balanced}
+                            "ignored": dict(r.ignored or {}), "repaired": r.repaired, "notes": list(r.notes or []),
+                            "balanced": r.balanced}
             for r in rows}
 
 

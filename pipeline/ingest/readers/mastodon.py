@@ -404,10 +404,10 @@ class _Collection:
             raise FieldError(f"its top-level {key} is {self.other}, not an array" if self.other else
                              f"no top-level {key} array: not an ActivityPub collection")
         if self.arrays > 1:
-            log.warning("%s has %d top-level %s arrays: the items of each were read", source, self.arrays, key)
+            ledger.note(source, f"{self.arrays} top-level {key} arrays: the items of each were read")
         total = self.total
         if isinstance(total, int) and not isinstance(total, bool) and total != self.items:
-            log.warning("%s: totalItems says %d, but its %s array holds %d items", source, total, key, self.items)
+            ledger.note(source, f"totalItems says {total}, but its {key} array holds {self.items} items (Mastodon writes the account's status count there; a large gap may mean a cut or partial file)")
 
 
 def collection_items(fh: IO[str], source: str, key: str = "orderedItems",
@@ -430,7 +430,7 @@ def collection_items(fh: IO[str], source: str, key: str = "orderedItems",
     except FieldError as exc:
         if not walk.arrays:
             raise
-        log.warning("%s: %s, after its %s array (all %d of its items were read)", source, exc, key, walk.items)
+        ledger.note(source, f"{exc}, after its {key} array (all {walk.items} of its items were read)")
     walk.check()
 
 
@@ -534,7 +534,7 @@ class MastodonArchiveReader(ExportReader):
             outbox = group["outbox.json"]
             yield from guarded_file(files.label(outbox), self._outbox(files, outbox, account_id), "outbox.json")
         else:  # nothing to count, so the ledger cannot say it: the log does
-            log.warning("%s has no outbox.json beside it: the archive's posts are not in the export", label)
+            ledger.note(label, "no outbox.json beside it: the archive's posts are not in the export")
         for base, reason in COLLECTIONS.items():
             if base in group:
                 yield from guarded_file(files.label(group[base]), self._collection(files, group[base], reason), base)
