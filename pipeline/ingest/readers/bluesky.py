@@ -535,19 +535,19 @@ class _Counting:
 
 def _varint(fh: Any) -> int | None:
     """An unsigned LEB128 varint, or None at a clean end of file."""
-    shift = value = 0
-    while True:
-        byte = fh.read(1)
-        if not byte:
-            if shift:
-                raise FieldError("the CAR file ends inside a length prefix (truncated?)")
-            return None
-        value |= (byte[0] & 0x7F) << shift
-        if not byte[0] & 0x80:
-            return value
-        shift += 7
+    byte = fh.read(1)
+    if not byte:
+        return None
+    value, shift = byte[0] & 0x7F, 7
+    while byte[0] & 0x80:
         if shift > 63:
             raise FieldError("a CAR length prefix is longer than 9 bytes: not a CAR file")
+        byte = fh.read(1)
+        if not byte:
+            raise FieldError("the CAR file ends inside a length prefix (truncated?)")
+        value |= (byte[0] & 0x7F) << shift
+        shift += 7
+    return value
 
 
 def _cid_length(block: bytes) -> int:
@@ -555,6 +555,8 @@ def _cid_length(block: bytes) -> int:
     FieldError when the bytes are no CID (a block of garbage) or the CID is longer than the block."""
     if block[:2] == b"\x12\x20":
         size = 34
+    elif len(block) >= 4 and block[0] == 1 and block[1] < 0x80 and block[2] < 0x80 and block[3] < 0x80:
+        size = 4 + block[3]  # version 1, one-byte codec, hash code and digest size: nearly every CID
     else:
         if block[:1] != b"\x01":
             raise FieldError("a CAR block does not start with a CID (version 1 or a CIDv0)")
