@@ -7,8 +7,10 @@ manifest, or a URL). It is also the format of the demo export.
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,6 +20,8 @@ from pipeline.ingest.readers.base import (
     FieldError,
     Rejection,
     clean_text,
+    guarded,
+    guarded_file,
     parse_count,
     parse_timestamp,
     real_avatar,
@@ -56,7 +60,10 @@ class GenericManifestReader(ExportReader):
             return False
 
     def read(self, path: Path) -> Iterator[AccountRecord | Rejection]:
-        """Rows in file order; duplicate accounts are found by the ingest stage, in the database."""
+        """Rows in file order; duplicate accounts are found by the ingest stage, in the database.
+        Each row is a unit (the plumbing counts it). A CSV without the platform,account_id header is
+        the user's to fix (an error, as the manifest is the whole export); an error later in the file
+        is its rejection, and the rows before it are kept."""
         with ExportFiles(path) as files:
             yield from files.unsafe()
             manifest = self.manifest_name(files)
@@ -66,22 +73,28 @@ class GenericManifestReader(ExportReader):
             with files.open(manifest) as raw:
                 fh = open_text(raw)
                 if manifest.endswith(".jsonl"):
-                    rows = ((loc, _object_or_rejection(label, loc, row)) for loc, row in json_records(fh, label))
+                    rows: Iterator[tuple[str, Any]] = json_records(fh, label)
                 else:
                     rows = csv_rows(fh, label, ("platform", "account_id"))
-                try:
-                    for locator, row in rows:
-                        if isinstance(row, Rejection):
-                            yield row
-                            continue
-                        try:
-                            record = self._record(label, locator, row)
-                        except FieldError as exc:
-                            yield Rejection.of(label, locator, str(exc), json.dumps(row, default=str))
-                            continue
-                        yield _located(files, manifest, record)
-                except NotAnArray as exc:
-                    yield Rejection.of(label, "file", str(exc), repr(exc.value))
+                    first = next(rows, None)  # reads the header: a FieldError here is the user's to fix
+                    rows = itertools.chain([first] if first is not None else [], rows)
+                yield from guarded_file(label, self._records(files, manifest, label, rows))
+
+    def _records(self, files: ExportFiles, manifest: str, label: str,
+                 rows: Iterator[tuple[str, Any]]) -> Iterator[AccountRecord | Rejection]:
+        try:
+            for locator, row in rows:
+                if isinstance(row, Rejection):
+                    yield row
+                elif not isinstance(row, dict):
+                    yield Rejection.of(label, locator, "not a JSON object", _excerpt(row))
+                else:
+                    yield guarded(label, locator, row, partial(self._located, files, manifest, label, locator, row))
+        except NotAnArray as exc:  # one JSON value that is not an array of rows: its one unit, rejected
+            yield Rejection.of(label, "file", str(exc), _excerpt(exc.value))
+
+    def _located(self, files: ExportFiles, manifest: str, label: str, locator: str, row: dict) -> AccountRecord:
+        return _located(files, manifest, self._record(label, locator, row))
 
     def _record(self, source: str, locator: str, row: dict[str, Any]) -> AccountRecord:
         platform = clean_text(row.get("platform"), "platform")
@@ -123,7 +136,8 @@ def _located(files: ExportFiles, manifest: str, record: AccountRecord) -> Accoun
     return replace(record, avatar_ref=files.ref(ref, relative_to=manifest))
 
 
-def _object_or_rejection(source: str, locator: str, row: object) -> object:
-    if isinstance(row, (dict, Rejection)):
-        return row
-    return Rejection.of(source, locator, "not a JSON object", json.dumps(row, default=str))
+def _excerpt(value: object) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)[:500]
+    except (TypeError, ValueError, RecursionError):
+        return f"<{type(value).__name__}>"

@@ -18,25 +18,35 @@ follower count come from the profile's ``subreddit`` object when present.
 from __future__ import annotations
 
 import html
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
+
+from pipeline.ingest import ledger
 
 from pipeline.ingest.readers.base import (
     AccountRecord,
     ExportReader,
     FieldError,
+    Ignored,
     PostRecord,
     Rejection,
     clean_text,
+    guarded,
+    guarded_file,
     parse_count,
     parse_timestamp,
     real_avatar,
     required_id,
 )
 from pipeline.ingest.readers.files import ExportFiles
-from pipeline.ingest.readers.jsonfiles import detect_by_markers, iter_json_export, lone_value, rejection
+from pipeline.ingest.readers.jsonfiles import detect_by_markers, iter_json_file, json_names, lone_value, rejection
 
 PLATFORM = "reddit"
+# Things that are neither an account (t2) nor a post (t1, t3): ignored, each counted under its reason.
+OTHER_THINGS = {"more": "Listing 'more' stub (children not loaded)", "t4": "message (t4)", "t5": "subreddit (t5)",
+                "t6": "award (t6)", "LiveUpdate": "live thread update", "LabeledMulti": "multireddit",
+                "modaction": "moderator action"}
 
 
 class RedditReader(ExportReader):
@@ -48,42 +58,71 @@ class RedditReader(ExportReader):
     def detect(self, path: Path) -> bool:
         return detect_by_markers(path, '"t2"', '"created_utc"') or detect_by_markers(path, '"Listing"', '"author_fullname"')
 
-    def read(self, path: Path) -> Iterator[AccountRecord | PostRecord | Rejection]:
+    def read(self, path: Path) -> Iterator[AccountRecord | PostRecord | Rejection | Ignored]:
         accounts: set[str] = set()
         authors: dict[str, tuple[str | None, str, str]] = {}  # account id -> (name, where first seen)
         with ExportFiles(path) as files:
-            for name, locator, value in iter_json_export(files):
-                if isinstance(value, Rejection):
-                    yield value
-                    continue
-                item = lone_value(value)
-                if isinstance(item, dict) and item.get("kind") == "Listing":
-                    data = item.get("data") if isinstance(item.get("data"), dict) else {}
-                    children = data.get("children") if isinstance(data.get("children"), list) else None
-                    if children is None:
-                        yield rejection(name, locator, "Listing has no data.children array", item)
-                        continue
-                    for i, child in enumerate(children):
-                        loc = f"{locator} child {i}"
-                        try:
-                            post = self._post(name, loc, child)
-                        except FieldError as exc:
-                            yield rejection(name, loc, str(exc), child)
-                            continue
-                        authors.setdefault(post.account_id, (child["data"].get("author"), name, loc))
-                        yield post
-                    continue
-                try:
-                    record = self._record(name, locator, item)
-                except FieldError as exc:
-                    yield rejection(name, locator, str(exc), item)
-                    continue
-                accounts.add(record.account_id)
-                yield record
+            names = json_names(files)
+            if not names:
+                raise FieldError(f"no .json, .jsonl or .ndjson files in {files.path}")
+            yield from files.unsafe()
+            for name in names:
+                label = files.label(name)
+                items = (item for _, locator, value in iter_json_file(files, name)
+                         for item in self._items(label, locator, value, accounts, authors))
+                yield from guarded_file(label, items)
         for account_id, (handle, name, loc) in sorted(authors.items()):
-            if account_id not in accounts:
-                yield AccountRecord(PLATFORM, account_id, name, f"{loc} (author of posts)",
-                                    handle=clean_text(handle, "author"))
+            if account_id not in accounts:  # made from checked values: cannot fail
+                yield AccountRecord(PLATFORM, account_id, name, f"{loc} (author of posts)", handle=handle, inferred=True)
+
+    def _items(self, name: str, locator: str, value: Any, accounts: set[str],
+               authors: dict[str, tuple[str | None, str, str]]) -> Iterator[AccountRecord | PostRecord | Rejection | Ignored]:
+        """What one JSON value of a file gives: an account (t2), a Listing's children, or its rejection."""
+        if isinstance(value, Rejection):
+            yield value
+            return
+        item = lone_value(value)
+        if isinstance(item, dict) and item.get("kind") == "Listing":
+            yield from self._listing(name, locator, item, accounts, authors)
+            return
+        if isinstance(item, dict) and item.get("kind") in OTHER_THINGS:
+            yield Ignored(name, locator, OTHER_THINGS[item["kind"]])
+            return
+        record = guarded(name, locator, item, partial(self._record, name, locator, item))
+        if isinstance(record, AccountRecord):
+            accounts.add(record.account_id)
+        yield record
+
+    def _listing(self, name: str, locator: str, item: dict, accounts: set[str],
+                 authors: dict[str, tuple[str | None, str, str]]) -> Iterator[AccountRecord | PostRecord | Rejection | Ignored]:
+        """A Listing's units are its children: the Listing, counted as one unit by the plumbing, stands
+        for them, so ``len(children) - 1`` more are seen (an empty Listing is its own unit, ignored)."""
+        data = item.get("data") if isinstance(item.get("data"), dict) else {}
+        children = data.get("children") if isinstance(data.get("children"), list) else None
+        if children is None:
+            yield rejection(name, locator, "Listing has no data.children array", item)
+            return
+        if not children:
+            yield Ignored(name, locator, "empty Listing")
+            return
+        ledger.saw(name, len(children) - 1)
+        for i, child in enumerate(children):
+            loc = f"{locator} child {i}"
+            kind = child.get("kind") if isinstance(child, dict) else None
+            if isinstance(kind, str) and kind in OTHER_THINGS:
+                yield Ignored(name, loc, OTHER_THINGS[kind])
+            elif kind == "t2":
+                record = guarded(name, loc, child, partial(self._record, name, loc, child))
+                if isinstance(record, AccountRecord):
+                    accounts.add(record.account_id)
+                yield record
+            else:
+                post = guarded(name, loc, child, partial(self._post, name, loc, child))
+                if isinstance(post, PostRecord):
+                    author = child["data"].get("author")
+                    handle = author if isinstance(author, str) and 0 < len(author) <= 100 else None
+                    authors.setdefault(post.account_id, (handle, name, loc))
+                yield post
 
     @staticmethod
     def _record(source: str, locator: str, item: Any) -> AccountRecord:
@@ -127,7 +166,8 @@ class RedditReader(ExportReader):
             title = clean_text(data.get("title"), "title") or ""
             body = clean_text(data.get("selftext"), "selftext")
             text = f"{title}\n\n{body}" if body else title
-            url = clean_text(html.unescape(str(data.get("url") or "")), "url")
+            url = clean_text(data.get("url"), "url")
+            url = html.unescape(url) if url else None
             urls = (url,) if url and not data.get("is_self") and url.startswith(("http://", "https://")) else ()
             parent = None
         else:

@@ -21,21 +21,25 @@ Hashed accounts (fewer than 5,000 followers) carry the same hash in ``userid``,
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
 
+from pipeline.ingest import ledger
 from pipeline.ingest.archives import ExportSource
 from pipeline.ingest.readers.base import (
     APPROXIMATE_ID,
     AccountRecord,
     ExportReader,
     FieldError,
+    Ignored,
     PostRecord,
     Rejection,
     clean_text,
+    guarded,
+    guarded_file,
     parse_count,
     parse_timestamp,
     real_avatar,
@@ -43,7 +47,7 @@ from pipeline.ingest.readers.base import (
     zip_ref,
 )
 from pipeline.ingest.readers.files import ExportFiles, is_zip
-from pipeline.ingest.readers.textio import csv_rows, open_text, split_list
+from pipeline.ingest.readers.textio import _csv_rows, csv_rows, open_text, split_list
 
 USER_COLUMNS = ("userid", "user_display_name", "user_screen_name", "user_reported_location",
                 "user_profile_description", "user_profile_url", "follower_count", "following_count",
@@ -81,6 +85,21 @@ def _normalised(rows: Iterator[tuple[str, dict | Rejection]]) -> Iterator[tuple[
         yield locator, row if isinstance(row, Rejection) else {column_name(k): v for k, v in row.items() if k is not None}
 
 
+USERS_REQUIRED = ("userid", "user_screen_name")
+_IO_NAME = re.compile(r"_(users|tweets)_csv", re.I)  # the releases' file names: op_users_csv_hashed.csv, ...
+NOT_IO_CSV = "CSV that is neither an IO users nor an IO tweets file (not read)"
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What each CSV of the export is, from its header (and, for a damaged header, its name)."""
+
+    users: list[str]  # users files, read in this order
+    tweets: list[str]
+    damaged: dict[str, str]  # users/tweets file by name or by part of its header -> what its header lacks
+    other: list[str]  # CSVs of something else: each one unit, ignored
+
+
 class TwitterIOReader(ExportReader):
     name = "twitter_io"
     hint = "X/Twitter IO release: users CSV (userid,user_screen_name,...) and/or tweets CSVs (tweetid,userid,...)"
@@ -89,65 +108,122 @@ class TwitterIOReader(ExportReader):
 
     @staticmethod
     def _csvs(files: ExportFiles) -> list[str]:
-        return files.with_suffix(".csv")
+        return [n for n in files.with_suffix(".csv") if PurePosixPath(n).name != AVATAR_MANIFEST]
 
-    def users_file(self, files: ExportFiles) -> str | None:
+    def plan(self, files: ExportFiles, only_users: str | None = None) -> _Plan:
+        """Each CSV classified: users (``userid``, ``user_screen_name``, no ``tweetid``), tweets
+        (``tweetid``, ``userid``), a damaged one of these (named ``*_users_csv*``/``*_tweets_csv*`` or
+        holding some of their columns, but lacking the required ones), or another CSV. With
+        ``only_users`` (a users file given alone), other users files and CSVs of the folder are not
+        part of the export: only its tweets files are."""
         names = self._csvs(files)
         ordered = [n for n in names if "users_csv" in n] + [n for n in names if "users_csv" not in n]
+        plan = _Plan([], [], {}, [])
         for name in ordered:
             columns = _header(files, name)
-            if {"userid", "user_screen_name"} <= columns and "tweetid" not in columns:
-                return name
-        return None
+            found = _IO_NAME.search(PurePosixPath(name).name)
+            if {"tweetid", "userid"} <= columns:
+                plan.tweets.append(name)
+            elif only_users is not None and name != only_users and not (found and found.group(1).lower() == "tweets"):
+                continue  # beside a users file given alone: another release's file, not part of this export
+            elif set(USERS_REQUIRED) <= columns and "tweetid" not in columns:
+                plan.users.append(name)
+            elif found or columns & (set(USER_COLUMNS) | {"tweetid"}):
+                kind = found.group(1).lower() if found else ("tweets" if "tweetid" in columns else "users")
+                required = TWEET_COLUMNS[:2] if kind == "tweets" else USERS_REQUIRED
+                missing = ", ".join(c for c in required if c not in columns)
+                plan.damaged[name] = (f"IO {kind} CSV whose header lacks {missing} (header truncated or damaged?);"
+                                      " its rows were not read")
+            else:
+                plan.other.append(name)
+        plan.tweets.sort(key=names.index)
+        return plan
+
+    def users_file(self, files: ExportFiles) -> str | None:
+        users = self.plan(files).users
+        return users[0] if users else None
 
     def tweet_files(self, files: ExportFiles) -> list[str]:
-        return [n for n in self._csvs(files) if {"tweetid", "userid"} <= _header(files, n)]
+        return self.plan(files).tweets
 
     def detect(self, path: Path) -> bool:
         try:
             with ExportFiles(path) as files:
                 if files.only is None and not files.is_zip and not self._csvs(files):
                     return False
-                return self.users_file(files) is not None or bool(self.tweet_files(files))
+                plan = self.plan(files)
+                # a damaged users or tweets file named as a release names it is still this format: the
+                # reader then says what its header lacks, rather than "could not detect"
+                return bool(plan.users or plan.tweets or any(_IO_NAME.search(n) for n in plan.damaged))
         except (OSError, ValueError):
             return False
 
-    def read(self, path: Path) -> Iterator[AccountRecord | PostRecord | Rejection]:
+    def read(self, path: Path) -> Iterator[AccountRecord | PostRecord | Rejection | Ignored]:
         given = None
         if path.is_file() and not is_zip(path):
             with ExportFiles(path) as one:
-                if self.users_file(one):  # a users file given alone: its tweets and media sit beside it
+                if self.plan(one).users:  # a users file given alone: its tweets and media sit beside it
                     given, path = path.name, path.parent
         with ExportFiles(path) as files:
             yield from files.unsafe()
-            users = given or self.users_file(files)
-            tweet_files = self.tweet_files(files)
-            if users is None and not tweet_files:
+            plan = self.plan(files, given)
+            if not plan.users and not plan.tweets:
+                if plan.damaged:
+                    name, why = next(iter(plan.damaged.items()))
+                    raise FieldError(f"{files.label(name)}: {why}")
                 raise FieldError(f"no IO users CSV (header {','.join(USER_COLUMNS[:3])},...) or tweets CSV "
                                  f"(header {','.join(TWEET_COLUMNS[:2])},...) in {path}")
+            for name, why in plan.damaged.items():
+                label = files.label(name)
+                ledger.saw(label)  # the file is the one unit it stands for
+                yield Rejection.of(label, "file", why, files.head(name, 300).split("\n", 1)[0])
+            for name in plan.other:
+                ledger.saw(files.label(name))
+                yield Ignored(files.label(name), "file", NOT_IO_CSV)
             avatars: dict[str, str] = {}
             yield from self._avatar_index(files, avatars)
-            if users is not None:
+            for users in plan.users:
                 label = files.label(users)
-                with files.open(users) as raw:
-                    for locator, row in _normalised(csv_rows(open_text(raw), label, ())):
-                        yield self._checked(partial(self._account, avatars=avatars), label, locator, row)
-            seen: set[str] | None = None if users is not None else set()  # else: accounts from the tweets
-            for tweets in tweet_files:
-                yield from self._tweets(files, tweets, avatars, seen)
+                yield from guarded_file(label, self._users(files, users, label, avatars))
+            authors: set[str] | None = None if plan.users else set()  # else: accounts from the tweets
+            for tweets in plan.tweets:
+                label = files.label(tweets)
+                yield from guarded_file(label, self._tweets(files, tweets, label, avatars, authors))
 
-    def _tweets(self, files: ExportFiles, name: str, avatars: dict[str, str],
-                seen: set[str] | None) -> Iterator[AccountRecord | PostRecord | Rejection]:
-        """Posts of one tweets CSV; with ``seen``, each new userid's first row is its account too."""
-        label = files.label(name)
+    def _users(self, files: ExportFiles, name: str, label: str,
+               avatars: dict[str, str]) -> Iterator[AccountRecord | Rejection]:
+        """The accounts of one users CSV; a header without some of the usual columns is said once (its
+        rows are read: those fields are left empty)."""
+        if missing := [c for c in USER_COLUMNS if c not in _header(files, name)]:
+            ledger.saw(label)
+            yield Rejection.of(label, "header", f"IO users CSV header lacks {', '.join(missing)} (truncated or"
+                               " damaged header?); its rows are read without them", files.head(name, 500).split("\n")[0])
+        with files.open(name) as raw:
+            for locator, row in _normalised(csv_rows(open_text(raw), label, ())):
+                yield self._checked(partial(self._account, avatars=avatars), label, locator, row)
+
+    def _tweets(self, files: ExportFiles, name: str, label: str, avatars: dict[str, str],
+                authors: set[str] | None) -> Iterator[AccountRecord | PostRecord | Rejection]:
+        """Posts of one tweets CSV; with ``authors``, each new userid's first row makes its account too
+        (``inferred``: known from the author columns of its posts, with no record of its own)."""
         if missing := [c for c in TWEET_COLUMNS if c not in _header(files, name)]:
+            ledger.saw(label)
             yield Rejection.of(label, "file", f"tweets CSV lacks {', '.join(missing)}", "")
             return
         with files.open(name) as raw:
             for locator, row in _normalised(csv_rows(open_text(raw), label, ())):
-                if not isinstance(row, Rejection) and seen is not None and (row.get("userid") or "").strip() not in seen:
-                    seen.add((row.get("userid") or "").strip())
-                    yield self._checked(partial(self._account, avatars=avatars), label, locator, row)
+                if not isinstance(row, Rejection) and authors is not None:
+                    userid = row.get("userid")
+                    key = userid.strip() if isinstance(userid, str) else ""
+                    if key not in authors:
+                        authors.add(key)
+                        account = self._checked(partial(self._account, avatars=avatars, inferred=True), label,
+                                                locator, row)
+                        if isinstance(account, Rejection):
+                            # the author's account columns, which could not make its account: the ledger's
+                            # `inferred` counts only accounts made, so this one unit is counted as seen
+                            ledger.saw(label)
+                        yield account
                 yield self._checked(self._post, label, locator, row)
 
     @staticmethod
@@ -156,13 +232,10 @@ class TwitterIOReader(ExportReader):
         """The record ``make`` builds from a row, or the row's rejection."""
         if isinstance(row, Rejection):
             return row
-        try:
-            return make(label, locator, row)
-        except FieldError as exc:
-            return Rejection.of(label, locator, str(exc), json.dumps(row, ensure_ascii=False, default=str))
+        return guarded(label, locator, row, partial(make, label, locator, row))
 
     @staticmethod
-    def _account(source: str, locator: str, row: dict, avatars: dict[str, str]) -> AccountRecord:
+    def _account(source: str, locator: str, row: dict, avatars: dict[str, str], inferred: bool = False) -> AccountRecord:
         userid = required_id(row.get("userid"), "userid")
         text = {c: clean_text(row.get(c), c) for c in ("user_display_name", "user_screen_name", "user_reported_location",
                                                        "user_profile_description", "user_profile_url", "account_language")}
@@ -171,7 +244,7 @@ class TwitterIOReader(ExportReader):
             platform=PLATFORM,
             account_id=userid,
             source_file=source,
-            source_locator=locator,
+            source_locator=f"{locator} (author of posts)" if inferred else locator,
             handle=text["user_screen_name"],
             display_name=text["user_display_name"],
             bio=text["user_profile_description"],
@@ -182,6 +255,7 @@ class TwitterIOReader(ExportReader):
             followers=parse_count(row.get("follower_count"), "follower_count"),
             following=parse_count(row.get("following_count"), "following_count"),
             avatar_ref=real_avatar(PLATFORM, avatar),
+            inferred=inferred,
         )
 
     @staticmethod
@@ -211,34 +285,46 @@ class TwitterIOReader(ExportReader):
         if files.is_zip:  # a zipped release: its image members are the media
             _add_images(avatars, files.names(), files.ref)
         for archive in sorted(files.export_root.glob("*.zip")) if not files.is_zip else []:
-            try:
-                source = ExportSource(archive)
-            except (OSError, ValueError) as exc:
-                yield Rejection.of(archive.name, "file", f"unreadable zip: {exc}", "")
-                continue
-            with source:
-                _add_images(avatars, source.names(), lambda name, zipped=archive.name: zip_ref(zipped, name))
-                for raw_name, reason in source.unsafe:
-                    yield Rejection.of(archive.name, f"member {raw_name[:200]}", reason, raw_name)
+            yield from guarded_file(archive.name, _zip_media(archive, avatars), "the media zip")
         manifests = files.named(AVATAR_MANIFEST)
         if manifests:
             yield from self._avatar_manifest(files, manifests[0], avatars)
 
     @staticmethod
     def _avatar_manifest(files: ExportFiles, name: str, avatars: dict[str, str]) -> Iterator[Rejection]:
+        """The avatar manifest is auxiliary (merged into the accounts, its rows are not units): each
+        rejection there counts as the one unit it stands for."""
         label = files.label(name)
-        with files.open(name) as raw:
-            for locator, row in csv_rows(open_text(raw), label, ("userid", "avatar")):
-                if isinstance(row, Rejection):
-                    yield row
-                    continue
-                try:
-                    avatar = required_id(row["avatar"], "avatar")
-                    if files.is_zip and "://" not in avatar and not avatar.startswith("zip:"):
-                        avatar = files.ref(avatar, relative_to=name)
-                    avatars[required_id(row["userid"], "userid")] = avatar
-                except FieldError as exc:
-                    yield Rejection.of(label, locator, str(exc), repr(row))
+
+        def rows() -> Iterator[Rejection]:
+            with files.open(name) as raw:
+                for locator, row in _csv_rows(open_text(raw), label, ("userid", "avatar")):
+                    if isinstance(row, Rejection):
+                        ledger.saw(label)
+                        yield row
+                        continue
+                    try:
+                        avatar = required_id(row["avatar"], "avatar")
+                        if files.is_zip and "://" not in avatar and not avatar.startswith("zip:"):
+                            avatar = files.ref(avatar, relative_to=name)
+                        avatars[required_id(row["userid"], "userid")] = avatar
+                    except FieldError as exc:
+                        ledger.saw(label)
+                        yield Rejection.of(label, locator, str(exc), repr(row))
+
+        yield from guarded_file(label, rows(), "the avatar manifest")
+
+
+def _zip_media(archive: Path, avatars: dict[str, str]) -> Iterator[Rejection]:
+    """The images of one media zip, by userid; the zip is auxiliary (its images are not units), so each
+    member refused by its name is counted as the unit it stands for."""
+    with ExportSource(archive) as source:
+        if not source.is_zip:
+            raise FieldError("not a zip archive (damaged or truncated?)")
+        _add_images(avatars, source.names(), lambda name: zip_ref(archive.name, name))
+        for raw_name, reason in source.unsafe:
+            ledger.saw(archive.name)
+            yield Rejection.of(archive.name, f"member {raw_name[:200]}", reason, raw_name)
 
 
 def _add_images(avatars: dict[str, str], names: Iterable[str], ref: Callable[[str], str]) -> None:
