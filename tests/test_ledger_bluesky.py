@@ -190,11 +190,12 @@ def test_built_car_is_read_whole(tmp_path):
 
 
 @pytest.mark.parametrize("header, reason", [
-    ({"roots": 7, "version": 1}, "the CAR header's roots is a integer, not a list of CIDs"),
+    ({"roots": 7, "version": 1}, "the CAR header's roots is an integer, not a list of CIDs"),
     ({"roots": ["bafyrei-not-a-cid"], "version": 1}, "the CAR header's roots hold something that is not a CID"),
     ({"roots": [b"\x01\x71"], "version": 1}, "the CAR header's roots hold something that is not a CID"),
     ([1, 2], "the CAR header is a list, not a map"),
     ({"roots": [], "version": 1}, "the CAR header's roots is an empty list, not a list of CIDs"),
+    (DEEP_CBOR, "not a CAR file: the header is not DAG-CBOR"),
 ])
 def test_broken_header_is_one_rejection_and_the_intact_car_beside_it_is_read(tmp_path, header, reason):
     intact = read(CAR, repo_car(tmp_path / "alone" / "a.car", records_of()))
@@ -202,7 +203,20 @@ def test_broken_header_is_one_rejection_and_the_intact_car_beside_it_is_read(tmp
     repo_car(tmp_path / "both" / "b.car", records_of(BSKY_DID_B), header=header, did=BSKY_DID_B)
     accounts, posts, rejected, ignored = read(CAR, tmp_path / "both")
     assert keys(accounts + posts) == keys(intact[0] + intact[1]) and same_ignored(ignored, intact[3])
-    assert [(r.source_file, r.locator, r.reason) for r in rejected] == [("b.car", "file", f"unreadable CAR: {reason}")]
+    assert [(r.source_file, r.locator, r.reason[:len(reason) + 16]) for r in rejected] == [
+        ("b.car", "file", f"unreadable CAR: {reason}")]
+
+
+def test_commit_nested_10000_deep_rejects_its_file_only(tmp_path):
+    intact = read(CAR, repo_car(tmp_path / "alone" / "a.car", records_of()))
+    repo_car(tmp_path / "both" / "a.car", records_of())
+    deep = varint(len(car_cid(DEEP_CBOR)) + len(DEEP_CBOR)) + car_cid(DEEP_CBOR) + DEEP_CBOR
+    head = encode({"roots": [car_cid(DEEP_CBOR)], "version": 1})
+    (tmp_path / "both" / "b.car").write_bytes(varint(len(head)) + head + deep)
+    accounts, posts, rejected, ignored = read(CAR, tmp_path / "both")
+    assert keys(accounts + posts) == keys(intact[0] + intact[1])
+    assert [(r.source_file, r.reason.split(" (")[0]) for r in rejected] == [
+        ("b.car", "unreadable CAR: the root commit is not DAG-CBOR")]
 
 
 def _break(nodes: dict[str, dict], fault: str) -> None:
@@ -233,11 +247,11 @@ def _read_units(items: tuple) -> set[str]:
 # the default tree: left = profile, like; root = post a22; right = posts b22, e22, repost c22, follow f22
 @pytest.mark.parametrize("fault, lost, locator, reason", [
     ("e not a list", 4, "tree node", "tree node's entries 'e' are a map, not a list"),
-    ("k not bytes", 1, "tree node", "tree entry's key 'k' is a text, not bytes"),
+    ("k not bytes", 1, "tree node", "tree entry's key 'k' is text, not bytes"),
     ("p not an int", 1, "tree node", "tree entry's prefix length 'p' is '0', not a whole number"),
-    ("v not a CID", 1, "record app.bsky.feed.post/3kaaaaaaaab22", "tree entry's record link 'v' is a text, not a CID"),
-    ("t not a CID", 4, "tree root entry 0 't'", "tree link is a text, not a CID"),
-    ("l not a CID", 2, "tree root 'l'", "tree link is a integer, not a CID"),
+    ("v not a CID", 1, "record app.bsky.feed.post/3kaaaaaaaab22", "tree entry's record link 'v' is text, not a CID"),
+    ("t not a CID", 4, "tree root entry 0 't'", "tree link is text, not a CID"),
+    ("l not a CID", 2, "tree root 'l'", "tree link is an integer, not a CID"),
     ("entry not a map", 1, "tree node", "tree entry is a list, not a map"),
 ])
 def test_tree_node_of_the_wrong_types_is_rejected_and_the_rest_walked(tmp_path, fault, lost, locator, reason):
@@ -264,7 +278,7 @@ def test_an_entry_of_the_wrong_types_loses_the_prefixed_key_after_it_only(tmp_pa
     right[1]["k"] = 5  # the entries after it that continue its key cannot be known either
     continuing = next((i for i, e in enumerate(right[2:]) if e["p"] == 0), len(right) - 2)
     broken = read(CAR, repo_car(tmp_path / "broken.car", records, nodes))
-    assert [r.reason for r in broken[2]] == ["tree entry's key 'k' is a integer, not bytes"] + [
+    assert [r.reason for r in broken[2]] == ["tree entry's key 'k' is an integer, not bytes"] + [
         "tree entry's key continues a key that could not be read"] * continuing
     assert len(_read_units(intact) - _read_units(broken)) == 1 + continuing
 
@@ -357,7 +371,7 @@ def test_wrong_types_in_car_records_are_rejected_or_repaired(tmp_path):
         ("3kaaaaaaaab22", "createdAt '9999-12-31T23:59:59-05:00' is outside 1970-01-01 to 2100-01-01"),
         ("3kaaaaaaaac22", "record is not DAG-CBOR"),
         ("3kaaaaaaaae22", "record $type 'app.bsky.feed.like' is not its collection app.bsky.feed.post"),
-        ("self", "avatar is a text, not a blob")]
+        ("self", "avatar is text, not a blob")]
     assert [(a.inferred, a.source_locator) for a in accounts] == [(True, "commit")]
     records["app.bsky.feed.post/3kaaaaaaaab22"]["createdAt"] = "2024-01-01T00:00:00Z"
     _, posts, _, _ = read(CAR, repo_car(tmp_path / "nul.car", records))

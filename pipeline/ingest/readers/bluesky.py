@@ -117,8 +117,9 @@ def _uri(value: Any) -> str | None:
 
 
 def _type_name(value: Any) -> str:
-    return {dict: "map", list: "list", str: "text", bytes: "bytes", bool: "boolean", int: "integer",
-            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+    """What a value is, for a reason: "a map", "an integer", "text", "null"."""
+    return {dict: "a map", list: "a list", str: "text", bytes: "bytes", bool: "a boolean", int: "an integer",
+            float: "a number", type(None): "null"}.get(type(value), f"a {type(value).__name__}")
 
 
 def post_record(source: str, locator: str, did: str, uri: str, value: dict) -> PostRecord:
@@ -179,7 +180,7 @@ def blob_avatar(did: str, blob: Any, blobs: dict[str, str]) -> str | None:
     if blob is None:
         return None
     if not isinstance(blob, dict):
-        raise FieldError(f"avatar is a {_type_name(blob)}, not a blob")
+        raise FieldError(f"avatar is {_type_name(blob)}, not a blob")
     ref = blob.get("ref")
     cid = ref.get("$link") if isinstance(ref, dict) else (ref if isinstance(ref, (str, bytes)) else blob.get("cid"))
     if isinstance(cid, bytes):  # a CAR's binary CID link
@@ -604,12 +605,12 @@ class CarTail:
 
 def _check_header(header: Any) -> dict:
     if not isinstance(header, dict):
-        raise FieldError(f"the CAR header is a {_type_name(header)}, not a map")
+        raise FieldError(f"the CAR header is {_type_name(header)}, not a map")
     if header.get("version") != 1:
         raise FieldError(f"the CAR header's version is {str(header.get('version'))[:20]!r}, not 1")
     roots = header.get("roots")
     if not isinstance(roots, list) or not roots:
-        raise FieldError(f"the CAR header's roots is {'an empty list' if roots == [] else 'a ' + _type_name(roots)}, "
+        raise FieldError(f"the CAR header's roots is {'an empty list' if roots == [] else _type_name(roots)}, "
                          "not a list of CIDs")
     if not all(is_cid(r) for r in roots):
         raise FieldError("the CAR header's roots hold something that is not a CID")
@@ -787,7 +788,7 @@ def _decode_record(data: bytes) -> Any:
 def _make_record(label: str, locator: str, did: str, key: str, value: Any) -> AccountRecord | PostRecord:
     collection = key.split("/", 1)[0]
     if not isinstance(value, dict):
-        raise FieldError(f"record is a {_type_name(value)}, not a map")
+        raise FieldError(f"record is {_type_name(value)}, not a map")
     kind = value.get("$type", collection)
     if kind != collection:
         raise FieldError(f"record $type {str(kind)[:80]!r} is not its collection {collection}")
@@ -821,7 +822,7 @@ def _commit(files: ExportFiles, name: str) -> tuple[dict, str, dict[bytes, bytes
     if not isinstance(commit, dict) or "did" not in commit or "data" not in commit:
         raise FieldError("the CAR root is not a repository commit (did, data)")
     if not is_cid(commit["data"]):
-        raise FieldError(f"the commit's data (the tree root) is a {_type_name(commit['data'])}, not a CID")
+        raise FieldError(f"the commit's data (the tree root) is {_type_name(commit['data'])}, not a CID")
     return commit, check_did(commit["did"]), nodes, tail
 
 
@@ -852,7 +853,7 @@ def _visit(nodes: dict[bytes, bytes], link: Any, where: str, visited: set[bytes]
     import libipld
 
     if not is_cid(link):
-        yield TreeFault(where, f"tree link is a {_type_name(link)}, not a CID: the records under it are not read")
+        yield TreeFault(where, f"tree link is {_type_name(link)}, not a CID: the records under it are not read")
         return
     locator = "tree root" if where == "tree root" else f"tree node {cid_text(link)}"
     if link in visited:
@@ -877,7 +878,7 @@ def _visit(nodes: dict[bytes, bytes], link: Any, where: str, visited: set[bytes]
     pending: list[tuple[str, Any, str]] = [("node", node.get("l") if isinstance(node, dict) else None,
                                             f"{locator} 'l'")]
     if not isinstance(entries, list):
-        yield TreeFault(locator, f"tree node's entries 'e' are a {_type_name(entries)}, not a list: "
+        yield TreeFault(locator, f"tree node's entries 'e' are {_type_name(entries)}, not a list: "
                                  "the records in it are not read")
         entries = []
     key: bytes | None = b""
@@ -893,10 +894,10 @@ def _entry(entry: Any, previous: bytes | None, locator: str) -> tuple[bytes | No
     """One tree entry (``k`` the key's bytes after the ``p`` bytes it shares with the previous key, ``v`` the
     record's CID) and the key it gives, None when it cannot be known (the next prefixed key cannot be either)."""
     if not isinstance(entry, dict):
-        return None, TreeFault(locator, f"tree entry is a {_type_name(entry)}, not a map")
+        return None, TreeFault(locator, f"tree entry is {_type_name(entry)}, not a map")
     k, p, v = entry.get("k"), entry.get("p"), entry.get("v")
     if not isinstance(k, bytes):
-        return None, TreeFault(locator, f"tree entry's key 'k' is a {_type_name(k)}, not bytes")
+        return None, TreeFault(locator, f"tree entry's key 'k' is {_type_name(k)}, not bytes")
     if isinstance(p, bool) or not isinstance(p, int) or p < 0:
         return None, TreeFault(locator, f"tree entry's prefix length 'p' is {str(p)[:40]!r}, not a whole number")
     if p and previous is None:
@@ -909,7 +910,7 @@ def _entry(entry: Any, previous: bytes | None, locator: str) -> tuple[bytes | No
     if not _NSID.match(collection) or not _RKEY.match(rkey):
         return key, TreeFault(f"record {text[:200]}", "tree key is not <collection>/<record key>")
     if not is_cid(v):
-        return key, TreeFault(f"record {text}", f"tree entry's record link 'v' is a {_type_name(v)}, not a CID")
+        return key, TreeFault(f"record {text}", f"tree entry's record link 'v' is {_type_name(v)}, not a CID")
     return key, TreeEntry(text, v)
 
 
