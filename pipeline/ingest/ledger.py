@@ -94,14 +94,14 @@ class IngestLedger:
             entry.stored = stored.get(name, 0)
             entry.quarantined = quarantined.get(name, 0)
 
-    def warnings(self) -> list[str]:
-        return ledger_warnings({name: entry.as_dict() | {"gap": entry.gap()} for name, entry in self.files.items()})
+    def warnings(self, run_key: str = "KEY") -> list[str]:
+        return ledger_warnings({name: entry.as_dict() for name, entry in self.files.items()}, run_key)
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         return {name: self.files[name].as_dict() for name in sorted(self.files)}
 
 
-def ledger_warnings(files: dict[str, dict[str, Any]]) -> list[str]:
+def ledger_warnings(files: dict[str, dict[str, Any]], run_key: str = "KEY") -> list[str]:
     """One line per file that lost units in silence, or that the reader opened and got nothing stored from."""
     lines: list[str] = []
     for name, row in sorted(files.items()):
@@ -119,7 +119,7 @@ def ledger_warnings(files: dict[str, dict[str, Any]]) -> list[str]:
             what = (f"all {row['quarantined']} of its units were quarantined" if row["quarantined"]
                     else "it held no record")
             lines.append(f"{name} was read but nothing was stored from it: {what}"
-                         " (see `profile-audit quarantine --run-key ...`; is it the file you meant?)")
+                         f" (`profile-audit quarantine --run-key {run_key}` lists them; is it the file you meant?)")
     return lines
 
 

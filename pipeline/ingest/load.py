@@ -131,7 +131,7 @@ def _record_ledger(conn: sa.Connection, run_key: str, ledger: IngestLedger) -> l
             "insert into ingest_ledger (run_key, source_file, seen, inferred, stored, quarantined, ignored, repaired,"
             " notes, balanced) values (:k, :f, :seen, :inferred, :stored, :quarantined, cast(:ignored as jsonb),"
             " :repaired, :notes, :balanced)"), rows)
-    return ledger.warnings()
+    return ledger.warnings(run_key)
 
 
 def load_ledger(conn: sa.Connection, run_key: str) -> dict[str, dict]:

@@ -47,8 +47,7 @@ def summarize_run(settings: Settings, run_key: str) -> dict[str, Any]:
             "detector": load_detector_info(conn, run.detector_id, run.params or {}),
         }
     ledger = summary["ingest"]["ledger"]
-    summary["ingest"]["warnings"] = ledger_warnings(
-        {name: {**row, "ignored": row["ignored"]} for name, row in ledger.items()})
+    summary["ingest"]["warnings"] = ledger_warnings(ledger, run_key)
     summary["warnings"] += summary["ingest"]["warnings"]
     return summary
 
