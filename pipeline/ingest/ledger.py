@@ -116,10 +116,9 @@ def ledger_warnings(files: dict[str, dict[str, Any]], run_key: str = "KEY") -> l
                          f"{row['stored'] or 0} stored + {row['quarantined'] or 0} quarantined + {ignored} ignored"
                          f" = {accounted} ({expected - accounted:+d} unaccounted for); please report it with the file")
         elif not row["stored"] and not ignored:
-            what = (f"all {row['quarantined']} of its units were quarantined" if row["quarantined"]
-                    else "it held no record")
-            lines.append(f"{name} was read but nothing was stored from it: {what}"
-                         f" (`profile-audit quarantine --run-key {run_key}` lists them; is it the file you meant?)")
+            what = (f"all {row['quarantined']} of its units were quarantined (`profile-audit quarantine --run-key "
+                    f"{run_key}` lists them)" if row["quarantined"] else "it held no record")
+            lines.append(f"{name} was read but nothing was stored from it: {what}; is it the file you meant?")
     return lines
 
 
