@@ -3,6 +3,9 @@
 Columns: ``platform, account_id`` (required) and optionally ``handle, display_name, bio, url,
 location, created_at, followers, following, posts, language, avatar`` (a path relative to the
 manifest, or a URL). It is also the format of the demo export.
+
+Ingest ledger (issue 24): each CSV row or JSON line is a unit (an account or its rejection); a file of
+one JSON value that is not rows is one unit, rejected; a header-only file is registered with no unit.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pipeline.ingest.readers.files import ExportFiles
 from pipeline.ingest.readers.textio import NotAnArray, csv_rows, json_records, open_text
 
 MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl")
+REQUIRED_COLUMNS = ("platform", "account_id")  # what detection tests and the CLI's mistake message asks for
 TEXT_FIELDS = ("handle", "display_name", "bio", "url", "location", "language", "avatar")
 COUNT_FIELDS = ("followers", "following", "posts")
 
@@ -75,7 +79,7 @@ class GenericManifestReader(ExportReader):
                 if manifest.endswith(".jsonl"):
                     rows: Iterator[tuple[str, Any]] = json_records(fh, label)
                 else:
-                    rows = csv_rows(fh, label, ("platform", "account_id"))
+                    rows = csv_rows(fh, label, REQUIRED_COLUMNS)
                     first = next(rows, None)  # reads the header: a FieldError here is the user's to fix
                     rows = itertools.chain([first] if first is not None else [], rows)
                 yield from guarded_file(label, self._records(files, manifest, label, rows))
@@ -125,7 +129,7 @@ def _has_columns(files: ExportFiles, name: str) -> bool:
     if name.endswith(".jsonl"):
         return '"account_id"' in head and '"platform"' in head
     header = head.splitlines()[0] if head else ""
-    return {"platform", "account_id"} <= {c.strip().strip('"') for c in header.split(",")}
+    return set(REQUIRED_COLUMNS) <= {c.strip().strip('"') for c in header.split(",")}
 
 
 def _located(files: ExportFiles, manifest: str, record: AccountRecord) -> AccountRecord:

@@ -13,6 +13,11 @@ The account id is the base36 ``id``. Suspended accounts come back with only ``na
 (HTML entities in Reddit's JSON URLs are decoded), else ``snoovatar_img``; the
 ``avatar_default_*`` placeholders (or ``is_default_icon``) are no avatar. Bio, title and
 follower count come from the profile's ``subreddit`` object when present.
+
+Ingest ledger (issue 24): each JSON value of a file is a unit, except a Listing, whose children are the
+units (each a post, an account, a rejection, or ignored: ``more`` stubs, subreddits, messages and other
+things that are neither, by reason; an empty Listing is one unit, ignored). Authors known only from
+their posts are ``inferred`` accounts, counted against the file of their first post.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from pipeline.ingest import ledger
-
 from pipeline.ingest.readers.base import (
     AccountRecord,
     ExportReader,
@@ -72,8 +76,12 @@ class RedditReader(ExportReader):
                          for item in self._items(label, locator, value, accounts, authors))
                 yield from guarded_file(label, items)
         for account_id, (handle, name, loc) in sorted(authors.items()):
-            if account_id not in accounts:  # made from checked values: cannot fail
-                yield AccountRecord(PLATFORM, account_id, name, f"{loc} (author of posts)", handle=handle, inferred=True)
+            if account_id not in accounts:
+                made = guarded(name, loc, handle, partial(AccountRecord, PLATFORM, account_id, name,
+                                                          f"{loc} (author of posts)", handle=handle, inferred=True))
+                if isinstance(made, Rejection):  # `inferred` counts only accounts made: this one is a unit seen
+                    ledger.saw(name)
+                yield made
 
     def _items(self, name: str, locator: str, value: Any, accounts: set[str],
                authors: dict[str, tuple[str | None, str, str]]) -> Iterator[AccountRecord | PostRecord | Rejection | Ignored]:
@@ -85,8 +93,9 @@ class RedditReader(ExportReader):
         if isinstance(item, dict) and item.get("kind") == "Listing":
             yield from self._listing(name, locator, item, accounts, authors)
             return
-        if isinstance(item, dict) and item.get("kind") in OTHER_THINGS:
-            yield Ignored(name, locator, OTHER_THINGS[item["kind"]])
+        kind = item.get("kind") if isinstance(item, dict) else None
+        if isinstance(kind, str) and kind in OTHER_THINGS:
+            yield Ignored(name, locator, OTHER_THINGS[kind])
             return
         record = guarded(name, locator, item, partial(self._record, name, locator, item))
         if isinstance(record, AccountRecord):

@@ -17,6 +17,13 @@ double, so replies, quotes and retweets still match.
 
 Hashed accounts (fewer than 5,000 followers) carry the same hash in ``userid``,
 ``user_display_name`` and ``user_screen_name``; it is kept as written.
+
+Ingest ledger (issue 24): the units are the rows of the users and tweets CSVs. Accounts made from a
+tweets file (no users file) are ``inferred``. The avatar manifest and the media zips are auxiliary
+(merged into the accounts, not units): only their rejections count, one unit each. A users or tweets
+file whose header lacks the required columns is one rejection naming them (its rows cannot be read;
+given alone, it is an error); a users header lacking other columns is a warning naming them. Any
+other CSV in the export is one unit, ignored ("neither an IO users nor an IO tweets file").
 """
 
 from __future__ import annotations
@@ -113,7 +120,7 @@ class TwitterIOReader(ExportReader):
     def plan(self, files: ExportFiles, only_users: str | None = None) -> _Plan:
         """Each CSV classified: users (``userid``, ``user_screen_name``, no ``tweetid``), tweets
         (``tweetid``, ``userid``), a damaged one of these (named ``*_users_csv*``/``*_tweets_csv*`` or
-        holding some of their columns, but lacking the required ones), or another CSV. With
+        holding three or more of their columns, but lacking the required ones), or another CSV. With
         ``only_users`` (a users file given alone), other users files and CSVs of the folder are not
         part of the export: only its tweets files are."""
         names = self._csvs(files)
@@ -128,7 +135,7 @@ class TwitterIOReader(ExportReader):
                 continue  # beside a users file given alone: another release's file, not part of this export
             elif set(USERS_REQUIRED) <= columns and "tweetid" not in columns:
                 plan.users.append(name)
-            elif found or columns & (set(USER_COLUMNS) | {"tweetid"}):
+            elif found or len(columns & (set(USER_COLUMNS) | {"tweetid"})) >= 3:
                 kind = found.group(1).lower() if found else ("tweets" if "tweetid" in columns else "users")
                 required = TWEET_COLUMNS[:2] if kind == "tweets" else USERS_REQUIRED
                 missing = ", ".join(c for c in required if c not in columns)
@@ -192,12 +199,12 @@ class TwitterIOReader(ExportReader):
 
     def _users(self, files: ExportFiles, name: str, label: str,
                avatars: dict[str, str]) -> Iterator[AccountRecord | Rejection]:
-        """The accounts of one users CSV; a header without some of the usual columns is said once (its
-        rows are read: those fields are left empty)."""
+        """The accounts of one users CSV. A header without some of the usual columns is a note of the
+        file (a warning of the run, naming them): its rows are read without those fields, and a row that
+        no longer fits the cut header is rejected as such."""
         if missing := [c for c in USER_COLUMNS if c not in _header(files, name)]:
-            ledger.saw(label)
-            yield Rejection.of(label, "header", f"IO users CSV header lacks {', '.join(missing)} (truncated or"
-                               " damaged header?); its rows are read without them", files.head(name, 500).split("\n")[0])
+            ledger.note(label, f"IO users CSV header lacks {', '.join(missing)} (truncated or damaged header?);"
+                               " its rows are read without those columns")
         with files.open(name) as raw:
             for locator, row in _normalised(csv_rows(open_text(raw), label, ())):
                 yield self._checked(partial(self._account, avatars=avatars), label, locator, row)
