@@ -209,12 +209,67 @@ class _ValueEnd:
         return None
 
 
+class _Skipper:
+    """Finds where a JSON value (an array, object or string) ends while it streams by, chunk after chunk,
+    keeping nothing of it: how a record too large to buffer is skipped so the records after it are read.
+    Strings are followed across chunk boundaries (an escape cut by a chunk's end included)."""
+
+    _OUTSIDE = re.compile(r'[\[\]{}"]')
+    _STRING_BODY = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*')
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.in_string = False
+        self.carry = ""  # a backslash that ended the previous chunk, inside a string
+
+    def feed(self, text: str) -> int | None:
+        """Offset in ``text`` just past the value's end, or None when the value goes on past it."""
+        if self.carry:
+            text = self.carry + text
+            shift = len(self.carry)
+            self.carry = ""
+        else:
+            shift = 0
+        pos = 0
+        while pos < len(text):
+            if self.in_string:
+                pos = self._STRING_BODY.match(text, pos).end()
+                if pos >= len(text):
+                    return None
+                if text[pos] == "\\":  # a backslash with nothing after it yet
+                    self.carry = text[pos:]
+                    return None
+                self.in_string = False  # the closing quote
+                pos += 1
+                if self.depth == 0:
+                    return pos - shift
+                continue
+            match = self._OUTSIDE.search(text, pos)
+            if match is None:
+                return None
+            token, pos = match.group(), match.end()
+            if token == '"':
+                self.in_string = True
+            elif token in "[{":
+                self.depth += 1
+            else:
+                self.depth -= 1
+                if self.depth <= 0:
+                    return pos - shift
+        return None
+
+
+_DECODER = json.JSONDecoder(strict=False)  # raw control characters (a NUL, a tab) inside strings: the record
+# sanitises them; refusing them would lose the record and, inside an array, every record after it
+
+
 def decode_json(text: str) -> Any:
-    """json.loads with bounded depth: ValueError(TOO_DEEP) for hostile nesting, JSONDecodeError as usual."""
+    """json.loads with bounded depth: ValueError(TOO_DEEP) for hostile nesting, JSONDecodeError as usual.
+    Raw control characters inside strings are accepted (records sanitise their text)."""
     if json_depth(text) > MAX_JSON_DEPTH:
         raise ValueError(TOO_DEEP)
     try:
-        return json.loads(text)
+        return _DECODER.decode(text)
     except RecursionError:  # pragma: no cover - json_depth caught it first
         raise ValueError(TOO_DEEP) from None
 
@@ -239,12 +294,15 @@ def _json_records(fh: IO[str], source: str, start_at: str | None = None, chunk: 
 
     ``start_at`` skips a JavaScript prefix up to and including that marker (``window.YTD.x.part0 =``). A
     single JSON value that is not an array raises NotAnArray (its value attached), and with
-    ``array_only`` any non-array does (JSON lines are not accepted). An unparseable
-    line of JSON lines is yielded as a Rejection and reading goes on; a syntax error inside an array
-    cannot be resynchronised, so it is yielded as a Rejection and the file ends there. A record nested
-    deeper than MAX_JSON_DEPTH is a Rejection and the records after it are read.
+    ``array_only`` any non-array does (JSON lines are not accepted). An unparseable line of JSON lines is
+    yielded as a Rejection and reading goes on. Inside an array, a record (object or array) is delimited
+    by its brackets before it is parsed, so a record that is not valid JSON, nested deeper than
+    MAX_JSON_DEPTH or larger than MAX_JSON_RECORD_CHARS (skipped as it streams by, never buffered whole)
+    is one Rejection and the records after it are read; only a break the brackets cannot get past (the
+    file ends inside a record, a bare value that is not JSON) ends the file, as a Rejection. Data after
+    the array's end is one Rejection too (a second array appended, garbage): never dropped in silence.
     """
-    decoder = json.JSONDecoder()
+    decoder = _DECODER
     buf = fh.read(chunk)
     eof = len(buf) < chunk
     pos = 0
@@ -290,6 +348,7 @@ def _json_records(fh: IO[str], source: str, start_at: str | None = None, chunk: 
             yield f"record {index + 1}", Rejection.of(source, f"record {index + 1}", "the JSON array is not closed (truncated file?)", "")
             return
         if buf[pos] == "]":
+            yield from _after_array(buf[pos + 1:], fh, source, chunk, eof)
             return
         if index and buf[pos] == ",":
             pos += 1
@@ -302,22 +361,36 @@ def _json_records(fh: IO[str], source: str, start_at: str | None = None, chunk: 
                 more = fh.read(chunk)
                 eof = len(more) < chunk
                 buf, pos = buf[pos:] + more, 0
-            if end is None and not eof:
-                yield locator, Rejection.of(source, locator, f"record larger than {MAX_JSON_RECORD_CHARS} characters",
-                                            buf[pos:pos + 500])
-                return
+            if end is None and not eof:  # too large to buffer: skip to its end as it streams by
+                index += 1
+                head = buf[pos:pos + 500]
+                rest = _skip_value(buf[pos:], fh, chunk)
+                if rest is None:
+                    yield locator, Rejection.of(source, locator, f"record larger than {MAX_JSON_RECORD_CHARS} characters,"
+                                                " and the file ends inside it (truncated file?)", head)
+                    return
+                yield locator, Rejection.of(source, locator, f"record larger than {MAX_JSON_RECORD_CHARS} characters; "
+                                            "skipped", head)
+                buf, pos, eof = rest[0], 0, rest[1]
+                continue
             if end is not None and json_depth(buf, pos, end) > MAX_JSON_DEPTH:
                 index += 1
                 yield locator, Rejection.of(source, locator, TOO_DEEP, buf[pos:pos + 500])
                 pos = end
                 continue
+        refused: Rejection | None = None
         while True:
             try:
-                value, end = decoder.raw_decode(buf, pos)
+                value, parsed_end = decoder.raw_decode(buf, pos)
+                if end is not None and parsed_end != end:  # brackets and the parser disagree: not one value
+                    raise json.JSONDecodeError("extra data inside the record", buf, parsed_end)
                 break
             except json.JSONDecodeError as exc:
-                if eof or end is not None or len(buf) - pos > MAX_JSON_RECORD_CHARS:
-                    reason = (f"record larger than {MAX_JSON_RECORD_CHARS} characters" if not eof and end is None
+                if end is not None:  # the brackets delimit the broken record: refuse it, read on after it
+                    refused = Rejection.of(source, locator, f"not JSON: {exc.msg}", buf[pos:min(end, pos + 500)])
+                    break
+                if eof or len(buf) - pos > MAX_JSON_RECORD_CHARS:
+                    reason = (f"record larger than {MAX_JSON_RECORD_CHARS} characters" if not eof
                               else f"not JSON: {exc.msg} (the rest of the file is unreadable)")
                     yield locator, Rejection.of(source, locator, reason, buf[pos:pos + 500])
                     return
@@ -325,10 +398,53 @@ def _json_records(fh: IO[str], source: str, start_at: str | None = None, chunk: 
                 eof = len(more) < chunk
                 buf, pos = buf[pos:] + more, 0
         index += 1
-        yield locator, value
-        pos = end
+        if refused is None:
+            yield locator, value
+            pos = parsed_end
+        else:
+            yield locator, refused
+            pos = end  # type: ignore[assignment]  # set whenever a record is refused
         if pos > chunk:
             buf, pos = buf[pos:], 0
+
+
+def _skip_value(start: str, fh: IO[str], chunk: int) -> tuple[str, bool] | None:
+    """Stream past the value that ``start`` begins (and fh continues), keeping none of it: (what follows
+    it in the chunk it ends in, whether that chunk was the file's last), or None when the file ends first."""
+    skipper = _Skipper()
+    at = skipper.feed(start)
+    if at is not None:
+        return start[at:], False
+    while True:
+        text = fh.read(chunk)
+        eof = len(text) < chunk
+        at = skipper.feed(text)
+        if at is not None:
+            return text[at:], eof
+        if eof:
+            return None
+
+
+_TRAILER = re.compile(r"[ \t\r\n;]*")  # whitespace, and a JavaScript file's closing semicolon
+
+
+def _after_array(rest: str, fh: IO[str], source: str, chunk: int, eof: bool) -> Iterator[tuple[str, Any]]:
+    """What follows the array's closing bracket: nothing (or a semicolon), else one Rejection for it,
+    read to the end in chunks (a second array appended, trailing garbage) with its head as the excerpt."""
+    while True:
+        at = _TRAILER.match(rest).end()
+        if at < len(rest):
+            head = rest[at:at + 500]
+            while not eof:
+                eof = len(fh.read(chunk)) < chunk
+            yield "after the array", Rejection.of(source, "after the array",
+                                                  "data after the end of the JSON array (appended or garbage); ignored",
+                                                  head)
+            return
+        if eof:
+            return
+        rest = fh.read(chunk)
+        eof = len(rest) < chunk
 
 
 def _json_lines(first: str, fh: IO[str], source: str, decoder: json.JSONDecoder, eof: bool,
@@ -353,7 +469,13 @@ def _json_lines(first: str, fh: IO[str], source: str, decoder: json.JSONDecoder,
             at = _skip_ws(first, 0)
             if json_depth(first, at) <= MAX_JSON_DEPTH:
                 value, end = decoder.raw_decode(first, at)
-                if not first[end:].strip() and eof:
+                trailer = first[end:].strip()
+                if eof and not trailer:
+                    raise NotAnArray(value)
+                if eof and "\n" not in trailer:  # one value, then garbage (not a second line of JSON lines)
+                    yield "after the value", Rejection.of(source, "after the value",
+                                                          "data after the end of the JSON value (appended or garbage); "
+                                                          "ignored", trailer[:500])
                     raise NotAnArray(value)
         except json.JSONDecodeError:
             pass
