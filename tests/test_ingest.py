@@ -172,14 +172,16 @@ def _io_export_with_bad_posts(tmp_path):
     return export
 
 
-def test_posts_of_unknown_accounts_and_duplicate_posts_are_quarantined(settings, tmp_path):
+def test_posts_by_authors_missing_from_the_users_file_are_kept_and_duplicate_posts_quarantined(settings, tmp_path):
+    """Issue 24: a tweet whose author has no row in the users file (lost, or never there) is kept, its author an
+    account inferred from the tweet's own user columns (``inferred`` in the ledger), not an orphan."""
     export = _io_export_with_bad_posts(tmp_path)
     result = _ingest(settings, "io", export)
-    assert (result.accounts, result.posts, result.rejected) == (3, 3, 2)
+    assert (result.accounts, result.posts, result.rejected) == (4, 4, 1)
+    assert _rows(settings, "select source_locator from account_snapshots where account_key = 'twitter:someone-else'") \
+        == [("line 8 (author of posts)",)]
     # the first tweet spans lines 2-5 (its author's bio and its text hold line breaks)
     assert _rows(settings, "select source_file, locator, reason from quarantine order by locator") == [
-        ("cuba_092020_tweets_csv_hashed.csv", "line 8",
-         "post 77 by twitter:someone-else, which is not among the export's accounts"),
         ("cuba_092020_tweets_csv_hashed.csv", "line 9",
          "duplicate post 1300000000000000001 (first at cuba_092020_tweets_csv_hashed.csv line 2)"),
     ]
@@ -233,13 +235,13 @@ def test_posts_load_into_one_partition_per_run_and_reruns_replace_it(settings, t
     assert _rows(settings, "select count(*) from posts_default") == [(0,)]
     assert _rows(settings, "select count(*) from posts where run_key = 'late' and post_id = 'stray'") == [(0,)]
     again = _ingest(settings, "io", export)
-    assert (again.accounts, again.posts, again.rejected) == (first.accounts, first.posts, first.rejected) == (3, 3, 2)
+    assert (again.accounts, again.posts, again.rejected) == (first.accounts, first.posts, first.rejected) == (4, 4, 1)
     assert _rows(settings, posts_sql, k="io") == before
     assert _rows(settings, "select run_key, locator, reason from quarantine where run_key = 'io' order by 2") \
-        == quarantined and len(quarantined) == 2
-    assert _rows(settings, "select count(*) from posts where run_key = :k", k=OTHER) == [(3,)]
+        == quarantined and len(quarantined) == 1
+    assert _rows(settings, "select count(*) from posts where run_key = :k", k=OTHER) == [(4,)]
     _ingest(settings, OTHER, export)  # its rerun finds and replaces its partition
-    assert _rows(settings, "select count(*) from posts where run_key = :k", k=OTHER) == [(3,)]
+    assert _rows(settings, "select count(*) from posts where run_key = :k", k=OTHER) == [(4,)]
     with transaction(settings) as conn:
         names = {k: posts_partition(conn, k) for k in ("io", OTHER, "late", "missing")}
     assert len({names["io"], names[OTHER], names["late"]}) == 3 and names["missing"] is None

@@ -179,6 +179,25 @@ def test_io_accounts_from_a_tweets_file_are_inferred(settings, tmp_path):
     assert row["stored"] == len(rows) + len({r["userid"] for r in rows})
 
 
+def test_io_tweets_of_a_user_whose_users_row_is_lost_are_kept(settings, tmp_path):
+    export = write_io_export(tmp_path / "io", avatar_url=None)
+    users = export / "cuba_092020_users_csv_hashed.csv"
+    lost = io_users_rows()[1]
+    with users.open(newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["userid"] != lost["userid"]]
+    with users.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, IO_USER_COLUMNS, quoting=csv.QUOTE_ALL)
+        writer.writeheader()
+        writer.writerows(rows)
+    ledger = balanced(settings, "lost", export)
+    tweets = ledger["cuba_092020_tweets_csv_hashed.csv"]
+    assert (tweets["seen"], tweets["inferred"], tweets["stored"], tweets["quarantined"]) == (3, 1, 4, 0)
+    with transaction(settings) as conn:
+        row = conn.execute(sa.text("select handle, location, followers from account_snapshots"
+                                   " where account_key = :k"), {"k": f"twitter:{lost['userid']}"}).one()
+    assert tuple(row) == (lost["user_screen_name"], lost["user_reported_location"], int(lost["follower_count"]))
+
+
 def test_io_author_account_that_cannot_be_made_is_counted(tmp_path):
     export = _tweets_only(tmp_path / "io")
     path = export / "cuba_092020_tweets_csv_hashed.csv"

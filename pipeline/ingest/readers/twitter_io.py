@@ -10,7 +10,8 @@ The users CSV has no avatar column. Avatars come from, in this order:
 
 Headers are read in either spelling: ``user_screen_name`` or the camel case of later releases
 (``userScreenName``, ``accountCreationDate``). A tweets CSV alone (or a folder of tweets CSVs only)
-is read too: its accounts are taken from the user columns of each account's first tweet. Ids that a
+is read too: its accounts are taken from the user columns of each account's first tweet (as is the
+account of an author whose users-file row is missing or was rejected). Ids that a
 release wrote as floats (``1.1434335552400015e+18``, pandas' doing) are marked approximate
 (``~<integer of the float>``); ingest resolves them to the export's post whose id rounds to the same
 double, so replies, quotes and retweets still match.
@@ -19,7 +20,7 @@ Hashed accounts (fewer than 5,000 followers) carry the same hash in ``userid``,
 ``user_display_name`` and ``user_screen_name``; it is kept as written.
 
 Ingest ledger (issue 24): the units are the rows of the users and tweets CSVs. Accounts made from a
-tweets file (no users file) are ``inferred``. The avatar manifest and the media zips are auxiliary
+tweets file's author columns are ``inferred``. The avatar manifest and the media zips are auxiliary
 (merged into the accounts, not units): only their rejections count, one unit each. A users or tweets
 file whose header lacks the required columns is one rejection naming them (its rows cannot be read;
 given alone, it is an error); a users header lacking other columns is a warning naming them. Any
@@ -189,13 +190,16 @@ class TwitterIOReader(ExportReader):
                 yield Ignored(files.label(name), "file", NOT_IO_CSV)
             avatars: dict[str, str] = {}
             yield from self._avatar_index(files, avatars)
+            accounts: set[str] = set()  # made from a users file, or tried from a tweet's author columns
             for users in plan.users:
                 label = files.label(users)
-                yield from guarded_file(label, self._users(files, users, label, avatars))
-            authors: set[str] | None = None if plan.users else set()  # else: accounts from the tweets
+                for item in guarded_file(label, self._users(files, users, label, avatars)):
+                    if isinstance(item, AccountRecord):
+                        accounts.add(item.account_id)
+                    yield item
             for tweets in plan.tweets:
                 label = files.label(tweets)
-                yield from guarded_file(label, self._tweets(files, tweets, label, avatars, authors))
+                yield from guarded_file(label, self._tweets(files, tweets, label, avatars, accounts))
 
     def _users(self, files: ExportFiles, name: str, label: str,
                avatars: dict[str, str]) -> Iterator[AccountRecord | Rejection]:
@@ -210,24 +214,25 @@ class TwitterIOReader(ExportReader):
                 yield self._checked(partial(self._account, avatars=avatars), label, locator, row)
 
     def _tweets(self, files: ExportFiles, name: str, label: str, avatars: dict[str, str],
-                authors: set[str] | None) -> Iterator[AccountRecord | PostRecord | Rejection]:
-        """Posts of one tweets CSV; with ``authors``, each new userid's first row makes its account too
-        (``inferred``: known from the author columns of its posts, with no record of its own)."""
+                accounts: set[str]) -> Iterator[AccountRecord | PostRecord | Rejection]:
+        """Posts of one tweets CSV. An author with no account yet (no users file, or its row there lost or
+        rejected) gets one from the author columns of its first tweet: ``inferred``, as it has no record
+        of its own, so its tweets are kept rather than quarantined as orphans."""
         if missing := [c for c in TWEET_COLUMNS if c not in _header(files, name)]:
             ledger.saw(label)
             yield Rejection.of(label, "file", f"tweets CSV lacks {', '.join(missing)}", "")
             return
         with files.open(name) as raw:
             for locator, row in _normalised(csv_rows(open_text(raw), label, ())):
-                if not isinstance(row, Rejection) and authors is not None:
+                if not isinstance(row, Rejection):
                     userid = row.get("userid")
                     key = userid.strip() if isinstance(userid, str) else ""
-                    if key not in authors:
-                        authors.add(key)
+                    if key and key not in accounts:
+                        accounts.add(key)
                         account = self._checked(partial(self._account, avatars=avatars, inferred=True), label,
                                                 locator, row)
                         if isinstance(account, Rejection):
-                            # the author's account columns, which could not make its account: the ledger's
+                            # the author's columns, which could not make its account: the ledger's
                             # `inferred` counts only accounts made, so this one unit is counted as seen
                             ledger.saw(label)
                         yield account
