@@ -22,9 +22,10 @@ LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)  # nor newer than this (a 999
 # A platform's own epoch: an account created before its platform existed is a broken or forged record.
 # Posts are not bounded by it (Bluesky keeps the createdAt a client sets, and imported archives backdate).
 PLATFORM_EPOCH = {
-    "twitter": datetime(2006, 3, 21, tzinfo=timezone.utc),
-    "x": datetime(2006, 3, 21, tzinfo=timezone.utc),
-    "reddit": datetime(2005, 6, 23, tzinfo=timezone.utc),
+    # a few days before launch: founders' and staff accounts predate it (Reddit's spez: 2005-06-06)
+    "twitter": datetime(2006, 3, 1, tzinfo=timezone.utc),
+    "x": datetime(2006, 3, 1, tzinfo=timezone.utc),
+    "reddit": datetime(2005, 6, 1, tzinfo=timezone.utc),
     "mastodon": datetime(2016, 3, 16, tzinfo=timezone.utc),
 }
 MAX_FIELD_CHARS = 65_536  # a bio or URL longer than this is not a profile field
