@@ -64,18 +64,15 @@ def _kinds(path: Path) -> list[str]:
     return list(kinds)
 
 
-# Cases that still fail in a reader this corpus does not own, with what fails (strict: a fix must remove them).
-_ORPHANS = ("twitter_io: the tweets of a user whose users-file row is lost are quarantined as orphans, not kept "
-            "with their author inferred from the tweet's own user columns")
+# Cases that still fail outside the plumbing this corpus owns, with what fails (strict: a fix must remove them).
+_HEADER_ONLY = ("tests/ledger_checks.assert_ingest_balances wants seen + inferred > 0 for every file, but a users "
+                "file cut inside or just after its header has no row (seen 0, and a ledger note says so)")
 XFAIL: dict[tuple[str, str], str] = {
     ("bsky-actors", "huge_record"): "bluesky.json_units: a response over MAX_JSON_RECORD_CHARS (one 17 MB actor "
                                     "among 50) is refused whole",
-    **{("coortweet-io", k): _ORPHANS for k in ("truncate_random", "bad_utf8_field", "extra_cells", "open_quote",
-                                               "truncated_header")},
-    **{("qut-coretweet-io", k): _ORPHANS for k in ("truncate_random", "truncate_mid_record", "wrong_type",
-                                                   "extra_cells")},
-    **{("qut-sample-io", k): _ORPHANS for k in ("truncate_random", "truncate_mid_record", "byte_flips",
-                                                "bad_utf8_field", "edge_date", "open_quote")},
+    ("qut-coretweet-io", "truncate_random"): _HEADER_ONLY,
+    ("qut-coretweet-io", "truncate_mid_record"): _HEADER_ONLY,
+    ("qut-sample-io", "truncate_mid_record"): _HEADER_ONLY,
 }
 
 
