@@ -445,7 +445,7 @@ def mastodon_archive_members(actor: str = MASTO_ACTOR, avatar: str = "avatar.png
     }
 
 
-def _write_mastodon_members(path: Path, members: dict[str, bytes], as_zip: bool) -> Path:
+def write_members(path: Path, members: dict[str, bytes], as_zip: bool) -> Path:
     """The members as a zip at ``path``, or as files under the folder ``path``."""
     if as_zip:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -462,7 +462,7 @@ def _write_mastodon_members(path: Path, members: dict[str, bytes], as_zip: bool)
 def write_mastodon_archive(path: Path, as_zip: bool = True, **members) -> Path:
     """The archive Mastodon's "Request your archive" delivers (a zip), or its unpacked folder;
     ``members`` as `mastodon_archive_members` takes them (activities, pretty, total, ...)."""
-    return _write_mastodon_members(path, mastodon_archive_members(**members), as_zip)
+    return write_members(path, mastodon_archive_members(**members), as_zip)
 
 
 # --- Reddit history listings ------------------------------------------------------------------------------

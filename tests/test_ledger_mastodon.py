@@ -25,6 +25,7 @@ from export_fixtures import (
     mastodon_archive_members,
     mastodon_note,
     write_mastodon_archive,
+    write_members,
 )
 from ledger_checks import assert_ingest_balances, assert_reader_balances, read_counted
 
@@ -78,18 +79,6 @@ def real_shaped_activities() -> list[dict]:
 
 def outbox_members(activities: list, **kw) -> dict[str, bytes]:
     return mastodon_archive_members(activities=activities, **kw)
-
-
-def write_zip_or_folder(path, members: dict[str, bytes], as_zip: bool):
-    if as_zip:
-        with zipfile.ZipFile(path, "w") as zf:
-            for name, data in members.items():
-                zf.writestr(name, data)
-        return path
-    for name, data in members.items():
-        (path / name).parent.mkdir(parents=True, exist_ok=True)
-        (path / name).write_bytes(data)
-    return path
 
 
 # --- the real-shaped archive of 1,586 activities ------------------------------------------------------------
@@ -174,7 +163,7 @@ def test_each_activity_kind_is_a_post_an_ignored_unit_or_a_rejection(tmp_path):
     items = [note, question, page, event, odd, by_uri, boost_without_object,
              {"id": "x#follow", "type": "Follow", "object": MASTO_BOOSTED}, {"type": "Like", "object": MASTO_BOOSTED},
              {"id": "y", "type": "Delete"}, "not an activity", 7, None, [], {"id": "no-type"}]
-    write_zip_or_folder(tmp_path, outbox_members(items), as_zip=False)
+    write_members(tmp_path, outbox_members(items), as_zip=False)
     got, ledger = read_counted(ARCHIVE, tmp_path)
     assert_reader_balances(ledger)
     outbox = {i.source_locator if isinstance(i, PostRecord) else i.locator: i for i in got
@@ -197,7 +186,7 @@ def test_likes_and_bookmarks_are_counted_and_ignored_and_other_json_files_are_re
     members = outbox_members(mastodon_activities()[:1], likes=[MASTO_BOOSTED, f"{MASTO_BOOSTED}2", 5],
                              bookmarks=[{"id": f"{MASTO_BOOSTED}3"}])
     members["notes/export-settings.json"] = b'{"theme": "dark"}'
-    write_zip_or_folder(tmp_path, members, as_zip=False)
+    write_members(tmp_path, members, as_zip=False)
     got, ledger = read_counted(ARCHIVE, tmp_path)
     assert_reader_balances(ledger)
     assert dict(ledger.files["likes.json"].ignored) == {"liked status": 2}
@@ -221,7 +210,7 @@ def test_only_the_top_level_ordered_items_are_read(tmp_path):
     text = json.dumps(decoy)[:-1] + ', "orderedItems": ' + json.dumps(items) + "}"
     members = outbox_members([])
     members["outbox.json"] = text.encode()
-    write_zip_or_folder(tmp_path, members, as_zip=False)
+    write_members(tmp_path, members, as_zip=False)
     got, ledger = read_counted(ARCHIVE, tmp_path)
     assert_reader_balances(ledger)
     assert len([i for i in got if isinstance(i, PostRecord)]) == 3
@@ -249,7 +238,7 @@ def test_collection_items_do_not_depend_on_where_chunks_end(chunk, pretty):
 def test_an_outbox_without_top_level_items_is_one_rejection_and_the_account_is_kept(tmp_path, content, reason):
     members = outbox_members([])
     members["outbox.json"] = content.encode()
-    write_zip_or_folder(tmp_path, members, as_zip=False)
+    write_members(tmp_path, members, as_zip=False)
     got, ledger = read_counted(ARCHIVE, tmp_path)
     assert_reader_balances(ledger)
     (rejection,) = [i for i in got if isinstance(i, Rejection)]
@@ -258,7 +247,7 @@ def test_an_outbox_without_top_level_items_is_one_rejection_and_the_account_is_k
 
 
 def test_total_items_that_disagree_with_the_items_are_a_warning(tmp_path, caplog):
-    write_zip_or_folder(tmp_path, outbox_members(mastodon_activities()[:2], total=1586), as_zip=False)
+    write_members(tmp_path, outbox_members(mastodon_activities()[:2], total=1586), as_zip=False)
     with caplog.at_level(logging.WARNING, logger="pipeline.ingest.readers.mastodon"):
         got, ledger = read_counted(ARCHIVE, tmp_path)
     assert_reader_balances(ledger)
@@ -271,7 +260,7 @@ def test_an_empty_array_before_the_real_one_loses_nothing(tmp_path, caplog):
     items = mastodon_activities()[:3]
     members = outbox_members([])
     members["outbox.json"] = _outbox_text('"orderedItems": [], "totalItems": 3, ', items).encode()
-    write_zip_or_folder(tmp_path, members, as_zip=False)
+    write_members(tmp_path, members, as_zip=False)
     with caplog.at_level(logging.WARNING, logger="pipeline.ingest.readers.mastodon"):
         got, ledger = read_counted(ARCHIVE, tmp_path)
     assert_reader_balances(ledger)
@@ -296,7 +285,7 @@ def _hostile_outbox_archive(tmp_path, as_zip: bool):
     data = text.encode().replace(b"BADBYTE", b"bad \xff byte")  # one byte that is not UTF-8
     members = outbox_members([])
     members["outbox.json"] = data
-    return write_zip_or_folder(tmp_path / ("h.zip" if as_zip else "h"), members, as_zip)
+    return write_members(tmp_path / ("h.zip" if as_zip else "h"), members, as_zip)
 
 
 @pytest.mark.parametrize("as_zip", [True, False], ids=["zip", "folder"])
@@ -323,7 +312,7 @@ def test_a_truncated_outbox_keeps_the_posts_before_the_cut(settings, tmp_path, a
     members = outbox_members(activities, pretty=pretty)
     whole = members["outbox.json"]
     members["outbox.json"] = whole[:whole.index(activities[30]["id"].encode()) + 10]  # cut inside record 31
-    export = write_zip_or_folder(tmp_path / ("t.zip" if as_zip else "t"), members, as_zip)
+    export = write_members(tmp_path / ("t.zip" if as_zip else "t"), members, as_zip)
     ledger = ingest_balanced(settings, "cut", export)
     prefix = "t.zip!" if as_zip else ""
     outbox = ledger[f"{prefix}outbox.json"]
@@ -337,7 +326,7 @@ def test_a_rejected_actor_still_accounts_for_every_post(settings, tmp_path):
     actor = json.loads(members["actor.json"])
     actor["published"] = "0001-01-01 00:00:00+05:00"
     members["actor.json"] = json.dumps(actor).encode()
-    export = write_zip_or_folder(tmp_path, members, as_zip=False)
+    export = write_members(tmp_path, members, as_zip=False)
     ledger = ingest_balanced(settings, "noactor", export)
     assert (ledger["actor.json"]["quarantined"], ledger["outbox.json"]["quarantined"]) == (1, 3)
     reasons = quarantined(settings, "noactor")
@@ -445,7 +434,7 @@ def test_two_archives_in_one_folder_and_an_outbox_unpacked_elsewhere(tmp_path, c
     an actor with no outbox is said in the log (there is no unit to count)."""
     bob = "https://fosstodon.org/users/bob"
     for folder, actor in (("ana", MASTO_ACTOR), ("bob", bob)):
-        write_zip_or_folder(tmp_path / "two" / folder, mastodon_archive_members(
+        write_members(tmp_path / "two" / folder, mastodon_archive_members(
             actor, activities=[mastodon_note(actor, 1, "<p>hola</p>")]), as_zip=False)
     got, ledger = read_counted(ARCHIVE, tmp_path / "two")
     assert_reader_balances(ledger)
@@ -453,12 +442,12 @@ def test_two_archives_in_one_folder_and_an_outbox_unpacked_elsewhere(tmp_path, c
         ("ana@mastodon.social", "ana/outbox.json"), ("bob@fosstodon.org", "bob/outbox.json")]
     members = mastodon_archive_members(activities=[mastodon_note(MASTO_ACTOR, 1, "<p>hola</p>")])
     members["data/outbox.json"] = members.pop("outbox.json")
-    write_zip_or_folder(tmp_path / "moved", members, as_zip=False)
+    write_members(tmp_path / "moved", members, as_zip=False)
     got, ledger = read_counted(ARCHIVE, tmp_path / "moved")
     assert_reader_balances(ledger)
     assert [p.source_file for p in got if isinstance(p, PostRecord)] == ["data/outbox.json"]
     del members["data/outbox.json"]
-    write_zip_or_folder(tmp_path / "none", members, as_zip=False)
+    write_members(tmp_path / "none", members, as_zip=False)
     with caplog.at_level(logging.WARNING, logger="pipeline.ingest.readers.mastodon"):
         got, ledger = read_counted(ARCHIVE, tmp_path / "none")
     assert_reader_balances(ledger)
