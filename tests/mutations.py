@@ -220,25 +220,24 @@ def _is_date(key: Any, value: Any) -> bool:
     return ("created" in k or "date" in k or k.endswith("at") or "time" in k) and isinstance(value, (str, int, float))
 
 
-def json_bad_utf8(data: bytes, rng: random.Random) -> Mutated | None:
-    bad = rng.choice(BAD_UTF8)
-
+def _json_insert(data: bytes, rng: random.Random, insert: bytes, what: str) -> Mutated | None:
+    """``insert`` (raw bytes) put at a random place inside one text field's value."""
     def make(old: str) -> tuple[Any, bytes, str]:
         at = rng.randrange(len(old) + 1)
-        raw = json.dumps(old[:at], ensure_ascii=False).encode()[:-1] + bad + json.dumps(old[at:], ensure_ascii=False).encode()[1:]
-        return None, raw, f"invalid UTF-8 {bad!r} inserted"
+        raw = json.dumps(old[:at], ensure_ascii=False).encode()[:-1] + insert + json.dumps(old[at:], ensure_ascii=False).encode()[1:]
+        return None, raw, what
     return _json_field(data, rng, _is_text, make)
+
+
+def json_bad_utf8(data: bytes, rng: random.Random) -> Mutated | None:
+    bad = rng.choice(BAD_UTF8)
+    return _json_insert(data, rng, bad, f"invalid UTF-8 {bad!r} inserted")
 
 
 def json_nul(data: bytes, rng: random.Random) -> Mutated | None:
     escaped = rng.random() < 0.5
-    nul = b"\\u0000" if escaped else b"\x00"
-
-    def make(old: str) -> tuple[Any, bytes, str]:
-        at = rng.randrange(len(old) + 1)
-        raw = json.dumps(old[:at], ensure_ascii=False).encode()[:-1] + nul + json.dumps(old[at:], ensure_ascii=False).encode()[1:]
-        return None, raw, f"NUL ({'escaped' if escaped else 'raw byte'}) inserted"
-    return _json_field(data, rng, _is_text, make)
+    return _json_insert(data, rng, b"\\u0000" if escaped else b"\x00",
+                        f"NUL ({'escaped' if escaped else 'raw byte'}) inserted")
 
 
 def json_wrong_type(data: bytes, rng: random.Random) -> Mutated | None:
