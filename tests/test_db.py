@@ -22,6 +22,7 @@ EXPECTED_TABLES = {
     "posts_default",  # 016: posts written directly for a run without its own partition
     "avatar_near_duplicates",  # 006: near-duplicate avatar pairs per run
     "image_claims",  # 013: images a score shard is embedding now
+    "ingest_ledger",  # 018: per run and export file, the units seen and what became of them
 }
 
 
