@@ -15,7 +15,8 @@ import sqlalchemy as sa
 
 pytestmark = pytest.mark.slow  # two full audits of the demo export
 
-VIEWS = ("dashboard_account_risk", "dashboard_cluster_summary", "dashboard_daily_audit", "dashboard_flag_queue")
+VIEWS = ("dashboard_account_risk", "dashboard_cluster_summary", "dashboard_daily_audit", "dashboard_flag_queue",
+         "dashboard_ingest_ledger")
 NIGHTLY = "nightly:2026-03-04"
 ADHOC = "dash-adhoc"
 
@@ -111,6 +112,26 @@ def test_daily_audit_view_counts_per_day_kind_and_platform(audited):
         assert flagged > 0 and row["flagged_accounts"] == flagged
         assert float(row["flagged_rate"]) == pytest.approx(round(flagged / 341, 4))
         assert row["high_risk_accounts"] == sum(1 for s in signals if s["risk"] >= 0.5)
+
+
+def test_ingest_ledger_view_matches_the_tables_per_file(audited):
+    """One row per run and export file; the counts are the tables' own (snapshots and posts naming the file,
+    its quarantine rows), and the demo's bad row shows as a quarantined unit of a balanced file."""
+    settings = audited["settings"]
+    for run_key in (NIGHTLY, ADHOC):
+        rows = _rows(settings, "select * from dashboard_ingest_ledger where run_key = :k", k=run_key)
+        assert rows and all(r["balanced"] and not r["gave_nothing"] for r in rows)
+        for r in rows:
+            stored = _rows(settings, "select (select count(*) from account_snapshots where run_key = :k and source_file = :f)"
+                                     " + (select count(*) from posts where run_key = :k and source_file = :f) as n",
+                           k=run_key, f=r["source_file"])[0]["n"]
+            quarantined = _rows(settings, "select count(*) as n from quarantine where run_key = :k and stage = 'ingest'"
+                                          " and source_file = :f", k=run_key, f=r["source_file"])[0]["n"]
+            assert (r["stored"], r["quarantined"]) == (stored, quarantined)
+            assert r["seen"] + r["inferred"] == r["stored"] + r["quarantined"] + r["ignored"]
+        total = _rows(settings, "select count(*) as n from quarantine where run_key = :k and stage = 'ingest'",
+                      k=run_key)[0]["n"]
+        assert sum(r["quarantined"] for r in rows) == total > 0  # the demo export's bad row, in its file's row
 
 
 def test_flag_queue_puts_escalated_first_and_keeps_sizes(audited):

@@ -15,7 +15,8 @@ from pipeline.config import load_settings
 from pipeline.core.db import MIGRATION_LOCK_KEY, discover_repeatables, dispose_engines, ensure_schema, sql_dir, upgrade
 from pipeline.errors import UserError
 
-VIEWS = ("dashboard_account_risk", "dashboard_cluster_summary", "dashboard_daily_audit", "dashboard_flag_queue")
+VIEWS = ("dashboard_account_risk", "dashboard_cluster_summary", "dashboard_daily_audit", "dashboard_flag_queue",
+         "dashboard_ingest_ledger")
 
 
 # Database-level grants (TEMP, CONNECT) live in pg_database and are not copied from the test template,

@@ -24,7 +24,7 @@ begin
     -- no percent signs in migrations: the driver formats the migration text
     execute 'grant usage on schema ' || quote_ident(current_schema()) || ' to profile_audit_reader';
     grant select on dashboard_account_risk, dashboard_cluster_summary, dashboard_daily_audit,
-                    dashboard_flag_queue to profile_audit_reader;
+                    dashboard_flag_queue, dashboard_ingest_ledger to profile_audit_reader;
     execute 'grant connect on database ' || quote_ident(current_database()) || ' to profile_audit_reader';
     -- Nothing else. PostgreSQL grants TEMP on every database and CONNECT to every database to PUBLIC,
     -- and has no per-role deny, so these are taken from PUBLIC: the owner, superusers and roles granted

@@ -10,7 +10,8 @@
 -- Repeatable: dropped and recreated whenever a file of sql/functions or sql/views changes
 -- (pipeline/core/db.py), so the definition of each view is here and nowhere else.
 
-drop view if exists dashboard_account_risk, dashboard_cluster_summary, dashboard_daily_audit, dashboard_flag_queue cascade;
+drop view if exists dashboard_account_risk, dashboard_cluster_summary, dashboard_daily_audit, dashboard_flag_queue,
+    dashboard_ingest_ledger cascade;
 
 -- One row per account per run: the risk, why (contributions), and the cluster and flag it belongs to.
 create view dashboard_account_risk as
@@ -135,5 +136,27 @@ select f.flag_id,
 from flags f
 join runs r on r.run_key = f.run_key
 left join clusters c on c.run_key = f.run_key and c.cluster_id = f.cluster_id;
+
+-- What each run's ingest made of each export file (docs/formats.md, "The ingest ledger"): units seen,
+-- stored, quarantined and ignored; unbalanced files (units lost in silence) and files that gave nothing
+-- are the rows to alert on.
+create view dashboard_ingest_ledger as
+select l.run_key,
+       r.kind                                                            as run_kind,
+       r.status                                                          as run_status,
+       r.started_at                                                      as run_started_at,
+       l.source_file,
+       l.seen,
+       l.inferred,
+       l.stored,
+       l.quarantined,
+       coalesce((select sum(value::bigint) from jsonb_each_text(l.ignored)), 0)::bigint as ignored,
+       l.ignored                                                         as ignored_by_reason,
+       l.repaired,
+       l.balanced,
+       l.stored = 0 and l.ignored = '{}'::jsonb                          as gave_nothing,
+       l.notes
+from ingest_ledger l
+join runs r on r.run_key = l.run_key;
 
 select grant_dashboard_reader();
