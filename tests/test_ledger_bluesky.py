@@ -25,7 +25,7 @@ from pipeline.core.db import ensure_schema
 from pipeline.core.runs import start_run
 from pipeline.ingest.readers import READERS, AccountRecord, PostRecord, Rejection
 from pipeline.ingest.readers.base import Ignored
-from pipeline.ingest.readers.textio import TOO_DEEP
+from pipeline.ingest.readers.textio import MAX_JSON_RECORD_CHARS, TOO_DEEP
 
 BLUESKY = SHARED_DATA / "exports" / "bluesky"
 CARS = BLUESKY / "indigo-testdata-car"
@@ -520,3 +520,97 @@ def test_large_json_array_of_records_still_streams_and_balances(tmp_path):
     assert len(posts) == 300 and [(r.locator, r.reason.split(" (")[0]) for r in rejected] == [
         ("record 301", TOO_DEEP), ("record 302", "expected a record or profile view object, got a JSON int")]
     assert [a.inferred for a in accounts] == [True]
+
+
+# --- responses larger than MAX_JSON_RECORD_CHARS: read item by item, streamed ----------------------------
+
+def _suggestions(n: int = 50, huge_at: int = 17, chars: int = 17 * 1024 * 1024) -> dict:
+    """A getSuggestions response of ``n`` actors, the one at ``huge_at`` with a ``chars``-long description
+    (quotes, brackets and backslashes in it, so that a scanner that does not follow strings ends it early)."""
+    actors = [follower(i) for i in range(n)]
+    actors[huge_at]["description"] = ('a"]},{[\\' * (chars // 8 + 1))[:chars]
+    return {"actors": actors, "cursor": "c"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("indent", [None, 1], ids=["one line", "pretty"])
+def test_response_over_16_mb_loses_only_its_oversize_actor(settings, tmp_path, indent):
+    """Before: a 17 MB actor made the whole 50-actor response one rejection (0 of 50 kept)."""
+    path = tmp_path / "getSuggestions.json"
+    path.write_text(json.dumps(_suggestions(), indent=indent))
+    assert path.stat().st_size > MAX_JSON_RECORD_CHARS
+    accounts, posts, rejected, ignored = read(JSON, path)
+    where = "line 1" if indent is None else "file"
+    assert [(r.locator, r.reason) for r in rejected] == [
+        (f"{where} actors[17]", f"item larger than {MAX_JSON_RECORD_CHARS} characters; skipped")]
+    assert sorted(a.handle for a in accounts) == sorted(f"f{i}.bsky.social" for i in range(50) if i != 17)
+    ledger = ingest_balances(settings, "2024-05-01", path)
+    assert ledger["getSuggestions.json"]["seen"] == 50 and ledger["getSuggestions.json"]["quarantined"] == 1
+
+
+@pytest.fixture
+def small_limit(monkeypatch) -> int:
+    """MAX_JSON_RECORD_CHARS made 2,000 characters, so that the streamed path is tested on small files."""
+    from pipeline.ingest.readers import bluesky
+
+    monkeypatch.setattr(bluesky, "MAX_JSON_RECORD_CHARS", 2000)
+    return 2000
+
+
+@pytest.mark.parametrize("layout", ["one line", "pretty", "array", "json lines"])
+def test_streamed_response_keeps_every_item_but_the_oversize_one(tmp_path, small_limit, layout):
+    body = get_followers(10)
+    body["followers"][4]["description"] = "x" * small_limit  # this follower alone is over the limit
+    other = {"profiles": [follower(60)]}
+    text = {"one line": json.dumps(body), "pretty": json.dumps(body, indent=2),
+            "array": json.dumps([other, body], indent=1),
+            "json lines": "\n".join([json.dumps(other), json.dumps(body), "{broken", json.dumps(other)])}[layout]
+    path = tmp_path / "getFollowers.json"
+    path.write_text(text)
+    assert len(text) > small_limit  # the file is streamed, not held
+    items, ledger = read_counted(JSON, path)
+    assert_reader_balances(ledger)
+    where = {"one line": "line 1", "pretty": "file", "array": "record 2", "json lines": "line 2"}[layout]
+    rejected = [(i.locator, i.reason.split(":")[0]) for i in items if isinstance(i, Rejection)]
+    assert rejected == [(f"{where} followers[4]", f"item larger than {small_limit} characters; skipped")] + (
+        [("line 3", "not JSON")] if layout == "json lines" else [])
+    handles = {a.handle for a in items if isinstance(a, AccountRecord)}
+    assert handles == {f"f{i}.bsky.social" for i in range(10) if i != 4} | {"ana.bsky.social"} | (
+        set() if layout in ("one line", "pretty") else {"f60.bsky.social"})
+    units = 11 + {"one line": 0, "pretty": 0, "array": 1, "json lines": 3}[layout]
+    assert ledger.files["getFollowers.json"].seen == units
+
+
+def test_streamed_response_cut_inside_an_oversize_item_keeps_those_before(tmp_path, small_limit):
+    body = get_followers(10)
+    body["followers"][6]["description"] = "x" * (3 * small_limit)
+    text = json.dumps(body, indent=1)
+    path = tmp_path / "getFollowers.json"
+    path.write_text(text[:text.index("x" * 100) + 2 * small_limit])
+    accounts, posts, rejected, ignored = read(JSON, path)
+    assert [a.handle for a in accounts] == [f"f{i}.bsky.social" for i in range(6)]
+    assert [(r.locator, r.reason.split(",")[0]) for r in rejected] == [
+        ("file after followers[5]", f"not JSON: a value larger than {small_limit} characters")]
+
+
+def test_streamed_value_with_no_list_is_one_rejection(tmp_path, small_limit):
+    """An oversize object that is no response (a huge profile view) is one unit; the lines after it are read."""
+    huge = {**follower(1), "description": "x" * small_limit}
+    path = tmp_path / "profiles.jsonl"
+    path.write_text("\n".join([json.dumps(huge), json.dumps(follower(2)), json.dumps({"profiles": []})]) + "\n")
+    items, ledger = read_counted(JSON, path)
+    assert_reader_balances(ledger)
+    assert [(i.locator, i.reason.split(" with no")[0]) for i in items if isinstance(i, (Rejection, Ignored))] == [
+        ("line 1", f"value larger than {small_limit} characters"),
+        ("line 3", "response with empty lists (no records or views)")]
+    assert [a.handle for a in items if isinstance(a, AccountRecord)] == ["f2.bsky.social"]
+    assert ledger.files["profiles.jsonl"].seen == 3
+
+
+def test_array_element_response_is_read_item_by_item(tmp_path):
+    """A getFollowers response inside an array: one deep follower loses only itself (not the element)."""
+    (tmp_path / "pages.json").write_text("[" + _with_deep_follower(None) + ", " + json.dumps(get_followers(2)) + "] x")
+    accounts, posts, rejected, ignored = read(JSON, tmp_path / "pages.json")
+    assert [(r.locator, r.reason.split(" (")[0]) for r in rejected] == [
+        ("record 1 followers[7]", TOO_DEEP), ("after the array", "data after the end of the JSON array")]
+    assert len(accounts) == 2 + 47 + 2  # Ana, the subject of each response, and the followers

@@ -74,7 +74,15 @@ from pipeline.ingest.readers.base import (
 )
 from pipeline.ingest.readers.files import ExportFiles
 from pipeline.ingest.readers.jsonfiles import detect_by_markers, iter_json_file, json_names, lone_value
-from pipeline.ingest.readers.textio import MAX_JSON_DEPTH, MAX_JSON_RECORD_CHARS, TOO_DEEP, json_depth, open_text
+from pipeline.ingest.readers.textio import (
+    MAX_JSON_DEPTH,
+    MAX_JSON_RECORD_CHARS,
+    TOO_DEEP,
+    _skip_value,
+    _ValueEnd,
+    json_depth,
+    open_text,
+)
 
 PLATFORM = "bluesky"
 PROFILE_TYPE = "app.bsky.actor.profile"
@@ -312,11 +320,14 @@ def json_units(files: ExportFiles, name: str, label: str) -> Iterator[tuple[str,
     """(locator, unit) for each unit of one JSON file, each counted as seen in the ingest ledger.
 
     A file that starts with an object and fits in MAX_JSON_RECORD_CHARS (a response, or JSON lines of
-    them) is scanned here, each list item decoded on its own with a depth bound; other files (an array,
-    or larger) go through the shared streaming plumbing, which counts its values, and a response among
-    them is unwrapped (its items beyond the first counted here)."""
+    them) is scanned in memory, each list item decoded on its own with a depth bound. A larger one, and
+    an array of any size, is streamed (`_stream_units`): each value of up to MAX_JSON_RECORD_CHARS is
+    scanned the same way, and a larger response is walked member by member, so only an item over the
+    limit is lost (one rejection). Other files go through the shared plumbing, which counts its values,
+    and a response among them is unwrapped (its items beyond the first counted here)."""
     ledger.saw(label, 0)
-    if files.head(name, 4096).lstrip("\ufeff \t\r\n").startswith("{"):
+    head = files.head(name, 4096).lstrip("\ufeff \t\r\n")
+    if head.startswith("{"):
         with files.open(name) as raw:
             text = open_text(raw).read(MAX_JSON_RECORD_CHARS + 1)
         if len(text) <= MAX_JSON_RECORD_CHARS:
@@ -325,6 +336,12 @@ def json_units(files: ExportFiles, name: str, label: str) -> Iterator[tuple[str,
                 yield loc, unit
             return
         del text
+    if head.startswith(("{", "[")):
+        with files.open(name) as raw:
+            for loc, unit in _stream_units(open_text(raw), label):
+                ledger.saw(label)
+                yield loc, unit
+        return
     for _, loc, value in iter_json_file(files, name):
         if isinstance(value, Rejection):
             yield loc, value
@@ -395,13 +412,17 @@ def _text_values(text: str, label: str) -> Iterator[tuple[str, Unit]]:
                                            "(the rest of the file is unreadable)", text[end:end + 500])
         return
     for number, line in enumerate(text[pos:].split("\n"), start=text.count("\n", 0, pos) + 1):
-        start = _ws(line, 0)
-        if start >= len(line):
-            continue
-        loc = f"line {number}"
-        end = yield from _response_units(line, start, label, loc)
-        if end is not None and _ws(line, end) < len(line):
-            yield loc, Rejection.of(label, loc, "not JSON: extra data after the value", line[:500])
+        yield from _line_units(line, label, f"line {number}")
+
+
+def _line_units(line: str, label: str, loc: str) -> Iterator[tuple[str, Unit]]:
+    """The units of one JSON line (none for a blank one); data after its value is one rejection."""
+    start = _ws(line, 0)
+    if start >= len(line):
+        return
+    end = yield from _response_units(line, start, label, loc)
+    if end is not None and _ws(line, end) < len(line):
+        yield loc, Rejection.of(label, loc, "not JSON: extra data after the value", line[:500])
 
 
 def _response_units(text: str, start: int, label: str, loc: str) -> Iterator[tuple[str, Unit]]:
@@ -506,6 +527,330 @@ class _ObjectScan:
             self.pos = _ws(text, end)
             index += 1
         self.pos += 1
+
+
+# --- a file too large to hold, streamed value by value and a large response item by item ------------
+
+_SCALAR = json.JSONDecoder(strict=False)  # only to find where a scalar ends; values are decoded by `_decode`
+_LINE_SPACE = re.compile(r"[ \t\r]*")
+
+
+def _oversize() -> str:
+    return f"larger than {MAX_JSON_RECORD_CHARS} characters"
+
+
+class _Feed:
+    """A text file read a chunk at a time through a window ``buf[pos:]``: a value is buffered only up to
+    MAX_JSON_RECORD_CHARS, and one larger is streamed past (textio's skipper) without being kept."""
+
+    def __init__(self, fh: IO[str], chunk: int = 1 << 20):
+        self.fh, self.chunk = fh, chunk
+        self.buf, self.pos, self.eof = "", 0, False
+        self.total = 0  # characters read from fh
+        self.newlines = 0  # newlines among them
+
+    def read(self, size: int) -> str:
+        """fh.read, counted (textio's skipper reads through this too)."""
+        text = self.fh.read(size)
+        self.total += len(text)
+        self.newlines += text.count("\n")
+        return text
+
+    def more(self) -> bool:
+        """One more chunk into the window (what is before ``pos`` dropped); False at the end of the file."""
+        if self.eof:
+            return False
+        if self.pos > self.chunk:
+            self.buf, self.pos = self.buf[self.pos:], 0
+        text = self.read(self.chunk)
+        self.eof = len(text) < self.chunk
+        self.buf += text
+        return bool(text)
+
+    def ws(self) -> str:
+        """Past whitespace; the next character, or "" at the end of the file."""
+        while True:
+            self.pos = _ws(self.buf, self.pos)
+            if self.pos < len(self.buf) or not self.more():
+                return self.buf[self.pos:self.pos + 1]
+
+    def at(self) -> int:
+        """The file offset (in characters) of ``pos``, for messages."""
+        return self.total - len(self.buf) + self.pos
+
+    def line_number(self) -> int:
+        return self.newlines - self.buf.count("\n", self.pos) + 1
+
+    def excerpt(self) -> str:
+        return self.buf[self.pos:self.pos + 500]
+
+    def span(self) -> int | None:
+        """Where the value at ``pos`` ends in buf (brackets matched, so a deep value is not parsed), or None
+        when it is longer than MAX_JSON_RECORD_CHARS; ValueError when the file ends inside it or a scalar is
+        not JSON."""
+        limit = MAX_JSON_RECORD_CHARS
+        if self.buf[self.pos:self.pos + 1] in ("[", "{"):
+            finder = _ValueEnd()
+            while (end := finder.find(self.buf, self.pos)) is None:
+                if len(self.buf) - self.pos > limit:
+                    return None
+                if not self.more():
+                    raise ValueError("the JSON value is not closed (truncated?)")
+            return end if end - self.pos <= limit else None
+        while True:
+            try:
+                end = _SCALAR.raw_decode(self.buf, self.pos)[1]
+                if end < len(self.buf) or self.eof:  # a number cut by the window's end is not its end
+                    return end if end - self.pos <= limit else None
+            except json.JSONDecodeError as exc:
+                if self.eof:
+                    raise ValueError(f"{exc.msg} at character {self.at()}") from None
+            if len(self.buf) - self.pos > limit:
+                return None
+            self.more()
+
+    def skip(self) -> None:
+        """Past the value at ``pos``, streamed by and kept nowhere; ValueError when the file ends inside it."""
+        if self.buf[self.pos:self.pos + 1] not in ("[", "{", '"'):
+            end = self.span()
+            if end is None:
+                raise ValueError(f"a value {_oversize()} that is not JSON at character {self.at()}")
+            self.pos = end
+            return
+        rest = _skip_value(self.buf[self.pos:], self, self.chunk)  # type: ignore[arg-type]  # reads via self.read
+        if rest is None:
+            self.buf, self.pos, self.eof = "", 0, True
+            raise ValueError(f"a value {_oversize()}, and the file ends inside it (truncated?)")
+        self.buf, self.pos, self.eof = rest[0], 0, self.eof or rest[1]
+
+    def skip_line(self) -> None:
+        """Past the next newline (or to the end of the file)."""
+        while (newline := self.buf.find("\n", self.pos)) < 0:
+            self.pos = len(self.buf)
+            if not self.more():
+                return
+        self.pos = newline + 1
+
+
+def _stream_units(fh: IO[str], label: str) -> Iterator[tuple[str, Unit]]:
+    """The units of a JSON file read as a stream: an array's elements (``record N``), JSON lines
+    (``line N``), or one pretty-printed value (``file``). Each value of up to MAX_JSON_RECORD_CHARS is
+    scanned as `_response_units` scans a small file; a larger response is walked member by member
+    (`_StreamScan`), a larger value of another kind is one rejection and skipped."""
+    feed = _Feed(fh)
+    feed.more()
+    if feed.buf.startswith("\ufeff"):
+        feed.pos = 1
+    first = feed.ws()
+    if first == "[":
+        yield from _stream_array(feed, label)
+    elif first and _first_line_is_a_value(feed):
+        yield from _stream_lines(feed, label)
+    elif first:
+        ok = yield from _stream_value(feed, label, "file")
+        if ok and feed.ws():
+            yield "file end", Rejection.of(label, f"character {feed.at()}", "not JSON: extra data after the value "
+                                           "(the rest of the file is unreadable)", feed.excerpt())
+
+
+def _first_line_is_a_value(feed: _Feed) -> bool:
+    """JSON lines or one pretty-printed value, as `_text_values` tells them: is the first line a whole value?
+    A first line longer than the window is taken as a (long) JSON line."""
+    newline = feed.buf.find("\n", feed.pos)
+    if newline < 0:
+        return True
+    line = feed.buf[feed.pos:newline]
+    try:
+        return _ws(line, _value_end(line, 0)) == len(line)
+    except ValueError:
+        return False
+
+
+def _stream_array(feed: _Feed, label: str) -> Iterator[tuple[str, Unit]]:
+    """Each element of a top-level array, as the shared plumbing delimits them (``record N``); a response
+    element is read item by item. The array left open, and data after it, are one rejection each."""
+    feed.pos += 1
+    index = 0
+    while True:
+        char = feed.ws()
+        if not char:
+            yield f"record {index + 1}", Rejection.of(label, f"record {index + 1}",
+                                                      "the JSON array is not closed (truncated file?)", "")
+            return
+        if char == "]":
+            feed.pos += 1
+            if feed.ws():
+                yield "after the array", Rejection.of(label, "after the array", "data after the end of the JSON "
+                                                      "array (appended or garbage); ignored", feed.excerpt())
+            return
+        if index and char == ",":
+            feed.pos += 1
+            continue
+        index += 1
+        if not (yield from _stream_value(feed, label, f"record {index}")):
+            return  # the brackets could not get past it: the rest of the file is unreadable
+
+
+def _stream_lines(feed: _Feed, label: str) -> Iterator[tuple[str, Unit]]:
+    """JSON lines, each read as `_text_values` reads a line; a line over MAX_JSON_RECORD_CHARS that holds
+    a response is read item by item, and a broken one loses only itself."""
+    number = feed.line_number() - 1
+    while feed.pos < len(feed.buf) or feed.more():
+        number += 1
+        newline = feed.buf.find("\n", feed.pos)
+        while newline < 0 and len(feed.buf) - feed.pos <= MAX_JSON_RECORD_CHARS and feed.more():
+            newline = feed.buf.find("\n", feed.pos)
+        end = newline if newline >= 0 else len(feed.buf)
+        if end - feed.pos <= MAX_JSON_RECORD_CHARS and (newline >= 0 or feed.eof):
+            yield from _line_units(feed.buf[feed.pos:end], label, f"line {number}")
+            feed.pos = end + 1
+            continue
+        loc = f"line {number}"
+        feed.ws()
+        ok = yield from _stream_value(feed, label, loc)
+        if ok:
+            feed.pos = _LINE_SPACE.match(feed.buf, feed.pos).end()
+            while feed.pos >= len(feed.buf) and feed.more():
+                feed.pos = _LINE_SPACE.match(feed.buf, feed.pos).end()
+            if feed.buf[feed.pos:feed.pos + 1] not in ("\n", ""):
+                yield loc, Rejection.of(label, loc, "not JSON: extra data after the value", feed.excerpt())
+        feed.skip_line()
+        number = feed.line_number() - 1
+
+
+def _stream_value(feed: _Feed, label: str, loc: str) -> Iterator[tuple[str, Unit]]:
+    """The units of the value at ``feed.pos`` (past it afterwards); returns False when reading cannot go on
+    past it (the file ends inside it, a syntax error in a streamed response), after its rejection."""
+    head = feed.excerpt()
+    try:
+        end = feed.span()
+    except ValueError as exc:
+        yield loc, Rejection.of(label, loc, f"not JSON: {exc}", head)
+        return False
+    if end is not None:
+        text, feed.pos = feed.buf[feed.pos:end], end
+        yield from _response_units(text, 0, label, loc)
+        return True
+    if head.startswith("{"):
+        scan = _StreamScan(feed, label, loc)
+        try:
+            yield from scan.units()
+        except ValueError as exc:
+            where = f"{loc} after {scan.last}" if scan.response else loc
+            rest = " (the rest of the response is unreadable)" if scan.response else ""
+            yield where, Rejection.of(label, where, f"not JSON: {exc}{rest}", feed.excerpt() or head)
+            return False
+        if not scan.response:
+            yield loc, Rejection.of(label, loc, f"value {_oversize()} with no list of records or views; skipped", head)
+        elif not scan.yielded:
+            yield loc, EMPTY
+        return True
+    try:
+        feed.skip()
+    except ValueError as exc:
+        yield loc, Rejection.of(label, loc, str(exc), head)
+        return False
+    yield loc, Rejection.of(label, loc, f"value {_oversize()}; skipped", head)
+    return True
+
+
+@dataclass
+class _StreamScan:
+    """`_ObjectScan` over a stream, for a response too large to hold: member by member, the subject and
+    each list item decoded alone (an item over MAX_JSON_RECORD_CHARS is skipped: its rejection), every
+    other member streamed past."""
+
+    feed: _Feed
+    label: str
+    loc: str
+    response: bool = False
+    yielded: int = 0
+    last: str = "its start"
+    subject: Unit | None = None  # the decoded subject (or its Rejection), until a list shows a response
+
+    def units(self) -> Iterator[tuple[str, Unit]]:
+        feed = self.feed
+        feed.pos += 1
+        if feed.ws() == "}":
+            feed.pos += 1
+            return
+        while True:
+            key = self._member_name()
+            char = feed.buf[feed.pos:feed.pos + 1]
+            if key in LIST_KEYS and char == "[":
+                if not self.response:
+                    self.response = True
+                    yield from self._subject()
+                yield from self._items(key)
+            elif key == "subject" and char == "{":
+                self.subject = self._take(f"{self.loc} subject")
+                if self.response:
+                    yield from self._subject()
+            else:
+                feed.skip()
+            separator = feed.ws()
+            if separator == "}":
+                feed.pos += 1
+                return
+            if separator != ",":
+                raise ValueError(f"expected ',' or '}}' at character {feed.at()}")
+            feed.pos += 1
+            feed.ws()
+
+    def _member_name(self) -> str:
+        """The member name at the feed's position; the feed moved to its value."""
+        feed = self.feed
+        if feed.buf[feed.pos:feed.pos + 1] != '"':
+            raise ValueError(f"expected a member name at character {feed.at()}")
+        end = feed.span()
+        if end is None:
+            raise ValueError(f"a member name {_oversize()}")
+        key = json.loads(feed.buf[feed.pos:end])
+        feed.pos = end
+        if feed.ws() != ":":
+            raise ValueError(f"expected ':' at character {feed.at()}")
+        feed.pos += 1
+        if not feed.ws():
+            raise ValueError("the JSON value is not closed (truncated?)")
+        return key
+
+    def _take(self, loc: str) -> Unit:
+        """The value at the feed's position decoded (or its Rejection), the feed moved past it."""
+        feed = self.feed
+        head = feed.excerpt()
+        end = feed.span()
+        if end is None:
+            feed.skip()
+            return Rejection.of(self.label, loc, f"item {_oversize()}; skipped", head)
+        value = _decode(feed.buf, feed.pos, end, self.label, loc)
+        feed.pos = end
+        return value
+
+    def _subject(self) -> Iterator[tuple[str, Unit]]:
+        value, self.subject = self.subject, None
+        if isinstance(value, Rejection) or (isinstance(value, dict) and "did" in value):
+            self.yielded += 1
+            yield f"{self.loc} subject", value
+
+    def _items(self, key: str) -> Iterator[tuple[str, Unit]]:
+        feed = self.feed
+        feed.pos += 1
+        index = 0
+        while (char := feed.ws()) != "]":
+            if not char:
+                raise ValueError("the JSON value is not closed (truncated?)")
+            if index:
+                if char != ",":
+                    raise ValueError(f"expected ',' or ']' at character {feed.at()}")
+                feed.pos += 1
+                feed.ws()
+            loc = f"{self.loc} {key}[{index}]"
+            value = self._take(loc)
+            self.yielded += 1
+            self.last = f"{key}[{index}]"
+            yield loc, value
+            index += 1
+        feed.pos += 1
 
 
 def _blob_index(files: ExportFiles) -> dict[str, str]:
