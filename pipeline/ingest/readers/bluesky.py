@@ -16,9 +16,10 @@ JSON units (the ingest ledger's ``seen``): each item of a response's list (``rec
 ``actors``, ``followers``, ``follows``, ``posts``, ``feed``), and its ``subject`` (the account whose
 followers or follows are listed); a value that is no such response (a ``getRecord`` record, a
 ``getProfile`` view, an array element or JSON line that is a record) is one unit; a response whose
-lists are empty is one unit, ignored. A response (a lone object of up to 16 MB, or one JSON line) is
-decoded item by item: one item nested too deep or broken is that item's rejection, the others are
-read. Ignored, by reason: ``describeRepo response (no account)``, ``record <collection>`` (a like,
+lists are empty is one unit, ignored. A response (a lone object, one JSON line, or an array element,
+of any size) is decoded item by item: one item nested too deep, broken or over 16 MB is that item's
+rejection, the others are read; a file over 16 MB and any array are streamed (memory bounded by one
+item), and a value over 16 MB that is no response is one rejection. Ignored, by reason: ``describeRepo response (no account)``, ``record <collection>`` (a like,
 follow, block, ... record), ``response with empty lists (no records or views)``.
 
 CAR (`BlueskyCarReader`): ``com.atproto.sync.getRepo`` output, what a user downloads from the
