@@ -205,7 +205,7 @@ def bluesky_views() -> dict[str, dict]:
     }
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7
@@ -229,7 +229,7 @@ def car_bytes(did: str, records: dict[str, dict], rev: str | None = "3k67up3j7hf
     out = io.BytesIO()
     write_car(out, did, sorted(records.items()), rev)
     for block in extra_blocks:
-        out.write(_varint(len(block)) + block)
+        out.write(varint(len(block)) + block)
     return out.getvalue()
 
 
@@ -244,7 +244,7 @@ def write_car(out, did: str, records, rev: str | None = "3k67up3j7hf2x", fanout:
 
     def block(data: bytes) -> None:
         cid = car_cid(data)
-        body.write(_varint(len(cid) + len(data)) + cid + data)
+        body.write(varint(len(cid) + len(data)) + cid + data)
 
     def tree(entries: list[tuple[bytes, bytes]]) -> bytes | None:
         if not entries:
@@ -276,11 +276,11 @@ def write_car(out, did: str, records, rev: str | None = "3k67up3j7hf2x", fanout:
             commit_body["rev"] = rev
         commit = libipld.encode_dag_cbor(commit_body)
         header = libipld.encode_dag_cbor({"roots": [car_cid(commit)], "version": 1})
-        out.write(_varint(len(header)) + header)
-        out.write(_varint(len(car_cid(commit)) + len(commit)) + car_cid(commit) + commit)
+        out.write(varint(len(header)) + header)
+        out.write(varint(len(car_cid(commit)) + len(commit)) + car_cid(commit) + commit)
         if not entries:
             empty = libipld.encode_dag_cbor({"e": [], "l": None})
-            out.write(_varint(len(car_cid(empty)) + len(empty)) + car_cid(empty) + empty)
+            out.write(varint(len(car_cid(empty)) + len(empty)) + car_cid(empty) + empty)
         body.seek(0)
         while chunk := body.read(1 << 20):
             out.write(chunk)

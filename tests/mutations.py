@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from export_fixtures import varint
+
 MARK = "@@FUZZ-MARK@@"
 DEEP = 10_000
 HUGE_RECORD_CHARS = 17 * 1024 * 1024
@@ -456,16 +458,6 @@ def _varint(data: bytes, at: int) -> tuple[int, int]:
         shift += 7
 
 
-def _encode_varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def car_sections(data: bytes) -> tuple[tuple[int, int], list[tuple[int, int, int]]]:
     """((header start, header end), [(block start, data start, block end)]) of a CAR v1 file."""
     size, at = _varint(data, 0)
@@ -533,13 +525,13 @@ def car_broken_header(data: bytes, rng: random.Random) -> Mutated | None:
     elif kind == "version 2":
         header = data[start:end].replace(_cbor_text("version") + b"\x01", _cbor_text("version") + b"\x02")
     elif kind == "header length past the end":
-        return Mutated(_encode_varint(len(data) + 100) + data[start:], None, kind)
+        return Mutated(varint(len(data) + 100) + data[start:], None, kind)
     elif kind == "header cut":
         at = rng.randrange(start, end)
         return Mutated(data[:at], None, kind)
     else:
         header = bytes(rng.randrange(256) for _ in range(end - start))
-    return Mutated(_encode_varint(len(header)) + header + body, None, kind)
+    return Mutated(varint(len(header)) + header + body, None, kind)
 
 
 # --- the registry ------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from export_fixtures import (
     bluesky_car_records,
     bluesky_views,
     car_cid,
+    varint,
     write_bluesky_car,
     write_bluesky_export,
 )
@@ -123,15 +124,6 @@ def test_synthetic_fixtures_balance(settings, tmp_path):
 
 
 # --- CAR files built here, node by node ---------------------------------------------------------------
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
 
 def node_cid(name: str) -> bytes:
     """A tree node's CID, fixed by its name rather than its content (the reader does not hash blocks), so a

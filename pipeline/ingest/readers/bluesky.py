@@ -79,10 +79,10 @@ from pipeline.ingest.readers.textio import (
     MAX_JSON_DEPTH,
     MAX_JSON_RECORD_CHARS,
     TOO_DEEP,
-    _skip_value,
-    _ValueEnd,
+    ValueEnd,
     json_depth,
     open_text,
+    skip_value,
 )
 
 PLATFORM = "bluesky"
@@ -591,7 +591,7 @@ class _Feed:
         not JSON."""
         limit = MAX_JSON_RECORD_CHARS
         if self.buf[self.pos:self.pos + 1] in ("[", "{"):
-            finder = _ValueEnd()
+            finder = ValueEnd()
             while (end := finder.find(self.buf, self.pos)) is None:
                 if len(self.buf) - self.pos > limit:
                     return None
@@ -618,7 +618,7 @@ class _Feed:
                 raise ValueError(f"a value {_oversize()} that is not JSON at character {self.at()}")
             self.pos = end
             return
-        rest = _skip_value(self.buf[self.pos:], self, self.chunk)  # type: ignore[arg-type]  # reads via self.read
+        rest = skip_value(self.buf[self.pos:], self, self.chunk)  # type: ignore[arg-type]  # reads via self.read
         if rest is None:
             self.buf, self.pos, self.eof = "", 0, True
             raise ValueError(f"a value {_oversize()}, and the file ends inside it (truncated?)")

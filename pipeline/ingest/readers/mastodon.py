@@ -56,10 +56,10 @@ from pipeline.ingest.readers.textio import (
     MAX_JSON_RECORD_CHARS,
     TOO_DEEP,
     NotAnArray,
-    _skip_ws,
-    _ValueEnd,
+    ValueEnd,
     json_depth,
     open_text,
+    skip_ws,
 )
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ class _Cursor:
     def peek(self) -> str:
         """The next character that is not whitespace ("" at the end of the file)."""
         while True:
-            self.pos = _skip_ws(self.buf, self.pos)
+            self.pos = skip_ws(self.buf, self.pos)
             if self.pos < len(self.buf):
                 return self.buf[self.pos]
             if not self.more():
@@ -262,7 +262,7 @@ class _Cursor:
     def end_of_container(self, keep: bool) -> int | None:
         """Where the object or array at ``pos`` ends. With ``keep`` the value stays in the buffer (None when
         it is larger than MAX_JSON_RECORD_CHARS); without, what is scanned is dropped as it goes."""
-        finder = _ValueEnd()
+        finder = ValueEnd()
         while (end := finder.find(self.buf, self.pos)) is None:
             if keep and len(self.buf) - self.pos > MAX_JSON_RECORD_CHARS:
                 return None

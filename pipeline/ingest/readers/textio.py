@@ -184,7 +184,7 @@ def json_depth(text: str, start: int = 0, end: int | None = None) -> int:
     return deepest
 
 
-class _ValueEnd:
+class ValueEnd:
     """Finds where the JSON value starting at a bracket ends, resumably across chunks and in linear
     time (each character is scanned once), so a too-deep record can be skipped without parsing it."""
 
@@ -277,7 +277,7 @@ def decode_json(text: str) -> Any:
 _WHITESPACE = re.compile(r"[ \t\r\n]*")
 
 
-def _skip_ws(buf: str, pos: int) -> int:
+def skip_ws(buf: str, pos: int) -> int:
     """Past JSON whitespace, at C speed (a gigabyte of padding took minutes one character at a time)."""
     return _WHITESPACE.match(buf, pos).end()
 
@@ -318,7 +318,7 @@ def _json_records(fh: IO[str], source: str, start_at: str | None = None, chunk: 
     if buf[pos:pos + 1] == "\ufeff":
         pos += 1
     start = pos
-    pos = _skip_ws(buf, pos)
+    pos = skip_ws(buf, pos)
     if pos >= len(buf):
         return
     if buf[pos] != "[" and array_only:
@@ -338,12 +338,12 @@ def _json_records(fh: IO[str], source: str, start_at: str | None = None, chunk: 
     pos += 1
     index = 0
     while True:
-        pos = _skip_ws(buf, pos)
+        pos = skip_ws(buf, pos)
         while pos >= len(buf) and not eof:
             more = fh.read(chunk)
             eof = len(more) < chunk
             buf, pos = buf[pos:] + more, 0
-            pos = _skip_ws(buf, pos)
+            pos = skip_ws(buf, pos)
         if pos >= len(buf):
             yield f"record {index + 1}", Rejection.of(source, f"record {index + 1}", "the JSON array is not closed (truncated file?)", "")
             return
@@ -356,7 +356,7 @@ def _json_records(fh: IO[str], source: str, start_at: str | None = None, chunk: 
         locator = f"record {index + 1}"
         end: int | None = None
         if buf[pos] in "[{":  # find the record's end first: linear, and the depth is known before parsing
-            finder = _ValueEnd()
+            finder = ValueEnd()
             while (end := finder.find(buf, pos)) is None and not eof and len(buf) - pos <= MAX_JSON_RECORD_CHARS:
                 more = fh.read(chunk)
                 eof = len(more) < chunk
@@ -364,7 +364,7 @@ def _json_records(fh: IO[str], source: str, start_at: str | None = None, chunk: 
             if end is None and not eof:  # too large to buffer: skip to its end as it streams by
                 index += 1
                 head = buf[pos:pos + 500]
-                rest = _skip_value(buf[pos:], fh, chunk)
+                rest = skip_value(buf[pos:], fh, chunk)
                 if rest is None:
                     yield locator, Rejection.of(source, locator, f"record larger than {MAX_JSON_RECORD_CHARS} characters,"
                                                 " and the file ends inside it (truncated file?)", head)
@@ -408,7 +408,7 @@ def _json_records(fh: IO[str], source: str, start_at: str | None = None, chunk: 
             buf, pos = buf[pos:], 0
 
 
-def _skip_value(start: str, fh: IO[str], chunk: int) -> tuple[str, bool] | None:
+def skip_value(start: str, fh: IO[str], chunk: int) -> tuple[str, bool] | None:
     """Stream past the value that ``start`` begins (and fh continues), keeping none of it: (what follows
     it in the chunk it ends in, whether that chunk was the file's last), or None when the file ends first."""
     skipper = _Skipper()
@@ -466,7 +466,7 @@ def _json_lines(first: str, fh: IO[str], source: str, decoder: json.JSONDecoder,
             size += len(more)
         first = "".join(parts)
         try:
-            at = _skip_ws(first, 0)
+            at = skip_ws(first, 0)
             if json_depth(first, at) <= MAX_JSON_DEPTH:
                 value, end = decoder.raw_decode(first, at)
                 trailer = first[end:].strip()
