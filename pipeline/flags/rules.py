@@ -36,7 +36,13 @@ from pipeline.config import ClusterWeights, NetworkParams, Policy, Settings
 from pipeline.core.db import transaction
 from pipeline.core.registry import Registry
 from pipeline.errors import UserError
-from pipeline.networks.edge_types import is_coactivity, is_shared_image
+from pipeline.networks.edge_types import (
+    CONFIRMED_NEAR_DUPLICATE,
+    CREATION_WINDOW,
+    NEAR_DUPLICATE_AVATAR,
+    is_coactivity,
+    is_shared_image,
+)
 
 if TYPE_CHECKING:
     from pipeline.stages import RunContext
@@ -95,7 +101,7 @@ def _shared_avatar(f: ClusterFacts, params: NetworkParams) -> str | None:
         return None
     sha, n = f.image_groups.most_common(1)[0] if f.image_groups else ("", 0)
     return (f"{len(f.image_linked)} accounts show the same or near-duplicate images (largest identical group"
-            f" {n}: {sha[:12]}; {f.edge_mix.get('near_duplicate_avatar', 0)} near-duplicate links)")
+            f" {n}: {sha[:12]}; {f.edge_mix.get(NEAR_DUPLICATE_AVATAR, 0)} near-duplicate links)")
 
 
 @flag_rule("synthetic_faces", "a share of the scored avatars are labelled synthetic", "synthetic_share_rule")
@@ -108,7 +114,7 @@ def _synthetic_faces(f: ClusterFacts, params: NetworkParams) -> str | None:
 @flag_rule("batch_created", "a share of the members were created on one day, or lie on creation-window edges"
            " (bursts tested against the population), with creation-window edges", "batch_share_rule")
 def _batch_created(f: ClusterFacts, params: NetworkParams) -> str | None:
-    if not (f.days and f.edge_mix.get("creation_window")):
+    if not (f.days and f.edge_mix.get(CREATION_WINDOW)):
         return None
     one_day = f.shares["burst_share"] >= params.burst_share_rule
     if not (one_day or f.shares["batch_share"] >= params.batch_share_rule):
@@ -124,7 +130,7 @@ def _batch_created(f: ClusterFacts, params: NetworkParams) -> str | None:
 def _image_ring(f: ClusterFacts, params: NetworkParams) -> str | None:
     if f.ring_linked and f.shares["image_ring_share"] >= params.image_ring_share_rule:
         return (f"{len(f.ring_linked)}/{f.size} accounts show near-duplicate images confirmed by a second measure"
-                f" ({f.edge_mix.get('confirmed_near_duplicate', 0)} confirmed pairs)")
+                f" ({f.edge_mix.get(CONFIRMED_NEAR_DUPLICATE, 0)} confirmed pairs)")
     return None
 
 
@@ -184,9 +190,9 @@ def cluster_facts(members: list[dict[str, Any]], edges: list[dict[str, Any]], pa
                         if m["handle_template"] and m["handle_digits"] >= params.min_template_digits)
     coactive = _touching(edges, lambda e: qualifies_as_coactivity(e, params))
     image_linked = _touching(edges, lambda e: is_shared_image(e["edge_type"]))
-    batch_linked = _touching(edges, lambda e: e["edge_type"] == "creation_window")
-    ring_linked = _touching(edges, lambda e: e["edge_type"] == "confirmed_near_duplicate")
-    burst_traits = Counter(t for e in edges if e["edge_type"] == "creation_window"
+    batch_linked = _touching(edges, lambda e: e["edge_type"] == CREATION_WINDOW)
+    ring_linked = _touching(edges, lambda e: e["edge_type"] == CONFIRMED_NEAR_DUPLICATE)
+    burst_traits = Counter(t for e in edges if e["edge_type"] == CREATION_WINDOW
                            for t in (e.get("evidence") or {}).get("traits", []))
     shares = {
         "synthetic_share": round(len(synthetic) / len(scored), 4) if scored else 0.0,

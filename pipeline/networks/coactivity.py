@@ -52,10 +52,11 @@ import sqlalchemy as sa
 
 from pipeline.config import NetworkParams
 from pipeline.errors import UserError
+from pipeline.networks.edge_types import CO_HASHTAG, CO_LINK, CO_POST, CO_REPLY, CO_REPOST, names_in
 
 log = logging.getLogger(__name__)
 
-EDGE_TYPES = ("co_repost", "co_link", "co_post", "co_reply", "co_hashtag")
+COACTIVITY_TYPES = names_in("coactivity")  # the registry's co-activity family, in its order
 PAIR_BUDGET = 4_000_000  # window pairs held in memory at once (about 0.4 GB at peak); more -> partitions
 _READ_ROWS = 1 << 20  # COPY rows decoded at once
 EXPORT_WORK_MEM = "256MB"  # PostgreSQL sort memory for the export; larger sorts spill to disk
@@ -72,13 +73,13 @@ class _Source:
 
 
 _SOURCES = {
-    "co_repost": _Source(
-        "co_repost", "reposted_id",
+    CO_REPOST: _Source(
+        CO_REPOST, "reposted_id",
         "select p.reposted_id as g, p.account_key, p.posted_at, p.ctid, 1 as ord from posts p"
         " where p.run_key = %(k)s and p.reposted_id is not null and p.posted_at is not null",
         "{p}.reposted_id", False),
-    "co_link": _Source(
-        "co_link", "url",
+    CO_LINK: _Source(
+        CO_LINK, "url",
         # one row per (post, normalised URL), as QUT's message_url table keyed by (message, url)
         "select g, account_key, posted_at, ctid, min(ord)::int4 as ord from ("
         " select normalise_url(u.url) as g, p.account_key, p.posted_at, p.ctid, u.ord from posts p"
@@ -86,24 +87,26 @@ _SOURCES = {
         " where p.run_key = %(k)s and p.reposted_id is null and p.posted_at is not null) x"
         " where g is not null group by g, account_key, posted_at, ctid",
         "normalise_url({p}.urls[{ord}])", True),
-    "co_post": _Source(
-        "co_post", "text",
+    CO_POST: _Source(
+        CO_POST, "text",
         "select normalise_post_text(p.text) as g, p.account_key, p.posted_at, p.ctid, 1 as ord from posts p"
         " where p.run_key = %(k)s and p.reposted_id is null and p.posted_at is not null"
         " and normalise_post_text(p.text) is not null",
         f"left(normalise_post_text({{p}}.text), {TEXT_EXCERPT})", False),
-    "co_reply": _Source(
-        "co_reply", "replied_id",
+    CO_REPLY: _Source(
+        CO_REPLY, "replied_id",
         "select p.replied_id as g, p.account_key, p.posted_at, p.ctid, 1 as ord from posts p"
         " where p.run_key = %(k)s and p.replied_id is not null and p.reposted_id is null and p.posted_at is not null",
         "{p}.replied_id", False),
-    "co_hashtag": _Source(
-        "co_hashtag", "hashtags",
+    CO_HASHTAG: _Source(
+        CO_HASHTAG, "hashtags",
         "select hashtag_set(p.hashtags, %(min_tags)s) as g, p.account_key, p.posted_at, p.ctid, 1 as ord from posts p"
         " where p.run_key = %(k)s and p.reposted_id is null and p.posted_at is not null"
         " and cardinality(p.hashtags) >= %(min_tags)s and hashtag_set(p.hashtags, %(min_tags)s) is not null",
         "hashtag_set({p}.hashtags, 1)", False),
 }
+if set(_SOURCES) != set(COACTIVITY_TYPES):  # a co-activity type registered without a builder, or the reverse
+    raise RuntimeError(f"co-activity builders {sorted(_SOURCES)} differ from the registry's {sorted(COACTIVITY_TYPES)}")
 
 # Binary COPY row: int16 field count, then (int32 length, value) per field.
 _ROW = np.dtype([("nf", ">i2"), ("l0", ">i4"), ("new", "u1"), ("l1", ">i4"), ("aid", ">i4"),
@@ -145,16 +148,16 @@ class _Pairs:
 
 
 def build_post_edges(conn: sa.Connection, run_key: str, params: NetworkParams,
-                     edge_types: Sequence[str] = EDGE_TYPES, pair_budget: int | None = None) -> dict[str, int]:
+                     edge_types: Sequence[str] = COACTIVITY_TYPES, pair_budget: int | None = None) -> dict[str, int]:
     """Replace the run's co_repost, co_link and co_post edges (or the given subset); returns the edge
     count per type. Runs inside the caller's transaction."""
     if params.co_window_seconds < 0 or params.co_min_weight < 1 or params.co_evidence_examples < 0:
         raise UserError("network settings: co_window_seconds must be >= 0, co_min_weight >= 1 and "
                         "co_evidence_examples >= 0; fix the [network] table or the DAG Params")
-    unknown = set(edge_types) - set(EDGE_TYPES)
+    unknown = set(edge_types) - set(COACTIVITY_TYPES)
     if unknown:
-        raise ValueError(f"unknown post edge type(s) {sorted(unknown)}; known: {list(EDGE_TYPES)}")
-    edge_types = [t for t in EDGE_TYPES if t in edge_types]
+        raise ValueError(f"unknown post edge type(s) {sorted(unknown)}; known: {list(COACTIVITY_TYPES)}")
+    edge_types = [t for t in COACTIVITY_TYPES if t in edge_types]
     cur = conn.connection.dbapi_connection.cursor()
     try:
         cur.execute("delete from edges where run_key = %s and edge_type = any(%s)", (run_key, edge_types))
@@ -436,7 +439,7 @@ def _insert_edges(cur: Any, run_key: str, source: _Source, params: NetworkParams
     cur.execute("analyze _co_ex")
     used = {"co_window_seconds": params.co_window_seconds, "co_min_weight": params.co_min_weight,
             "co_evidence_examples": params.co_evidence_examples}
-    if source.edge_type == "co_hashtag":
+    if source.edge_type == CO_HASHTAG:
         used["co_hashtag_min_tags"] = params.co_hashtag_min_tags
     used = json.dumps(used, sort_keys=True)
     value = source.value.format(p="pa", ord="e.lo_ord")

@@ -35,21 +35,36 @@ def register_edge_type(edge_type: EdgeType) -> EdgeType:
     return EDGE_TYPES.register(edge_type.name, edge_type)
 
 
+# The names, for code that picks out one type (a comparison with one of these is checked by the registry;
+# a misspelt string literal would not be).
+IDENTICAL_AVATAR = "identical_avatar"
+NEAR_DUPLICATE_AVATAR = "near_duplicate_avatar"
+CONFIRMED_NEAR_DUPLICATE = "confirmed_near_duplicate"
+SIMILAR_EMBEDDING = "similar_embedding"
+CREATION_WINDOW = "creation_window"
+IDENTICAL_BIO = "identical_bio"
+IDENTICAL_LINK = "identical_link"
+CO_REPOST = "co_repost"
+CO_LINK = "co_link"
+CO_POST = "co_post"
+CO_REPLY = "co_reply"
+CO_HASHTAG = "co_hashtag"
+
 for _t in (
-    EdgeType("identical_avatar", "image", "the same avatar image (sha256)", shared_image=True),
-    EdgeType("near_duplicate_avatar", "image", "avatars whose perceptual hashes are within a few bits", shared_image=True),
-    EdgeType("confirmed_near_duplicate", "image",
+    EdgeType(IDENTICAL_AVATAR, "image", "the same avatar image (sha256)", shared_image=True),
+    EdgeType(NEAR_DUPLICATE_AVATAR, "image", "avatars whose perceptual hashes are within a few bits", shared_image=True),
+    EdgeType(CONFIRMED_NEAR_DUPLICATE, "image",
              "near-duplicate avatars confirmed by a second image measure (dHash or embedding), both detailed",
              shared_image=True),
-    EdgeType("similar_embedding", "image", "close backbone embeddings of two likely-synthetic avatars"),
-    EdgeType("creation_window", "trait", "accounts created inside a burst of a shared trait, against the population"),
-    EdgeType("identical_bio", "trait", "the same normalised bio in a small group"),
-    EdgeType("identical_link", "trait", "the same profile link in a small group"),
-    EdgeType("co_repost", "coactivity", "reposts of the same post within the window"),
-    EdgeType("co_link", "coactivity", "the same normalised link posted within the window"),
-    EdgeType("co_post", "coactivity", "the same normalised text posted within the window"),
-    EdgeType("co_reply", "coactivity", "replies to the same post within the window"),
-    EdgeType("co_hashtag", "coactivity", "the same set of hashtags posted within the window"),
+    EdgeType(SIMILAR_EMBEDDING, "image", "close backbone embeddings of two likely-synthetic avatars"),
+    EdgeType(CREATION_WINDOW, "trait", "accounts created inside a burst of a shared trait, against the population"),
+    EdgeType(IDENTICAL_BIO, "trait", "the same normalised bio in a small group"),
+    EdgeType(IDENTICAL_LINK, "trait", "the same profile link in a small group"),
+    EdgeType(CO_REPOST, "coactivity", "reposts of the same post within the window"),
+    EdgeType(CO_LINK, "coactivity", "the same normalised link posted within the window"),
+    EdgeType(CO_POST, "coactivity", "the same normalised text posted within the window"),
+    EdgeType(CO_REPLY, "coactivity", "replies to the same post within the window"),
+    EdgeType(CO_HASHTAG, "coactivity", "the same set of hashtags posted within the window"),
 ):
     register_edge_type(_t)
 
@@ -60,6 +75,13 @@ def family_of(edge_type: str) -> str:
 
 def types_in(family: str) -> frozenset[str]:
     return frozenset(name for name, t in EDGE_TYPES.items() if t.family == family)
+
+
+def names_in(family: str) -> tuple[str, ...]:
+    """The family's type names in registration order (the order builders write them in)."""
+    if family not in FAMILIES:
+        raise ValueError(f"edge family {family!r} is not one of {FAMILIES}")
+    return tuple(name for name, t in EDGE_TYPES.items() if t.family == family)
 
 
 def is_image(edge_type: str) -> bool:
