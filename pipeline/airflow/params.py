@@ -49,6 +49,22 @@ def detector_param_specs() -> dict[str, Any]:
                               description="detector id or .json; empty = promoted default")}
 
 
+def train_probe_param_specs() -> dict[str, Any]:
+    """Airflow Params of the train-probe DAG: the training options, generated from the same `TrainOptions`
+    as `profile-audit train-probe`'s arguments, then the optional evaluation folders."""
+    from airflow.sdk import Param
+
+    from pipeline.scoring.train_options import param_schemas
+
+    params = {name: Param(schema.pop("default"), section="Training", **schema)
+              for name, schema in param_schemas().items()}
+    for name, what in (("eval_real_dir", "real"), ("eval_fake_dir", "generated")):
+        params[name] = Param(None, type=["null", "string"], title=name.replace("_", " "), section="Evaluation",
+                             description=f"held-out {what} images to evaluate the new detector on "
+                                         "(both folders given = an evaluation task runs)")
+    return params
+
+
 def score_queue() -> str:
     return os.environ.get(SCORE_QUEUE_ENV, "default")
 
