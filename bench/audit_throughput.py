@@ -25,7 +25,7 @@ from pipeline.config import load_settings  # noqa: E402
 from pipeline.core import runs
 from pipeline.core.db import ensure_schema  # noqa: E402
 from pipeline.scoring.train import train_probe  # noqa: E402
-from pipeline.stages import RunContext, run_stages  # noqa: E402
+from pipeline.stages import RunContext, run_all  # noqa: E402
 from pipeline.testing.demo import make_demo_export, make_labelled_set  # noqa: E402
 
 
@@ -38,9 +38,9 @@ def timed_run(settings, export: Path, run_key: str, detector_id: str) -> dict[st
     def record(name: str, result, took: float) -> None:
         seconds[name] = took
         if name == "score":
-            seconds["forward_passes"] = result.embedded
+            seconds["forward_passes"] = result["embedded"]
 
-    run_stages(RunContext(settings, run_key, params, detector_id), on_stage=record)
+    run_all(RunContext(settings, run_key, params, detector_id), on_stage=record, record=False)
     runs.finish_run(settings, run_key, {})
     return seconds
 

@@ -61,10 +61,11 @@ def prepare(work: Path, export: Path, run_key: str):
 
 
 def run_ours(settings, run_key: str, params, names=STAGES) -> dict[str, float]:
-    from pipeline.stages import RunContext, run_stages
+    from pipeline.stages import RunContext, run_all
 
     seconds: dict[str, float] = {}
-    run_stages(RunContext(settings, run_key, params), names, on_stage=lambda n, r, s: seconds.__setitem__(n, s))
+    run_all(RunContext(settings, run_key, params), names, on_stage=lambda n, r, s: seconds.__setitem__(n, s),
+            record=False)
     return seconds
 
 

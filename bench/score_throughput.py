@@ -57,6 +57,7 @@ from pipeline.core.db import transaction
 from pipeline.images.acquire import load_stored_image
 from pipeline.scoring.prepare import decode_pool, warm_pool
 from pipeline.scoring.score import PROFILE, score_run
+from pipeline.stages import RunContext, run_one
 from pipeline.testing.demo import draw_face, encode
 
 
@@ -190,9 +191,9 @@ def main() -> int:
         placeholder = save_detector(random_probe(BackboneSpec.parse("pa-tiny-vit", "random:0"), 64, 0),
                                     workdir / "placeholder.json")
         run_key = audit.begin(settings, "bench", export, "generic", settings.network, str(placeholder))
-        ctx = audit.RunContext(settings, run_key, settings.network)
-        audit.run_stage(ctx, "ingest")
-        audit.run_stage(ctx, "acquire_images")
+        ctx = RunContext(settings, run_key, settings.network)
+        run_one(ctx, "ingest")
+        run_one(ctx, "acquire_images")
         started = time.perf_counter()
         pool = decode_pool("threads" if args.decode == "threads" else "processes", settings.score_workers)
         if pool is not None:  # spawn the workers now (they import torch): excluded, like model loading

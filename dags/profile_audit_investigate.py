@@ -48,7 +48,7 @@ def profile_audit_investigate():
 
     run = begin()
     ingest = stage_task("ingest")(run)
-    acquire = stage_task("acquire_images")(run)
+    acquire_images = stage_task("acquire_images")(run)
     shards = plan_score_shards_task()(run)
     score = stage_task("score").partial(run=run).expand(shard_index=shards)
     aggregate = stage_task("aggregate")(run)
@@ -56,7 +56,7 @@ def profile_audit_investigate():
     flag = stage_task("flag")(run)
     report = stage_task("report")(run)
     summarize = stage_task("summarize")(run)
-    run >> ingest >> acquire >> shards >> score >> aggregate >> networks >> flag >> report >> summarize
+    run >> ingest >> acquire_images >> shards >> score >> aggregate >> networks >> flag >> report >> summarize
 
 
 profile_audit_investigate()

@@ -1,19 +1,16 @@
-"""Running the audit: `begin` opens a run, `run_stage` runs one stage of `pipeline.stages.STAGES` with
-the run's bookkeeping, `audit_export` runs them all in one process (the CLI). The DAGs call `run_stage`
-once per task, so the CLI and Airflow run the same table.
+"""Running the audit: `begin` opens and pins a run, `audit_export` runs every stage of it in one process
+(the CLI), with the runner of the stage table (`pipeline.stages.run_all`). The DAGs run the same
+table one stage per task (`pipeline.stages.run_one`), so the CLI and Airflow run the same code.
 
 `begin` pins everything the stages need on the run row (`pipeline.core.runs`); stages get their
-RunContext from that row (`runs.load_context`), so a config change or a second trigger mid-run
-cannot change what a running run does.
+RunContext from that row (`runs.load_context`), so a config change, a detector promoted later or a
+second trigger mid-run cannot change what a running run does.
 """
 
 from __future__ import annotations
 
 import logging
-import shlex
-import time
 from collections.abc import Callable
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +22,13 @@ from pipeline.errors import UserError
 from pipeline.ingest.readers import resolve_reader
 from detectors.presets import SHIPPED_DETECTOR, is_shipped
 from pipeline.scoring.detector_store import register_detector, resolve_detector
-from pipeline.stages import STAGE_NAMES, RunContext
-from pipeline.stages import stage as stage_entry
+from pipeline.stages import STAGES, run_all
 
 log = logging.getLogger(__name__)
 AUTO = "auto"  # begin's predecessor default: the previous nightly day when its run exists
 SHIPPED_NOTE = (f"no promoted detector: avatars were scored with the shipped face detector {SHIPPED_DETECTOR} "
                 "(CLIP ViT-B/16 probe + dlib-face probe + eye test, trained on public research face sets; its measured "
                 "figures are in docs/detectors.md). Promote your own with `profile-audit promote` to change it")
-ZERO_ACCOUNTS = "the export gave 0 accounts"
 NO_DETECTOR_WARNING = ("no detector: images were not scored (train one with `profile-audit train-probe --promote`, "
                        "run `profile-audit demo`, or pass --detector); signals that need no detector were computed")
 
@@ -61,7 +56,7 @@ def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, 
     A named detector that cannot be found is an error now, not after ingest. With none named and none
     promoted, the run goes on without scoring (a warning recorded on the run) unless ``require_detector``.
     ``require_accounts`` (pinned on the run): an export that gives no account fails the run at ingest
-    (the nightly DAG's rule; else it is a warning, `check_accounts`).
+    (the nightly DAG's rule; else it is a warning, `pipeline.stages.ingest.check_accounts`).
 
     The caller holds the run's lease (`runs.RunLease`) around this call.
     """
@@ -108,58 +103,6 @@ def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, 
     return run_key
 
 
-def check_accounts(settings: Settings, run_key: str, accounts: int | None) -> None:
-    """An export that gave no account audited nothing: most likely the wrong folder, or a file the reader
-    misread. A warning on the run (the summary, the CLI and the report show it), or, when the run was begun
-    with ``require_accounts``, an error that fails the run in one line."""
-    if accounts is None or accounts > 0:
-        return
-    import json
-
-    import sqlalchemy as sa
-
-    with transaction(settings) as conn:
-        row = conn.execute(sa.text("select params, export_path from runs where run_key = :k for update"),
-                           {"k": run_key}).one()
-        params = dict(row.params or {})
-        quarantined = conn.execute(sa.text("select count(*) from quarantine where run_key = :k and stage = 'ingest'"),
-                                   {"k": run_key}).scalar_one()
-        what = (f"{ZERO_ACCOUNTS} ({quarantined} record{'s' if quarantined != 1 else ''} quarantined); "
-                f"is {row.export_path} the export you meant? `profile-audit quarantine --run-key {shlex.quote(run_key)}` lists "
-                "what was rejected")
-        if params.get("require_accounts"):
-            raise UserError(f"{what}. The run is marked failed (accounts are required)")
-        warning = f"{what}; nothing was audited (--require-accounts makes this an error)"
-        if warning not in params.get("warnings", []):  # a retried ingest task: once
-            params["warnings"] = [*params.get("warnings", []), warning]
-            conn.execute(sa.text("update runs set params = cast(:p as jsonb) where run_key = :k"),
-                         {"p": json.dumps(params, sort_keys=True, default=str), "k": run_key})
-    log.warning("run %s: %s", run_key, warning)
-
-
-def run_stage(ctx: RunContext, stage: str, owner: str | None = None) -> dict[str, Any]:
-    """One stage; a failure marks the run failed, `summarize` marks it succeeded with the summary.
-
-    The aggregate, networks and flag stages first wait for the run's predecessor (`runs.wait_for_predecessor`).
-    """
-    try:
-        runs.wait_for_predecessor(ctx.settings, ctx.run_key, stage)
-        result = stage_entry(stage).load()(ctx)
-        if stage == "ingest":
-            check_accounts(ctx.settings, ctx.run_key, getattr(result, "accounts", None))
-    except BaseException as exc:
-        exc.failed_stage = stage  # type: ignore[attr-defined]  # the CLI names it (SIGTERM, Ctrl-C)
-        runs.finish_run(ctx.settings, ctx.run_key, {"failed_stage": stage, "error": str(exc)[:500]},
-                        status="failed", owner=owner)
-        raise
-    runs.stage_done(ctx.settings, ctx.run_key, stage)
-    if stage == "summarize":
-        runs.finish_run(ctx.settings, ctx.run_key, result, owner=owner)
-    out = asdict(result) if is_dataclass(result) else dict(result)
-    log.info("%s: %s", stage, out)
-    return out
-
-
 def audit_export(
     settings: Settings,
     export_path: Path,
@@ -177,7 +120,8 @@ def audit_export(
     Returns the run summary.
 
     ``on_stage(name, result, seconds)`` is called after each stage (the CLI prints progress with it).
-    ``require_accounts``: an export that gives no account fails the run (else a warning; `check_accounts`).
+    ``require_accounts``: an export that gives no account fails the run (else a warning;
+    `pipeline.stages.ingest.check_accounts`).
     ``predecessor``: the run this one inherits cluster ids from (default: for ``nightly:D``, ``nightly:D-1``
     when that run exists); its networks and flag stages wait for it.
     """
@@ -188,18 +132,5 @@ def audit_export(
     with runs.RunLease(settings, run_key, owner):
         begin(settings, run_key, export_path, fmt, network, detector, as_of, owner=owner, predecessor=predecessor,
               require_detector=require_detector, require_accounts=require_accounts)
-        ctx = runs.load_context(settings, run_key)
-        summary: dict[str, Any] = {}
-        stage = STAGE_NAMES[0]
-        try:
-            for stage in STAGE_NAMES:
-                started = time.perf_counter()
-                summary = run_stage(ctx, stage, owner)
-                if on_stage is not None:
-                    on_stage(stage, summary, time.perf_counter() - started)
-        except BaseException as exc:
-            if not hasattr(exc, "failed_stage"):  # between stages (a signal while progress is printed): not left running
-                exc.failed_stage = stage  # type: ignore[attr-defined]
-                runs.finish_run(settings, run_key, {"failed_stage": stage}, status="failed", owner=owner)
-            raise
-    return summary
+        results = run_all(run_key, settings=settings, owner=owner, on_stage=on_stage)
+    return next(results[s.name] for s in STAGES if s.finishes_run)

@@ -12,7 +12,7 @@ from pipeline.config import NetworkParams
 from pipeline.core import runs
 from pipeline.core.db import ensure_schema, transaction
 from pipeline.flags.rules import list_flags
-from pipeline.stages import RunContext, run_stages
+from pipeline.stages import RunContext, run_all
 from pipeline.testing import coortweet
 
 COORTWEET_IO = SHARED_DATA / "exports" / "coordination" / "CooRTweet-russian-as-io"
@@ -45,7 +45,8 @@ def test_coortweet_groups_are_flagged_by_coactivity_alone(settings):
     assert len(groups) >= 5, "the dataset must exercise the comparison"
     ensure_schema(settings)
     runs.start_run(settings, "investigation:coortweet", str(COORTWEET_IO), "twitter_io")
-    run_stages(RunContext(settings, "investigation:coortweet", params), ("ingest", "aggregate", "networks", "flag"))
+    run_all(RunContext(settings, "investigation:coortweet", params), ("ingest", "aggregate", "networks", "flag"),
+            record=False)
     flags = list_flags(settings, run_key="investigation:coortweet")
     for group in groups:
         holding = [f for f in flags if group <= {m["account_id"] for m in f["members"]}]

@@ -20,15 +20,16 @@ from pipeline import audit
 from pipeline.core.db import transaction
 from pipeline.errors import UserError
 from pipeline.scoring.score import in_shard, score_run
+from pipeline.stages import RunContext, run_one
 
 
 def _acquired(settings, export, detector, run_key="s1"):
     """A run whose export is ingested and whose avatars are stored (the stages before score)."""
     network = settings.network
     audit.begin(settings, run_key, export, "auto", network, str(detector))
-    ctx = audit.RunContext(settings, run_key, network)
-    audit.run_stage(ctx, "ingest")
-    audit.run_stage(ctx, "acquire_images")
+    ctx = RunContext(settings, run_key, network)
+    run_one(ctx, "ingest")
+    run_one(ctx, "acquire_images")
     return ctx
 
 

@@ -205,6 +205,7 @@ def test_the_stage_on_the_gpu_input_path_run_on_the_cpu(settings, tmp_path: Path
     batch is decoded and preprocessed by DeviceTransform, and the embeddings match the CPU path's."""
     from detectors import save_detector
     from pipeline import audit
+    from pipeline.stages import RunContext, run_one
     from pipeline.scoring import score as score_module
     from pipeline.scoring.score import score_run
     from pipeline.testing.demo import draw_face, encode
@@ -221,9 +222,9 @@ def test_the_stage_on_the_gpu_input_path_run_on_the_cpu(settings, tmp_path: Path
     path = save_detector(probe, tmp_path / "probe.json")
     settings = replace(settings, batch_size=5, score_decode="threads", face_signals=False)
     audit.begin(settings, "g1", tmp_path / "export", "generic", settings.network, str(path))
-    ctx = audit.RunContext(settings, "g1", settings.network)
-    audit.run_stage(ctx, "ingest")
-    audit.run_stage(ctx, "acquire_images")
+    ctx = RunContext(settings, "g1", settings.network)
+    run_one(ctx, "ingest")
+    run_one(ctx, "acquire_images")
     cpu = score_run(settings, "g1", str(path))
 
     def vectors() -> dict:

@@ -123,6 +123,7 @@ def test_every_backbone_scores_the_same_on_both_sides_of_every_switch(kind, sett
     from detectors import save_detector
     from detectors.clip_probe import probe_class
     from pipeline import audit
+    from pipeline.stages import RunContext, run_one
     from pipeline.images.acquire import decode_image
     from pipeline.scoring import score as score_module
 
@@ -139,9 +140,9 @@ def test_every_backbone_scores_the_same_on_both_sides_of_every_switch(kind, sett
     export = _export(tmp_path / "export")
     settings = replace(settings, batch_size=BATCH, face_signals=True)
     audit.begin(settings, "s1", export, "generic", settings.network, str(path))
-    ctx = audit.RunContext(settings, "s1", settings.network)
-    audit.run_stage(ctx, "ingest")
-    audit.run_stage(ctx, "acquire_images")
+    ctx = RunContext(settings, "s1", settings.network)
+    run_one(ctx, "ingest")
+    run_one(ctx, "acquire_images")
     with transaction(settings) as conn:
         stored = dict(conn.execute(sa.text("select sha256, storage_path from images")).all())
     images = len(stored)

@@ -1,1 +1,1 @@
-"""Stage package `airflow`: see pipeline/stages.py for the stage table."""
+"""Stage package `airflow`: see pipeline/stages/__init__.py for the stage table."""

@@ -1,5 +1,6 @@
 """What the DAG files share: settings from Airflow, run keys and intervals, Params, and one task factory
-per stage of `pipeline.stages.STAGES` (the DAG files write the chain out with ``>>``).
+per stage of `pipeline.stages.STAGES` (the DAG files write the chain out with ``>>``). A stage's task
+takes its pool, queue, timeout, outlets and shard mapping from its row of the table.
 
 Importing this module does not import torch or open_clip; the task bodies import what they need when
 they run, so DAG parsing stays fast.
@@ -17,17 +18,17 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pipeline.airflow.params import NETWORK_PARAM_NAMES, check_conf, network_params_from, score_queue
+from pipeline.airflow.params import NETWORK_PARAM_NAMES, check_conf, network_params_from
 from pipeline.config import Settings, load_settings
 from pipeline.errors import UserError
+from pipeline.stages import SCORE_POOL as SCORE_POOL  # the pool the deployment creates (docker/airflow-init)
+from pipeline.stages import Outlet, Stage
 
 log = logging.getLogger(__name__)
 CONNECTION_ID = "profile_audit_db"
-SCORE_POOL = "profile_audit_score"  # torch-heavy: `airflow pools set profile_audit_score 2 "score tasks"`
 ALLOW_EMBEDDED_ENV = "PROFILE_AUDIT_ALLOW_EMBEDDED"  # "1": tasks may start the per-machine embedded server
 RETRIES = 2  # every stage replaces its own rows for the run key, so a retry is safe
-EXECUTION_TIMEOUT = timedelta(hours=2)
-SCORE_EXECUTION_TIMEOUT = timedelta(hours=6)
+EXECUTION_TIMEOUT = timedelta(hours=2)  # a stage's `TaskOptions.timeout` overrides it
 
 
 def database_url_from_connection(conn_id: str = CONNECTION_ID) -> str | None:
@@ -221,16 +222,17 @@ def skip_run(ctx: Any, run_key: str, params: dict[str, Any], reason: str, predec
 
 
 @no_retry_on_user_error
-def run_stage(stage: str, run: dict[str, Any], shard_index: int = 0) -> dict[str, Any]:
-    """One pipeline stage as a task (the score stage: one shard of it); returns the stage's counts for XCom."""
-    from pipeline import audit
+def run_task(stage: Stage, run: dict[str, Any], shard_index: int = 0) -> dict[str, Any]:
+    """The body of a stage's task (a sharded stage: one shard of it): the run's shared lease, a check that
+    this DAG run still owns the key, then the stage table's runner on the pinned run. Returns the stage's
+    counts for XCom."""
     from pipeline.core import runs
+    from pipeline.stages import run_one
 
     settings = airflow_settings()
     with runs.RunLease(settings, run["run_key"], run["owner"], shared=True):
         runs.check_owner(settings, run["run_key"], run["owner"])
-        ctx = runs.load_context(settings, run["run_key"], shard_index)
-        out = audit.run_stage(ctx, stage, run["owner"])
+        out = run_one(run["run_key"], stage, settings=settings, shard_index=shard_index, owner=run["owner"])
     return {k: v for k, v in out.items() if isinstance(v, (int, float, str, dict))}
 
 
@@ -241,10 +243,10 @@ def score_shard_plan(run: dict[str, Any]) -> list[int]:
     return list(range(runs.load_context(airflow_settings(), run["run_key"]).shard_count))
 
 
-def flags_asset():
+def asset(outlet: Outlet):
     from airflow.sdk import Asset
 
-    return Asset(name="profile_audit_flags", uri="profile-audit://flags")
+    return Asset(name=outlet.name, uri=outlet.uri)
 
 
 def record_failure(context: Any) -> None:
@@ -269,34 +271,45 @@ def default_args() -> dict[str, Any]:
 
 
 def stage_task(name: str):
-    """The TaskFlow task of one stage of the table (`pipeline.stages.STAGES`), named after it."""
+    """The TaskFlow task of one stage of the table (`pipeline.stages.STAGES`), named after it, scheduled as its
+    `TaskOptions` say. A sharded stage's task is mapped over ``shard_index`` (``.partial(run=run).expand(
+    shard_index=...)``); a stage with outlets announces the run on them (run key, kind, flags)."""
     from airflow.sdk import task
 
     from pipeline.stages import stage
 
-    stage(name)  # an unknown name fails at parse time
-    if name == "score":
-        @task(task_id="score", pool=SCORE_POOL, queue=score_queue(), execution_timeout=SCORE_EXECUTION_TIMEOUT,
-              map_index_template="{{ task.op_kwargs['shard_index'] }}")
-        def score(run: dict[str, Any], shard_index: int) -> dict[str, Any]:
-            return run_stage("score", run, shard_index)
-        return score
-    if name == "summarize":
-        @task(task_id="summarize", outlets=[flags_asset()])
-        def summarize(run: dict[str, Any]) -> dict[str, Any]:
+    entry = stage(name)  # an unknown name fails at parse time
+    options = entry.task_options
+    kwargs: dict[str, Any] = {"task_id": entry.name}
+    if options.pool is not None:
+        kwargs["pool"] = options.pool
+    if options.queue is not None:
+        kwargs["queue"] = options.queue()
+    if options.timeout is not None:
+        kwargs["execution_timeout"] = options.timeout
+    if options.outlets:
+        kwargs["outlets"] = [asset(o) for o in options.outlets]
+    if entry.sharded:
+        kwargs["map_index_template"] = "{{ task.op_kwargs['shard_index'] }}"
+
+        @task(**kwargs)
+        def shard_fn(run: dict[str, Any], shard_index: int) -> dict[str, Any]:
+            return run_task(entry, run, shard_index)
+        return shard_fn
+
+    @task(**kwargs)
+    def stage_fn(run: dict[str, Any]) -> dict[str, Any]:
+        out = run_task(entry, run)
+        if options.outlets:
             from airflow.sdk import get_current_context
 
             from pipeline.core.runs import kind_of
 
-            out = run_stage("summarize", run)
-            get_current_context()["outlet_events"][flags_asset()].extra = {
-                "run_key": run["run_key"], "flags": out.get("flags", 0), "run_kind": kind_of(run["run_key"])}
-            return out
-        return summarize
-
-    @task(task_id=name)
-    def stage_fn(run: dict[str, Any]) -> dict[str, Any]:
-        return run_stage(name, run)
+            events = get_current_context()["outlet_events"]
+            for outlet in options.outlets:
+                events[asset(outlet)].extra = {"run_key": run["run_key"], "flags": out.get("flags", 0),
+                                               "run_kind": kind_of(run["run_key"])}
+        return out
     return stage_fn
 
 

@@ -1,1 +1,1 @@
-"""Stage package `core`: see pipeline/stages.py for the stage table."""
+"""Stage package `core`: see pipeline/stages/__init__.py for the stage table."""

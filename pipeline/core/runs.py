@@ -40,10 +40,6 @@ RUN_LOCK_NAMESPACE = 7_311_902  # first key of pg_advisory_lock(int, int): the r
 STALE_HEARTBEAT_S = 6 * 3600.0  # an Airflow-owned run silent this long is stale (longer than any task timeout)
 PREDECESSOR_WAIT_S = float(os.environ.get("PROFILE_AUDIT_PREDECESSOR_WAIT_S", "10800"))
 POLL_S = 1.0
-# Which stage of its predecessor a stage needs finished: an account's avatar history from the
-# predecessor's avatars (its aggregate stage waited in turn, so the whole lineage is in place), cluster ids
-# from its clusters, investigator statuses from its flags.
-NEEDS_FROM_PREDECESSOR = {"aggregate": "aggregate", "networks": "networks", "flag": "flag"}
 
 OwnerAlive = Callable[[str], bool | None]  # True/False when it can tell, None when it cannot
 
@@ -277,15 +273,18 @@ def lineage_predecessor(conn: sa.Connection, run_key: str) -> str | None:
 
 
 def wait_for_predecessor(settings: Settings, run_key: str, stage: str, timeout_s: float | None = None) -> str | None:
-    """Block until the run's predecessor has finished the stage this stage builds on (see
-    NEEDS_FROM_PREDECESSOR); skipped days are walked over. Returns the predecessor, or None.
+    """Block until the run's predecessor has finished this same stage, when the stage table says the stage
+    builds on it (`pipeline.stages.Stage.needs_predecessor`); skipped days are walked over. Returns the
+    predecessor, or None.
 
     This is what makes lineage independent of order: a backfill's days may run in any order or in
     parallel, and each still matches against the same, finished, previous day.
     """
-    needed = NEEDS_FROM_PREDECESSOR.get(stage)
-    if needed is None:
+    from pipeline.stages import stage as stage_of
+
+    if not stage_of(stage).needs_predecessor:
         return None
+    needed = stage
     deadline = time.monotonic() + (PREDECESSOR_WAIT_S if timeout_s is None else timeout_s)
     while True:
         with transaction(settings) as conn:

@@ -1,1 +1,1 @@
-"""Stage package `flags`: see pipeline/stages.py for the stage table."""
+"""Stage package `flags`: see pipeline/stages/__init__.py for the stage table."""

@@ -28,7 +28,7 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -43,9 +43,6 @@ from pipeline.networks.edge_types import (
     is_coactivity,
     is_shared_image,
 )
-
-if TYPE_CHECKING:
-    from pipeline.stages import RunContext
 
 MAX_EVIDENCE_EDGES = 200
 STATUSES = ("new", "confirmed", "dismissed", "escalated")
@@ -393,8 +390,3 @@ def set_flag_status(settings: Settings, flag_id: str, status: str, note: str | N
         ).rowcount
     if not updated:
         raise UserError(f"no flag {flag_id!r}; list them with `profile-audit flags`")
-
-
-def run_stage(ctx: RunContext) -> dict[str, Any]:
-    """Stage `flag`."""
-    return {"flags": flag_run(ctx.settings, ctx.run_key, ctx.network)}

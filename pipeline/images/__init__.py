@@ -1,1 +1,1 @@
-"""Stage package `images`: see pipeline/stages.py for the stage table."""
+"""Stage package `images`: see pipeline/stages/__init__.py for the stage table."""

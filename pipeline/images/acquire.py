@@ -15,7 +15,6 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from PIL import Image, ImageOps
@@ -29,9 +28,6 @@ from pipeline.images.fetch import FetchResult, SafeFetcher
 from pipeline.ingest import quarantine
 from pipeline.ingest.archives import ExportSource, UnsafeMember
 from pipeline.ingest.readers import resolve_reader
-
-if TYPE_CHECKING:
-    from pipeline.stages import RunContext
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_IMAGE_PIXELS = 25_000_000  # 5000 x 5000: far above any avatar, far below a bomb
@@ -341,8 +337,3 @@ def _record_outcomes(conn: sa.Connection, run_key: str, outcomes: dict[str, dict
     counts = dict(conn.execute(sa.text(
         "select status, count(*) from account_avatars where run_key = :k group by status"), k).all())
     return counts.get("stored", 0), counts.get("failed", 0)
-
-
-def run_stage(ctx: RunContext) -> Any:
-    """Stage `acquire_images`."""
-    return acquire_avatars(ctx.settings, ctx.run_key)

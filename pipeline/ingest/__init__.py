@@ -1,1 +1,1 @@
-"""Stage package `ingest`: see pipeline/stages.py for the stage table."""
+"""Stage package `ingest`: see pipeline/stages/__init__.py for the stage table."""

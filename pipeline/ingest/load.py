@@ -15,7 +15,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import sqlalchemy as sa
 
@@ -31,9 +31,6 @@ from pipeline.ingest.readers import AccountRecord, ExportDate, ExportReader, Pos
 from pipeline.ingest.readers.base import Ignored
 from pipeline.ingest.readers.base import APPROXIMATE_ID, FieldError
 from pipeline.ingest.readers.files import ExportFiles
-
-if TYPE_CHECKING:
-    from pipeline.stages import RunContext
 
 SNAPSHOT_COLUMNS = (
     "handle", "display_name", "bio", "url", "location", "created_at", "followers", "following", "posts",
@@ -374,11 +371,3 @@ def _quarantine_duplicate_posts(conn: sa.Connection, run_key: str, posts_stage: 
         f"   coalesce(p.text, '') from {posts_stage} p join _later_posts l on p.ctid = l.tid")
     conn.execute(sa.text(f"delete from {posts_stage} p using _later_posts l where p.ctid = l.tid"))
     conn.execute(sa.text("drop table _later_posts"))
-
-
-def run_stage(ctx: RunContext) -> IngestResult:
-    """Stage `ingest`: the export path and format pinned on the run row at `begin`."""
-    with transaction(ctx.settings) as conn:
-        row = conn.execute(sa.text("select export_path, export_format from runs where run_key = :k"),
-                           {"k": ctx.run_key}).one()
-    return ingest_export(ctx.settings, ctx.run_key, Path(row.export_path), row.export_format)

@@ -1,1 +1,1 @@
-"""Stage package `networks`: see pipeline/stages.py for the stage table."""
+"""Stage package `networks`: see pipeline/stages/__init__.py for the stage table."""

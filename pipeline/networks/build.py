@@ -13,7 +13,6 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -23,9 +22,6 @@ from pipeline.core.bulk import copy_rows
 from pipeline.core.db import transaction
 from pipeline.networks import edges as E
 from pipeline.networks.clusters import Cluster, assign_ids, find_clusters, strong_pairs
-
-if TYPE_CHECKING:
-    from pipeline.stages import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +154,3 @@ def build_networks(settings: Settings, run_key: str, params: NetworkParams) -> N
         conn.execute(sa.text("analyze cluster_members"))
     log.info("networks %s: edges %s, clusters %d", run_key, counts, len(clusters))
     return NetworkResult(counts, len(clusters))
-
-
-def run_stage(ctx: RunContext) -> Any:
-    """Stage `networks`."""
-    return build_networks(ctx.settings, ctx.run_key, ctx.network)

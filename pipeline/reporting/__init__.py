@@ -1,1 +1,1 @@
-"""Stage package `reporting`: see pipeline/stages.py for the stage table."""
+"""Stage package `reporting`: see pipeline/stages/__init__.py for the stage table."""

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -37,9 +37,6 @@ from pipeline.core.visible import visible
 from pipeline.errors import UserError
 from pipeline.reporting.detector_info import NOT_REAL_LABEL, label_text, load_detector_info, parts_text
 from pipeline.reporting.evidence import load_cluster
-
-if TYPE_CHECKING:
-    from pipeline.stages import RunContext
 
 THUMB_PX = 96
 MAX_TILES = 400  # distinct images on one contact sheet
@@ -620,8 +617,3 @@ def write_report(settings: Settings, run_key: str, cluster_id: str | None = None
 def report_run(settings: Settings, run_key: str) -> dict[str, Any]:
     """The pipeline stage: the full report in the default place."""
     return write_report(settings, run_key).as_dict()
-
-
-def run_stage(ctx: RunContext) -> ReportResult:
-    """Stage `report`."""
-    return report_run(ctx.settings, ctx.run_key)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shlex
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -14,9 +14,6 @@ from pipeline.ingest.ledger import ledger_warnings
 from pipeline.ingest.load import load_ledger
 from pipeline.ingest.quarantine import reasons_by_kind
 from pipeline.reporting.detector_info import load_detector_info, rates_text
-
-if TYPE_CHECKING:
-    from pipeline.stages import RunContext
 
 def summarize_run(settings: Settings, run_key: str) -> dict[str, Any]:
     """Counts straight from the tables, so the summary is the same on every rerun of the key."""
@@ -152,8 +149,3 @@ def format_summary(summary: dict[str, Any], flags: list[dict[str, Any]], command
     else:
         lines.append("  nothing quarantined")
     return "\n".join(lines)
-
-
-def run_stage(ctx: RunContext) -> Any:
-    """Stage `summarize`."""
-    return summarize_run(ctx.settings, ctx.run_key)

@@ -1,1 +1,1 @@
-"""Stage package `scoring`: see pipeline/stages.py for the stage table."""
+"""Stage package `scoring`: see pipeline/stages/__init__.py for the stage table."""

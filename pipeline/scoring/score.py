@@ -11,9 +11,11 @@
   (``detectors/gpu_batch.py``).
 - Work can be split into shards by image hash (``shard_index`` of ``shard_count``) so Airflow can
   map the stage across workers; shards never overlap and together cover the run.
-- The run's detector comes from the detector registry (``resolve_detector``: a stored id, a saved
-  file, or the promoted default); every registered face-signal kind (``detectors.base.face_signal_kinds``,
-  today ``faces``) writes ``face_signals`` in the same stage.
+- The score stage (``pipeline/stages/score.py``) scores with the detector id pinned on the run at
+  `begin`, never another; ``score_run`` with a detector named now (the ``score`` command) resolves it
+  from the registry (``resolve_detector``: a stored id, a saved file, or the promoted default) and
+  pins it on the run. Every registered face-signal kind (``detectors.base.face_signal_kinds``, today
+  ``faces``) writes ``face_signals`` in the same stage.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -51,9 +53,6 @@ from pipeline.scoring.prepare import (
     prepare_batch,
     started_pools,
 )
-
-if TYPE_CHECKING:
-    from pipeline.stages import RunContext
 
 log = logging.getLogger(__name__)
 CACHE_CHUNK = 2000  # cached embeddings read per query when rescoring from the cache
@@ -89,7 +88,7 @@ def check_shard(shard_index: int, shard_count: int) -> None:
         raise UserError(f"shard index {shard_index} of {shard_count}: need shard_count >= 1 and 0 <= index < count")
 
 
-def _run_images(settings: Settings, run_key: str, shard_index: int, shard_count: int) -> list[tuple[str, str]]:
+def run_images(settings: Settings, run_key: str, shard_index: int, shard_count: int) -> list[tuple[str, str]]:
     with transaction(settings) as conn:
         rows = conn.execute(
             sa.text("select distinct i.sha256, i.storage_path from account_avatars a join images i using (sha256)"
@@ -114,13 +113,15 @@ def _done(settings: Settings, table: str, shas: list[str], *, detector_id: str |
 
 def score_run(settings: Settings, run_key: str, detector_ref: str | None = None, shard_index: int = 0,
               shard_count: int = 1) -> ScoreResult:
-    """Score the run's images not yet scored by the detector (only this shard's, when sharded)."""
+    """Score the run's images not yet scored by the detector (only this shard's, when sharded), and pin it
+    on the run. ``detector_ref`` None: the promoted default, for the ``score`` command only; the score
+    stage always passes the id `begin` pinned."""
     check_shard(shard_index, shard_count)
     started = time.perf_counter()
     detector = resolve_detector(settings, detector_ref)
     register_detector(settings, detector)
     set_detector(settings, run_key, detector.id)
-    images = _run_images(settings, run_key, shard_index, shard_count)
+    images = run_images(settings, run_key, shard_index, shard_count)
     done = _done(settings, "image_scores", [sha for sha, _ in images], detector_id=detector.id)
     todo = [(sha, path) for sha, path in images if sha not in done]
     # the face detectors ride along with the probe: the images it decodes get their face signals from
@@ -380,15 +381,3 @@ def _json(data: Any) -> str:
     import json
 
     return json.dumps(data, sort_keys=True)
-
-
-def run_stage(ctx: RunContext) -> Any:
-    """Stage `score`: one shard of the run's images; with no detector named and none promoted, skipped
-    (`begin` recorded the warning on the run; --require-detector refuses there instead)."""
-    if ctx.detector is None and not ctx.settings.detector:
-        try:
-            resolve_detector(ctx.settings, None)
-        except UserError as exc:
-            images = _run_images(ctx.settings, ctx.run_key, ctx.shard_index, ctx.shard_count)
-            return ScoreResult("", len(images), 0, 0, 0, ctx.shard_index, ctx.shard_count, skipped=str(exc))
-    return score_run(ctx.settings, ctx.run_key, ctx.detector, ctx.shard_index, ctx.shard_count)

@@ -1,1 +1,1 @@
-"""Stage package `signals`: see pipeline/stages.py for the stage table."""
+"""Stage package `signals`: see pipeline/stages/__init__.py for the stage table."""

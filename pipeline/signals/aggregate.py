@@ -8,16 +8,12 @@ pairs for its ``near_duplicate_avatar`` edges.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from pipeline.config import NetworkParams, Settings
 from pipeline.core.db import insert_rows, transaction
 from pipeline.signals.neardup import near_duplicate_pairs, parse_phash
-
-if TYPE_CHECKING:
-    from pipeline.stages import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +59,3 @@ def aggregate_run(settings: Settings, run_key: str, params: NetworkParams | None
             conn.execute(sa.text(f"analyze {table}"))
         accounts = int(conn.execute(sa.text("select compute_account_signals(:k)"), {"k": run_key}).scalar_one())
     return {"accounts": accounts, "near_duplicate_pairs": pairs}
-
-
-def run_stage(ctx: RunContext) -> Any:
-    """Stage `aggregate`."""
-    return aggregate_run(ctx.settings, ctx.run_key, ctx.network)

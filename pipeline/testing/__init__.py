@@ -1,1 +1,1 @@
-"""Stage package `testing`: see pipeline/stages.py for the stage table."""
+"""Stage package `testing`: see pipeline/stages/__init__.py for the stage table."""

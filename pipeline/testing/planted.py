@@ -529,9 +529,9 @@ def run_network_stages(settings: Settings, run_key: str, params: NetworkParams |
                        on_stage=None) -> dict[str, Any]:
     """aggregate -> networks -> flag on a planted run, then mark it succeeded (so a later run matches
     its clusters). ``on_stage(name, result, seconds)`` is called after each stage."""
-    from pipeline.stages import RunContext, run_stages
+    from pipeline.stages import RunContext, run_all
 
     ctx = RunContext(settings, run_key, params or settings.network)
-    out = run_stages(ctx, ("aggregate", "networks", "flag"), on_stage)
+    out = run_all(ctx, ("aggregate", "networks", "flag"), on_stage=on_stage, record=False)
     runs.finish_run(settings, run_key, {"planted": True})
     return out
