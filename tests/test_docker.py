@@ -294,7 +294,7 @@ def dashboard_queries() -> list[str]:
 
 def test_grafana_dashboard_queries_only_the_dashboard_views():
     views = dashboard_views()
-    assert len(views) == 4, views
+    assert len(views) == 5, views
     queries = dashboard_queries()
     assert len(queries) >= 4
     used = set()
