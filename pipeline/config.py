@@ -138,8 +138,8 @@ class NetworkParams(_Validated):
 @dataclass(frozen=True)
 class RiskWeights(_Validated):
     """Account risk (``account_signals.risk``): the weight of each signal, summed and capped at 1, and the
-    two cut-offs the signals use. ``compute_account_signals`` (sql/functions/20_account_signals.sql) reads
-    them from the run's recorded policy; it has no copy of them. Table in docs/networks.md, "Signals and risk"."""
+    two cut-offs the signals use. ``compute_account_signals`` (sql/functions/20_account_signals.sql) takes
+    them as an argument (``Policy.signal_arguments``) from the run's recorded policy; it has no copy of them. Table in docs/networks.md, "Signals and risk"."""
 
     SECTION: ClassVar[str] = "risk_weights"
     LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
@@ -178,26 +178,50 @@ class ClusterWeights(_Validated):
     image_ring_share: float = 0.45  # members on confirmed_near_duplicate edges: an image ring
 
 
-POLICY_VERSION = 4  # 1: the foundation's weights; 2: co-activity calibrated on CooRTweet's data (docs/networks.md);
+@dataclass(frozen=True)
+class EdgeWeights(_Validated):
+    """The weight each edge builder gives its edges (pipeline/networks/edges.py), on the one scale that
+    ``network.strong_edge_min_weight`` (0.5) cuts: at least 0.5 is strong alone, 0.25 to 0.35 only
+    corroborates. Table: docs/networks.md, "Edges". Co-activity edges (``co_*``) weigh their count of
+    co-occurring posts instead (``network.co_min_weight``)."""
+
+    SECTION: ClassVar[str] = "edge_weights"
+
+    identical_avatar: float = 1.0  # the same image sha256
+    confirmed_near_duplicate: float = 0.8  # a near-duplicate pair confirmed by a second measure (an image ring)
+    creation_trait: float = 0.5  # creation_window: per trait shared inside a burst
+    narrowed_trait: float = 0.25  # creation_window: per narrowed trait (a template + a count bin or an empty bio)
+    identical_text: float = 0.3  # identical_bio, identical_link
+    # near_duplicate_avatar, similar_embedding: corroborating_base + corroborating_span x closeness in [0, 1]
+    corroborating_base: float = 0.25
+    corroborating_span: float = 0.1
+
+
+POLICY_VERSION = 5  # 1: the foundation's weights; 2: co-activity calibrated on CooRTweet's data (docs/networks.md);
 # 3: batch_share and image_ring_share (population-tested bursts, confirmed image rings), coactivity_min_idf_weight;
-# 4: a burst makes edges only where chance explains at most burst_max_chance_share of it; narrowed traits
+# 4: a burst makes edges only where chance explains at most burst_max_chance_share of it; narrowed traits;
+# 5: the edge weights are part of the policy (edge_weights; the same numbers as version 4's constants)
 
 
 @dataclass(frozen=True)
 class Policy:
-    """The whole scoring policy of a run: network and rule thresholds, account risk weights, cluster
-    weights, and the version of the built-in defaults. Recorded on the run (``runs.params``:
-    ``network``, ``risk_weights``, ``cluster_weights``, ``policy_version``) and read back from there by
-    the SQL signals and the flag stage, so a run is scored by what it records."""
+    """The whole scoring policy of a run: network, image and rule thresholds, account risk weights, cluster
+    weights, edge weights, and the version of the built-in defaults. Recorded on the run at begin
+    (``runs.params``: ``network``, ``risk_weights``, ``cluster_weights``, ``edge_weights``,
+    ``policy_version``) and loaded back from there (``from_run_params``) by the stages, which hand the values
+    on: to the SQL signals as arguments, to the flag rules and the edge builders as these typed parts. Each
+    value is defined once, here, so a run is scored by what it records."""
 
     network: NetworkParams = field(default_factory=NetworkParams)
     risk: RiskWeights = field(default_factory=RiskWeights)
     cluster: ClusterWeights = field(default_factory=ClusterWeights)
     version: int = POLICY_VERSION
+    edge: EdgeWeights = field(default_factory=EdgeWeights)  # last: positional callers keep their meaning
 
     def run_params(self) -> dict[str, Any]:
         return {"network": self.network.as_dict(), "risk_weights": self.risk.as_dict(),
-                "cluster_weights": self.cluster.as_dict(), "policy_version": self.version}
+                "cluster_weights": self.cluster.as_dict(), "edge_weights": self.edge.as_dict(),
+                "policy_version": self.version}
 
     @classmethod
     def from_run_params(cls, params: dict[str, Any] | None) -> Policy:
@@ -210,7 +234,15 @@ class Policy:
             return kind.from_mapping({k: v for k, v in (params.get(key) or {}).items() if k in known})
 
         return cls(part(NetworkParams, "network"), part(RiskWeights, "risk_weights"),
-                   part(ClusterWeights, "cluster_weights"), int(params.get("policy_version") or POLICY_VERSION))
+                   part(ClusterWeights, "cluster_weights"), int(params.get("policy_version") or POLICY_VERSION),
+                   part(EdgeWeights, "edge_weights"))
+
+    def signal_arguments(self) -> dict[str, Any]:
+        """The values ``compute_account_signals`` (sql/functions/20_account_signals.sql) takes as its
+        ``p_policy`` argument, shaped as ``runs.params`` records them: the risk weights and cut-offs, and
+        ``network.min_template_digits``."""
+        return {"risk_weights": self.risk.as_dict(),
+                "network": {"min_template_digits": self.network.min_template_digits}}
 
 
 def complete_run_params(params: dict[str, Any] | None) -> dict[str, Any]:

@@ -8,11 +8,14 @@ from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 from conftest import REPO
 
-from pipeline.config import NetworkParams
+from pipeline.config import ClusterWeights, NetworkParams, Policy
+from pipeline.core.db import transaction
 from pipeline.core.registry import NAME_RE
-from pipeline.flags.rules import FLAG_RULES, FlagRule, assess_cluster, cluster_facts, flag_rule
+from pipeline.flags.rules import FLAG_RULES, FlagRule, assess_cluster, cluster_facts, flag_rule, flag_run
+from pipeline.testing import planted
 
 T0 = datetime(2025, 5, 1, tzinfo=UTC)
 
@@ -77,3 +80,20 @@ def test_coactivity_counts_edges_from_the_minimum_weight():
     assert cluster_facts(members, _chain("co_repost", 4, 1), params).shares["coactivity_share"] == 0.0
     stricter = NetworkParams(coactivity_min_weight=3)
     assert cluster_facts(members, _chain("co_reply", 4, 2), stricter).shares["coactivity_share"] == 0.0
+
+
+def test_flag_run_scores_with_the_cluster_weights_it_is_given(settings):
+    """The flag stage takes the cluster weights as an argument (``RunContext.policy.cluster``); only without
+    one does it read them back from the policy pinned on the run row."""
+    planted.generate(settings, "weights", organic=300, seed=4)
+    planted.run_network_stages(settings, "weights")
+    with transaction(settings) as conn:
+        recorded = Policy.from_run_params(conn.execute(sa.text("select params from runs"
+                                                               " where run_key = 'weights'")).scalar())
+    by_row = flag_run(settings, "weights", recorded.network)
+    assert by_row > 0 and flag_run(settings, "weights", recorded.network, recorded.cluster) == by_row
+    nothing = ClusterWeights(**{k: 0 for k in ClusterWeights().as_dict()})
+    assert flag_run(settings, "weights", recorded.network, nothing) == 0
+    with transaction(settings) as conn:
+        scores = conn.execute(sa.text("select max(score) from clusters where run_key = 'weights'")).scalar()
+    assert scores == 0

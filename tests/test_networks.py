@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from pipeline.config import NetworkParams
+from pipeline.config import EdgeWeights, NetworkParams
 from pipeline.core.db import transaction
 from pipeline.networks import edges as E
 from pipeline.signals.neardup import brute_force_pairs, choose_chunks, near_duplicate_pairs, parse_phash
@@ -91,8 +91,31 @@ def test_identical_text_edges_are_cliques_with_a_cap():
     accounts += [_acc("p:short", bio="hi"), _acc("p:short2", bio="hi")]
     edges = E.identical_text_edges(accounts, params)
     assert {e.edge_type for e in edges} == {"identical_bio"}
-    assert len(edges) == 3 and all(e.weight == E.TEXT_EDGE_WEIGHT for e in edges)
+    assert len(edges) == 3 and all(e.weight == EdgeWeights().identical_text for e in edges)
     assert E.normalised_link("HTTPS://www.Example.com/Shop/#x") == "example.com/shop"
+
+
+def test_edge_builders_weigh_by_the_policy_they_are_given():
+    """Each builder takes the run's EdgeWeights; the defaults are the policy's own (one definition)."""
+    params = NetworkParams()
+    custom = EdgeWeights(identical_avatar=0.9, confirmed_near_duplicate=0.7, creation_trait=0.6, narrowed_trait=0.2,
+                         identical_text=0.4, corroborating_base=0.2, corroborating_span=0.2)
+    same_image = [_acc(f"p:{i}", sha="x") for i in range(2)]
+    assert [e.weight for e in E.identical_avatar_edges(same_image, params, custom)] == [0.9]
+    same_bio = [_acc(f"p:{i}", bio="Crypto signals daily, join now") for i in range(2)]
+    assert [e.weight for e in E.identical_text_edges(same_bio, params, custom)] == [0.4]
+    assert [e.weight for e in E.identical_text_edges(same_bio, params)] == [EdgeWeights().identical_text]
+    groups = {"a": ["p:1"], "b": ["p:2"]}
+    [near] = E.near_duplicate_edges(groups, [("a", "b", 0)], params, custom)
+    assert near.weight == round(0.2 + 0.2 * (1 - 0 / 7), 4)
+    [near] = E.near_duplicate_edges(groups, [("a", "b", 0)], params)
+    assert near.weight == round(EdgeWeights().corroborating_base + EdgeWeights().corroborating_span, 4)
+    images = {"a": E.ImageInfo(0, 0.5), "b": E.ImageInfo(1, 0.5)}
+    [ring] = E.confirmed_near_duplicate_edges(groups, [("a", "b", 1)], images, {}, params, custom)
+    assert ring.weight == 0.7
+    bursts = {"handle_template": {}, "handle_template+no_bio": {}}
+    assert E.creation_weight(bursts, custom) == 0.8
+    assert E.creation_weight(bursts) == EdgeWeights().creation_trait + EdgeWeights().narrowed_trait
 
 
 def test_network_stage_writes_typed_edges_with_params_and_evidence(settings):

@@ -3,6 +3,7 @@ the run, read back by the SQL signals and the flag stage; the docs' weight table
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import fields
 
@@ -13,6 +14,7 @@ from conftest import REPO
 from pipeline.config import (
     POLICY_VERSION,
     ClusterWeights,
+    EdgeWeights,
     NetworkParams,
     Policy,
     RiskWeights,
@@ -22,6 +24,7 @@ from pipeline.config import (
 from pipeline.core.db import ensure_schema, transaction
 from pipeline.core.runs import start_run
 from pipeline.errors import UserError
+from pipeline.signals.aggregate import compute_account_signals
 
 # The numbers docs/networks.md shows; a change of policy changes this test, the docs and POLICY_VERSION together.
 RISK_WEIGHTS = {"synthetic_avatar": 0.45, "past_synthetic_avatar": 0.10, "gan_eye_alignment": 0.15,
@@ -30,6 +33,8 @@ RISK_WEIGHTS = {"synthetic_avatar": 0.45, "past_synthetic_avatar": 0.10, "gan_ey
                 "few_followers_below": 10}
 CLUSTER_WEIGHTS = {"synthetic_share": 0.35, "burst_share": 0.25, "template_share": 0.25, "coactivity_share": 0.6,
                    "shared_image_share": 0.1, "mean_risk": 0.2, "batch_share": 0.45, "image_ring_share": 0.45}
+EDGE_WEIGHTS = {"identical_avatar": 1.0, "confirmed_near_duplicate": 0.8, "creation_trait": 0.5,
+                "narrowed_trait": 0.25, "identical_text": 0.3, "corroborating_base": 0.25, "corroborating_span": 0.1}
 RULE_THRESHOLDS = {"flag_score_threshold": 0.5, "min_cluster_size": 3, "synthetic_share_rule": 0.5,
                    "burst_share_rule": 0.5, "template_share_rule": 0.5, "coactivity_share_rule": 0.5,
                    "coactivity_min_weight": 2, "coactivity_min_idf_weight": 0.4, "batch_share_rule": 0.5, "image_ring_share_rule": 0.5}
@@ -39,7 +44,8 @@ def test_defaults_are_the_documented_numbers():
     assert RiskWeights().as_dict() == RISK_WEIGHTS
     assert ClusterWeights().as_dict() == CLUSTER_WEIGHTS
     assert {k: v for k, v in NetworkParams().as_dict().items() if k in RULE_THRESHOLDS} == RULE_THRESHOLDS
-    assert POLICY_VERSION == 4
+    assert EdgeWeights().as_dict() == EDGE_WEIGHTS
+    assert POLICY_VERSION == 5
 
 
 def _doc_table(heading: str) -> dict[str, float]:
@@ -57,6 +63,7 @@ def _doc_table(heading: str) -> dict[str, float]:
 def test_docs_weight_tables_show_the_policy():
     assert _doc_table("Risk weights (`[risk_weights]`") == {k: float(v) for k, v in RISK_WEIGHTS.items()}
     assert _doc_table("Cluster weights (`[cluster_weights]`") == CLUSTER_WEIGHTS
+    assert _doc_table("Edge weights (`EdgeWeights`") == EDGE_WEIGHTS
 
 
 @pytest.mark.parametrize("table,values,message", [
@@ -74,6 +81,8 @@ def test_docs_weight_tables_show_the_policy():
     (RiskWeights, {"new_account_days": 90.5}, "new_account_days must be an integer, got 90.5"),
     (ClusterWeights, {"coactivity_share": "high"}, "cluster_weights parameter coactivity_share must be a number"),
     (ClusterWeights, {"bursts": 0.2}, "unknown cluster_weights parameter(s) ['bursts']"),
+    (EdgeWeights, {"identical_text": -0.3}, "edge_weights parameter identical_text must be at least 0, got -0.3"),
+    (EdgeWeights, {"text": 0.3}, "unknown edge_weights parameter(s) ['text']"),
 ])
 def test_bad_values_are_one_line_errors(table, values, message):
     with pytest.raises(UserError) as err:
@@ -96,6 +105,51 @@ def test_toml_tables_fill_the_policy(tmp_path):
     (tmp_path / "config.toml").write_text('[risk_weights]\nempty_bio = "some"\n')
     with pytest.raises(UserError, match="risk_weights parameter empty_bio must be a number, got 'some'"):
         load_settings(env={"PROFILE_AUDIT_HOME": str(tmp_path)})
+
+
+def test_edge_weights_are_recorded_and_read_back():
+    """A run records the edge weights with the rest of its policy; a run recorded before they were part of
+    it (policy version 4) reads the defaults, which are the numbers version 4 had as constants."""
+    policy = Policy(edge=EdgeWeights(identical_text=0.35, creation_trait=0.6))
+    assert Policy.from_run_params(policy.run_params()) == policy
+    assert policy.run_params()["edge_weights"]["identical_text"] == 0.35
+    v4 = {k: v for k, v in Policy().run_params().items() if k != "edge_weights"} | {"policy_version": 4}
+    assert Policy.from_run_params(v4).edge == EdgeWeights() and Policy.from_run_params(v4).version == 4
+    assert complete_run_params({})["edge_weights"] == EDGE_WEIGHTS
+
+
+def test_start_run_records_the_edge_weights(settings):
+    ensure_schema(settings)
+    start_run(settings, "run:edges", params=Policy(edge=EdgeWeights(identical_avatar=0.9)).run_params())
+    with transaction(settings) as conn:
+        recorded = conn.execute(sa.text("select params from runs where run_key = 'run:edges'")).scalar()
+    assert recorded["edge_weights"] == {**EDGE_WEIGHTS, "identical_avatar": 0.9}
+    assert Policy.from_run_params(recorded).edge.identical_avatar == 0.9
+
+
+class _Rollback(Exception):
+    pass
+
+
+def test_sql_signals_read_nothing_from_runs(settings):
+    """The SQL function gets the policy, detector, as-of time and lineage as arguments: with the runs table
+    out of reach it computes the same, and the weights are the ones passed, not the ones recorded."""
+    ensure_schema(settings)
+    start_run(settings, "run:args", params={"as_of": "2026-01-01T00:00:00Z"})
+    passed = Policy(risk=RiskWeights(empty_bio=0.25, few_followers=0.04, few_followers_below=50))
+    with pytest.raises(_Rollback), transaction(settings) as conn:
+        _account(conn, "run:args", "x:a", "", 20)
+        conn.execute(sa.text("alter table runs rename to runs_out_of_reach"))
+        count = conn.execute(
+            sa.text("select compute_account_signals('run:args', cast(:p as jsonb), null,"
+                    " '2026-01-01T00:00:00Z', array['run:args'])"),
+            {"p": json.dumps(passed.signal_arguments())}).scalar_one()
+        got = conn.execute(sa.text("select contributions, account_age_days from account_signals"
+                                   " where run_key = 'run:args'")).one()
+        raise _Rollback
+    assert count == 1
+    assert got.contributions == {"empty_bio": 0.25, "few_followers": 0.04}  # recorded: 0.05, and 20 >= 10
+    assert float(got.account_age_days) == 2192.0  # 2020-01-01 to the as-of time passed
 
 
 def test_run_params_round_trip_and_completion():
@@ -125,7 +179,8 @@ def test_sql_signals_use_the_recorded_risk_weights(settings):
     with transaction(settings) as conn:
         for run in ("run:default", "run:custom"):
             _account(conn, run, "x:a", "", 20)
-            conn.execute(sa.text("select compute_account_signals(:k)"), {"k": run})
+            params = conn.execute(sa.text("select params from runs where run_key = :k"), {"k": run}).scalar()
+            compute_account_signals(conn, run, Policy.from_run_params(params))
         got = dict(conn.execute(sa.text("select run_key, contributions from account_signals"
                                         " where account_key = 'x:a'")).all())
         recorded = conn.execute(sa.text("select params from runs where run_key = 'run:custom'")).scalar()
@@ -141,4 +196,6 @@ def test_sql_refuses_a_run_without_its_policy(settings):
         conn.execute(sa.text("update runs set params = params #- '{risk_weights,empty_bio}' where run_key = 'run:bare'"))
     with pytest.raises(sa.exc.DBAPIError, match=r"run policy has no value at \{risk_weights,empty_bio\}"), \
             transaction(settings) as conn:
-        conn.execute(sa.text("select compute_account_signals('run:bare')"))
+        # the values as recorded, passed as the SQL's argument: the SQL has no default to fall back on
+        conn.execute(sa.text("select compute_account_signals(run_key, params, detector_id, null, array[run_key])"
+                             " from runs where run_key = 'run:bare'"))

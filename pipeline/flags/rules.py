@@ -275,8 +275,10 @@ def _inherited_status(conn: sa.Connection, lineage: dict[str, Any], params: Netw
 
 
 def flag_run(settings: Settings, run_key: str, params: NetworkParams, weights: ClusterWeights | None = None) -> int:
-    """Score the run's clusters and upsert flags; returns the number of flags raised. Without ``weights``,
-    the cluster weights recorded on the run (``runs.params.cluster_weights``) apply."""
+    """Score the run's clusters and upsert flags; returns the number of flags raised. ``params`` and
+    ``weights`` are the network and cluster parts of the run's policy (``RunContext.policy``). ``weights``
+    None reads them back from the policy pinned on the run row (``runs.params.cluster_weights``): kept for
+    callers that have only the network part; the stage passes both."""
     with transaction(settings) as conn:
         if weights is None:
             recorded = conn.execute(sa.text("select params from runs where run_key = :k"), {"k": run_key}).scalar()

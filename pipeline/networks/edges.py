@@ -2,7 +2,9 @@
 
 Every builder is a pure function of the run's account traits (and images/embeddings), so it can be
 tested without a database. Weights are on one scale: a pair whose summed weights reach
-``strong_edge_min_weight`` (0.5) joins a component (pipeline/networks/clusters.py).
+``strong_edge_min_weight`` (0.5) joins a component (pipeline/networks/clusters.py). Each weight is a
+field of the run's policy, ``config.EdgeWeights`` (the numbers below are its defaults); every builder takes
+it as ``weights`` (None: the defaults).
 
 Strong alone:
 - ``identical_avatar`` (1.0): the same image sha256; a star around the group's smallest account key.
@@ -33,15 +35,20 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import NetworkParams
+from pipeline.config import EdgeWeights, NetworkParams
 from pipeline.networks.bursts import Population, burst_test
 
-TEXT_EDGE_WEIGHT = 0.3
-CREATION_TRAIT_WEIGHT = 0.5  # per trait shared inside a burst: one is strong
-NARROWED_TRAIT_WEIGHT = 0.25  # per narrowed trait (a template + a count bin or an empty bio): two are strong
-CONFIRMED_IMAGE_WEIGHT = 0.8  # a near-duplicate pair confirmed by a second measure: strong alone
-WEAK_BASE, WEAK_SPAN = 0.25, 0.1  # corroborating edges weigh 0.25 + 0.1 x closeness in [0, 1]
 MIN_BIO_CHARS = 8
+
+
+def _weights(weights: EdgeWeights | None) -> EdgeWeights:
+    return EdgeWeights() if weights is None else weights
+
+
+def corroborating_weight(closeness: float, weights: EdgeWeights | None = None) -> float:
+    """A corroborating edge's weight: base + span x closeness (clipped to [0, 1])."""
+    w = _weights(weights)
+    return round(w.corroborating_base + w.corroborating_span * min(1.0, max(0.0, closeness)), 4)
 
 
 @dataclass(frozen=True)
@@ -93,20 +100,22 @@ def image_groups(accounts: Iterable[AccountTraits], params: NetworkParams) -> di
     return {sha: sorted(keys) for sha, keys in groups.items() if len(keys) <= params.identical_avatar_max_group}
 
 
-def identical_avatar_edges(accounts: Iterable[AccountTraits], params: NetworkParams) -> list[Edge]:
+def identical_avatar_edges(accounts: Iterable[AccountTraits], params: NetworkParams,
+                           weights: EdgeWeights | None = None) -> list[Edge]:
+    weight = _weights(weights).identical_avatar
     edges = []
     used = {"identical_avatar_max_group": params.identical_avatar_max_group}
     for sha, members in sorted(image_groups(accounts, params).items()):
         if len(members) < 2:
             continue
         hub, *rest = members
-        edges += [Edge.between("identical_avatar", hub, m, 1.0, used, {"sha256": sha, "group_size": len(members)})
+        edges += [Edge.between("identical_avatar", hub, m, weight, used, {"sha256": sha, "group_size": len(members)})
                   for m in rest]
     return edges
 
 
 def near_duplicate_edges(groups: dict[str, list[str]], pairs: Iterable[tuple[str, str, int]],
-                         params: NetworkParams) -> list[Edge]:
+                         params: NetworkParams, weights: EdgeWeights | None = None) -> list[Edge]:
     """One edge per near-duplicate image pair, between the two images' hub accounts (identical-avatar
     edges already join each image's other accounts to its hub)."""
     used = {"near_dup_max_distance": params.near_dup_max_distance}
@@ -115,7 +124,7 @@ def near_duplicate_edges(groups: dict[str, list[str]], pairs: Iterable[tuple[str
         if sha_a not in groups or sha_b not in groups:
             continue
         a, b = groups[sha_a][0], groups[sha_b][0]
-        weight = round(WEAK_BASE + WEAK_SPAN * (1 - distance / (params.near_dup_max_distance + 1)), 4)
+        weight = corroborating_weight(1 - distance / (params.near_dup_max_distance + 1), weights)
         edge = Edge.between("near_duplicate_avatar", a, b, weight, used,
                             {"sha256": sorted([sha_a, sha_b]), "hamming": distance})
         key = (edge.a_key, edge.b_key)
@@ -126,13 +135,14 @@ def near_duplicate_edges(groups: dict[str, list[str]], pairs: Iterable[tuple[str
 
 def confirmed_near_duplicate_edges(groups: dict[str, list[str]], pairs: Iterable[tuple[str, str, int]],
                                    images: dict[str, ImageInfo], cosines: dict[tuple[str, str], float],
-                                   params: NetworkParams) -> list[Edge]:
+                                   params: NetworkParams, weights: EdgeWeights | None = None) -> list[Edge]:
     """One strong edge per near-duplicate pair that a second measure confirms, between the images' hub
     accounts. ``cosines`` maps sorted sha pairs to the cosine of their embeddings, where both have one.
     Images below ``min_image_detail`` (or of unknown detail) never confirm: on flat pictures every
     hash family collides."""
     used = {"near_dup_max_distance": params.near_dup_max_distance, "near_dup_confirm_dhash": params.near_dup_confirm_dhash,
             "near_dup_confirm_cosine": params.near_dup_confirm_cosine, "min_image_detail": params.min_image_detail}
+    weight = _weights(weights).confirmed_near_duplicate
     edges: dict[tuple[str, str], Edge] = {}
     for sha_a, sha_b, distance in pairs:
         if sha_a not in groups or sha_b not in groups:
@@ -159,7 +169,7 @@ def confirmed_near_duplicate_edges(groups: dict[str, list[str]], pairs: Iterable
         a, b = groups[sha_a][0], groups[sha_b][0]
         if a == b:
             continue
-        edge = Edge.between("confirmed_near_duplicate", a, b, CONFIRMED_IMAGE_WEIGHT, used,
+        edge = Edge.between("confirmed_near_duplicate", a, b, weight, used,
                             {**evidence, "confirmed_by": confirmed_by})
         edges.setdefault((edge.a_key, edge.b_key), edge)
     return list(edges.values())
@@ -190,7 +200,8 @@ def similar_embedding_pairs(vectors: np.ndarray, min_cosine: float, max_neighbou
 
 
 def similar_embedding_edges(groups: dict[str, list[str]], shas: list[str], vectors: np.ndarray,
-                            params: NetworkParams, backbone_id: str) -> list[Edge]:
+                            params: NetworkParams, backbone_id: str,
+                            weights: EdgeWeights | None = None) -> list[Edge]:
     used = {"clip_min_cosine": params.clip_min_cosine, "clip_max_neighbours": params.clip_max_neighbours,
             "backbone_id": backbone_id}
     edges = []
@@ -200,7 +211,7 @@ def similar_embedding_edges(groups: dict[str, list[str]], shas: list[str], vecto
         a, b = groups[shas[i]][0], groups[shas[j]][0]
         if a != b:
             closeness = (cosine - params.clip_min_cosine) / max(1e-9, 1 - params.clip_min_cosine)
-            weight = round(WEAK_BASE + WEAK_SPAN * min(1.0, max(0.0, closeness)), 4)
+            weight = corroborating_weight(closeness, weights)
             edges.append(Edge.between("similar_embedding", a, b, weight, used,
                                       {"sha256": sorted([shas[i], shas[j]]), "cosine": round(cosine, 4)}))
     return edges
@@ -294,14 +305,16 @@ def account_trait_values(acc: AccountTraits, params: NetworkParams) -> list[tupl
 REFINED_TRAITS = ("handle_template", "synthetic_avatar")  # minority traits, so the refined values stay few
 
 
-def creation_weight(bursts: dict[str, Any]) -> float:
+def creation_weight(bursts: dict[str, Any], weights: EdgeWeights | None = None) -> float:
     """0.5 per shared trait, 0.25 per narrowed one (``template+followers``): a narrowed trait admits
     up to ``burst_max_chance_share`` of chance members, so one alone only corroborates, and a batch
     pair that shares two (a follower bin and an empty bio) is strong."""
-    return round(sum(NARROWED_TRAIT_WEIGHT if "+" in t else CREATION_TRAIT_WEIGHT for t in bursts), 4)
+    w = _weights(weights)
+    return round(sum(w.narrowed_trait if "+" in t else w.creation_trait for t in bursts), 4)
 
 
-def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkParams) -> list[Edge]:
+def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkParams,
+                          weights: EdgeWeights | None = None) -> list[Edge]:
     """Chain accounts sharing a trait whose creation times lie within the window of each other, inside
     a burst of that trait measured against the whole population (pipeline/networks/bursts.py). The
     traits: a handle template, a bio, a synthetic avatar, a count profile (followers, following and
@@ -357,14 +370,16 @@ def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkPara
             evidence = {"traits": sorted(bursts), "bursts": dict(sorted(bursts.items())),
                         "created_at": [prev.created_at.isoformat(), cur.created_at.isoformat()],
                         "delta_hours": round(delta / 3600, 3)}
-            edges[key] = Edge.between("creation_window", *key, creation_weight(bursts), used, evidence)
+            edges[key] = Edge.between("creation_window", *key, creation_weight(bursts, weights), used, evidence)
     return list(edges.values())
 
 
-def identical_text_edges(accounts: Iterable[AccountTraits], params: NetworkParams) -> list[Edge]:
+def identical_text_edges(accounts: Iterable[AccountTraits], params: NetworkParams,
+                         weights: EdgeWeights | None = None) -> list[Edge]:
     """identical_bio and identical_link: every pair of a group of 2..identical_text_max_group accounts
     (a clique, not a star, so that a weak text edge can corroborate another edge on the same pair)."""
     used = {"identical_text_max_group": params.identical_text_max_group, "min_bio_chars": MIN_BIO_CHARS}
+    weight = _weights(weights).identical_text
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for acc in accounts:
         if (bio := normalised_bio(acc.bio)) is not None:
@@ -377,6 +392,6 @@ def identical_text_edges(accounts: Iterable[AccountTraits], params: NetworkParam
             continue
         members.sort()
         evidence = {"value": value, "group_size": len(members)}
-        edges += [Edge(edge_type, a, b, TEXT_EDGE_WEIGHT, used, evidence)
+        edges += [Edge(edge_type, a, b, weight, used, evidence)
                   for i, a in enumerate(members) for b in members[i + 1:]]
     return edges

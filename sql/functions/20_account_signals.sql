@@ -48,66 +48,61 @@ $$;
 
 create or replace function policy_value(p_params jsonb, p_path text[]) returns numeric
 language plpgsql immutable as $$
-    -- one number of a run's recorded policy (runs.params, written by pipeline.core.runs.start_run from
-    -- pipeline.config.Policy); the defaults live in Python only, so a missing value is an error, not a guess
+    -- one number of the policy a caller passed (pipeline.config.Policy.signal_arguments: shaped as runs.params
+    -- records it); the defaults live in Python only, so a missing value is an error, not a guess
 declare
     v numeric := (p_params #>> p_path)::numeric;
 begin
     if v is null then
         -- (no percent sign in this file: it is executed through the DB-API, which would read it as a placeholder)
         raise exception using message = 'run policy has no value at ' || p_path::text
-            || '; reopen the run with pipeline.core.runs.start_run';
+            || '; pass the run policy''s values (pipeline.config.Policy.signal_arguments)';
     end if;
     return v;
 end
 $$;
 
--- The run and the runs it builds on: its predecessor, that one's, and so on (skipped days included; they
--- have no rows). UNION drops rows already found, so a cycle of predecessors ends. An account's avatar
--- history is read from these runs only, never from later or unrelated ones, so a run's signals do not
--- depend on which other runs happened to be in the database when it aggregated.
-create or replace function run_lineage(p_run_key text) returns table (run_key text)
-language sql stable as $$
-    with recursive lineage(run_key) as (
-        select p_run_key
-        union
-        select r.predecessor from runs r join lineage l on r.run_key = l.run_key where r.predecessor is not null
-    )
-    select l.run_key from lineage l
-$$;
+-- Earlier definitions read the run's policy, detector, as-of time and lineage from runs; the caller passes them now.
+drop function if exists compute_account_signals(text);
+drop function if exists run_lineage(text);
 
-create or replace function compute_account_signals(p_run_key text) returns integer
+-- Reads nothing from runs: the caller (pipeline.signals.aggregate.compute_account_signals) passes what the
+-- run pinned at begin.
+--   p_policy:   the values of the run's policy used here (pipeline.config.Policy.signal_arguments):
+--               {"risk_weights": {...all twelve...}, "network": {"min_template_digits": n}}
+--   p_detector: the detector pinned on the run (its image_scores are read); null: no avatar scores
+--   p_as_of:    the run's as-of time (nightly: end of the data interval), else the export's own date;
+--               null: the newest account creation in the export
+--   p_lineage:  the run and the runs it builds on (its predecessor, that one's, ...): an account's avatar
+--               history is read from these runs only, never from later or unrelated ones, so a run's
+--               signals do not depend on which other runs happened to be in the database
+create or replace function compute_account_signals(p_run_key text, p_policy jsonb, p_detector text,
+                                                   p_as_of timestamptz, p_lineage text[]) returns integer
 language plpgsql as $$
 declare
-    v_detector  text;
-    v_params    jsonb;
     v_as_of     timestamptz;
     v_digits    integer;
     v_count     integer;
     w           jsonb;  -- risk weights and cut-offs of the run's policy (pipeline.config.RiskWeights)
 begin
-    select detector_id, params into v_detector, v_params from runs where run_key = p_run_key;
-    v_digits := policy_value(v_params, '{network,min_template_digits}')::integer;
+    v_digits := policy_value(p_policy, '{network,min_template_digits}')::integer;
     w := jsonb_build_object(
-        'synthetic_avatar', policy_value(v_params, '{risk_weights,synthetic_avatar}'),
-        'past_synthetic_avatar', policy_value(v_params, '{risk_weights,past_synthetic_avatar}'),
-        'gan_eye_alignment', policy_value(v_params, '{risk_weights,gan_eye_alignment}'),
-        'avatar_reuse', policy_value(v_params, '{risk_weights,avatar_reuse}'),
-        'near_duplicate_avatar', policy_value(v_params, '{risk_weights,near_duplicate_avatar}'),
-        'template_handle', policy_value(v_params, '{risk_weights,template_handle}'),
-        'new_account', policy_value(v_params, '{risk_weights,new_account}'),
-        'empty_bio', policy_value(v_params, '{risk_weights,empty_bio}'),
-        'default_bio', policy_value(v_params, '{risk_weights,default_bio}'),
-        'few_followers', policy_value(v_params, '{risk_weights,few_followers}'),
-        'new_account_days', policy_value(v_params, '{risk_weights,new_account_days}'),
-        'few_followers_below', policy_value(v_params, '{risk_weights,few_followers_below}'));
+        'synthetic_avatar', policy_value(p_policy, '{risk_weights,synthetic_avatar}'),
+        'past_synthetic_avatar', policy_value(p_policy, '{risk_weights,past_synthetic_avatar}'),
+        'gan_eye_alignment', policy_value(p_policy, '{risk_weights,gan_eye_alignment}'),
+        'avatar_reuse', policy_value(p_policy, '{risk_weights,avatar_reuse}'),
+        'near_duplicate_avatar', policy_value(p_policy, '{risk_weights,near_duplicate_avatar}'),
+        'template_handle', policy_value(p_policy, '{risk_weights,template_handle}'),
+        'new_account', policy_value(p_policy, '{risk_weights,new_account}'),
+        'empty_bio', policy_value(p_policy, '{risk_weights,empty_bio}'),
+        'default_bio', policy_value(p_policy, '{risk_weights,default_bio}'),
+        'few_followers', policy_value(p_policy, '{risk_weights,few_followers}'),
+        'new_account_days', policy_value(p_policy, '{risk_weights,new_account_days}'),
+        'few_followers_below', policy_value(p_policy, '{risk_weights,few_followers_below}'));
     -- age is measured at the run's as-of time (nightly: end of the data interval), else at the export's
-    -- own date (runs.export_as_of, set by ingest), else at the newest account creation in the export,
-    -- so a rerun computes the same ages on any day
-    v_as_of := coalesce(
-        (v_params ->> 'as_of')::timestamptz,
-        (select export_as_of from runs where run_key = p_run_key),
-        (select max(created_at) from account_snapshots where run_key = p_run_key));
+    -- own date (runs.export_as_of, set by ingest; both passed as p_as_of), else at the newest account
+    -- creation in the export, so a rerun computes the same ages on any day
+    v_as_of := coalesce(p_as_of, (select max(created_at) from account_snapshots where run_key = p_run_key));
 
     -- face signals come from the face stage's table when it exists; absent, the signal is null
     drop table if exists pg_temp.pa_faces;
@@ -135,7 +130,7 @@ begin
         from account_snapshots s
         left join account_avatars av on av.run_key = s.run_key and av.account_key = s.account_key
                                     and av.status = 'stored'
-        left join image_scores sc on sc.sha256 = av.sha256 and sc.detector_id = v_detector
+        left join image_scores sc on sc.sha256 = av.sha256 and sc.detector_id = p_detector
         left join pa_faces f on f.sha256 = av.sha256
         where s.run_key = p_run_key
     ), per_image as (
@@ -151,8 +146,8 @@ begin
     ), history as (
         select h.account_key, count(distinct h.sha256) as images, max(hs.probability) as p_max
         from account_avatars h
-        left join image_scores hs on hs.sha256 = h.sha256 and hs.detector_id = v_detector
-        where h.status = 'stored' and h.run_key in (select l.run_key from run_lineage(p_run_key) l)
+        left join image_scores hs on hs.sha256 = h.sha256 and hs.detector_id = p_detector
+        where h.status = 'stored' and h.run_key = any(coalesce(p_lineage, array[p_run_key]))
           and h.account_key in (select account_key from base)
         group by h.account_key
     ), parts as (
