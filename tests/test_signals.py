@@ -7,6 +7,7 @@ import math
 import pytest
 import sqlalchemy as sa
 
+from pipeline.config import Policy, RiskWeights
 from pipeline.core.db import ensure_schema, transaction
 from pipeline.signals.aggregate import aggregate_run
 from pipeline.testing import planted
@@ -58,6 +59,22 @@ def test_signals_cover_every_account_and_risk_is_the_sum_of_its_contributions(se
     for s in signals.values():
         assert math.isclose(s["risk"], min(1.0, sum(float(v) for v in s["contributions"].values())), abs_tol=1e-9)
         assert 0 <= s["risk"] <= 1
+
+
+def test_aggregate_scores_with_the_policy_it_is_given(settings, small_run):
+    """``aggregate_run(policy=...)`` (the stage passes ``RunContext.policy``) weighs by that policy; without
+    one, by the policy pinned on the run row."""
+    by_row = _signals(settings, "sig")
+    aggregate_run(settings, "sig", policy=Policy(risk=RiskWeights(empty_bio=0.5, template_handle=0.0)))
+    given = _signals(settings, "sig")
+    empty = [k for k, s in by_row.items() if "empty_bio" in s["contributions"]]
+    templated = [k for k, s in by_row.items() if "template_handle" in s["contributions"]]
+    assert empty and templated
+    assert all(given[k]["contributions"]["empty_bio"] == 0.5 and by_row[k]["contributions"]["empty_bio"] == 0.05
+               for k in empty)
+    assert all(given[k]["contributions"]["template_handle"] == 0 for k in templated)
+    aggregate_run(settings, "sig")
+    assert _signals(settings, "sig") == by_row
 
 
 def test_batch_account_shape(settings, small_run):
