@@ -297,8 +297,9 @@ def cmd_preset(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from pipeline.scoring.score import score_run
+    from pipeline.scoring.score import check_shard, score_run
 
+    check_shard(args.shard_index, args.shard_count)  # the arguments first: a bad shard needs no database
     settings = _settings(args)
     require_run(settings, args, args.run_key)
     result = score_run(settings, args.run_key, args.detector, args.shard_index, args.shard_count)

@@ -89,4 +89,6 @@ def test_evidence_mistakes_are_one_line_errors(audited, database_url, tmp_path):
                   str(tmp_path / "afile"), home=tmp_path)
     assert out.returncode == 2 and "give --out a folder" in out.stderr
     out = run_cli("--database-url", database_url, "evidence", flag["cluster_id"], "--run-key", "other", home=tmp_path)
-    assert out.returncode == 2 and "in run other" in out.stderr
+    # a run key the database does not have is said first, whatever the cluster (issue 24: every command)
+    assert out.returncode == 2 and "no run 'other' in this database" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
