@@ -6,6 +6,7 @@ export, audited with the real pipeline, then the views are checked against the t
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
 
@@ -194,7 +195,10 @@ def test_reader_role_selects_views_only_and_writes_nothing(audited, reader):
     assert _denied(reader, "update dashboard_flag_queue set status = 'dismissed'", also=not_updatable)
     assert _denied(reader, "create table public.reader_scratch (x int)")
     # the pipeline's functions run with the caller's rights: the reader cannot recompute (rewrite) signals
-    assert _denied(reader, f"select compute_account_signals('{ADHOC}')")
+    from pipeline.config import Policy
+
+    policy = json.dumps(Policy().signal_arguments()).replace("'", "''")
+    assert _denied(reader, f"select compute_account_signals('{ADHOC}', '{policy}'::jsonb, null, null, array['{ADHOC}'])")
     assert _denied(reader, "select grant_dashboard_reader()")
     with reader.cursor() as cur:  # nothing the reader tried changed anything
         cur.execute("select count(*) from dashboard_flag_queue where status = 'dismissed'")

@@ -119,3 +119,25 @@ def test_the_runner_keeps_the_books_only_when_asked(settings, small_export, tmp_
     assert err.value.failed_stage == STAGE_NAMES[0]
     row = _run_row(settings, failing)
     assert row.status == "failed" and row.summary["failed_stage"] == STAGE_NAMES[0] and not row.stages_done
+
+
+def test_the_stages_use_the_policy_pinned_on_the_run(settings):
+    """Issue 22: the policy is loaded once from the run row into the context, and the stages score with it:
+    a run that recorded another edge weight gets edges weighed by it, not by the default."""
+    from pipeline.core.db import transaction
+    from pipeline.core.runs import load_context
+    from pipeline.stages import run_all
+    from pipeline.testing import planted
+
+    planted.generate(settings, "pinned", organic=300, seed=5)
+    with transaction(settings) as conn:
+        conn.execute(sa.text(
+            "update runs set params = jsonb_set(params, '{edge_weights}', coalesce(params -> 'edge_weights',"
+            " '{}'::jsonb) || '{\"identical_avatar\": 0.55}') where run_key = 'pinned'"))
+    ctx = load_context(settings, "pinned")
+    assert ctx.policy.edge.identical_avatar == 0.55 and ctx.policy.network == ctx.network
+    run_all(ctx, ("aggregate", "networks"), record=False)
+    with transaction(settings) as conn:
+        weights = set(conn.execute(sa.text(
+            "select distinct weight from edges where run_key = 'pinned' and edge_type = 'identical_avatar'")).scalars())
+    assert weights == {0.55}

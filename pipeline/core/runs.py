@@ -245,7 +245,7 @@ def stage_done(settings: Settings, run_key: str, stage: str) -> None:
 
 
 def load_context(settings: Settings, run_key: str, shard_index: int = 0) -> Any:
-    """The RunContext of a pinned run: its network params, detector and shard count, as begin recorded."""
+    """The RunContext of a pinned run: its whole policy, detector and shard count, as begin recorded."""
     from pipeline.stages import RunContext
 
     with transaction(settings) as conn:
@@ -253,8 +253,8 @@ def load_context(settings: Settings, run_key: str, shard_index: int = 0) -> Any:
                            {"k": run_key}).first()
     if row is None:
         raise UserError(f"no run {run_key}; start it with `profile-audit audit` or its DAG")
-    return RunContext(settings, run_key, Policy.from_run_params(row.params).network,
-                      row.detector_id, shard_index, row.shard_count)
+    policy = Policy.from_run_params(row.params)
+    return RunContext(settings, run_key, policy.network, row.detector_id, shard_index, row.shard_count, policy)
 
 
 def lineage_predecessor(conn: sa.Connection, run_key: str) -> str | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import sqlalchemy as sa
 
-from pipeline.config import NetworkParams, Settings
+from pipeline.config import EdgeWeights, NetworkParams, Settings
 from pipeline.core.bulk import copy_rows
 from pipeline.core.db import transaction
 from pipeline.networks import edges as E
@@ -43,7 +43,7 @@ def load_traits(conn: sa.Connection, run_key: str) -> list[E.AccountTraits]:
 
 
 def _embedding_edges(conn: sa.Connection, run_key: str, groups: dict[str, list[str]],
-                     params: NetworkParams) -> list[E.Edge]:
+                     params: NetworkParams, weights: EdgeWeights | None = None) -> list[E.Edge]:
     """similar_embedding edges among the run's distinct avatars labelled synthetic, by the detector's backbone."""
     backbone = conn.execute(sa.text("select d.backbone_id from runs r join detectors d using (detector_id)"
                                     " where r.run_key = :k"), {"k": run_key}).scalar()
@@ -58,7 +58,7 @@ def _embedding_edges(conn: sa.Connection, run_key: str, groups: dict[str, list[s
     if len(rows) < 2:
         return []
     vectors = np.array([r.vector for r in rows], dtype=np.float32)
-    return E.similar_embedding_edges(groups, [r.sha256 for r in rows], vectors, params, backbone)
+    return E.similar_embedding_edges(groups, [r.sha256 for r in rows], vectors, params, backbone, weights=weights)
 
 
 def _image_ring_inputs(conn: sa.Connection, run_key: str, near: list[tuple[str, str, int]]
@@ -98,19 +98,22 @@ class NetworkResult:
     clusters: int
 
 
-def build_edges(conn: sa.Connection, run_key: str, params: NetworkParams) -> dict[str, int]:
-    """Replace the run's edges of every type; returns counts per type."""
+def build_edges(conn: sa.Connection, run_key: str, params: NetworkParams,
+                edge_weights: EdgeWeights | None = None) -> dict[str, int]:
+    """Replace the run's edges of every type; returns counts per type. ``edge_weights``: the run's
+    (``RunContext.policy.edge``); None is the built-in defaults."""
     traits = load_traits(conn, run_key)
     groups = E.image_groups(traits, params)
     near = [tuple(r) for r in conn.execute(sa.text("select sha_a, sha_b, distance from avatar_near_duplicates"
                                                    " where run_key = :k order by sha_a, sha_b"), {"k": run_key})]
     images, cosines = _image_ring_inputs(conn, run_key, near)
-    built = (E.identical_avatar_edges(traits, params)
-             + E.near_duplicate_edges(groups, near, params)
-             + E.confirmed_near_duplicate_edges(groups, near, images, cosines, params)
-             + _embedding_edges(conn, run_key, groups, params)
-             + E.creation_window_edges(traits, params)
-             + E.identical_text_edges(traits, params))
+    w = edge_weights
+    built = (E.identical_avatar_edges(traits, params, weights=w)
+             + E.near_duplicate_edges(groups, near, params, weights=w)
+             + E.confirmed_near_duplicate_edges(groups, near, images, cosines, params, weights=w)
+             + _embedding_edges(conn, run_key, groups, params, w)
+             + E.creation_window_edges(traits, params, weights=w)
+             + E.identical_text_edges(traits, params, weights=w))
     conn.execute(sa.text("delete from edges where run_key = :k"), {"k": run_key})
     copy_rows(conn, "edges", ("run_key", "edge_type", "a_key", "b_key", "weight", "params", "evidence"),
               ((run_key, e.edge_type, e.a_key, e.b_key, e.weight, json.dumps(e.params, sort_keys=True),
@@ -145,10 +148,11 @@ def build_clusters(conn: sa.Connection, run_key: str, params: NetworkParams) -> 
     return clusters
 
 
-def build_networks(settings: Settings, run_key: str, params: NetworkParams) -> NetworkResult:
+def build_networks(settings: Settings, run_key: str, params: NetworkParams,
+                   edge_weights: EdgeWeights | None = None) -> NetworkResult:
     """Replace the run's edges and clusters."""
     with transaction(settings) as conn:
-        counts = build_edges(conn, run_key, params)
+        counts = build_edges(conn, run_key, params, edge_weights)
         conn.execute(sa.text("analyze edges"))
         clusters = build_clusters(conn, run_key, params)
         conn.execute(sa.text("analyze cluster_members"))

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import timedelta
 from typing import Any
 
-from pipeline.config import NetworkParams, Settings
+from pipeline.config import NetworkParams, Policy, Settings
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,15 @@ class RunContext:
     detector: str | None = None  # the detector id pinned on the run at `begin`; None = the run scores nothing
     shard_index: int = 0  # the score stage handles the images whose hash falls in this shard
     shard_count: int = 1
+    # The whole policy pinned on the run (`runs.load_context` loads it once from the run row); a context
+    # made by hand (planted populations, benches) gets these settings' policy with its ``network``.
+    policy: Policy | None = None
+
+    def __post_init__(self) -> None:
+        if self.policy is None:
+            object.__setattr__(self, "policy", self.settings.policy(self.network))
+        elif self.policy.network != self.network:
+            raise ValueError("RunContext: network and policy.network differ; pass the policy's network")
 
 
 @dataclass(frozen=True)

@@ -10,4 +10,4 @@ from pipeline.stages import RunContext
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
-    return aggregate_run(ctx.settings, ctx.run_key, ctx.network)
+    return aggregate_run(ctx.settings, ctx.run_key, policy=ctx.policy)
