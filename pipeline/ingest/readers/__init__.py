@@ -15,7 +15,8 @@ from pathlib import Path
 from pipeline.core.registry import Registry
 from pipeline.errors import UserError
 from pipeline.ingest.readers.base import AccountRecord, ExportDate, ExportReader, PostRecord, Rejection
-from pipeline.ingest.readers.bluesky import BlueskyCarReader, BlueskyReader
+from pipeline.ingest.readers.bluesky import BlueskyReader
+from pipeline.ingest.readers.bluesky_car import BlueskyCarReader
 from pipeline.ingest.readers.generic import GenericManifestReader
 from pipeline.ingest.readers.mastodon import MastodonArchiveReader, MastodonReader
 from pipeline.ingest.readers.reddit import RedditReader
