@@ -275,7 +275,7 @@ class Policy:
 
     def thresholds(self) -> dict[str, Any]:
         """Every threshold under its flat name, as the ``[network]`` table and the DAG Params name them."""
-        return {**self.network.as_dict(), **self.image.as_dict(), **self.flag.as_dict()}
+        return {name: value for part in self.threshold_params().values() for name, value in part.items()}
 
     def with_thresholds(self, values: dict[str, Any]) -> Policy:
         """This policy with some thresholds replaced, given by flat name (unknown names are an error)."""
