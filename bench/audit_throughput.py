@@ -32,7 +32,7 @@ from pipeline.testing.demo import make_demo_export, make_labelled_set  # noqa: E
 def timed_run(settings, export: Path, run_key: str, detector_id: str) -> dict[str, float]:
     """Every stage of the stage table, timed, in this process."""
     params = settings.network
-    runs.start_run(settings, run_key, str(export), "generic", {"network": params.as_dict()})
+    runs.start_run(settings, run_key, str(export), "generic", settings.policy().threshold_params())
     seconds: dict[str, float] = {}
 
     def record(name: str, result, took: float) -> None:

@@ -60,11 +60,11 @@ def prepare(work: Path, export: Path, run_key: str):
     return settings
 
 
-def run_ours(settings, run_key: str, params, names=STAGES) -> dict[str, float]:
+def run_ours(settings, run_key: str, policy, names=STAGES) -> dict[str, float]:
     from pipeline.stages import RunContext, run_all
 
     seconds: dict[str, float] = {}
-    run_all(RunContext(settings, run_key, params), names, on_stage=lambda n, r, s: seconds.__setitem__(n, s),
+    run_all(RunContext(settings, run_key, policy.network, policy=policy), names, on_stage=lambda n, r, s: seconds.__setitem__(n, s),
             record=False)
     return seconds
 
@@ -95,18 +95,16 @@ def bench_coortweet(data: Path, work: Path, args) -> None:
     ref_seconds = time.perf_counter() - started
     ref_components = coortweet.components(kept)
     settings = prepare(work, export, "investigation:coortweet")
-    from pipeline.config import NetworkParams
-
-    params = settings.network.__class__.from_mapping({**settings.network.as_dict(), "co_window_seconds": args.window})
-    seconds = run_ours(settings, "investigation:coortweet", params)
+    policy = settings.policy().with_thresholds({"co_window_seconds": args.window})
+    seconds = run_ours(settings, "investigation:coortweet", policy)
     ours = flagged_accounts(settings, "investigation:coortweet")
     p, r = precision_recall(ours, reference)
-    reachable = {a for c in ref_components if len(c) >= params.min_cluster_size for a in c}
+    reachable = {a for c in ref_components if len(c) >= policy.network.min_cluster_size for a in c}
     print(f"**CooRTweet russian_coord_tweets: {len(rows):,} retweets, {len({x[1] for x in rows}):,} accounts**\n")
     print(f"CooRTweet (time_window {args.window}, min_participation {args.min_participation}, edge_weight "
           f"{args.edge_weight}): weight threshold {threshold:g}, {len(kept)} edges, {len(reference)} accounts in "
           f"{len(ref_components)} groups (sizes {sorted((len(c) for c in ref_components), reverse=True)}); "
-          f"{len(reachable)} accounts in groups of at least min_cluster_size ({params.min_cluster_size}); "
+          f"{len(reachable)} accounts in groups of at least min_cluster_size ({policy.network.min_cluster_size}); "
           f"{ref_seconds:.1f} s")
     print("ours: " + ", ".join(f"{n} {s:.1f} s" for n, s in seconds.items()) + "\n")
     print("| setting | flagged clusters | flagged accounts | precision | recall | recall, groups ≥ min_cluster_size |")
@@ -120,22 +118,19 @@ def bench_coortweet(data: Path, work: Path, args) -> None:
         _, rec_reach = precision_recall(flagged, reachable)
         print(f"| {label} | {n} | {len(flagged)} | {prec} | {rec} | {rec_reach} |")
 
-    row(f"policy defaults (flag_score_threshold {params.flag_score_threshold:g})")
+    row(f"policy defaults (flag_score_threshold {policy.flag.flag_score_threshold:g})")
     for t in THRESHOLDS:
-        flag_run(settings, "investigation:coortweet", NetworkParams.from_mapping({**params.as_dict(),
-                                                                                  "flag_score_threshold": t}))
+        flag_run(settings, "investigation:coortweet", policy.with_thresholds({"flag_score_threshold": t}))
         row(f"flag_score_threshold {t:g}")
-    flag_run(settings, "investigation:coortweet", NetworkParams.from_mapping({**params.as_dict(),
-                                                                              "coactivity_min_weight": 3}))
+    flag_run(settings, "investigation:coortweet", policy.with_thresholds({"coactivity_min_weight": 3}))
     row("coactivity_min_weight 3 (policy version 1)")
     for gate in IDF_GATES:  # the co-activity IDF gate (docs/networks.md, "Chance co-activity at scale")
-        flag_run(settings, "investigation:coortweet", NetworkParams.from_mapping({**params.as_dict(),
-                                                                                  "coactivity_min_idf_weight": gate}))
+        flag_run(settings, "investigation:coortweet", policy.with_thresholds({"coactivity_min_idf_weight": gate}))
         row(f"coactivity_min_idf_weight {gate:g}")
-    small = NetworkParams.from_mapping({**params.as_dict(), "min_cluster_size": 2})
+    small = policy.with_thresholds({"min_cluster_size": 2})
     run_ours(settings, "investigation:coortweet", small, ("networks", "flag"))
     row("min_cluster_size 2")
-    run_ours(settings, "investigation:coortweet", params, ("networks", "flag"))
+    run_ours(settings, "investigation:coortweet", policy, ("networks", "flag"))
     with transaction(settings) as conn:
         scores = conn.execute(sa.text("select score, features from clusters where run_key = 'investigation:coortweet'"
                                       " order by score desc")).all()
@@ -178,15 +173,13 @@ def qut_accounts(csv_path: Path, work: Path, window: int, min_weight: int) -> di
 
 
 def bench_qut(data: Path, work: Path, args) -> None:
-    from pipeline.config import NetworkParams
-
     work.mkdir(parents=True, exist_ok=True)
     networks = qut_accounts(data / "QUT-cnt" / "original" / "sample_data.csv", work, args.window, 2)
     reference = set().union(*networks.values())
     export = data / "QUT-cnt" / "sample_data-as-io"
     settings = prepare(work, export, "investigation:qut-sample")
-    params = NetworkParams.from_mapping({**settings.network.as_dict(), "co_window_seconds": args.window})
-    run_ours(settings, "investigation:qut-sample", params)
+    policy = settings.policy().with_thresholds({"co_window_seconds": args.window})
+    run_ours(settings, "investigation:qut-sample", policy)
     ours = flagged_accounts(settings, "investigation:qut-sample")
     p, r = precision_recall(ours, reference)
     print("**QUT coordination-network-toolkit sample_data.csv (100 messages)**\n")

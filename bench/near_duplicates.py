@@ -45,11 +45,11 @@ def make_hashes(n: int, radius: int, planted: int, seed: int) -> np.ndarray:
 def photo_pairs(folder: Path, seed: int) -> None:
     from PIL import Image
 
-    from pipeline.config import NetworkParams
+    from pipeline.config import ImageParams
     from pipeline.images.measures import measure_image
     from pipeline.testing.photos import near_duplicate
 
-    params = NetworkParams()
+    params = ImageParams()
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     rgbs = [Image.open(f).convert("RGB") for f in files]
     measures = [measure_image(im) for im in rgbs]

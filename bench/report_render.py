@@ -37,7 +37,7 @@ from pipeline.reporting import html as html_report
 
 def build_run(settings, run_key: str, size: int, rng: np.random.Generator) -> str:
     """One run, one flagged cluster of `size` accounts; returns the cluster id."""
-    runs.start_run(settings, run_key, None, "generic", {"network": settings.network.as_dict()})
+    runs.start_run(settings, run_key, None, "generic", settings.policy().threshold_params())
     keys = [f"bench:{run_key}:{i:06d}" for i in range(size)]
     base = datetime(2025, 11, 3, tzinfo=timezone.utc)
     images, accounts, snapshots, avatars, signals = [], [], [], [], []

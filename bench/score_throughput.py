@@ -190,7 +190,7 @@ def main() -> int:
         export = make_export(workdir / "export", args.images, args.size)
         placeholder = save_detector(random_probe(BackboneSpec.parse("pa-tiny-vit", "random:0"), 64, 0),
                                     workdir / "placeholder.json")
-        run_key = audit.begin(settings, "bench", export, "generic", settings.network, str(placeholder))
+        run_key = audit.begin(settings, "bench", export, "generic", settings.policy(), str(placeholder))
         ctx = RunContext(settings, run_key, settings.network)
         run_one(ctx, "ingest")
         run_one(ctx, "acquire_images")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import NetworkParams, Settings
+from pipeline.config import Policy, Settings
 from pipeline.core import runs
 from pipeline.core.db import ensure_schema, transaction
 from pipeline.core.storage import sweep_stale_temp
@@ -44,14 +44,14 @@ def _default_predecessor(settings: Settings, run_key: str) -> str | None:
     return previous if found else None
 
 
-def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, network: NetworkParams,
+def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, policy: Policy | None,
           detector: str | None, as_of: str | None = None, *, owner: str | None = None,
           predecessor: str | None = AUTO, shard_count: int = 1, airflow: dict[str, Any] | None = None,
           alive: runs.OwnerAlive | None = None, extra_params: dict[str, Any] | None = None,
           require_detector: bool = False, require_accounts: bool = False) -> str:
     """Check the export and the detector before a run row exists, then open (or reopen) the run and pin
-    it: the resolved detector id (a .json detector is stored first), params and policy, predecessor,
-    shard count.
+    it: the resolved detector id (a .json detector is stored first), params and policy (None: these
+    settings' policy), predecessor, shard count.
 
     A named detector that cannot be found is an error now, not after ingest. With none named and none
     promoted, the run goes on without scoring (a warning recorded on the run) unless ``require_detector``.
@@ -82,7 +82,7 @@ def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, 
     reaped = runs.reap_stale_runs(settings, alive)  # the stale-run rule, for every key, at every begin
     if reaped:
         log.warning("marked stale runs failed (their owner is gone): %s", ", ".join(reaped))
-    params: dict[str, Any] = {**(extra_params or {}), **settings.policy(network).run_params(),
+    params: dict[str, Any] = {**(extra_params or {}), **(policy or settings.policy()).run_params(),
                               "detector": detector or settings.detector or "default"}
     if resolved is not None and not (detector or settings.detector) and is_shipped(resolved):
         params["detector"] = f"shipped:{SHIPPED_DETECTOR}"
@@ -109,7 +109,7 @@ def audit_export(
     fmt: str = "auto",
     run_key: str | None = None,
     detector: str | None = None,
-    params: NetworkParams | None = None,
+    policy: Policy | None = None,
     as_of: str | None = None,
     on_stage: Callable[[str, dict[str, Any], float], None] | None = None,
     predecessor: str | None = AUTO,
@@ -125,12 +125,11 @@ def audit_export(
     ``predecessor``: the run this one inherits cluster ids from (default: for ``nightly:D``, ``nightly:D-1``
     when that run exists); its networks and flag stages wait for it.
     """
-    network = params or settings.network
     ensure_schema(settings)
     run_key = run_key or runs.default_run_key(export_path.resolve())
     owner = runs.cli_owner()
     with runs.RunLease(settings, run_key, owner):
-        begin(settings, run_key, export_path, fmt, network, detector, as_of, owner=owner, predecessor=predecessor,
+        begin(settings, run_key, export_path, fmt, policy, detector, as_of, owner=owner, predecessor=predecessor,
               require_detector=require_detector, require_accounts=require_accounts)
         results = run_all(run_key, settings=settings, owner=owner, on_stage=on_stage)
     return next(results[s.name] for s in STAGES if s.finishes_run)

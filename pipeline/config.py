@@ -11,7 +11,7 @@ import math
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -67,47 +67,24 @@ class _Validated:
 
 @dataclass(frozen=True)
 class NetworkParams(_Validated):
-    """Thresholds of the network and flag stages (the flag rules' thresholds included); recorded with every
-    run for provenance. Validated at construction: see ``_Validated``."""
+    """Thresholds of the network stage: traits and bursts, co-activity edges, clusters and their ids. Part
+    ``network`` of the policy; the image and flag thresholds are ``ImageParams`` and ``FlagParams`` (all three
+    set in the TOML ``[network]`` table, see ``THRESHOLD_PARTS``). Validated at construction: see ``_Validated``."""
 
     SECTION: ClassVar[str] = "network"
     LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
-        "min_cluster_size": (2, None), "identical_avatar_max_group": (2, None), "identical_text_max_group": (2, None),
-        "leiden_min_size": (2, None), "clip_max_neighbours": (1, None), "co_min_weight": (1, None),
-        "coactivity_min_weight": (1, None), "coactivity_min_idf_weight": (0, None), "co_hashtag_min_tags": (1, None), "near_dup_max_distance": (0, 64), "clip_min_cosine": (-1, 1),
-        "burst_p_value": (0, 1), **{n: (0, 1) for n in (
-            "flag_score_threshold", "synthetic_share_rule", "burst_share_rule", "template_share_rule",
-            "coactivity_share_rule", "cluster_match_jaccard", "status_keep_jaccard", "batch_share_rule",
-            "image_ring_share_rule", "burst_max_chance_share")},
-    }
-
+        "min_cluster_size": (2, None), "identical_text_max_group": (2, None), "leiden_min_size": (2, None),
+        "co_min_weight": (1, None), "co_hashtag_min_tags": (1, None), "burst_p_value": (0, 1),
+        "cluster_match_jaccard": (0, 1), "burst_max_chance_share": (0, 1)}
 
     creation_window_hours: float = 48.0
     min_template_digits: int = 6
-    identical_avatar_max_group: int = 1000
     min_cluster_size: int = 3
-    flag_score_threshold: float = 0.5
-    synthetic_share_rule: float = 0.5  # rule synthetic_faces: share of members with a synthetic avatar
-    burst_share_rule: float = 0.5  # rule batch_created: largest one-day share of creation dates
-    template_share_rule: float = 0.5  # rule templated_handles: share of members with one handle template
-    batch_share_rule: float = 0.5  # rule batch_created: ... or share of members on creation_window edges (bursts vs the population)
-    image_ring_share_rule: float = 0.5  # rule image_ring: share of members on confirmed_near_duplicate edges
-    # image, text and cluster parameters (pipeline/signals/neardup.py, edges.py, clusters.py; docs/networks.md "Edges")
-    near_dup_max_distance: int = 6  # near_duplicate_avatar: pHash Hamming distance, of 64 bits
-    clip_min_cosine: float = 0.95  # similar_embedding: cosine between two likely-synthetic avatars
-    clip_max_neighbours: int = 10  # similar_embedding: nearest neighbours kept per avatar
     identical_text_max_group: int = 50  # identical_bio / identical_link: larger groups are boilerplate
     strong_edge_min_weight: float = 0.5  # a pair joins a component when its summed edge weights reach this
     leiden_min_size: int = 200  # components at least this large are split by Leiden
     leiden_resolution: float = 1.0  # Leiden (RBConfiguration) resolution: higher, smaller communities
-    coactivity_share_rule: float = 0.5  # rule coordinated_activity: share of members with a qualifying co_* edge
-    # ... of at least this weight: 2, what CooRTweet's weight filter keeps on its own data (docs/networks.md)
-    coactivity_min_weight: int = 2
-    # ... and whose IDF weight (evidence idf_weight_*: each co-occurring post counted by its object's rarity,
-    # pipeline/networks/coactivity.py) reaches this: chance co-reposts of viral posts fall below it
-    coactivity_min_idf_weight: float = 0.4
     cluster_match_jaccard: float = 0.5  # a cluster keeps a previous run's id at this member overlap
-    status_keep_jaccard: float = 0.8  # an investigator's status carries over at this overlap, else re-opened
     burst_factor: float = 2.0  # creation_window: a trait's accounts in one window vs its average rate
     burst_p_value: float = 0.01  # creation_window: Poisson tail of a window's count, Bonferroni over the accounts tested for that kind of trait
     # creation_window against the population (pipeline/networks/bursts.py; docs/networks.md "Edges"): a trait's
@@ -120,12 +97,6 @@ class NetworkParams(_Validated):
     # accounts that the population explains by chance (a ceiling on the accounts chained in by chance)
     burst_max_chance_share: float = 0.1
     burst_refine_bin: float = 1.0  # width (decades) of the coarse count bins that narrow a template or synthetic label
-    # confirmed_near_duplicate (an image ring): a pHash near-duplicate pair confirmed by dHash or embeddings,
-    # both images detailed enough (pipeline/images/measures.py); false-match rate measured on real photos by
-    # bench/near_duplicates.py --photos (docs/networks.md "Strong pairs")
-    near_dup_confirm_dhash: int = 10  # dHash Hamming distance, of 64 bits
-    near_dup_confirm_cosine: float = 0.9  # or the cosine of the two images' embeddings (the run's backbone)
-    min_image_detail: float = 0.3  # share of texture pixels at 32 x 32; flat logos, cartoons and default avatars are below
     # co_repost / co_link / co_post edges (pipeline/networks/coactivity.py), as QUT's coordination-network-toolkit:
     # two posts co-occur when |t1 - t2| <= co_window_seconds (QUT's README works with 1 minute), and an
     # edge needs co_min_weight co-occurring posts (QUT's CLI default --min_edge_weight 2).
@@ -133,6 +104,78 @@ class NetworkParams(_Validated):
     co_min_weight: int = 2
     co_evidence_examples: int = 5  # example post pairs kept in each edge's evidence (plus the total count)
     co_hashtag_min_tags: int = 2  # co_hashtag: a post's hashtag set needs this many distinct tags (one tag is a topic)
+
+
+@dataclass(frozen=True)
+class ImageParams(_Validated):
+    """Thresholds of the image edges (pipeline/signals/neardup.py, pipeline/networks/edges.py; docs/networks.md
+    "Edges"): identical, near-duplicate, confirmed near-duplicate (image ring) and similar-embedding avatars.
+    Part ``image`` of the policy, set in the TOML ``[network]`` table."""
+
+    SECTION: ClassVar[str] = "network"
+    LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "identical_avatar_max_group": (2, None), "clip_max_neighbours": (1, None), "near_dup_max_distance": (0, 64),
+        "clip_min_cosine": (-1, 1)}
+
+    identical_avatar_max_group: int = 1000
+    near_dup_max_distance: int = 6  # near_duplicate_avatar: pHash Hamming distance, of 64 bits
+    clip_min_cosine: float = 0.95  # similar_embedding: cosine between two likely-synthetic avatars
+    clip_max_neighbours: int = 10  # similar_embedding: nearest neighbours kept per avatar
+    # confirmed_near_duplicate (an image ring): a pHash near-duplicate pair confirmed by dHash or embeddings,
+    # both images detailed enough (pipeline/images/measures.py); false-match rate measured on real photos by
+    # bench/near_duplicates.py --photos (docs/networks.md "Strong pairs")
+    near_dup_confirm_dhash: int = 10  # dHash Hamming distance, of 64 bits
+    near_dup_confirm_cosine: float = 0.9  # or the cosine of the two images' embeddings (the run's backbone)
+    min_image_detail: float = 0.3  # share of texture pixels at 32 x 32; flat logos, cartoons and default avatars are below
+
+
+@dataclass(frozen=True)
+class FlagParams(_Validated):
+    """Thresholds of the flag stage (pipeline/flags/rules.py; docs/networks.md "Clusters and flags"): the
+    score a flag needs, each rule's share, which co-activity edges count, and when an investigator's status
+    carries over. Part ``flag`` of the policy, set in the TOML ``[network]`` table."""
+
+    SECTION: ClassVar[str] = "network"
+    LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
+        "coactivity_min_weight": (1, None), "coactivity_min_idf_weight": (0, None), **{n: (0, 1) for n in (
+            "flag_score_threshold", "synthetic_share_rule", "burst_share_rule", "template_share_rule",
+            "coactivity_share_rule", "status_keep_jaccard", "batch_share_rule", "image_ring_share_rule")}}
+
+    flag_score_threshold: float = 0.5
+    synthetic_share_rule: float = 0.5  # rule synthetic_faces: share of members with a synthetic avatar
+    burst_share_rule: float = 0.5  # rule batch_created: largest one-day share of creation dates
+    template_share_rule: float = 0.5  # rule templated_handles: share of members with one handle template
+    batch_share_rule: float = 0.5  # rule batch_created: ... or share of members on creation_window edges (bursts vs the population)
+    image_ring_share_rule: float = 0.5  # rule image_ring: share of members on confirmed_near_duplicate edges
+    coactivity_share_rule: float = 0.5  # rule coordinated_activity: share of members with a qualifying co_* edge
+    # ... of at least this weight: 2, what CooRTweet's weight filter keeps on its own data (docs/networks.md)
+    coactivity_min_weight: int = 2
+    # ... and whose IDF weight (evidence idf_weight_*: each co-occurring post counted by its object's rarity,
+    # pipeline/networks/coactivity.py) reaches this: chance co-reposts of viral posts fall below it
+    coactivity_min_idf_weight: float = 0.4
+    status_keep_jaccard: float = 0.8  # an investigator's status carries over at this overlap, else re-opened
+
+
+# The thresholds' parts: the TOML [network] table, the DAG Params and run rows recorded before
+# POLICY_VERSION 6 (runs.params.network) name every threshold flat; each name belongs to one part.
+THRESHOLD_CLASSES: dict[str, type[_Validated]] = {"network": NetworkParams, "image": ImageParams, "flag": FlagParams}
+THRESHOLD_PARTS: dict[str, str] = {f.name: part for part, kind in THRESHOLD_CLASSES.items() for f in fields(kind)}
+
+
+def split_thresholds(values: dict[str, Any] | None, *, strict: bool = True) -> dict[str, dict[str, Any]]:
+    """A flat table of thresholds (``[network]``, DAG Params, a pre-split run row) as one table per part.
+    ``strict``: an unknown name is an error; else it is dropped (a retired parameter of an old run row)."""
+    if values is not None and not isinstance(values, dict):
+        raise UserError(f"[network] must be a table of settings, got {values!r}")
+    values = values or {}
+    unknown = sorted(set(values) - set(THRESHOLD_PARTS))
+    if unknown and strict:
+        raise UserError(f"unknown network parameter(s) {unknown}; known: {sorted(THRESHOLD_PARTS)}")
+    parts: dict[str, dict[str, Any]] = {part: {} for part in THRESHOLD_CLASSES}
+    for name, value in values.items():
+        if name in THRESHOLD_PARTS:
+            parts[THRESHOLD_PARTS[name]][name] = value
+    return parts
 
 
 @dataclass(frozen=True)
@@ -197,45 +240,66 @@ class EdgeWeights(_Validated):
     corroborating_span: float = 0.1
 
 
-POLICY_VERSION = 5  # 1: the foundation's weights; 2: co-activity calibrated on CooRTweet's data (docs/networks.md);
+POLICY_VERSION = 6  # 1: the foundation's weights; 2: co-activity calibrated on CooRTweet's data (docs/networks.md);
 # 3: batch_share and image_ring_share (population-tested bursts, confirmed image rings), coactivity_min_idf_weight;
 # 4: a burst makes edges only where chance explains at most burst_max_chance_share of it; narrowed traits;
-# 5: the edge weights are part of the policy (edge_weights; the same numbers as version 4's constants)
+# 5: the edge weights are part of the policy (edge_weights; the same numbers as version 4's constants);
+# 6: the image and flag thresholds are parts of their own (image, flag; the same numbers, before in network)
 
 
 @dataclass(frozen=True)
 class Policy:
-    """The whole scoring policy of a run: network, image and rule thresholds, account risk weights, cluster
+    """The whole scoring policy of a run: network, image and flag thresholds, account risk weights, cluster
     weights, edge weights, and the version of the built-in defaults. Recorded on the run at begin
-    (``runs.params``: ``network``, ``risk_weights``, ``cluster_weights``, ``edge_weights``,
-    ``policy_version``) and loaded back from there (``from_run_params``) by the stages, which hand the values
-    on: to the SQL signals as arguments, to the flag rules and the edge builders as these typed parts. Each
-    value is defined once, here, so a run is scored by what it records."""
+    (``runs.params``: ``network``, ``image``, ``flag``, ``risk_weights``, ``cluster_weights``,
+    ``edge_weights``, ``policy_version``) and loaded back from there (``from_run_params``) by the stages,
+    which hand the values on: to the SQL signals as arguments, to the flag rules and the builders as these
+    typed parts. Each value is defined once, here, so a run is scored by what it records."""
 
     network: NetworkParams = field(default_factory=NetworkParams)
     risk: RiskWeights = field(default_factory=RiskWeights)
     cluster: ClusterWeights = field(default_factory=ClusterWeights)
     version: int = POLICY_VERSION
-    edge: EdgeWeights = field(default_factory=EdgeWeights)  # last: positional callers keep their meaning
+    edge: EdgeWeights = field(default_factory=EdgeWeights)  # from here on: positional callers keep their meaning
+    image: ImageParams = field(default_factory=ImageParams)
+    flag: FlagParams = field(default_factory=FlagParams)
 
     def run_params(self) -> dict[str, Any]:
-        return {"network": self.network.as_dict(), "risk_weights": self.risk.as_dict(),
+        return {**self.threshold_params(), "risk_weights": self.risk.as_dict(),
                 "cluster_weights": self.cluster.as_dict(), "edge_weights": self.edge.as_dict(),
                 "policy_version": self.version}
+
+    def threshold_params(self) -> dict[str, Any]:
+        """The threshold parts as ``runs.params`` records them (``network``, ``image``, ``flag``)."""
+        return {part: getattr(self, part).as_dict() for part in THRESHOLD_CLASSES}
+
+    def thresholds(self) -> dict[str, Any]:
+        """Every threshold under its flat name, as the ``[network]`` table and the DAG Params name them."""
+        return {name: value for part in self.threshold_params().values() for name, value in part.items()}
+
+    def with_thresholds(self, values: dict[str, Any]) -> Policy:
+        """This policy with some thresholds replaced, given by flat name (unknown names are an error)."""
+        parts = split_thresholds(values)
+        return replace(self, **{part: kind.from_mapping({**getattr(self, part).as_dict(), **parts[part]})
+                                for part, kind in THRESHOLD_CLASSES.items() if parts[part]})
 
     @classmethod
     def from_run_params(cls, params: dict[str, Any] | None) -> Policy:
         """The policy recorded on a run; parts a run does not record (runs opened before they existed) are
-        the built-in defaults, and keys that are no longer parameters are ignored."""
+        the built-in defaults, and keys that are no longer parameters are ignored. A run recorded before
+        version 6 holds every threshold in ``network``: each goes to its part."""
         params = params or {}
+        legacy = split_thresholds(params.get("network"), strict=False)
 
-        def part(kind, key):
+        def part(kind, key, base=None):
             known = {f.name for f in fields(kind)}
-            return kind.from_mapping({k: v for k, v in (params.get(key) or {}).items() if k in known})
+            return kind.from_mapping({k: v for k, v in {**(base or {}), **(params.get(key) or {})}.items()
+                                      if k in known})
 
         return cls(part(NetworkParams, "network"), part(RiskWeights, "risk_weights"),
                    part(ClusterWeights, "cluster_weights"), int(params.get("policy_version") or POLICY_VERSION),
-                   part(EdgeWeights, "edge_weights"))
+                   part(EdgeWeights, "edge_weights"), part(ImageParams, "image", legacy["image"]),
+                   part(FlagParams, "flag", legacy["flag"]))
 
     def signal_arguments(self) -> dict[str, Any]:
         """The values ``compute_account_signals`` (sql/functions/20_account_signals.sql) takes as its
@@ -304,14 +368,17 @@ class Settings:
     gpu_decode: bool = True  # on CUDA, the probe's JPEGs are decoded and preprocessed on the GPU
     connect_timeout: float = 10.0  # seconds to reach PostgreSQL (a listener that never answers fails, not hangs)
     lock_timeout: float = 60.0  # seconds a statement waits for a lock another session holds, then fails
-    network: NetworkParams = field(default_factory=NetworkParams)
+    network: NetworkParams = field(default_factory=NetworkParams)  # TOML table [network], with image and flag
+    image: ImageParams = field(default_factory=ImageParams)
+    flag: FlagParams = field(default_factory=FlagParams)
     fetch: FetchParams = field(default_factory=FetchParams)
     risk_weights: RiskWeights = field(default_factory=RiskWeights)  # TOML table [risk_weights]
     cluster_weights: ClusterWeights = field(default_factory=ClusterWeights)  # TOML table [cluster_weights]
 
     def policy(self, network: NetworkParams | None = None) -> Policy:
-        """The scoring policy of a run: these settings' weights, with ``network`` (e.g. DAG Params) if given."""
-        return Policy(network or self.network, self.risk_weights, self.cluster_weights)
+        """The scoring policy of a run: these settings' thresholds and weights, with ``network`` if given."""
+        return Policy(network or self.network, self.risk_weights, self.cluster_weights, image=self.image,
+                      flag=self.flag)
 
     @property
     def image_dir(self) -> Path:
@@ -387,7 +454,9 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
     landing = pick("landing_dir", "/opt/profile-audit/landing")
     threads = pick("torch_threads")
     try:
-        network = NetworkParams.from_mapping(section.get("network"))
+        thresholds = {part: kind.from_mapping(values)
+                      for (part, kind), values in zip(THRESHOLD_CLASSES.items(),
+                                                      split_thresholds(section.get("network")).values())}
     except (TypeError, ValueError) as exc:
         raise UserError(f"bad value in the [network] settings: {exc}") from None
     return Settings(
@@ -406,7 +475,9 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         gpu_decode=str(pick("gpu_decode", True)).strip().lower() not in ("0", "false", "no", "off"),
         connect_timeout=number("connect_timeout", 10.0, 1, float),
         lock_timeout=number("lock_timeout", 60.0, 0.001, float),
-        network=network,
+        network=thresholds["network"],
+        image=thresholds["image"],
+        flag=thresholds["flag"],
         fetch=FetchParams.from_mapping(section.get("fetch")),
         risk_weights=RiskWeights.from_mapping(section.get("risk_weights")),
         cluster_weights=ClusterWeights.from_mapping(section.get("cluster_weights")),

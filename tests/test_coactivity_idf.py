@@ -10,7 +10,7 @@ import math
 import pytest
 from test_coordination import edges, load_posts, post, run_edges
 
-from pipeline.config import NetworkParams
+from pipeline.config import FlagParams, Policy
 from pipeline.flags.rules import assess_cluster, idf_weight, qualifies_as_coactivity
 
 
@@ -43,21 +43,22 @@ def test_edges_stay_quts_and_the_evidence_weighs_rarity(viral_and_ring):
 
 
 def test_chance_co_reposts_of_a_viral_post_do_not_count_a_rare_ring_does(viral_and_ring):
-    params = NetworkParams()
+    policy = Policy()
+    params = policy.flag
     chance = {"edge_type": "co_repost", "a_key": "x:a", "b_key": "x:b", **viral_and_ring[("a", "b")]}
     ring = [{"edge_type": "co_repost", "a_key": f"x:{a}", "b_key": f"x:{b}", **viral_and_ring[(a, b)]}
             for a, b in (("c", "d"), ("c", "e"), ("d", "e"))]
     assert idf_weight(chance) < params.coactivity_min_idf_weight <= min(idf_weight(e) for e in ring)
     assert not qualifies_as_coactivity(chance, params)
     assert all(qualifies_as_coactivity(e, params) for e in ring)
-    assert qualifies_as_coactivity(chance, NetworkParams(coactivity_min_idf_weight=0))  # the gate is the parameter
+    assert qualifies_as_coactivity(chance, FlagParams(coactivity_min_idf_weight=0))  # the gate is the parameter
 
     def member(k):
         return {"account_key": f"x:{k}", "created_at": None, "avatar_label": None, "avatar_sha256": None,
                 "avatar_probability": None, "risk": 0.0, "handle_template": None, "handle_digits": 0}
 
-    ring_cluster = assess_cluster("r", [member(k) for k in "cde"], ring, params)
+    ring_cluster = assess_cluster("r", [member(k) for k in "cde"], ring, policy)
     assert "coordinated_activity" in ring_cluster.rules and ring_cluster.score >= params.flag_score_threshold
     chain = [chance, {**chance, "a_key": "x:b", "b_key": "x:v02"}]
-    chance_cluster = assess_cluster("v", [member(k) for k in ("a", "b", "v02")], chain, params)
+    chance_cluster = assess_cluster("v", [member(k) for k in ("a", "b", "v02")], chain, policy)
     assert chance_cluster.features["coactivity_share"] == 0.0 and "coordinated_activity" not in chance_cluster.rules

@@ -4,11 +4,13 @@ the comparison rests on is checked on hand-made shares first."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import sqlalchemy as sa
 from conftest import SHARED_DATA
 
-from pipeline.config import NetworkParams
+from pipeline.config import Policy
 from pipeline.core import runs
 from pipeline.core.db import ensure_schema, transaction
 from pipeline.flags.rules import list_flags
@@ -38,14 +40,15 @@ def test_coortweet_reimplementation_on_hand_made_shares():
 @pytest.mark.slow
 @pytest.mark.skipif(not COORTWEET_IO.is_dir(), reason=f"real coordination data not found under {COORTWEET_IO}")
 def test_coortweet_groups_are_flagged_by_coactivity_alone(settings):
-    params = NetworkParams()
+    policy = Policy()
+    params = SimpleNamespace(**policy.thresholds())  # the network and flag thresholds, by flat name
     rows = coortweet.rows_from_io(COORTWEET_IO / "russian_coord_tweets_csv_hashed.csv")
     _, kept, _ = coortweet.coordinated(rows, int(params.co_window_seconds), 2, 0.5)
     groups = [g for g in coortweet.components(kept) if len(g) >= params.min_cluster_size]
     assert len(groups) >= 5, "the dataset must exercise the comparison"
     ensure_schema(settings)
     runs.start_run(settings, "investigation:coortweet", str(COORTWEET_IO), "twitter_io")
-    run_all(RunContext(settings, "investigation:coortweet", params), ("ingest", "aggregate", "networks", "flag"),
+    run_all(RunContext(settings, "investigation:coortweet", policy.network), ("ingest", "aggregate", "networks", "flag"),
             record=False)
     flags = list_flags(settings, run_key="investigation:coortweet")
     for group in groups:

@@ -25,9 +25,9 @@ from pipeline.stages import RunContext, run_one
 
 def _acquired(settings, export, detector, run_key="s1"):
     """A run whose export is ingested and whose avatars are stored (the stages before score)."""
-    network = settings.network
-    audit.begin(settings, run_key, export, "auto", network, str(detector))
-    ctx = RunContext(settings, run_key, network)
+    policy = settings.policy()
+    audit.begin(settings, run_key, export, "auto", policy, str(detector))
+    ctx = RunContext(settings, run_key, policy.network)
     run_one(ctx, "ingest")
     run_one(ctx, "acquire_images")
     return ctx

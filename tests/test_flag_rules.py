@@ -4,14 +4,14 @@ bland cluster; the docs list exactly the registered rules."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 from conftest import REPO
 
-from pipeline.config import ClusterWeights, NetworkParams, Policy
+from pipeline.config import ClusterWeights, FlagParams, Policy
 from pipeline.core.db import transaction
 from pipeline.core.registry import NAME_RE
 from pipeline.flags.rules import FLAG_RULES, FlagRule, assess_cluster, cluster_facts, flag_rule, flag_run
@@ -47,9 +47,9 @@ def _bland():
 
 
 def test_every_rule_keeps_the_contract():
-    params = NetworkParams()
+    params = Policy()
     assert set(POSITIVE) == set(FLAG_RULES.names()), "add a positive case for each registered rule"
-    threshold_names = {f.name for f in fields(NetworkParams)}
+    threshold_names = {f.name for f in fields(FlagParams)}
     for name, rule in FLAG_RULES.items():
         assert isinstance(rule, FlagRule) and rule.name == name and NAME_RE.match(name)
         assert rule.summary and rule.summary == rule.summary.strip()
@@ -74,26 +74,26 @@ def test_a_duplicate_rule_name_is_refused():
 
 
 def test_coactivity_counts_edges_from_the_minimum_weight():
-    params = NetworkParams()
+    params = Policy()
     members = [_member(i) for i in range(4)]
     assert cluster_facts(members, _chain("co_repost", 4, 2), params).shares["coactivity_share"] == 1.0
     assert cluster_facts(members, _chain("co_repost", 4, 1), params).shares["coactivity_share"] == 0.0
-    stricter = NetworkParams(coactivity_min_weight=3)
+    stricter = Policy(flag=FlagParams(coactivity_min_weight=3))
     assert cluster_facts(members, _chain("co_reply", 4, 2), stricter).shares["coactivity_share"] == 0.0
 
 
 def test_flag_run_scores_with_the_cluster_weights_it_is_given(settings):
-    """The flag stage takes the cluster weights as an argument (``RunContext.policy.cluster``); only without
-    one does it read them back from the policy pinned on the run row."""
+    """The flag stage takes the policy as an argument (``RunContext.policy``, its cluster weights included);
+    only without one does it read it back from the run row."""
     planted.generate(settings, "weights", organic=300, seed=4)
     planted.run_network_stages(settings, "weights")
     with transaction(settings) as conn:
         recorded = Policy.from_run_params(conn.execute(sa.text("select params from runs"
                                                                " where run_key = 'weights'")).scalar())
-    by_row = flag_run(settings, "weights", recorded.network)
-    assert by_row > 0 and flag_run(settings, "weights", recorded.network, recorded.cluster) == by_row
+    by_row = flag_run(settings, "weights")
+    assert by_row > 0 and flag_run(settings, "weights", recorded) == by_row
     nothing = ClusterWeights(**{k: 0 for k in ClusterWeights().as_dict()})
-    assert flag_run(settings, "weights", recorded.network, nothing) == 0
+    assert flag_run(settings, "weights", replace(recorded, cluster=nothing)) == 0
     with transaction(settings) as conn:
         scores = conn.execute(sa.text("select max(score) from clusters where run_key = 'weights'")).scalar()
     assert scores == 0

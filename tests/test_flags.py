@@ -4,11 +4,12 @@ next run unless the cluster's membership changed materially."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
 
-from pipeline.config import ClusterWeights, NetworkParams
+from pipeline.config import ClusterWeights, NetworkParams, Policy
 from pipeline.core.db import transaction
 from pipeline.flags.rules import assess_cluster, list_flags, set_flag_status
 from pipeline.testing import planted
@@ -23,13 +24,13 @@ def _member(i, label=False, sha=None, template=None, digits=0, risk=0.1, day=0):
 
 
 def test_score_is_the_documented_weighted_sum():
-    params = NetworkParams()
+    policy = Policy()
     members = [_member(i, label=i < 3, sha="s1" if i < 2 else None, template="a_a+8digits", digits=8, day=i % 2)
                for i in range(4)]
     edges = [{"edge_type": "identical_avatar", "a_key": "p:000", "b_key": "p:001", "weight": 1.0, "evidence": {}},
              {"edge_type": "co_repost", "a_key": "p:002", "b_key": "p:003", "weight": 3, "evidence": {}},
              {"edge_type": "creation_window", "a_key": "p:000", "b_key": "p:002", "weight": 0.5, "evidence": {}}]
-    a = assess_cluster("c1", members, edges, params)
+    a = assess_cluster("c1", members, edges, policy)
     shares = {"synthetic_share": 0.75, "burst_share": 0.5, "template_share": 1.0, "coactivity_share": 0.5,
               "shared_image_share": 0.5, "mean_risk": 0.1, "batch_share": 0.5}
     assert {k: a.features[k] for k in shares} == shares and a.features["image_ring_share"] == 0.0
@@ -42,11 +43,12 @@ def test_score_is_the_documented_weighted_sum():
 
 
 def test_shared_logo_alone_stays_below_the_threshold():
-    params = NetworkParams()
+    policy = Policy()
+    params = policy.flag
     members = [_member(i, sha="logo", risk=0.2, day=400 * i) for i in range(10)]
     edges = [{"edge_type": "identical_avatar", "a_key": "p:000", "b_key": f"p:{i:03d}", "weight": 1.0, "evidence": {}}
              for i in range(1, 10)]
-    a = assess_cluster("c2", members, edges, params)
+    a = assess_cluster("c2", members, edges, policy)
     assert "shared_avatar" in a.rules and a.score < params.flag_score_threshold
 
 
@@ -119,13 +121,14 @@ def test_investigate_dag_params_cover_every_network_parameter(airflow_db, settin
     from airflow.dag_processing.dagbag import DagBag
     from conftest import REPO
 
-    from pipeline.airflow.tasks import network_params_from
+    from pipeline.airflow.tasks import policy_from_params
 
     dag = DagBag(str(REPO / "dags")).get_dag("profile_audit_investigate")
-    names = set(NetworkParams().as_dict())
+    names = set(Policy().thresholds())  # the network, image and flag parts' thresholds, by flat name
     assert names <= set(dag.params)
     chosen = {"near_dup_max_distance": 4, "clip_min_cosine": 0.9, "leiden_min_size": 50, "status_keep_jaccard": 0.7,
               "burst_p_value": 0.001}
-    params = network_params_from({**{n: None for n in names}, **chosen}, settings)
+    policy = policy_from_params({**{n: None for n in names}, **chosen}, settings)
+    params = SimpleNamespace(**policy.thresholds())
     assert {k: getattr(params, k) for k in chosen} == chosen
     assert params.min_cluster_size == NetworkParams().min_cluster_size  # empty Param: the configured value

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from pipeline.config import EdgeWeights, NetworkParams
+from pipeline.config import EdgeWeights, ImageParams, NetworkParams, Policy
 from pipeline.core.db import transaction
 from pipeline.networks import edges as E
 from pipeline.signals.neardup import brute_force_pairs, choose_chunks, near_duplicate_pairs, parse_phash
@@ -58,7 +58,7 @@ def _acc(key, created=None, sha=None, label=None, template=None, digits=0, bio=N
 
 
 def test_identical_avatar_star_and_default_avatar_cap():
-    params = NetworkParams(identical_avatar_max_group=3)
+    params = ImageParams(identical_avatar_max_group=3)
     accounts = [_acc(f"p:{i}", sha="x") for i in range(3)] + [_acc(f"p:d{i}", sha="default") for i in range(4)]
     edges = E.identical_avatar_edges(accounts, params)
     assert {(e.a_key, e.b_key) for e in edges} == {("p:0", "p:1"), ("p:0", "p:2")}
@@ -66,12 +66,12 @@ def test_identical_avatar_star_and_default_avatar_cap():
 
 
 def test_near_duplicate_edges_join_hubs_and_are_corroborating():
-    params = NetworkParams(near_dup_max_distance=6)
+    policy = Policy(image=ImageParams(near_dup_max_distance=6))
     groups = {"a": ["p:1", "p:2"], "b": ["p:3"]}
-    [edge] = E.near_duplicate_edges(groups, [("a", "b", 2), ("a", "zz", 1)], params)
+    [edge] = E.near_duplicate_edges(groups, [("a", "b", 2), ("a", "zz", 1)], policy.image)
     assert (edge.a_key, edge.b_key) == ("p:1", "p:3")
     assert edge.evidence == {"sha256": ["a", "b"], "hamming": 2}
-    assert 0.25 <= edge.weight < params.strong_edge_min_weight
+    assert 0.25 <= edge.weight < policy.network.strong_edge_min_weight
 
 
 def test_similar_embedding_exact_blocked_neighbours():
@@ -97,21 +97,21 @@ def test_identical_text_edges_are_cliques_with_a_cap():
 
 def test_edge_builders_weigh_by_the_policy_they_are_given():
     """Each builder takes the run's EdgeWeights; the defaults are the policy's own (one definition)."""
-    params = NetworkParams()
+    params, image = NetworkParams(), ImageParams()
     custom = EdgeWeights(identical_avatar=0.9, confirmed_near_duplicate=0.7, creation_trait=0.6, narrowed_trait=0.2,
                          identical_text=0.4, corroborating_base=0.2, corroborating_span=0.2)
     same_image = [_acc(f"p:{i}", sha="x") for i in range(2)]
-    assert [e.weight for e in E.identical_avatar_edges(same_image, params, custom)] == [0.9]
+    assert [e.weight for e in E.identical_avatar_edges(same_image, image, custom)] == [0.9]
     same_bio = [_acc(f"p:{i}", bio="Crypto signals daily, join now") for i in range(2)]
     assert [e.weight for e in E.identical_text_edges(same_bio, params, custom)] == [0.4]
     assert [e.weight for e in E.identical_text_edges(same_bio, params)] == [EdgeWeights().identical_text]
     groups = {"a": ["p:1"], "b": ["p:2"]}
-    [near] = E.near_duplicate_edges(groups, [("a", "b", 0)], params, custom)
+    [near] = E.near_duplicate_edges(groups, [("a", "b", 0)], image, custom)
     assert near.weight == round(0.2 + 0.2 * (1 - 0 / 7), 4)
-    [near] = E.near_duplicate_edges(groups, [("a", "b", 0)], params)
+    [near] = E.near_duplicate_edges(groups, [("a", "b", 0)], image)
     assert near.weight == round(EdgeWeights().corroborating_base + EdgeWeights().corroborating_span, 4)
     images = {"a": E.ImageInfo(0, 0.5), "b": E.ImageInfo(1, 0.5)}
-    [ring] = E.confirmed_near_duplicate_edges(groups, [("a", "b", 1)], images, {}, params, custom)
+    [ring] = E.confirmed_near_duplicate_edges(groups, [("a", "b", 1)], images, {}, image, custom)
     assert ring.weight == 0.7
     bursts = {"handle_template": {}, "handle_template+no_bio": {}}
     assert E.creation_weight(bursts, custom) == 0.8

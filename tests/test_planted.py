@@ -66,7 +66,7 @@ def test_lookalike_forms_a_cluster_but_scores_low(settings, population):
             "select c.cluster_id, c.score, array_agg(m.account_key) as members from clusters c"
             " join cluster_members m using (run_key, cluster_id) where c.run_key = 'planted' group by 1, 2")).all()
     cluster = next(r for r in rows if set(r.members) == brand)
-    assert cluster.score < settings.network.flag_score_threshold
+    assert cluster.score < settings.flag.flag_score_threshold
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import fields
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
@@ -14,7 +15,10 @@ from conftest import REPO
 from pipeline.config import (
     POLICY_VERSION,
     ClusterWeights,
+    THRESHOLD_PARTS,
     EdgeWeights,
+    FlagParams,
+    ImageParams,
     NetworkParams,
     Policy,
     RiskWeights,
@@ -43,9 +47,9 @@ RULE_THRESHOLDS = {"flag_score_threshold": 0.5, "min_cluster_size": 3, "syntheti
 def test_defaults_are_the_documented_numbers():
     assert RiskWeights().as_dict() == RISK_WEIGHTS
     assert ClusterWeights().as_dict() == CLUSTER_WEIGHTS
-    assert {k: v for k, v in NetworkParams().as_dict().items() if k in RULE_THRESHOLDS} == RULE_THRESHOLDS
+    assert {k: v for k, v in Policy().thresholds().items() if k in RULE_THRESHOLDS} == RULE_THRESHOLDS
     assert EdgeWeights().as_dict() == EDGE_WEIGHTS
-    assert POLICY_VERSION == 5
+    assert POLICY_VERSION == 6
 
 
 def _doc_table(heading: str) -> dict[str, float]:
@@ -70,9 +74,9 @@ def test_docs_weight_tables_show_the_policy():
     (NetworkParams, {"min_cluster_size": "many"}, "network parameter min_cluster_size must be an integer, got 'many'"),
     (NetworkParams, {"min_cluster_size": 2.9}, "network parameter min_cluster_size must be an integer, got 2.9"),
     (NetworkParams, {"co_min_weight": "2"}, "network parameter co_min_weight must be an integer, got '2'"),
-    (NetworkParams, {"flag_score_threshold": True}, "must be a number, got True"),
+    (FlagParams, {"flag_score_threshold": True}, "must be a number, got True"),
     (NetworkParams, {"co_window_seconds": -1}, "network parameter co_window_seconds must be at least 0, got -1"),
-    (NetworkParams, {"flag_score_threshold": 1.5}, "flag_score_threshold must be at most 1, got 1.5"),
+    (FlagParams, {"flag_score_threshold": 1.5}, "flag_score_threshold must be at most 1, got 1.5"),
     (NetworkParams, {"co_min_weight": 0}, "co_min_weight must be at least 1, got 0"),
     (NetworkParams, {"burst_factor": float("nan")}, "burst_factor must be a finite number"),
     (NetworkParams, {"min_cluster_sise": 5}, "unknown network parameter(s) ['min_cluster_sise']"),
@@ -93,7 +97,7 @@ def test_bad_values_are_one_line_errors(table, values, message):
 def test_construction_validates_too_and_ints_widen_to_floats():
     with pytest.raises(UserError, match="co_min_weight must be at least 1"):
         NetworkParams(co_min_weight=0)
-    p = NetworkParams(burst_factor=5, flag_score_threshold=1)
+    p = SimpleNamespace(**Policy().with_thresholds({"burst_factor": 5, "flag_score_threshold": 1}).thresholds())
     assert isinstance(p.burst_factor, float) and p.burst_factor == 5.0 and p.flag_score_threshold == 1.0
 
 
@@ -101,7 +105,7 @@ def test_toml_tables_fill_the_policy(tmp_path):
     (tmp_path / "config.toml").write_text("[network]\nflag_score_threshold = 0.6\n[risk_weights]\nempty_bio = 0.0\n"
                                           "[cluster_weights]\ncoactivity_share = 0.7\n")
     policy = load_settings(env={"PROFILE_AUDIT_HOME": str(tmp_path)}).policy()
-    assert (policy.network.flag_score_threshold, policy.risk.empty_bio, policy.cluster.coactivity_share) == (0.6, 0.0, 0.7)
+    assert (policy.flag.flag_score_threshold, policy.risk.empty_bio, policy.cluster.coactivity_share) == (0.6, 0.0, 0.7)
     (tmp_path / "config.toml").write_text('[risk_weights]\nempty_bio = "some"\n')
     with pytest.raises(UserError, match="risk_weights parameter empty_bio must be a number, got 'some'"):
         load_settings(env={"PROFILE_AUDIT_HOME": str(tmp_path)})
@@ -199,3 +203,35 @@ def test_sql_refuses_a_run_without_its_policy(settings):
         # the values as recorded, passed as the SQL's argument: the SQL has no default to fall back on
         conn.execute(sa.text("select compute_account_signals(run_key, params, detector_id, null, array[run_key])"
                              " from runs where run_key = 'run:bare'"))
+
+
+def test_each_threshold_belongs_to_one_part():
+    """The [network] table, the DAG Params and old run rows name the thresholds flat; THRESHOLD_PARTS sends
+    each to the one part that defines it."""
+    parts = {"network": NetworkParams, "image": ImageParams, "flag": FlagParams}
+    names = [f.name for kind in parts.values() for f in fields(kind)]
+    assert len(names) == len(set(names)) == len(THRESHOLD_PARTS)
+    assert all(THRESHOLD_PARTS[f.name] == part for part, kind in parts.items() for f in fields(kind))
+    assert THRESHOLD_PARTS["near_dup_max_distance"] == "image" and THRESHOLD_PARTS["status_keep_jaccard"] == "flag"
+    with pytest.raises(UserError, match=r"unknown network parameter\(s\) \['near_dup_max_distanse'\]"):
+        Policy().with_thresholds({"near_dup_max_distanse": 4})
+
+
+def test_a_run_recorded_before_the_split_loads_into_the_parts():
+    """A version-5 run row holds every threshold in ``network``: each comes back in its part."""
+    flat = {**Policy().thresholds(), "near_dup_max_distance": 4, "flag_score_threshold": 0.6,
+            "leiden_min_size": 50, "retired_parameter": 1}
+    old = Policy.from_run_params({"network": flat, "policy_version": 5})
+    assert (old.image.near_dup_max_distance, old.flag.flag_score_threshold, old.network.leiden_min_size) == (4, 0.6, 50)
+    assert old.version == 5 and old.thresholds() == {k: v for k, v in flat.items() if k != "retired_parameter"}
+    completed = complete_run_params({"network": flat})
+    assert completed["image"]["near_dup_max_distance"] == 4 and completed["flag"]["flag_score_threshold"] == 0.6
+    assert set(completed["network"]) == {f.name for f in fields(NetworkParams)}
+
+
+def test_the_network_table_fills_the_three_parts(tmp_path):
+    (tmp_path / "config.toml").write_text("[network]\nmin_cluster_size = 4\nclip_min_cosine = 0.9\n"
+                                          "status_keep_jaccard = 0.7\n")
+    policy = load_settings(env={"PROFILE_AUDIT_HOME": str(tmp_path)}).policy()
+    assert (policy.network.min_cluster_size, policy.image.clip_min_cosine, policy.flag.status_keep_jaccard) == (4, 0.9, 0.7)
+    assert Policy.from_run_params(policy.run_params()) == policy

@@ -267,7 +267,7 @@ def test_begin_sweeps_temp_files_a_killed_write_left(settings, demo_data):
         path.write_bytes(b"half")
     os.utime(old, (1_000_000_000, 1_000_000_000))
     with runs.RunLease(settings, "sweep", "cli:t"):
-        begin(settings, "sweep", demo_data["export"], "auto", settings.network, str(demo_data["detector"]), owner="cli:t")
+        begin(settings, "sweep", demo_data["export"], "auto", settings.policy(), str(demo_data["detector"]), owner="cli:t")
     assert not old.exists() and fresh.exists()  # a write in progress elsewhere is left alone
     saved = list(settings.detector_dir.glob("*.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text())  # the detector file is whole

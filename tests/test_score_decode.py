@@ -221,7 +221,7 @@ def test_the_stage_on_the_gpu_input_path_run_on_the_cpu(settings, tmp_path: Path
     probe = ClipProbe(backbone=spec, weight=list(np.random.default_rng(1).normal(size=64) / 8), bias=0.0)
     path = save_detector(probe, tmp_path / "probe.json")
     settings = replace(settings, batch_size=5, score_decode="threads", face_signals=False)
-    audit.begin(settings, "g1", tmp_path / "export", "generic", settings.network, str(path))
+    audit.begin(settings, "g1", tmp_path / "export", "generic", settings.policy(), str(path))
     ctx = RunContext(settings, "g1", settings.network)
     run_one(ctx, "ingest")
     run_one(ctx, "acquire_images")

@@ -139,7 +139,7 @@ def test_every_backbone_scores_the_same_on_both_sides_of_every_switch(kind, sett
     path = save_detector(probe, tmp_path / "probe.json")
     export = _export(tmp_path / "export")
     settings = replace(settings, batch_size=BATCH, face_signals=True)
-    audit.begin(settings, "s1", export, "generic", settings.network, str(path))
+    audit.begin(settings, "s1", export, "generic", settings.policy(), str(path))
     ctx = RunContext(settings, "s1", settings.network)
     run_one(ctx, "ingest")
     run_one(ctx, "acquire_images")

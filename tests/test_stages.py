@@ -66,7 +66,7 @@ def test_a_run_begun_without_a_detector_never_scores_with_one_promoted_or_config
     is promoted (or configured) before it runs."""
     from pipeline.scoring.detector_store import promote_detector
 
-    key = audit.begin(settings, "nodet", small_export, "auto", settings.network, None)
+    key = audit.begin(settings, "nodet", small_export, "auto", settings.policy(), None)
     assert _run_row(settings, key).detector_id is None
     run_one(key, "ingest", settings=settings)
     run_one(key, "acquire_images", settings=settings)
@@ -81,7 +81,7 @@ def test_a_run_begun_without_a_detector_never_scores_with_one_promoted_or_config
         assert _scores(settings) == 0
 
     # a run begun now pins the promoted detector and scores with it
-    pinned = audit.begin(settings, "withdet", small_export, "auto", settings.network, None)
+    pinned = audit.begin(settings, "withdet", small_export, "auto", settings.policy(), None)
     assert _run_row(settings, pinned).detector_id == probe_id
     run_one(pinned, "ingest", settings=settings)
     run_one(pinned, "acquire_images", settings=settings)
@@ -94,7 +94,7 @@ def test_the_runner_keeps_the_books_only_when_asked(settings, small_export, tmp_
     stage on the run; record=False (planted populations, benches): the run row is left as it was."""
     from pipeline.core import runs
 
-    key = audit.begin(settings, "books", small_export, "auto", settings.network, None)
+    key = audit.begin(settings, "books", small_export, "auto", settings.policy(), None)
     ctx = runs.load_context(settings, key)
     assert isinstance(ctx, RunContext) and ctx.detector is None
     before = _run_row(settings, key)
@@ -110,7 +110,7 @@ def test_the_runner_keeps_the_books_only_when_asked(settings, small_export, tmp_
     assert row.status == "succeeded" and list(row.stages_done) == list(STAGE_NAMES)
     assert row.summary == results[finishing[-1]]
 
-    failing = audit.begin(settings, "fails", small_export, "auto", settings.network, None)
+    failing = audit.begin(settings, "fails", small_export, "auto", settings.policy(), None)
     with transaction(settings) as conn:
         conn.execute(sa.text("update runs set export_path = :p where run_key = :k"),
                      {"p": str(tmp_path / "gone"), "k": failing})

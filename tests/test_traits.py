@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from pipeline.config import NetworkParams
+from pipeline.config import ImageParams, NetworkParams
 from pipeline.networks import edges as E
 from pipeline.networks.bursts import Population, poisson_tail
 
@@ -49,6 +49,7 @@ def _linked(edges: list[E.Edge], trait: str | None = None) -> set[str]:
 
 
 PARAMS = NetworkParams()
+IMAGE = ImageParams()
 
 
 def test_poisson_tail_matches_scipy():
@@ -186,7 +187,7 @@ def _ring_inputs(detail: float, dhash_flip: int):
 
 def test_a_near_duplicate_confirmed_by_dhash_is_strong_alone():
     groups, pairs, images = _ring_inputs(0.5, 4)
-    [edge] = E.confirmed_near_duplicate_edges(groups, pairs, images, {}, PARAMS)
+    [edge] = E.confirmed_near_duplicate_edges(groups, pairs, images, {}, IMAGE)
     assert edge.weight >= PARAMS.strong_edge_min_weight and edge.evidence["confirmed_by"] == ["dhash"]
     assert edge.evidence["dhash_hamming"] == 4 and edge.evidence["hamming"] == 3
 
@@ -198,13 +199,13 @@ def test_a_near_duplicate_confirmed_by_dhash_is_strong_alone():
 ])
 def test_low_detail_or_unconfirmed_pairs_are_not_rings(detail, dhash_flip, cosines):
     groups, pairs, images = _ring_inputs(detail, dhash_flip)
-    assert E.confirmed_near_duplicate_edges(groups, pairs, images, cosines, PARAMS) == []
+    assert E.confirmed_near_duplicate_edges(groups, pairs, images, cosines, IMAGE) == []
 
 
 def test_an_embedding_confirms_where_no_dhash_is_stored():
     groups, pairs, _ = _ring_inputs(0.5, 0)
     images = {"a": E.ImageInfo(None, 0.5), "b": E.ImageInfo(None, 0.4)}
-    [edge] = E.confirmed_near_duplicate_edges(groups, pairs, images, {("a", "b"): 0.97}, PARAMS)
+    [edge] = E.confirmed_near_duplicate_edges(groups, pairs, images, {("a", "b"): 0.97}, IMAGE)
     assert edge.evidence["confirmed_by"] == ["embedding"] and edge.evidence["cosine"] == 0.97
 
 
@@ -228,12 +229,12 @@ def test_image_measures_tell_texture_from_flat_pictures():
     from pipeline.images.acquire import validate_image
     from pipeline.testing.photos import flat_logo
 
-    assert max(flat_logo(1).detail, flat_logo(1, 180, 70).detail) < PARAMS.min_image_detail
+    assert max(flat_logo(1).detail, flat_logo(1, 180, 70).detail) < IMAGE.min_image_detail
     rng = np.random.default_rng(0)
     coarse = (rng.normal(128, 40, (24, 24, 3)).clip(0, 255)).astype(np.uint8)  # texture at a few pixels' scale
     buf = io.BytesIO()
     Image.fromarray(coarse).resize((160, 160), Image.Resampling.BILINEAR).save(buf, "JPEG", quality=85)
     image = validate_image(buf.getvalue())
-    assert image.detail > 2 * PARAMS.min_image_detail and len(image.dhash) == 16 and len(image.phash) == 16
+    assert image.detail > 2 * IMAGE.min_image_detail and len(image.dhash) == 16 and len(image.phash) == 16
     fine = (rng.normal(128, 20, (160, 160, 3)).clip(0, 255)).astype(np.uint8)  # pixel noise: not detail
-    assert validate_image(_jpeg(fine)).detail < PARAMS.min_image_detail
+    assert validate_image(_jpeg(fine)).detail < IMAGE.min_image_detail

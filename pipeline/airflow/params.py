@@ -7,15 +7,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pipeline.config import NetworkParams, Settings
+from pipeline.config import THRESHOLD_PARTS, Policy, Settings
 from pipeline.errors import UserError
 
 SCORE_QUEUE_ENV = "PROFILE_AUDIT_SCORE_QUEUE"  # the Celery queue of the score task, read when DAGs are parsed
-NETWORK_PARAM_NAMES = tuple(NetworkParams().as_dict())
+NETWORK_PARAM_NAMES = tuple(THRESHOLD_PARTS)  # every threshold (network, image, flag parts), by flat name
 
 
 def network_param_specs() -> dict[str, Any]:
-    """Airflow Params for every network and flag threshold, derived from NetworkParams' defaults."""
+    """Airflow Params for every network, image and flag threshold, derived from the policy's defaults."""
     from airflow.sdk import Param
 
     # default None: the value from PROFILE_AUDIT's TOML [network] table (else the built-in default) applies
@@ -23,7 +23,7 @@ def network_param_specs() -> dict[str, Any]:
         name: Param(None, type=["null", "integer" if isinstance(default, int) else "number"], minimum=0,
                     title=name.replace("_", " "), section="Network and flag thresholds",
                     description=f"empty = configured value (built-in default {default})")
-        for name, default in NetworkParams().as_dict().items()
+        for name, default in Policy().thresholds().items()
     }
 
 
@@ -80,7 +80,6 @@ def check_conf(conf: dict[str, Any] | None, params: dict[str, Any]) -> None:
                         f"{score_queue()!r} ({SCORE_QUEUE_ENV} where the DAGs are parsed)")
 
 
-def network_params_from(params: dict[str, Any], settings: Settings) -> NetworkParams:
-    base = settings.network.as_dict()
-    base.update({k: params[k] for k in NETWORK_PARAM_NAMES if params.get(k) is not None})
-    return NetworkParams.from_mapping(base)
+def policy_from_params(params: dict[str, Any], settings: Settings) -> Policy:
+    """The settings' policy with the thresholds given as DAG Params (an empty Param: the configured value)."""
+    return settings.policy().with_thresholds({k: params[k] for k in NETWORK_PARAM_NAMES if params.get(k) is not None})

@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pipeline.airflow.params import NETWORK_PARAM_NAMES, check_conf, network_params_from
+from pipeline.airflow.params import NETWORK_PARAM_NAMES, check_conf, policy_from_params
 from pipeline.config import Settings, load_settings
 from pipeline.errors import UserError
 from pipeline.stages import SCORE_POOL as SCORE_POOL  # the pool the deployment creates (docker/airflow-init)
@@ -191,7 +191,7 @@ def begin_run(ctx: Any, run_key: str, export_path: str, params: dict[str, Any], 
     ensure_schema(settings)
     with runs.RunLease(settings, run_key, owner):
         audit.begin(settings, run_key, Path(export_path), params.get("format") or "auto",
-                    network_params_from(params, settings), params.get("detector") or None, as_of, owner=owner,
+                    policy_from_params(params, settings), params.get("detector") or None, as_of, owner=owner,
                     predecessor=predecessor, shard_count=int(params.get("score_shards") or 1),
                     airflow=airflow_identity(ctx), alive=dagrun_alive(ctx),
                     extra_params={k: v for k, v in params.items() if k not in NETWORK_PARAM_NAMES},

@@ -32,7 +32,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from pipeline.config import ClusterWeights, NetworkParams, Policy, Settings
+from pipeline.config import ClusterWeights, FlagParams, Policy, Settings
 from pipeline.core.db import transaction
 from pipeline.core.registry import Registry
 from pipeline.errors import UserError
@@ -77,8 +77,8 @@ class FlagRule:
 
     name: str
     summary: str
-    threshold: str | None  # the NetworkParams field it compares with (None: min_cluster_size only)
-    check: Callable[[ClusterFacts, NetworkParams], str | None]
+    threshold: str | None  # the FlagParams field it compares with (None: network.min_cluster_size only)
+    check: Callable[[ClusterFacts, Policy], str | None]
 
 
 FLAG_RULES: Registry[FlagRule] = Registry("flag rule")
@@ -86,15 +86,15 @@ FLAG_RULES: Registry[FlagRule] = Registry("flag rule")
 
 def flag_rule(name: str, summary: str, threshold: str | None = None):
     """Decorator: register ``check`` as the flag rule ``name``."""
-    def register(check: Callable[[ClusterFacts, NetworkParams], str | None]):
+    def register(check: Callable[[ClusterFacts, Policy], str | None]):
         FLAG_RULES.register(name, FlagRule(name, summary, threshold, check))
         return check
     return register
 
 
 @flag_rule("shared_avatar", "at least min_cluster_size members show the same or near-duplicate images")
-def _shared_avatar(f: ClusterFacts, params: NetworkParams) -> str | None:
-    if len(f.image_linked) < params.min_cluster_size:
+def _shared_avatar(f: ClusterFacts, policy: Policy) -> str | None:
+    if len(f.image_linked) < policy.network.min_cluster_size:
         return None
     sha, n = f.image_groups.most_common(1)[0] if f.image_groups else ("", 0)
     return (f"{len(f.image_linked)} accounts show the same or near-duplicate images (largest identical group"
@@ -102,19 +102,19 @@ def _shared_avatar(f: ClusterFacts, params: NetworkParams) -> str | None:
 
 
 @flag_rule("synthetic_faces", "a share of the scored avatars are labelled synthetic", "synthetic_share_rule")
-def _synthetic_faces(f: ClusterFacts, params: NetworkParams) -> str | None:
-    if f.synthetic and f.shares["synthetic_share"] >= params.synthetic_share_rule:
+def _synthetic_faces(f: ClusterFacts, policy: Policy) -> str | None:
+    if f.synthetic and f.shares["synthetic_share"] >= policy.flag.synthetic_share_rule:
         return f"{f.synthetic}/{f.scored} avatars scored as generated"
     return None
 
 
 @flag_rule("batch_created", "a share of the members were created on one day, or lie on creation-window edges"
            " (bursts tested against the population), with creation-window edges", "batch_share_rule")
-def _batch_created(f: ClusterFacts, params: NetworkParams) -> str | None:
+def _batch_created(f: ClusterFacts, policy: Policy) -> str | None:
     if not (f.days and f.edge_mix.get(CREATION_WINDOW)):
         return None
-    one_day = f.shares["burst_share"] >= params.burst_share_rule
-    if not (one_day or f.shares["batch_share"] >= params.batch_share_rule):
+    one_day = f.shares["burst_share"] >= policy.flag.burst_share_rule
+    if not (one_day or f.shares["batch_share"] >= policy.flag.batch_share_rule):
         return None
     day, n = f.days.most_common(1)[0]
     traits = ", ".join(f"{t} {k}" for t, k in sorted(f.burst_traits.items()))
@@ -124,16 +124,16 @@ def _batch_created(f: ClusterFacts, params: NetworkParams) -> str | None:
 
 @flag_rule("image_ring", "a share of the members show near-duplicate images confirmed by a second image measure",
            "image_ring_share_rule")
-def _image_ring(f: ClusterFacts, params: NetworkParams) -> str | None:
-    if f.ring_linked and f.shares["image_ring_share"] >= params.image_ring_share_rule:
+def _image_ring(f: ClusterFacts, policy: Policy) -> str | None:
+    if f.ring_linked and f.shares["image_ring_share"] >= policy.flag.image_ring_share_rule:
         return (f"{len(f.ring_linked)}/{f.size} accounts show near-duplicate images confirmed by a second measure"
                 f" ({f.edge_mix.get(CONFIRMED_NEAR_DUPLICATE, 0)} confirmed pairs)")
     return None
 
 
 @flag_rule("templated_handles", "a share of the members follow one handle template", "template_share_rule")
-def _templated_handles(f: ClusterFacts, params: NetworkParams) -> str | None:
-    if f.templates and f.shares["template_share"] >= params.template_share_rule:
+def _templated_handles(f: ClusterFacts, policy: Policy) -> str | None:
+    if f.templates and f.shares["template_share"] >= policy.flag.template_share_rule:
         template, n = f.templates.most_common(1)[0]
         return f"{n}/{f.size} handles follow the template {template}"
     return None
@@ -141,8 +141,8 @@ def _templated_handles(f: ClusterFacts, params: NetworkParams) -> str | None:
 
 @flag_rule("coordinated_activity", "a share of the members have a co-activity edge of at least coactivity_min_weight"
            " and coactivity_min_idf_weight", "coactivity_share_rule")
-def _coordinated_activity(f: ClusterFacts, params: NetworkParams) -> str | None:
-    if f.coactive and f.shares["coactivity_share"] >= params.coactivity_share_rule:
+def _coordinated_activity(f: ClusterFacts, policy: Policy) -> str | None:
+    if f.coactive and f.shares["coactivity_share"] >= policy.flag.coactivity_share_rule:
         co = ", ".join(f"{t} {n}" for t, n in sorted(f.edge_mix.items()) if is_coactivity(t))
         return f"{len(f.coactive)}/{f.size} accounts linked by co-activity ({co})"
     return None
@@ -171,21 +171,21 @@ def idf_weight(edge: dict[str, Any]) -> float:
     return max(float(ev["idf_weight_a_to_b"]), float(ev["idf_weight_b_to_a"]))
 
 
-def qualifies_as_coactivity(edge: dict[str, Any], params: NetworkParams) -> bool:
+def qualifies_as_coactivity(edge: dict[str, Any], params: FlagParams) -> bool:
     """A co_* edge counts for C when its weight reaches ``coactivity_min_weight`` and its IDF weight
     ``coactivity_min_idf_weight``: two reposts of a post that thousands reposted say little."""
     return (is_coactivity(edge["edge_type"]) and edge["weight"] >= params.coactivity_min_weight
             and idf_weight(edge) >= params.coactivity_min_idf_weight)
 
 
-def cluster_facts(members: list[dict[str, Any]], edges: list[dict[str, Any]], params: NetworkParams) -> ClusterFacts:
+def cluster_facts(members: list[dict[str, Any]], edges: list[dict[str, Any]], policy: Policy) -> ClusterFacts:
     size = len(members)
     scored = [m for m in members if m["avatar_label"] is not None]
     synthetic = [m for m in scored if m["avatar_label"]]
     days = Counter(m["created_at"].date().isoformat() for m in members if m["created_at"] is not None)
     templates = Counter(m["handle_template"] for m in members
-                        if m["handle_template"] and m["handle_digits"] >= params.min_template_digits)
-    coactive = _touching(edges, lambda e: qualifies_as_coactivity(e, params))
+                        if m["handle_template"] and m["handle_digits"] >= policy.network.min_template_digits)
+    coactive = _touching(edges, lambda e: qualifies_as_coactivity(e, policy.flag))
     image_linked = _touching(edges, lambda e: is_shared_image(e["edge_type"]))
     batch_linked = _touching(edges, lambda e: e["edge_type"] == CREATION_WINDOW)
     ring_linked = _touching(edges, lambda e: e["edge_type"] == CONFIRMED_NEAR_DUPLICATE)
@@ -215,12 +215,11 @@ def cluster_score(shares: dict[str, float], weights: ClusterWeights) -> tuple[fl
 
 
 def assess_cluster(cluster_id: str, members: list[dict[str, Any]], edges: list[dict[str, Any]],
-                   params: NetworkParams, extra_features: dict[str, Any] | None = None,
-                   weights: ClusterWeights | None = None) -> ClusterAssessment:
-    """Features, score, rules and evidence of one cluster; ``edges`` are those with both ends inside it."""
-    weights = weights or ClusterWeights()
-    facts = cluster_facts(members, edges, params)
-    score, contributions = cluster_score(facts.shares, weights)
+                   policy: Policy, extra_features: dict[str, Any] | None = None) -> ClusterAssessment:
+    """Features, score, rules and evidence of one cluster; ``edges`` are those with both ends inside it.
+    ``policy``: the run's (its flag and network thresholds and its cluster weights)."""
+    facts = cluster_facts(members, edges, policy)
+    score, contributions = cluster_score(facts.shares, policy.cluster)
     size = facts.size
     features = {
         **(extra_features or {}),
@@ -232,7 +231,7 @@ def assess_cluster(cluster_id: str, members: list[dict[str, Any]], edges: list[d
         "burst_traits": dict(sorted(facts.burst_traits.items())),
         "score_contributions": contributions,
     }
-    rules = {name: why for name, rule in FLAG_RULES.items() if (why := rule.check(facts, params))}
+    rules = {name: why for name, rule in FLAG_RULES.items() if (why := rule.check(facts, policy))}
     images, parts = defaultdict(list), {}
     for m in members:
         if m["avatar_sha256"]:
@@ -247,13 +246,13 @@ def assess_cluster(cluster_id: str, members: list[dict[str, Any]], edges: list[d
         "creation_days": dict(sorted(facts.days.items())),
         "edges": edges[:MAX_EVIDENCE_EDGES],
         "edges_total": len(edges),
-        "params": params.as_dict(),
-        "cluster_weights": weights.as_dict(),
+        "params": policy.thresholds(),  # every threshold under its flat ([network]) name
+        "cluster_weights": policy.cluster.as_dict(),
     }
     return ClusterAssessment(cluster_id, members, features, score, rules, evidence)
 
 
-def _inherited_status(conn: sa.Connection, lineage: dict[str, Any], params: NetworkParams
+def _inherited_status(conn: sa.Connection, lineage: dict[str, Any], params: FlagParams
                       ) -> tuple[str, str | None, Any]:
     """(status, note, changed_at) for a new flag whose cluster kept a previous run's id."""
     if not lineage.get("previous_cluster"):
@@ -274,15 +273,14 @@ def _inherited_status(conn: sa.Connection, lineage: dict[str, Any], params: Netw
     return "new", note, None
 
 
-def flag_run(settings: Settings, run_key: str, params: NetworkParams, weights: ClusterWeights | None = None) -> int:
-    """Score the run's clusters and upsert flags; returns the number of flags raised. ``params`` and
-    ``weights`` are the network and cluster parts of the run's policy (``RunContext.policy``). ``weights``
-    None reads them back from the policy pinned on the run row (``runs.params.cluster_weights``): kept for
-    callers that have only the network part; the stage passes both."""
+def flag_run(settings: Settings, run_key: str, policy: Policy | None = None) -> int:
+    """Score the run's clusters and upsert flags; returns the number of flags raised. ``policy``: the run's
+    (``RunContext.policy``: its flag and network thresholds and cluster weights); None reads it back from
+    the run row (``runs.params``)."""
     with transaction(settings) as conn:
-        if weights is None:
+        if policy is None:
             recorded = conn.execute(sa.text("select params from runs where run_key = :k"), {"k": run_key}).scalar()
-            weights = Policy.from_run_params(recorded).cluster
+            policy = Policy.from_run_params(recorded)
         members = conn.execute(
             sa.text(
                 "select m.cluster_id, m.account_key, a.platform, a.account_id, s.handle, s.created_at,"
@@ -317,17 +315,17 @@ def flag_run(settings: Settings, run_key: str, params: NetworkParams, weights: C
         raised, updates = [], []
         for cid, cluster_members in sorted(by_cluster.items()):
             kept = {k: v for k, v in (stored.get(cid) or {}).items() if k in ("lineage", "component_size")}
-            assessment = assess_cluster(cid, cluster_members, edges_by_cluster[cid], params, kept, weights)
+            assessment = assess_cluster(cid, cluster_members, edges_by_cluster[cid], policy, kept)
             updates.append({"s": assessment.score, "f": json.dumps(assessment.features, sort_keys=True),
                             "k": run_key, "c": cid})
-            if assessment.rules and assessment.score >= params.flag_score_threshold \
-                    and assessment.features["size"] >= params.min_cluster_size:
+            if assessment.rules and assessment.score >= policy.flag.flag_score_threshold \
+                    and assessment.features["size"] >= policy.network.min_cluster_size:
                 raised.append(assessment)
         if updates:
             conn.execute(sa.text("update clusters set score = :s, features = cast(:f as jsonb)"
                                  " where run_key = :k and cluster_id = :c"), updates)
         for a in raised:
-            status, note, changed_at = _inherited_status(conn, a.features.get("lineage") or {}, params)
+            status, note, changed_at = _inherited_status(conn, a.features.get("lineage") or {}, policy.flag)
             conn.execute(
                 sa.text(
                     "insert into flags (flag_id, run_key, cluster_id, score, rules, evidence, status, status_note,"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import sqlalchemy as sa
 
-from pipeline.config import EdgeWeights, NetworkParams, Settings
+from pipeline.config import EdgeWeights, ImageParams, NetworkParams, Policy, Settings
 from pipeline.core.bulk import copy_rows
 from pipeline.core.db import transaction
 from pipeline.networks import edges as E
@@ -43,7 +43,7 @@ def load_traits(conn: sa.Connection, run_key: str) -> list[E.AccountTraits]:
 
 
 def _embedding_edges(conn: sa.Connection, run_key: str, groups: dict[str, list[str]],
-                     params: NetworkParams, weights: EdgeWeights | None = None) -> list[E.Edge]:
+                     params: ImageParams, weights: EdgeWeights | None = None) -> list[E.Edge]:
     """similar_embedding edges among the run's distinct avatars labelled synthetic, by the detector's backbone."""
     backbone = conn.execute(sa.text("select d.backbone_id from runs r join detectors d using (detector_id)"
                                     " where r.run_key = :k"), {"k": run_key}).scalar()
@@ -98,22 +98,21 @@ class NetworkResult:
     clusters: int
 
 
-def build_edges(conn: sa.Connection, run_key: str, params: NetworkParams,
-                edge_weights: EdgeWeights | None = None) -> dict[str, int]:
-    """Replace the run's edges of every type; returns counts per type. ``edge_weights``: the run's
-    (``RunContext.policy.edge``); None is the built-in defaults."""
+def build_edges(conn: sa.Connection, run_key: str, policy: Policy) -> dict[str, int]:
+    """Replace the run's edges of every type; returns counts per type. ``policy``: the run's
+    (``RunContext.policy``): its image and network thresholds and its edge weights."""
+    image, network, w = policy.image, policy.network, policy.edge
     traits = load_traits(conn, run_key)
-    groups = E.image_groups(traits, params)
+    groups = E.image_groups(traits, image)
     near = [tuple(r) for r in conn.execute(sa.text("select sha_a, sha_b, distance from avatar_near_duplicates"
                                                    " where run_key = :k order by sha_a, sha_b"), {"k": run_key})]
     images, cosines = _image_ring_inputs(conn, run_key, near)
-    w = edge_weights
-    built = (E.identical_avatar_edges(traits, params, weights=w)
-             + E.near_duplicate_edges(groups, near, params, weights=w)
-             + E.confirmed_near_duplicate_edges(groups, near, images, cosines, params, weights=w)
-             + _embedding_edges(conn, run_key, groups, params, w)
-             + E.creation_window_edges(traits, params, weights=w)
-             + E.identical_text_edges(traits, params, weights=w))
+    built = (E.identical_avatar_edges(traits, image, weights=w)
+             + E.near_duplicate_edges(groups, near, image, weights=w)
+             + E.confirmed_near_duplicate_edges(groups, near, images, cosines, image, weights=w)
+             + _embedding_edges(conn, run_key, groups, image, w)
+             + E.creation_window_edges(traits, network, weights=w)
+             + E.identical_text_edges(traits, network, weights=w))
     conn.execute(sa.text("delete from edges where run_key = :k"), {"k": run_key})
     copy_rows(conn, "edges", ("run_key", "edge_type", "a_key", "b_key", "weight", "params", "evidence"),
               ((run_key, e.edge_type, e.a_key, e.b_key, e.weight, json.dumps(e.params, sort_keys=True),
@@ -121,7 +120,7 @@ def build_edges(conn: sa.Connection, run_key: str, params: NetworkParams,
     counts = Counter(e.edge_type for e in built)
     from pipeline.networks.coactivity import build_post_edges
 
-    counts.update(build_post_edges(conn, run_key, params))
+    counts.update(build_post_edges(conn, run_key, network))
     return dict(sorted(counts.items()))
 
 
@@ -148,13 +147,12 @@ def build_clusters(conn: sa.Connection, run_key: str, params: NetworkParams) -> 
     return clusters
 
 
-def build_networks(settings: Settings, run_key: str, params: NetworkParams,
-                   edge_weights: EdgeWeights | None = None) -> NetworkResult:
-    """Replace the run's edges and clusters."""
+def build_networks(settings: Settings, run_key: str, policy: Policy) -> NetworkResult:
+    """Replace the run's edges and clusters, by the run's policy (``RunContext.policy``)."""
     with transaction(settings) as conn:
-        counts = build_edges(conn, run_key, params, edge_weights)
+        counts = build_edges(conn, run_key, policy)
         conn.execute(sa.text("analyze edges"))
-        clusters = build_clusters(conn, run_key, params)
+        clusters = build_clusters(conn, run_key, policy.network)
         conn.execute(sa.text("analyze cluster_members"))
     log.info("networks %s: edges %s, clusters %d", run_key, counts, len(clusters))
     return NetworkResult(counts, len(clusters))

@@ -35,8 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import EdgeWeights, NetworkParams
+from pipeline.config import EdgeWeights, ImageParams, NetworkParams
 from pipeline.networks.bursts import Population, burst_test
+from pipeline.networks.edge_types import (CONFIRMED_NEAR_DUPLICATE, CREATION_WINDOW, IDENTICAL_AVATAR, IDENTICAL_BIO,
+                                         IDENTICAL_LINK, NEAR_DUPLICATE_AVATAR, SIMILAR_EMBEDDING)
 
 MIN_BIO_CHARS = 8
 
@@ -91,7 +93,7 @@ class ImageInfo:
     detail: float | None
 
 
-def image_groups(accounts: Iterable[AccountTraits], params: NetworkParams) -> dict[str, list[str]]:
+def image_groups(accounts: Iterable[AccountTraits], params: ImageParams) -> dict[str, list[str]]:
     """sha256 -> sorted account keys; groups above ``identical_avatar_max_group`` are platform defaults."""
     groups: dict[str, list[str]] = defaultdict(list)
     for acc in accounts:
@@ -100,7 +102,7 @@ def image_groups(accounts: Iterable[AccountTraits], params: NetworkParams) -> di
     return {sha: sorted(keys) for sha, keys in groups.items() if len(keys) <= params.identical_avatar_max_group}
 
 
-def identical_avatar_edges(accounts: Iterable[AccountTraits], params: NetworkParams,
+def identical_avatar_edges(accounts: Iterable[AccountTraits], params: ImageParams,
                            weights: EdgeWeights | None = None) -> list[Edge]:
     weight = _weights(weights).identical_avatar
     edges = []
@@ -109,13 +111,13 @@ def identical_avatar_edges(accounts: Iterable[AccountTraits], params: NetworkPar
         if len(members) < 2:
             continue
         hub, *rest = members
-        edges += [Edge.between("identical_avatar", hub, m, weight, used, {"sha256": sha, "group_size": len(members)})
+        edges += [Edge.between(IDENTICAL_AVATAR, hub, m, weight, used, {"sha256": sha, "group_size": len(members)})
                   for m in rest]
     return edges
 
 
 def near_duplicate_edges(groups: dict[str, list[str]], pairs: Iterable[tuple[str, str, int]],
-                         params: NetworkParams, weights: EdgeWeights | None = None) -> list[Edge]:
+                         params: ImageParams, weights: EdgeWeights | None = None) -> list[Edge]:
     """One edge per near-duplicate image pair, between the two images' hub accounts (identical-avatar
     edges already join each image's other accounts to its hub)."""
     used = {"near_dup_max_distance": params.near_dup_max_distance}
@@ -125,7 +127,7 @@ def near_duplicate_edges(groups: dict[str, list[str]], pairs: Iterable[tuple[str
             continue
         a, b = groups[sha_a][0], groups[sha_b][0]
         weight = corroborating_weight(1 - distance / (params.near_dup_max_distance + 1), weights)
-        edge = Edge.between("near_duplicate_avatar", a, b, weight, used,
+        edge = Edge.between(NEAR_DUPLICATE_AVATAR, a, b, weight, used,
                             {"sha256": sorted([sha_a, sha_b]), "hamming": distance})
         key = (edge.a_key, edge.b_key)
         if key not in edges or edges[key].weight < weight:
@@ -135,7 +137,7 @@ def near_duplicate_edges(groups: dict[str, list[str]], pairs: Iterable[tuple[str
 
 def confirmed_near_duplicate_edges(groups: dict[str, list[str]], pairs: Iterable[tuple[str, str, int]],
                                    images: dict[str, ImageInfo], cosines: dict[tuple[str, str], float],
-                                   params: NetworkParams, weights: EdgeWeights | None = None) -> list[Edge]:
+                                   params: ImageParams, weights: EdgeWeights | None = None) -> list[Edge]:
     """One strong edge per near-duplicate pair that a second measure confirms, between the images' hub
     accounts. ``cosines`` maps sorted sha pairs to the cosine of their embeddings, where both have one.
     Images below ``min_image_detail`` (or of unknown detail) never confirm: on flat pictures every
@@ -169,7 +171,7 @@ def confirmed_near_duplicate_edges(groups: dict[str, list[str]], pairs: Iterable
         a, b = groups[sha_a][0], groups[sha_b][0]
         if a == b:
             continue
-        edge = Edge.between("confirmed_near_duplicate", a, b, weight, used,
+        edge = Edge.between(CONFIRMED_NEAR_DUPLICATE, a, b, weight, used,
                             {**evidence, "confirmed_by": confirmed_by})
         edges.setdefault((edge.a_key, edge.b_key), edge)
     return list(edges.values())
@@ -200,7 +202,7 @@ def similar_embedding_pairs(vectors: np.ndarray, min_cosine: float, max_neighbou
 
 
 def similar_embedding_edges(groups: dict[str, list[str]], shas: list[str], vectors: np.ndarray,
-                            params: NetworkParams, backbone_id: str,
+                            params: ImageParams, backbone_id: str,
                             weights: EdgeWeights | None = None) -> list[Edge]:
     used = {"clip_min_cosine": params.clip_min_cosine, "clip_max_neighbours": params.clip_max_neighbours,
             "backbone_id": backbone_id}
@@ -212,7 +214,7 @@ def similar_embedding_edges(groups: dict[str, list[str]], shas: list[str], vecto
         if a != b:
             closeness = (cosine - params.clip_min_cosine) / max(1e-9, 1 - params.clip_min_cosine)
             weight = corroborating_weight(closeness, weights)
-            edges.append(Edge.between("similar_embedding", a, b, weight, used,
+            edges.append(Edge.between(SIMILAR_EMBEDDING, a, b, weight, used,
                                       {"sha256": sorted([shas[i], shas[j]]), "cosine": round(cosine, 4)}))
     return edges
 
@@ -370,7 +372,7 @@ def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkPara
             evidence = {"traits": sorted(bursts), "bursts": dict(sorted(bursts.items())),
                         "created_at": [prev.created_at.isoformat(), cur.created_at.isoformat()],
                         "delta_hours": round(delta / 3600, 3)}
-            edges[key] = Edge.between("creation_window", *key, creation_weight(bursts, weights), used, evidence)
+            edges[key] = Edge.between(CREATION_WINDOW, *key, creation_weight(bursts, weights), used, evidence)
     return list(edges.values())
 
 
@@ -383,9 +385,9 @@ def identical_text_edges(accounts: Iterable[AccountTraits], params: NetworkParam
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for acc in accounts:
         if (bio := normalised_bio(acc.bio)) is not None:
-            groups[("identical_bio", bio)].append(acc.account_key)
+            groups[(IDENTICAL_BIO, bio)].append(acc.account_key)
         if (link := normalised_link(acc.url)) is not None:
-            groups[("identical_link", link)].append(acc.account_key)
+            groups[(IDENTICAL_LINK, link)].append(acc.account_key)
     edges = []
     for (edge_type, value), members in sorted(groups.items()):
         if not 2 <= len(members) <= params.identical_text_max_group:

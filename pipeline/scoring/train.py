@@ -29,6 +29,7 @@ from pipeline.core.progress import Counter
 from pipeline.errors import UserError
 from pipeline.images.acquire import ImageRejected, decode_image
 from pipeline.scoring.detector_store import register_detector
+from pipeline.scoring.train_options import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp"}
@@ -89,7 +90,7 @@ def train_probe(
     settings: Settings,
     real: Path,
     fake: Path,
-    model: str = "pa-tiny-vit",
+    model: str = DEFAULT_MODEL,
     weights: str | None = None,
     target_fpr: float = 0.01,
     promote: bool = False,

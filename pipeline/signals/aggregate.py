@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
 
 import sqlalchemy as sa
 
@@ -80,17 +79,12 @@ def store_near_duplicates(conn: sa.Connection, run_key: str, max_distance: int) 
     return count
 
 
-def aggregate_run(settings: Settings, run_key: str, params: NetworkParams | None = None, *,
-                  policy: Policy | None = None) -> dict[str, int]:
+def aggregate_run(settings: Settings, run_key: str, *, policy: Policy | None = None) -> dict[str, int]:
     """Replace the run's near-duplicate pairs and account_signals; returns counts. ``policy``: the run's
-    (``RunContext.policy``); without it, the policy recorded on the run row. ``params`` (the older way to
-    pass the network part) replaces the policy's network part when given."""
+    (``RunContext.policy``: its image part and risk weights); without it, the policy recorded on the run row."""
     with transaction(settings) as conn:
         policy = policy if policy is not None else run_policy(conn, run_key)
-        if params is not None:
-            policy = replace(policy, network=params)
-        params = policy.network
-        pairs = store_near_duplicates(conn, run_key, params.near_dup_max_distance)
+        pairs = store_near_duplicates(conn, run_key, policy.image.near_dup_max_distance)
         # bulk-loaded tables may not be analysed yet; without statistics the planner picks nested loops
         # (measured: 464 s instead of 11 s for 50k accounts)
         for table in ("account_snapshots", "account_avatars", "image_scores", "avatar_near_duplicates"):

@@ -10,4 +10,4 @@ from pipeline.stages import RunContext
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
-    return {"flags": flag_run(ctx.settings, ctx.run_key, ctx.policy.network, ctx.policy.cluster)}
+    return {"flags": flag_run(ctx.settings, ctx.run_key, ctx.policy)}

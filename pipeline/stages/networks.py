@@ -8,4 +8,4 @@ from pipeline.stages import RunContext
 
 
 def run(ctx: RunContext) -> NetworkResult:
-    return build_networks(ctx.settings, ctx.run_key, ctx.policy.network, ctx.policy.edge)
+    return build_networks(ctx.settings, ctx.run_key, ctx.policy)

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from pipeline.config import NetworkParams, Settings
+from pipeline.config import Policy, Settings
 from pipeline.core import runs
 from pipeline.core.bulk import copy_rows
 from pipeline.core.db import ensure_schema, transaction
@@ -411,7 +411,7 @@ def _lookalike(w: _Writer, op: int, rng: np.random.Generator, logos: list[Plante
 
 def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, seed: int = 0,
              operations: dict[str, int] | None = None, posts_per_account: float = 2.0,
-             params: NetworkParams | None = None, mix: OrganicMix | None = None,
+             policy: Policy | None = None, mix: OrganicMix | None = None,
              faces_dir: Path | None = None, predecessor: str | None = "latest") -> Population:
     """Write a planted population as run ``run_key`` (replacing it); returns the ground truth.
 
@@ -422,7 +422,7 @@ def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, 
     ensure_schema(settings)
     ops = {**DEFAULT_OPERATIONS, **(operations or {})}
     mix = mix or OrganicMix()
-    params = params or settings.network
+    policy = policy or settings.policy()
     faces_dir = faces_dir or default_faces_dir()
     needs_pixels = ops.get("photo_ring", 0) or mix.photos
     pool = photo_pool(faces_dir) if needs_pixels else []
@@ -435,7 +435,7 @@ def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, 
                 "select run_key from runs where run_key <> :k and status = 'succeeded'"
                 " order by finished_at desc nulls last, run_key desc limit 1"), {"k": run_key}).scalar()
     runs.start_run(settings, run_key, None, "planted",
-                   {"network": params.as_dict(), "detector": DETECTOR_ID, "as_of": AS_OF.isoformat()},
+                   {**policy.threshold_params(), "detector": DETECTOR_ID, "as_of": AS_OF.isoformat()},
                    predecessor=predecessor)
     rng = np.random.default_rng(seed)
     w = _Writer(run_key, rng)
@@ -525,13 +525,14 @@ def evaluate(settings: Settings, pop: Population) -> dict[str, dict[str, Any]]:
     return result
 
 
-def run_network_stages(settings: Settings, run_key: str, params: NetworkParams | None = None,
+def run_network_stages(settings: Settings, run_key: str, policy: Policy | None = None,
                        on_stage=None) -> dict[str, Any]:
     """aggregate -> networks -> flag on a planted run, then mark it succeeded (so a later run matches
     its clusters). ``on_stage(name, result, seconds)`` is called after each stage."""
     from pipeline.stages import RunContext, run_all
 
-    ctx = RunContext(settings, run_key, params or settings.network)
+    ctx = (RunContext(settings, run_key, policy.network, policy=policy) if policy is not None
+           else RunContext(settings, run_key, settings.network))
     out = run_all(ctx, ("aggregate", "networks", "flag"), on_stage=on_stage, record=False)
     runs.finish_run(settings, run_key, {"planted": True})
     return out
