@@ -28,7 +28,7 @@ from pipeline.airflow.tasks import default_args, plan_score_shards_task, record_
     params={
         "export_path": Param("", type="string", minLength=1, title="Export", section="Export",
                              description="export folder or manifest file"),
-        "investigation_id": Param("", type="string", title="Investigation id", section="Export",
+        "investigation_id": Param(None, type=["null", "string"], title="Investigation id", section="Export",
                                   description="names the run (investigation:<id>); empty = the DAG run id"),
         **detector_param_specs(),
         **score_param_specs(),

@@ -30,7 +30,7 @@ from pipeline.airflow.tasks import default_args, plan_score_shards_task, record_
     on_failure_callback=record_failure,
     tags=["profile-audit"],
     params={
-        "landing_dir": Param("", type="string", title="Landing folder", section="Export",
+        "landing_dir": Param(None, type=["null", "string"], title="Landing folder", section="Export",
                              description="folder of YYYY-MM-DD/ exports; empty = PROFILE_AUDIT_LANDING_DIR or config"),
         **detector_param_specs(),
         **score_param_specs(),

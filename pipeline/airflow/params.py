@@ -45,7 +45,8 @@ def detector_param_specs() -> dict[str, Any]:
 
     return {"format": Param("auto", type="string", title="Export format", section="Export",
                             description="auto, or a reader name (see docs/formats.md)"),
-            "detector": Param("", type="string", title="Detector", section="Scoring",
+            # nullable: the trigger form sends an emptied field as missing, and marks a non-null type required
+            "detector": Param(None, type=["null", "string"], title="Detector", section="Scoring",
                               description="detector id or .json; empty = promoted default")}
 
 
