@@ -13,6 +13,7 @@ from collections import Counter
 import psycopg2.errors
 import pytest
 import sqlalchemy as sa
+from conftest import REPO
 
 pytestmark = pytest.mark.slow  # two full audits of the demo export
 
@@ -212,6 +213,28 @@ def test_reader_grants_are_idempotent_per_database(audited):
     grants = _rows(settings, "select table_name from information_schema.role_table_grants"
                              " where grantee = 'profile_audit_reader' order by 1")
     assert [g["table_name"] for g in grants] == sorted(VIEWS)
+
+
+def test_documented_example_queries_run_as_the_reader(audited, reader):
+    """docs/reporting.md's example queries (new flags per night, accounts by risk band, label rate per
+    detector over time), read from the doc so they cannot drift, answer with the reader's rights."""
+    import re
+
+    doc = (REPO / "docs" / "reporting.md").read_text()
+    section = doc.split("### Example queries", 1)[1].split("They are plain views", 1)[0]
+    queries = re.findall(r"```sql\n(.*?)```", section, re.S)
+    assert len(queries) == 3
+    with reader.cursor() as cur:
+        for sql in queries:
+            cur.execute(sql)
+            rows = cur.fetchall()
+            assert rows, f"no rows for: {sql}"
+        cur.execute(queries[1])
+        bands = {(run, band): n for run, band, n in cur.fetchall()}
+        cur.execute("select run_key, count(*) from dashboard_account_risk group by 1")
+        assert {run: sum(n for (r, _), n in bands.items() if r == run) for run, _ in bands} == dict(cur.fetchall())
+        cur.execute(queries[2])
+        assert all(0 <= float(rate) <= 1 for _, _, _, rate in cur.fetchall() if rate is not None)
 
 
 def test_every_grafana_panel_query_runs_as_the_reader(audited, reader):

@@ -46,7 +46,9 @@ select s.run_key,
        s.handle_digits,
        s.handle_entropy,
        s.bio_default,
-       s.link_domain
+       s.link_domain,
+       r.detector_id,                           -- the detector pinned on the run: label rates per detector (drift)
+       r.started_at                             as run_started_at
 from account_signals s
 join runs r on r.run_key = s.run_key
 join accounts a on a.account_key = s.account_key
