@@ -158,9 +158,14 @@ def cmd_flags(args: argparse.Namespace) -> int:
 
 def cmd_flag_set_status(args: argparse.Namespace) -> int:
     from pipeline.flags.rules import set_flag_status
+    from pipeline.reporting.html import refresh_flag_pages
 
-    set_flag_status(_settings(args), args.flag_id, args.status, args.note)
-    print(f"{args.flag_id}: {args.status}")
+    settings = _settings(args)
+    run_key, cluster_id = set_flag_status(settings, args.flag_id, args.status, args.note)
+    print(f"{args.flag_id} (cluster {cluster_id} of run {run_key}): {args.status}")
+    index = refresh_flag_pages(settings, run_key, cluster_id)
+    if index is not None:
+        print(f"report updated: {index}")
     return 0
 
 

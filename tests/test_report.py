@@ -296,3 +296,31 @@ def test_graph_layout_is_deterministic_and_separates_communities():
     within = [dist(i, j) for i, j in pairs[:-1]]
     across = [dist(i, j) for i in range(8) for j in range(8, 16)]
     assert sum(within) / len(within) < 0.5 * sum(across) / len(across)
+
+
+@pytest.mark.slow
+def test_set_status_updates_the_report_at_once(audited_report):
+    """Issue 25, item 4: after `flag set-status` the cluster's page and the index show the new status and note,
+    without running `report` again; the other pages are untouched. (Last in this module: it changes a flag of
+    the shared audited run, and puts it back.)"""
+    from test_cli import run_cli
+
+    from pipeline.reporting.html import cluster_page_name, report_dir
+
+    settings, flags = audited_report["settings"], audited_report["flags"]
+    flag, other = flags[0], (flags[1] if len(flags) > 1 else None)
+    folder = report_dir(settings, RUN_KEY)
+    untouched = (folder / cluster_page_name(other["cluster_id"])).read_bytes() if other else None
+    note = "same four faces; takedown filed"
+    base = ["--database-url", settings.database_url]
+    try:
+        out = run_cli(*base, "flag", "set-status", flag["flag_id"], "escalated", "--note", note, home=settings.home)
+        assert out.returncode == 0, out.stderr
+        assert f"cluster {flag['cluster_id']} of run {RUN_KEY}" in out.stdout and "report updated:" in out.stdout
+        for page in (folder / cluster_page_name(flag["cluster_id"]), folder / "index.html"):
+            text = "".join(parse(page).text)
+            assert "escalated" in text and note in text, page.name
+        if other:
+            assert (folder / cluster_page_name(other["cluster_id"])).read_bytes() == untouched
+    finally:
+        run_cli(*base, "flag", "set-status", flag["flag_id"], flag["status"], home=settings.home)

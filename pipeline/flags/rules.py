@@ -380,13 +380,16 @@ def list_flags(settings: Settings, run_key: str | None = None, status: str | Non
     return result
 
 
-def set_flag_status(settings: Settings, flag_id: str, status: str, note: str | None = None) -> None:
+def set_flag_status(settings: Settings, flag_id: str, status: str, note: str | None = None) -> tuple[str, str]:
+    """Record an investigator's status; returns the flag's (run key, cluster id), for the report to refresh."""
     if status not in STATUSES:
         raise UserError(f"status must be one of {', '.join(STATUSES)}")
     with transaction(settings) as conn:
-        updated = conn.execute(
-            sa.text("update flags set status = :s, status_note = :n, status_changed_at = now() where flag_id = :f"),
+        row = conn.execute(
+            sa.text("update flags set status = :s, status_note = :n, status_changed_at = now() where flag_id = :f"
+                    " returning run_key, cluster_id"),
             {"s": status, "n": note, "f": flag_id},
-        ).rowcount
-    if not updated:
+        ).first()
+    if row is None:
         raise UserError(f"no flag {flag_id!r}; list them with `profile-audit flags`")
+    return row.run_key, row.cluster_id

@@ -614,6 +614,28 @@ def write_report(settings: Settings, run_key: str, cluster_id: str | None = None
     return ReportResult(target / "index.html", len(pages), len(flags))
 
 
+def refresh_flag_pages(settings: Settings, run_key: str, cluster_id: str) -> Path | None:
+    """After an investigator sets a flag's status, the run's report (in its default place, where the report
+    stage wrote it) shows it at once: the cluster's page and the index are written again, the other pages
+    are untouched. None when the run has no report there yet (the report stage will show the status)."""
+    from pipeline.reporting.summary import summarize_run
+
+    target = report_dir(settings, run_key)
+    index = target / "index.html"
+    if not index.is_file():
+        return None
+    with transaction(settings) as conn:
+        run = _load_run(conn, run_key)
+        flags = _load_flags(conn, run_key)
+        flagged = any(f["cluster_id"] == cluster_id and f["has_cluster"] for f in flags)
+        cluster = _load_cluster(conn, run_key, cluster_id) if flagged else None
+    summary = summarize_run(settings, run_key)
+    if cluster is not None:
+        _write(target / cluster_page_name(cluster_id), render_cluster_page(settings, run, cluster))
+    _write(index, render_index_page(run, summary, flags))
+    return index
+
+
 def report_run(settings: Settings, run_key: str) -> dict[str, Any]:
     """The pipeline stage: the full report in the default place."""
     return write_report(settings, run_key).as_dict()
