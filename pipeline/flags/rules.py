@@ -39,12 +39,16 @@ from pipeline.errors import UserError
 from pipeline.networks.edge_types import (
     CONFIRMED_NEAR_DUPLICATE,
     CREATION_WINDOW,
+    IDENTICAL_AVATAR,
     NEAR_DUPLICATE_AVATAR,
     is_coactivity,
     is_shared_image,
 )
 
 MAX_EVIDENCE_EDGES = 200
+# the edges that say "the same picture" to an investigator (shared_avatar, the report's matched images);
+# a pHash-only near_duplicate_avatar edge is not one of them
+SAME_IMAGE_EDGES = frozenset({IDENTICAL_AVATAR, CONFIRMED_NEAR_DUPLICATE})
 STATUSES = ("new", "confirmed", "dismissed", "escalated")
 
 
@@ -65,6 +69,7 @@ class ClusterFacts:
     edge_mix: Counter  # edge type -> edges inside the cluster
     coactive: frozenset[str]  # members with a qualifying co-activity edge
     image_linked: frozenset[str]  # members with an identical or near-duplicate avatar edge
+    same_image: frozenset[str]  # members with an identical_avatar or confirmed_near_duplicate edge (shared_avatar)
     batch_linked: frozenset[str]  # members with a creation_window edge (a population-tested burst)
     ring_linked: frozenset[str]  # members with a confirmed_near_duplicate edge
     burst_traits: Counter  # creation_window trait -> edges inside the cluster carrying it
@@ -92,13 +97,19 @@ def flag_rule(name: str, summary: str, threshold: str | None = None):
     return register
 
 
-@flag_rule("shared_avatar", "at least min_cluster_size members show the same or near-duplicate images")
+@flag_rule("shared_avatar", "at least min_cluster_size members show the same image or a near-duplicate of it"
+           " confirmed by a second image measure")
 def _shared_avatar(f: ClusterFacts, policy: Policy) -> str | None:
-    if len(f.image_linked) < policy.network.min_cluster_size:
+    """Counts identical images and confirmed near-duplicates only: pHash alone matches different cartoon
+    faces and flat pictures (docs/benchmarks.md), and the report shows those pairs as not confirmed."""
+    if len(f.same_image) < policy.network.min_cluster_size:
         return None
     sha, n = f.image_groups.most_common(1)[0] if f.image_groups else ("", 0)
-    return (f"{len(f.image_linked)} accounts show the same or near-duplicate images (largest identical group"
-            f" {n}: {sha[:12]}; {f.edge_mix.get(NEAR_DUPLICATE_AVATAR, 0)} near-duplicate links)")
+    unconfirmed = f.edge_mix.get(NEAR_DUPLICATE_AVATAR, 0)
+    return (f"{len(f.same_image)} accounts show the same or near-duplicate images (identical, or near-duplicates"
+            f" confirmed by a second measure; largest identical group {n}: {sha[:12]};"
+            f" {f.edge_mix.get(CONFIRMED_NEAR_DUPLICATE, 0)} confirmed near-duplicate pairs; {unconfirmed}"
+            f" pHash-only near-duplicate links not counted)")
 
 
 @flag_rule("synthetic_faces", "a share of the scored avatars are labelled synthetic", "synthetic_share_rule")
@@ -189,6 +200,7 @@ def cluster_facts(members: list[dict[str, Any]], edges: list[dict[str, Any]], po
     image_linked = _touching(edges, lambda e: is_shared_image(e["edge_type"]))
     batch_linked = _touching(edges, lambda e: e["edge_type"] == CREATION_WINDOW)
     ring_linked = _touching(edges, lambda e: e["edge_type"] == CONFIRMED_NEAR_DUPLICATE)
+    same_image = _touching(edges, lambda e: e["edge_type"] in SAME_IMAGE_EDGES)
     burst_traits = Counter(t for e in edges if e["edge_type"] == CREATION_WINDOW
                            for t in (e.get("evidence") or {}).get("traits", []))
     shares = {
@@ -203,7 +215,7 @@ def cluster_facts(members: list[dict[str, Any]], edges: list[dict[str, Any]], po
     }
     return ClusterFacts(size, len(scored), len(synthetic), days, templates,
                         Counter(m["avatar_sha256"] for m in members if m["avatar_sha256"]),
-                        Counter(e["edge_type"] for e in edges), coactive, image_linked, batch_linked, ring_linked,
+                        Counter(e["edge_type"] for e in edges), coactive, image_linked, same_image, batch_linked, ring_linked,
                         burst_traits, shares)
 
 
