@@ -138,11 +138,14 @@ def test_cluster_pages_show_members_probabilities_thumbnails_and_edges(audited_r
         assert sorted(t["title"] for t in tiles) == sorted(images)
         for sha, probability in images.items():
             assert f"p = {probability:.3f}" in text, sha
-        thumbs = [a["src"] for tag, a in page.tags if tag == "img"]
+        # the tiles' pictures (the matched-pairs section above the sheet has pictures of its own)
+        thumbs = [page.tags[i + 1][1]["src"] for i, (tag, a) in enumerate(page.tags)
+                  if tag == "div" and a.get("class") == "tile" and page.tags[i + 1][0] == "img"]
         assert len(thumbs) == len(images) and all(src.startswith("data:image/jpeg;base64,") for src in thumbs)
         assert [a["href"] for tag, a in page.tags if tag == "a"] == ["index.html"]
         svgs = [a.get("aria-label") for tag, a in page.tags if tag == "svg"]
-        assert svgs == ["creation-date histogram", "cluster graph"]
+        assert [s for s in svgs if s in ("creation-date histogram", "cluster graph")] == [
+            "creation-date histogram", "cluster graph"]
         circles = [a for tag, a in page.tags if tag == "circle"]
         assert len(circles) == len(members)
         lines = [a for tag, a in page.tags if tag == "line"]
@@ -296,6 +299,126 @@ def test_graph_layout_is_deterministic_and_separates_communities():
     within = [dist(i, j) for i, j in pairs[:-1]]
     across = [dist(i, j) for i in range(8) for j in range(8, 16)]
     assert sum(within) / len(within) < 0.5 * sum(across) / len(across)
+
+
+def _h2s(raw: str) -> list[str]:
+    import re
+
+    return [html.unescape(h) for h in re.findall(r"<h2>(.*?)</h2>", raw)]
+
+
+def _outside_details(raw: str) -> str:
+    import re
+
+    return re.sub(r"<details>.*?</details>", "", raw, flags=re.S)
+
+
+@pytest.mark.slow
+def test_the_index_opens_with_the_flags_each_with_sentence_thumbnails_and_next_commands(audited_report):
+    """Issue 25, item 3: the flags come first, each with one sentence of its facts, a few of its avatars, its
+    score and status, its rules in plain words and the commands to run next; the run's metadata and
+    parameters are collapsed at the end."""
+    import shlex
+
+    from pipeline.reporting.html import DEMO_BANNER, RULE_NAMES, next_commands, report_dir
+
+    settings, flags = audited_report["settings"], audited_report["flags"]
+    raw = (report_dir(settings, RUN_KEY) / "index.html").read_text(encoding="utf-8")
+    heads = _h2s(raw)
+    assert heads[0] == f"Flagged clusters ({len(flags)})", heads
+    assert heads.index("Detector") < heads.index("Ingest ledger") < heads.index("Run details")
+    shown = _outside_details(raw)
+    assert "run kind" not in shown and "Run parameters" not in shown  # collapsed
+    assert "<summary>Run parameters</summary>" in raw and "<summary>Run</summary>" in raw
+    assert raw.index(f'<div class="banner" role="alert">{DEMO_BANNER}') < raw.index("<h1>")
+    cards = raw.split('<div class="card">')[1:]
+    assert len(cards) == len(flags)
+    for flag, card in zip(flags, cards):  # in score order
+        text = html.unescape(card)
+        size = flag["evidence"]["features"]["size"]
+        assert f"{size} accounts" in text and f"Score {flag['score']:.3f}" in html.unescape(
+            card.replace("<b>", "").replace("</b>", "")) and flag["status"] in text
+        images = {i["sha256"] for i in flag["evidence"]["images"]}
+        thumbs = Collector()
+        thumbs.feed(card)
+        pictures = [a for t, a in thumbs.tags if t == "img"]
+        assert 1 <= len(pictures) <= min(6, len(images))
+        assert all(a["src"].startswith("data:image/jpeg;base64,") and "not a real detector" in a["title"]
+                   for a in pictures)
+        assert f"share {len(images)} distinct avatar" in text
+        assert "generated" not in text.split("</p>")[0], "a demo detector's labels are never called generated"
+        for command in next_commands(RUN_KEY, flag["flag_id"], flag["cluster_id"]):
+            assert command in text
+        assert f"profile-audit evidence {shlex.quote(flag['cluster_id'])} --run-key {shlex.quote(RUN_KEY)}" in text
+        for rule in flag["rules"]:
+            assert f"<b>{RULE_NAMES[rule]}</b> <code>{rule}</code>" in card
+
+
+@pytest.mark.slow
+def test_the_cluster_page_shows_the_evidence_first_and_readable_tables(audited_report):
+    """Issue 25, item 3: contact sheet, creation dates and handle patterns come before the graph and the tables;
+    raw features and run parameters are collapsed; contributions and edge evidence are not JSON; graph
+    nodes carry handles; every label's section names the detector, and the page has the demo banner."""
+    import re
+
+    from pipeline.reporting.html import DEMO_BANNER, cluster_page_name, report_dir
+
+    settings = audited_report["settings"]
+    detector = audited_report["summary"]["detector"]
+    for flag in audited_report["flags"]:
+        raw = (report_dir(settings, RUN_KEY) / cluster_page_name(flag["cluster_id"])).read_text(encoding="utf-8")
+        heads = [h.split(" (")[0] for h in _h2s(raw)]
+        order = ["Why it was flagged", "Matched images", "Contact sheet", "Account creation dates", "Handle patterns", "Cluster graph",
+                 "Members", "Edge evidence"]
+        assert [h for h in heads if h in order] == order, heads
+        shown = _outside_details(raw)
+        assert "<summary>Cluster features (raw)</summary>" in raw and "<summary>Run parameters</summary>" in raw
+        assert "score_contributions" not in shown and "synthetic_share" not in shown
+        members = raw[raw.index("<h2>Members"):raw.index("<h2>Edge evidence")]
+        edges = shown[shown.index("<h2>Edge evidence"):]
+        assert "{&quot;" not in members and "{&quot;" not in edges, "raw JSON in a table"
+        assert re.search(r"<div>[a-z_]+ [+-]\d\.\d{3}</div>", members), "risk contributions one per line"
+        rows = _cluster_rows(settings, flag["cluster_id"])
+        graph = raw[raw.index('aria-label="cluster graph"'):raw.index("</svg>", raw.index('aria-label="cluster graph"'))]
+        labels = re.findall(r"<text [^>]*>([^<]*)</text>", graph)
+        assert labels and all(html.unescape(t).rstrip("…") in {m["handle"][:16].rstrip("…") for m in rows.values()}
+                              or any(m["handle"].startswith(html.unescape(t).rstrip("…")) for m in rows.values())
+                              for t in labels)
+        assert all(html.escape(m["handle"]) in graph for m in rows.values() if len(m["handle"]) <= 40)
+        assert raw.count(detector["name"]) >= 3  # the contact sheet, the graph's legend, the members table
+        assert f'<div class="banner" role="alert">{DEMO_BANNER}' in raw
+        assert "flag set-status" in raw and f"--run-key {html.escape(__import__('shlex').quote(RUN_KEY))}" in raw
+
+
+def test_the_flag_sentence_says_what_the_detector_is():
+    from pipeline.reporting.html import flag_sentence
+
+    demo = {"name": "CLIP probe on pa-tiny-vit", "real_detector": False}
+    real = {"name": "CLIP probe on ViT-B-16", "real_detector": True}
+    faces = [{"label": True, "accounts": 6}] * 4
+    days = {"2024-03-01": 12, "2024-03-02": 12}
+    text = flag_sentence(24, days, 1.0, faces, ["templated_handles"], demo)
+    assert text.startswith("24 accounts created on 2 days with templated handles share 4 distinct avatars")
+    assert "demo detector labels synthetic" in text and "generated" not in text
+    text = flag_sentence(24, days, 0.5, faces, ["coordinated_activity"], real)
+    assert "12 of them with templated handles" in text and "generated-looking faces per the CLIP probe on ViT-B-16" in text
+    assert "post or repost together" in text
+    spread = {f"2024-01-{d:02d}": 1 for d in range(1, 20)} | {"2024-02-01": 5}
+    assert flag_sentence(24, spread, 0.0, [], [], None).startswith("24 accounts, 5 of them created on 2024-02-01,")
+
+
+def test_quarantined_records_are_listed_by_reason_with_escaped_examples():
+    from pipeline.reporting.html import EXCERPT_CHARS, ledger_section
+
+    hostile = "<script>alert(1)</script>"
+    rows = [{"stage": "ingest", "source_file": f"users{i}.csv", "locator": f"line {i}", "reason": f"bad row {hostile}",
+             "excerpt": "x" * 500 + hostile} for i in range(5)]
+    summary = {"run_key": "k", "ingest": {}, "quarantined_by_reason": {"ingest: bad row": 5, "images: gone": 1}}
+    text = ledger_section(summary, {"ingest: bad row": rows[:3]})
+    assert "<script>" not in text and text.count("&lt;script&gt;alert(1)") == 3  # the reasons; excerpts are cut
+    assert all(f"users{i}.csv line {i}" in text for i in range(3)) and "users3.csv" not in text
+    assert "x" * (EXCERPT_CHARS - 1) + "…" in text and "x" * EXCERPT_CHARS not in text
+    assert "images: gone" in text
 
 
 @pytest.mark.slow

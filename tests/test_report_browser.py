@@ -6,6 +6,8 @@ has one added check script, allowed by a hash in the page's own Content-Security
 - with ``--dump-dom``: the script records load errors, CSP violations and broken images in an
   attribute that the test reads back; the attribute's presence proves the check ran;
 - with ``--screenshot``: the PNG must be a real, non-blank image of the window's size.
+Both at 1400 px wide: the page must not scroll sideways (``scrollWidth <= innerWidth``), and a run whose
+detector has a random-initialised backbone shows the "demo detector" banner on every page.
 Chromium's stderr (``--enable-logging=stderr``) must carry no console line in either run.
 
 Without chromium on PATH the tests skip, unless PROFILE_AUDIT_REQUIRE_BROWSER=1 (set by .ci/run,
@@ -31,7 +33,7 @@ from test_report import (
 
 pytestmark = pytest.mark.slow  # a full audit, then chromium
 
-WINDOW = (1280, 1800)
+WINDOW = (1400, 1800)
 CHECK_SCRIPT = """(function () {
   var errors = [];
   window.addEventListener('error', function (ev) {
@@ -46,8 +48,11 @@ CHECK_SCRIPT = """(function () {
     for (var i = 0; i < imgs.length; i++) {
       if (!imgs[i].complete || imgs[i].naturalWidth === 0) { errors.push('broken image ' + i); }
     }
+    var banner = document.querySelector('.banner');
     document.documentElement.setAttribute('data-report-check', JSON.stringify({
-      images: imgs.length, svgs: document.querySelectorAll('svg').length, errors: errors}));
+      images: imgs.length, svgs: document.querySelectorAll('svg').length, errors: errors,
+      scroll: document.scrollingElement.scrollWidth, inner: window.innerWidth,
+      banner: banner ? banner.textContent : null}));
     errors.forEach(function (m) { console.error('report check: ' + m); });
   });
 })();"""
@@ -93,7 +98,7 @@ def render(page: Path, out_png: Path, profile: Path) -> dict:
     """Load one page in chromium twice (DOM check, screenshot); return the check result."""
     copy = checked_copy(page)
     try:
-        dom = run_chromium(["--dump-dom"], copy, profile)
+        dom = run_chromium(["--dump-dom", f"--window-size={WINDOW[0]},{WINDOW[1]}", "--hide-scrollbars"], copy, profile)
         assert dom.returncode == 0, dom.stderr[-2000:]
         assert not console_lines(dom.stderr), console_lines(dom.stderr)
         found = re.search(r"data-report-check=\"([^\"]*)\"", dom.stdout)
@@ -123,8 +128,12 @@ def assert_real_screenshot(png: Path) -> None:
 
 
 def test_every_report_page_renders_in_chromium_without_errors(audited_report, tmp_path):  # noqa: F811
-    from pipeline.reporting.html import report_dir
+    """Every page, at 1400 px: no error, a real screenshot (the index's and the first cluster page's are kept
+    under the test's tmp path), no sideways scrolling, and the demo-detector banner (the demo probe's
+    backbone is pa-tiny-vit with random:0 weights)."""
+    from pipeline.reporting.html import DEMO_BANNER, report_dir
 
+    assert audited_report["summary"]["detector"]["real_detector"] is False
     folder = report_dir(audited_report["settings"], RUN_KEY)
     pages = sorted(folder.glob("*.html"))
     assert len(pages) == 1 + len(audited_report["flags"]) >= 2
@@ -133,9 +142,15 @@ def test_every_report_page_renders_in_chromium_without_errors(audited_report, tm
         check = render(page, png, tmp_path / "profile")
         assert check["errors"] == [], f"{page.name}: {check['errors']}"
         assert_real_screenshot(png)
+        assert check["inner"] == WINDOW[0] and check["scroll"] <= check["inner"], f"{page.name} scrolls sideways: {check}"
+        assert check["banner"] and check["banner"].startswith(DEMO_BANNER), f"{page.name}: {check['banner']}"
         if page.name.startswith("cluster-"):
-            # every distinct avatar decoded as an image, and both charts are there
-            assert check["images"] >= 1 and check["svgs"] == 2, check
+            # every distinct avatar decoded as an image, and both charts are there (matched pairs may add more)
+            assert check["images"] >= 1 and check["svgs"] >= 2, check
+        else:  # the index shows each flagged cluster's avatars
+            assert check["images"] >= len(audited_report["flags"]), check
+    shots = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert "index.png" in shots and any(name.startswith("cluster-") for name in shots), shots
     assert sorted(p.name for p in folder.glob("*.html")) == [p.name for p in pages]  # the check copies are gone
 
 

@@ -1,9 +1,13 @@
 """Stage `report`: the static HTML evidence report an investigator opens offline.
 
-One folder per run, ``$PROFILE_AUDIT_HOME/reports/<safe run key>/``: ``index.html`` lists the
-run's flagged clusters, and one ``cluster-<id>.html`` page per flagged cluster shows a contact
-sheet of its avatars with their probabilities, a creation-date histogram, a picture of the
-cluster graph and the edge evidence table.
+One folder per run, ``$PROFILE_AUDIT_HOME/reports/<safe run key>/``, laid out for the decision:
+``index.html`` opens with a summary line and one card per flagged cluster (a sentence of its facts, a few
+of its avatars, score, status, rules in plain words, the commands to run next); one ``cluster-<id>.html``
+page per flagged cluster shows the matched images side by side, a contact sheet of its avatars with their
+probabilities, a creation-date histogram, its handle patterns, a picture of the cluster graph and readable
+member and edge tables. Raw features and run parameters are in collapsed sections. Every label and
+probability names the detector's kind; a random-initialised backbone puts a "demo detector" banner on
+every page.
 
 The pages need nothing outside themselves: thumbnails are small JPEG data URIs made from the
 content-addressed image store, the charts are inline SVG, and a Content-Security-Policy forbids
@@ -48,25 +52,38 @@ MAX_LEDGER_WARNINGS = 20  # one per file at most; the table lists the rest
 MAX_REASONS = 50  # quarantine reason kinds on the index page
 MIN_SPAN_DAYS = 14  # the histogram's shortest time axis
 TILE_TEXT_CHARS = 40  # a handle on a contact-sheet tile
+NODE_LABEL_CHARS = 16  # a handle written beside a graph node
+MAX_NODE_LABELS = 60  # graph nodes with a written handle (the best-linked)
 CELL_TEXT_CHARS = 300  # a handle, name, link or note in a table cell (bios: 200)
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 EDGE_COLOURS = ("#e6550d", "#31a354", "#756bb1", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#636363")
 
 STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fff;overflow-wrap:anywhere}
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fff;overflow-wrap:break-word}
 h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:.5em 0;max-width:100%}
 td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top;text-align:left;max-width:32em;overflow-wrap:anywhere}
+table.grid{table-layout:fixed;width:100%}table.grid td,table.grid th{max-width:none;overflow-wrap:break-word}
 th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums}
-code,.mono{font-family:ui-monospace,monospace;font-size:12px;word-break:break-all}
+code,.mono{font-family:ui-monospace,monospace;font-size:12px;word-break:break-all;overflow-wrap:anywhere}
+table.grid td.mono{overflow-wrap:anywhere}
 .sheet{display:flex;flex-wrap:wrap;gap:8px}
-.tile{width:120px;box-sizing:border-box;border:1px solid #ccc;padding:4px;font-size:12px;overflow:hidden;overflow-wrap:anywhere}
+.tile{width:120px;box-sizing:border-box;border:1px solid #ccc;padding:4px;font-size:12px;overflow:hidden}
 .tile img,.tile .missing{width:96px;height:96px;display:block;margin:0 auto 4px;object-fit:contain;background:#eee}
 .tile .missing{font-size:11px;text-align:center;line-height:96px}
+.tile .h{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}.tile .mono{font-size:10px}
 .syn{color:#b00;font-weight:bold}.note{color:#666}.legend span{display:inline-block;margin-right:1em}
 .swatch{display:inline-block;width:12px;height:12px;vertical-align:middle;margin-right:4px}
 .warn{border:2px solid #b00;background:#fff0f0;color:#600;padding:.5em 1em;margin:.5em 0;font-weight:bold}
+.banner{background:#b00;color:#fff;font-weight:bold;padding:.5em 1em;margin:0 0 1em;font-size:1.1em}
 .parts{font-size:11px;color:#444}
+.card{border:1px solid #ccc;border-left:4px solid #b00;padding:.6em 1em;margin:1em 0}
+.lead{font-size:1.05em;margin:.2em 0 .5em}.thumbs{display:flex;flex-wrap:wrap;gap:4px;margin:.4em 0}
+.thumbs img{width:64px;height:64px;object-fit:contain;background:#eee;border:1px solid #ccc}
+.cmd{background:#f6f6f6;padding:2px 6px;margin:2px 0;display:block}
+details{margin:1em 0}summary{cursor:pointer;font-weight:bold}
+ul.pairs{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:8px}li.pair{border:1px solid #ccc;padding:4px;width:392px;box-sizing:border-box}
+.pair-image{margin:0;width:188px;font-size:11px}.pair-image img{display:block;margin:0 auto 2px}.pair-kind{margin:.2em 0;font-size:12px}li.pair-unconfirmed{border-style:dashed}
 """
 
 
@@ -128,12 +145,57 @@ def _load_flags(conn: sa.Connection, run_key: str) -> list[dict[str, Any]]:
         " where f.run_key = :k order by f.score desc, f.flag_id"), {"k": run_key}).mappings()]
 
 
-def _load_cluster(conn: sa.Connection, run_key: str, cluster_id: str) -> dict[str, Any]:
+def _load_cluster(settings: Settings | None, conn: sa.Connection, run_key: str, cluster_id: str) -> dict[str, Any]:
     cluster = load_cluster(conn, run_key, cluster_id)
     if cluster is None:
         raise UserError(f"no cluster {cluster_id!r} in run {run_key!r}; "
                         f"list them with `profile-audit flags --run-key {run_key}`")
-    return cluster
+    return {**cluster, "pairs_html": _pairs_section(settings, conn, run_key, cluster_id)}
+
+
+def _pairs_section(settings: Settings | None, conn: sa.Connection, run_key: str, cluster_id: str) -> str:
+    """The side-by-side matched images (pipeline/reporting/pairs.py), read while the connection is open and
+    shown near the top of the cluster page."""
+    from pipeline.reporting.pairs import cluster_image_pairs, pairs_section_html  # it imports this module
+
+    return pairs_section_html(settings, cluster_image_pairs(conn, run_key, cluster_id))
+
+
+MAX_INDEX_THUMBS = 6  # distinct avatars shown beside a flag on the index
+MAX_QUARANTINE_EXAMPLES = 3  # example rows per quarantine reason on the index
+EXCERPT_CHARS = 120
+
+
+def _load_flag_faces(conn: sa.Connection, run_key: str) -> dict[str, list[dict[str, Any]]]:
+    """Per flagged cluster, its distinct avatars (most shown first): sha256, accounts, label, probability,
+    stored path. The index's thumbnails and its one-sentence summaries read them."""
+    rows = conn.execute(sa.text(
+        "select m.cluster_id, g.avatar_sha256 as sha256, count(*) as accounts, bool_or(g.avatar_label) as label,"
+        " max(g.avatar_probability) as probability, max(i.storage_path) as storage_path"
+        " from flags f join cluster_members m on m.run_key = f.run_key and m.cluster_id = f.cluster_id"
+        " join account_signals g on g.run_key = m.run_key and g.account_key = m.account_key"
+        " left join images i on i.sha256 = g.avatar_sha256"
+        " where f.run_key = :k and g.avatar_sha256 is not null group by m.cluster_id, g.avatar_sha256"
+        " order by m.cluster_id, count(*) desc, max(g.avatar_probability) desc nulls last, g.avatar_sha256"),
+        {"k": run_key}).mappings()
+    faces: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        faces[r["cluster_id"]].append(dict(r))
+    return dict(faces)
+
+
+def _load_quarantine_examples(conn: sa.Connection, run_key: str) -> dict[str, list[dict[str, Any]]]:
+    """The first few quarantined rows of each reason kind (keyed as ``reasons_by_kind`` keys them)."""
+    from pipeline.ingest.quarantine import reason_kind
+
+    examples: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in conn.execute(sa.text("select stage, source_file, locator, reason, excerpt from quarantine"
+                                  " where run_key = :k order by stage, source_file, locator, reason"),
+                          {"k": run_key}).mappings():
+        key = f"{r['stage']}: {reason_kind(r['reason'])}"
+        if len(examples[key]) < MAX_QUARANTINE_EXAMPLES:
+            examples[key].append(dict(r))
+    return dict(examples)
 
 
 # ---------------------------------------------------------------------------------------------- pictures
@@ -273,12 +335,19 @@ def svg_graph(members: Sequence[dict[str, Any]], edges: Sequence[dict[str, Any]]
         (x1, y1), (x2, y2) = xy[where[ed["a_key"]]], xy[where[ed["b_key"]]]
         parts.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{colour[ed["edge_type"]]}"'
                      f' stroke-opacity="0.6"><title>{e(ed["edge_type"])}: {e(ed["a_key"])} - {e(ed["b_key"])}</title></line>')
+    labelled = set(sorted(keys, key=lambda k: (-degree[k], k))[:MAX_NODE_LABELS])
+    kind = f", {detector_kind(detector)}" if detector is not None else ""
     for key, (x, y) in zip(keys, xy):
         m = by_key[key]
         fill = "#999999" if m["avatar_label"] is None else ("#d62728" if m["avatar_label"] else "#1f77b4")
-        prob = "" if m["avatar_probability"] is None else f", p={m['avatar_probability']:.3f}"
+        prob = "" if m["avatar_probability"] is None else f", p={m['avatar_probability']:.3f}{kind}"
+        handle = m["handle"] or key
         parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="6" fill="{fill}" stroke="#fff">'
-                     f'<title>{e(clip(m["handle"] or key, TILE_TEXT_CHARS))} ({e(clip(key, CELL_TEXT_CHARS))}{prob})</title></circle>')
+                     f'<title>{e(clip(handle, TILE_TEXT_CHARS))} ({e(clip(key, CELL_TEXT_CHARS))}{e(prob)})</title></circle>')
+        if key in labelled:  # a short label beside the node; the <title> has the whole handle
+            anchor, dx = ("end", -8) if x > size / 2 else ("start", 8)
+            parts.append(f'<text x="{x + dx:.1f}" y="{y + 4:.1f}" font-size="10" fill="#333" text-anchor="{anchor}">'
+                         f'{e(clip(handle, NODE_LABEL_CHARS))}</text>')
     parts.append("</svg>")
     legend = ['<p class="legend">',
               '<span><i class="swatch" style="background:#d62728"></i>avatar labelled synthetic'
@@ -286,7 +355,12 @@ def svg_graph(members: Sequence[dict[str, Any]], edges: Sequence[dict[str, Any]]
               '<span><i class="swatch" style="background:#1f77b4"></i>avatar not labelled</span>',
               '<span><i class="swatch" style="background:#999999"></i>no scored avatar</span>']
     legend += [f'<span><i class="swatch" style="background:{colour[t]}"></i>{e(t)} edge</span>' for t in types]
+    if detector is not None:
+        legend.append(f"<span>avatar labels by the {e(detector_kind(detector))}</span>")
     legend.append("</p>")
+    if len(keys) > MAX_NODE_LABELS:
+        note = (note + " " if note else "") + (f"Handles are written beside the {MAX_NODE_LABELS} best-linked accounts;"
+                                                " hover over a node for its handle.")
     if note:
         legend.append(f'<p class="note">{e(note)}</p>')
     return "".join(parts), "".join(legend)
@@ -295,11 +369,36 @@ def svg_graph(members: Sequence[dict[str, Any]], edges: Sequence[dict[str, Any]]
 # ---------------------------------------------------------------------------------------------- pages
 
 
-def _page(title: str, body: str) -> str:
+DEMO_BANNER = "demo detector: detects nothing real"
+# the flag rules in plain words, beside their names (pipeline/flags/rules.py)
+RULE_NAMES = {"shared_avatar": "the same or near-duplicate pictures",
+              "synthetic_faces": "avatars labelled as generated faces",
+              "batch_created": "created together, in bursts unusual for the population",
+              "image_ring": "near-duplicate pictures confirmed by a second measure",
+              "templated_handles": "handles made from one template",
+              "coordinated_activity": "posting or reposting together (co-activity)"}
+
+
+def detector_kind(info: dict[str, Any]) -> str:
+    """The detector in words, for every place that shows a label or a probability: its name (kind and
+    backbone), and "demo detector: detects nothing real" when its backbone is random-initialised."""
+    name = str(info.get("name") or info.get("kind") or "unknown detector")
+    return name if info.get("real_detector", True) else f"{name}, {DEMO_BANNER}"
+
+
+def _banner_html(info: dict[str, Any] | None) -> str:
+    """The banner at the top of every page of a run whose detector is not real."""
+    if info is None or info.get("real_detector", True):
+        return ""
+    return (f'<div class="banner" role="alert">{e(DEMO_BANNER)}: the avatar labels and probabilities on this page'
+            f" come from {e(info.get('name') or info.get('kind'))}, a random-initialised backbone.</div>")
+
+
+def _page(title: str, body: str, info: dict[str, Any] | None = None) -> str:
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{e(title)}</title><style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
+            f"<title>{e(title)}</title><style>{STYLE}</style></head><body>\n{_banner_html(info)}{body}\n</body></html>\n")
 
 
 def _compact(value: Any, limit: int = 400) -> str:
@@ -307,8 +406,59 @@ def _compact(value: Any, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _rules_html(rules: Sequence[str], reasons: dict[str, str]) -> str:
-    return "<ul>" + "".join(f"<li><b>{e(r)}</b>: {e(reasons.get(r, ''))}</li>" for r in rules) + "</ul>"
+def _rules_html(rules: Sequence[str], reasons: dict[str, str], info: dict[str, Any] | None = None) -> str:
+    """Each rule that fired: its plain-language name, its name, and why it fired (the flag's evidence)."""
+    items = []
+    for r in rules:
+        why = e(reasons.get(r, ""))
+        if r == "synthetic_faces" and info is not None:
+            why += f" <i>(labels by the {e(detector_kind(info))})</i>"
+        plain = RULE_NAMES.get(r, r.replace("_", " "))
+        items.append(f"<li><b>{e(plain)}</b> <code>{e(r)}</code>: {why}</li>")
+    return "<ul>" + "".join(items) + "</ul>"
+
+
+def _details(summary: str, body: str) -> str:
+    """A collapsed section: raw values an investigator rarely needs, out of the way."""
+    return f"<details><summary>{e(summary)}</summary>{body}</details>"
+
+
+def _value_text(value: Any, limit: int = 120) -> str:
+    """A readable value in a table cell: numbers rounded, lists shortened, dicts as ``k v`` pairs."""
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if value is not None else ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        shown = ", ".join(_value_text(v, 40) for v in value[:5])
+        return clip(shown + (f", … ({len(value)} in all)" if len(value) > 5 else ""), limit)
+    if isinstance(value, dict):
+        return clip("; ".join(f"{k} {_value_text(v, 40)}" for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))),
+                    limit)
+    return clip(value, limit)
+
+
+def _pairs_list(mapping: dict[str, Any] | None, limit: int = 200) -> str:
+    """A dict (edge evidence, risk contributions) as one ``key: value`` line each, escaped and clipped."""
+    if not mapping:
+        return ""
+    if not isinstance(mapping, dict):
+        return e(clip(_compact(mapping), limit))
+    return "".join(f"<div>{e(clip(k, 60))}: {e(_value_text(v, limit))}</div>"
+                   for k, v in sorted(mapping.items(), key=lambda kv: str(kv[0])))
+
+
+def _contributions_html(contributions: dict[str, Any] | None) -> str:
+    """An account's risk contributions, largest first, one line each (the signals that added nothing left out)."""
+    if not contributions:
+        return ""
+    if not isinstance(contributions, dict):
+        return e(clip(_compact(contributions), CELL_TEXT_CHARS))
+    numeric = sorted(((k, v) for k, v in contributions.items() if isinstance(v, (int, float)) and v),
+                     key=lambda kv: (-kv[1], kv[0]))
+    other = {k: v for k, v in contributions.items() if not isinstance(v, (int, float))}
+    lines = [f"<div>{e(clip(k, 60))} {float(v):+.3f}</div>" for k, v in numeric]
+    return "".join(lines) + _pairs_list(other)
 
 
 def _kv_table(items: Iterable[tuple[str, Any]]) -> str:
@@ -408,19 +558,21 @@ def _contact_sheet(settings: Settings, members: Sequence[dict[str, Any]], info: 
             by_image[m["avatar_sha256"]].append(m)
     tiles = sorted(by_image.items(), key=lambda kv: (-len(kv[1]), -(kv[1][0]["avatar_probability"] or 0), kv[0]))
     without = sum(1 for m in members if not m["avatar_sha256"])
+    by = f" Probabilities and labels by the {detector_kind(info)}." if info is not None else ""
     out.append(f'<p class="note">{len(by_image)} distinct avatars for {len(members)} accounts'
-               f'{f"; {without} accounts have no stored avatar" if without else ""}.</p><div class="sheet">')
+               f'{f"; {without} accounts have no stored avatar" if without else ""}.{e(by)}</p><div class="sheet">')
     for sha, showing in tiles[:MAX_TILES]:
         first = showing[0]
         uri = thumbnail_data_uri(settings, first["storage_path"])
         picture = (f'<img src="{e(uri)}" alt="avatar {e(sha[:12])}" width="{THUMB_PX}" height="{THUMB_PX}">' if uri
                    else '<div class="missing">image file missing</div>')
         label = _label_html(first["avatar_label"], info)
-        handles = ", ".join(e(clip(m["handle"] or m["account_id"], TILE_TEXT_CHARS)) for m in showing[:4])
-        more = f" +{len(showing) - 4} more" if len(showing) > 4 else ""
+        handles = "".join(f'<div class="h" title="{e(clip(h, CELL_TEXT_CHARS))}">{e(clip(h, TILE_TEXT_CHARS))}</div>'
+                          for h in (m["handle"] or m["account_id"] for m in showing[:4]))
+        more = f'<div class="note">+{len(showing) - 4} more</div>' if len(showing) > 4 else ""
         out.append(f'<div class="tile" title="{e(sha)}">{picture}<div>p = {e(_prob(first["avatar_probability"]))} {label}</div>'
                    f'{_parts_html(first.get("avatar_parts"))}'
-                   f'<div>{len(showing)} account{"s" if len(showing) != 1 else ""}: {handles}{e(more)}</div>'
+                   f'<div>{len(showing)} account{"s" if len(showing) != 1 else ""}:</div>{handles}{more}'
                    f'<div class="mono">{e(sha[:16])}</div></div>')
     out.append("</div>")
     if len(tiles) > MAX_TILES:
@@ -428,64 +580,185 @@ def _contact_sheet(settings: Settings, members: Sequence[dict[str, Any]], info: 
     return out
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def flag_sentence(size: int, creation_days: dict[str, int], template_share: float, faces: Sequence[dict[str, Any]],
+                  rules: Sequence[str], info: dict[str, Any] | None) -> str:
+    """One sentence of a flagged cluster's facts, e.g. "24 accounts created on 2 days with templated handles
+    share 4 distinct avatars, 4 of them labelled generated faces by ...". ``faces``: its distinct avatars
+    (``label``, ``accounts``). Says "synthetic" and names the detector when the detector is not real."""
+    subject = _plural(size, "account")
+    if creation_days:
+        day, top = max(creation_days.items(), key=lambda kv: (kv[1], kv[0]))
+        if len(creation_days) <= 3:
+            subject += f" created on {_plural(len(creation_days), 'day')}"
+        elif top >= 2:
+            subject += f", {top} of them created on {day},"
+    templated = round(template_share * size)
+    if templated >= size:
+        subject += " all with templated handles," if subject.endswith(",") else " with templated handles"
+    elif templated >= 2:
+        subject += ("" if subject.endswith(",") else ",") + f" {templated} of them with templated handles,"
+    distinct = len(faces)
+    labelled = sum(1 for f in faces if f.get("label"))
+    if not distinct:
+        verb = "have no stored avatar"
+    else:
+        verb = f"share {_plural(distinct, 'distinct avatar')}"
+        if labelled and info is not None and not info.get("real_detector", True):
+            verb += f", {labelled} of which the demo detector labels synthetic (it detects nothing real)"
+        elif labelled:
+            what = "a generated-looking face" if labelled == 1 else "generated-looking faces"
+            verb += f", {labelled} of them {what} per the {info['name'] if info else 'detector'}"
+    extra = []
+    if "coordinated_activity" in rules:
+        extra.append("they post or repost together")
+    if "image_ring" in rules:
+        extra.append("a second image measure confirms their near-duplicate pictures")
+    return f"{subject} {verb}" + ("; " + "; ".join(extra) if extra else "") + "."
+
+
+def next_commands(run_key: str, flag_id: str, cluster_id: str) -> list[str]:
+    """What an investigator runs next on a flag: set its status (takes the flag id), export its evidence
+    (takes the cluster id and the run)."""
+    q = shlex.quote
+    return [f"profile-audit flag set-status {q(flag_id)} confirmed --note {q('why')}",
+            f"profile-audit flag set-status {q(flag_id)} dismissed --note {q('why')}",
+            f"profile-audit evidence {q(cluster_id)} --run-key {q(run_key)} --format csv"]
+
+
+def _commands_html(run_key: str, flag_id: str, cluster_id: str) -> str:
+    return ('<div class="note">Next: set the status (takes the flag id; statuses confirmed, dismissed, escalated, new),'
+            " or export the evidence (takes the cluster id):</div>"
+            + "".join(f'<code class="cmd">{e(c)}</code>' for c in next_commands(run_key, flag_id, cluster_id)))
+
+
+def _member_faces(members: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_image: dict[str, dict[str, Any]] = {}
+    for m in members:
+        if m["avatar_sha256"]:
+            face = by_image.setdefault(m["avatar_sha256"], {"label": m["avatar_label"], "accounts": 0})
+            face["accounts"] += 1
+    return list(by_image.values())
+
+
+def _handle_patterns(members: Sequence[dict[str, Any]]) -> str:
+    """The handle templates the members share, with example handles."""
+    examples: dict[str, list[str]] = defaultdict(list)
+    for m in members:
+        if m.get("handle_template"):
+            examples[m["handle_template"]].append(m["handle"] or m["account_id"])
+    shared = sorted(((t, hs) for t, hs in examples.items() if len(hs) >= 2), key=lambda kv: (-len(kv[1]), kv[0]))
+    out = ["<h2>Handle patterns</h2>"]
+    if not shared:
+        out.append('<p class="note">No handle template is shared by two or more members.</p>')
+        return "".join(out)
+    out.append('<p class="note">A template replaces the digits and letter runs of a handle; accounts made by one'
+               " script tend to share one.</p><table><tr><th>template</th><th>accounts</th><th>examples</th></tr>")
+    for template, handles in shared[:20]:
+        shown = ", ".join(e(clip(h, TILE_TEXT_CHARS)) for h in sorted(handles)[:3])
+        out.append(f'<tr><td class="mono">{e(clip(template, CELL_TEXT_CHARS))}</td><td class="num">{len(handles)}</td>'
+                   f"<td>{shown}</td></tr>")
+    out.append("</table>")
+    if len(shared) > 20:
+        out.append(f'<p class="note">{len(shared) - 20} more shared templates not listed.</p>')
+    return "".join(out)
+
+
+def _edge_tables(edges: Sequence[dict[str, Any]], handles: dict[str, str]) -> list[str]:
+    """The edge evidence, one readable table per edge type: both accounts with their handles, the weight,
+    and the evidence as one ``key: value`` line each; the parameters of each type in a collapsed section."""
+    out = [f"<h2>Edge evidence ({len(edges)} edges)</h2>"]
+    by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for ed in edges:
+        by_type[ed["edge_type"]].append(ed)
+    params_by_type = {t: rows[0]["params"] for t, rows in by_type.items()}
+    left = MAX_TABLE_EDGES
+
+    def who(key: str) -> str:
+        handle = handles.get(key)
+        return (f"{e(clip(handle, TILE_TEXT_CHARS))}<br>" if handle else "") + f'<span class="mono">{e(key)}</span>'
+
+    for edge_type, rows in sorted(by_type.items()):
+        out.append(f"<h3>{e(edge_type)} ({len(rows)})</h3>")
+        if left <= 0:
+            continue
+        out.append('<table class="grid"><colgroup><col style="width:22%"><col style="width:22%"><col style="width:8%">'
+                   "<col></colgroup><tr><th>account a</th><th>account b</th><th>weight</th><th>evidence</th></tr>")
+        for ed in rows[:left]:
+            out.append(f'<tr><td>{who(ed["a_key"])}</td><td>{who(ed["b_key"])}</td><td class="num">{ed["weight"]:g}</td>'
+                       f'<td>{_pairs_list(ed["evidence"])}</td></tr>')
+        out.append("</table>")
+        left -= len(rows)
+    if len(edges) > MAX_TABLE_EDGES:
+        out.append(f'<p class="note">{len(edges) - MAX_TABLE_EDGES} more edges not listed; '
+                   f'`profile-audit flags --run-key KEY --json` has the flag evidence.</p>')
+    if params_by_type:
+        out.append(_details("Parameters that made each edge type", _kv_table(sorted(params_by_type.items()))))
+    return out
+
+
 def render_cluster_page(settings: Settings, run: dict[str, Any], cluster: dict[str, Any], with_index: bool = True) -> str:
-    """One cluster's page; `with_index` links back to the run's index page written beside it."""
+    """One cluster's page, laid out for the decision: what the cluster is and what to run next, why it was
+    flagged, then the evidence to look at (matched images, contact sheet, creation dates, handle patterns),
+    then the graph and the tables; raw features and run parameters collapsed at the end.
+    ``with_index`` links back to the run's index page written beside it."""
     members, edges, flag = cluster["members"], cluster["edges"], cluster["flag"]
     title = f"Cluster {cluster['cluster_id']} — run {run['run_key']}"
     info = run.get("detector_info")
     out = [f'<p><a href="index.html">← all flagged clusters of run {e(run["run_key"])}</a></p>' if with_index else "",
            f"<h1>{e(title)}</h1>"]
+    features = cluster["features"] or {}
+    created = Counter(m["created_at"].date().isoformat() for m in members if m["created_at"] is not None)
+    out.append(f'<p class="lead">{e(flag_sentence(len(members), dict(created), float(features.get("template_share") or 0), _member_faces(members), (flag or {}).get("rules") or [], info))}</p>')
     if info is not None:
-        out.append(f'<p class="note">Avatars labelled by detector {e(info["id"])} ({e(info["name"])}).</p>'
+        out.append(f'<p class="note">Avatars labelled by detector {e(info["id"])} ({e(detector_kind(info))}).</p>'
                    + _caveat_html(info))
     if flag:
         reasons = (flag["evidence"] or {}).get("rules", {})
-        out.append(_kv_table([("flag", flag["flag_id"]), ("status", flag["status"]), ("investigator note", flag["status_note"]),
-                              ("flag score", f"{flag['score']:.3f}")]))
-        out.append("<h2>Why it was flagged</h2>" + _rules_html(flag["rules"], reasons))
+        out.append(_kv_table([("flag", flag["flag_id"]), ("cluster", cluster["cluster_id"]), ("status", flag["status"]),
+                              ("investigator note", flag["status_note"]), ("flag score", f"{flag['score']:.3f}"),
+                              ("members", cluster["size"])]))
+        out.append(_commands_html(run["run_key"], flag["flag_id"], cluster["cluster_id"]))
+        out.append("<h2>Why it was flagged</h2>" + _rules_html(flag["rules"], reasons, info))
     else:
         out.append('<p class="note">This cluster was not flagged in this run.</p>')
-    out.append("<h2>Cluster features</h2>")
-    out.append(_kv_table([("members", cluster["size"]), ("cluster score", f"{cluster['score']:.3f}"),
-                          *sorted((cluster["features"] or {}).items())]))
 
+    out.append(cluster.get("pairs_html") or "")
     out += _contact_sheet(settings, members, info)
-
     out.append("<h2>Account creation dates</h2>" + svg_histogram(m["created_at"] for m in members))
+    out.append(_handle_patterns(members))
     picture, legend = svg_graph(members, edges, detector=info)
     out.append("<h2>Cluster graph</h2>" + picture + legend)
 
-    out.append(f"<h2>Members ({len(members)})</h2><table><tr><th>account</th><th>handle</th><th>display name</th>"
-               "<th>created (UTC)</th><th>avatar p</th><th>avatar label</th><th>risk</th><th>risk contributions</th><th>bio</th><th>link</th></tr>")
+    by = f" Avatar probabilities and labels by the {detector_kind(info)}." if info is not None else ""
+    out.append(f"<h2>Members ({len(members)})</h2>"
+               f'<p class="note">Risk contributions: what each account signal added to the account\'s risk.{e(by)}</p>'
+               '<table class="grid"><colgroup><col style="width:9%"><col style="width:14%"><col style="width:10%">'
+               '<col style="width:7%"><col style="width:5%"><col style="width:8%"><col style="width:4%">'
+               '<col style="width:15%"><col style="width:18%"><col style="width:10%"></colgroup>'
+               "<tr><th>account</th><th>handle</th><th>display name</th><th>created (UTC)</th><th>avatar p</th>"
+               "<th>avatar label</th><th>risk</th><th>risk contributions</th><th>bio</th><th>link</th></tr>")
     for m in members[:MAX_TABLE_MEMBERS]:
-        created = m["created_at"].strftime("%Y-%m-%d %H:%M") if m["created_at"] else ""
-        bio = clip(m["bio"], 200)
+        when = m["created_at"].strftime("%Y-%m-%d %H:%M") if m["created_at"] else ""
         out.append(f'<tr><td class="mono">{e(clip(m["account_key"], CELL_TEXT_CHARS))}</td>'
                    f'<td>{e(clip(m["handle"], CELL_TEXT_CHARS))}</td><td>{e(clip(m["display_name"], CELL_TEXT_CHARS))}</td>'
-                   f'<td>{e(created)}</td><td class="num">{e(_prob(m["avatar_probability"]))}'
+                   f'<td>{e(when)}</td><td class="num">{e(_prob(m["avatar_probability"]))}'
                    f'{_parts_html(m.get("avatar_parts"))}</td><td>{_label_html(m["avatar_label"], info)}</td>'
-                   f'<td class="num">{_num(m["risk"])}</td>'
-                   f'<td class="mono">{e(_compact(m["contributions"]) if m["contributions"] else "")}</td>'
-                   f'<td>{e(bio)}</td><td class="mono">{e(clip(m["url"], CELL_TEXT_CHARS))}</td></tr>')
+                   f'<td class="num">{_num(m["risk"])}</td><td>{_contributions_html(m["contributions"])}</td>'
+                   f'<td>{e(clip(m["bio"], 200))}</td><td class="mono">{e(clip(m["url"], CELL_TEXT_CHARS))}</td></tr>')
     out.append("</table>")
     if len(members) > MAX_TABLE_MEMBERS:
         out.append(f'<p class="note">{len(members) - MAX_TABLE_MEMBERS} more members not listed.</p>')
 
-    out.append(f"<h2>Edge evidence ({len(edges)} edges)</h2>")
-    params_by_type = {}
-    for ed in edges:
-        params_by_type.setdefault(ed["edge_type"], ed["params"])
-    if params_by_type:
-        out.append("<p>Parameters that made each edge type:</p>" + _kv_table(sorted(params_by_type.items())))
-    out.append("<table><tr><th>type</th><th>account a</th><th>account b</th><th>weight</th><th>evidence</th></tr>")
-    for ed in edges[:MAX_TABLE_EDGES]:
-        out.append(f'<tr><td>{e(ed["edge_type"])}</td><td class="mono">{e(ed["a_key"])}</td><td class="mono">{e(ed["b_key"])}</td>'
-                   f'<td class="num">{ed["weight"]:g}</td><td class="mono">{e(_compact(ed["evidence"]))}</td></tr>')
-    out.append("</table>")
-    if len(edges) > MAX_TABLE_EDGES:
-        out.append(f'<p class="note">{len(edges) - MAX_TABLE_EDGES} more edges not listed; '
-                   f'`profile-audit flags --run-key KEY --json` has the flag evidence.</p>')
-    return _page(title, "\n".join(out))
+    out += _edge_tables(edges, {m["account_key"]: m["handle"] for m in members if m["handle"]})
+    out.append(_details("Cluster features (raw)", _kv_table([("members", cluster["size"]),
+                                                             ("cluster score", f"{cluster['score']:.3f}"),
+                                                             *sorted(features.items())])))
+    out.append(_details("Run parameters", _kv_table(sorted((run.get("params") or {}).items()))))
+    return _page(title, "\n".join(out), info)
 
 
 def _ledger_order(item: tuple[str, dict[str, Any]]) -> tuple[int, str]:
@@ -495,10 +768,19 @@ def _ledger_order(item: tuple[str, dict[str, Any]]) -> tuple[int, str]:
     return (0 if not row.get("balanced", True) else 1 if empty else 2), name
 
 
-def ledger_section(summary: dict[str, Any]) -> str:
+def _example_html(row: dict[str, Any]) -> str:
+    """One quarantined record: where it was, why, and the start of its raw text."""
+    where = f"{clip(row['source_file'], 80)} {clip(row['locator'], 60)}"
+    excerpt = clip((row.get("excerpt") or "").replace("\n", " "), EXCERPT_CHARS)
+    return (f'<div><span class="mono">{e(where)}</span>: {e(clip(row["reason"], 160))}'
+            + (f' <span class="note">— <code>{e(excerpt)}</code></span>' if excerpt else "") + "</div>")
+
+
+def ledger_section(summary: dict[str, Any], examples: dict[str, list[dict[str, Any]]] | None = None) -> str:
     """The Ingest ledger section: where every unit of every export file went (seen + inferred = stored +
-    quarantined + ignored), its warnings, and the quarantine count by reason. Compact for exports of
-    thousands of files: the files that need a look first, at most MAX_LEDGER_FILES rows."""
+    quarantined + ignored), its warnings, and the quarantine count by reason with the first few records of
+    each (``examples``, from ``_load_quarantine_examples``). Compact for exports of thousands of files: the
+    files that need a look first, at most MAX_LEDGER_FILES rows."""
     from pipeline.reporting.summary import ledger_line
 
     ingest = summary.get("ingest") or {}
@@ -534,44 +816,85 @@ def ledger_section(summary: dict[str, Any]) -> str:
     if reasons:
         out.append(f"<p>Quarantined by reason ({sum(reasons.values())}; "
                    f"<code>profile-audit quarantine --run-key {e(shlex.quote(summary['run_key']))}</code> lists them):</p>"
-                   "<table><tr><th>stage: reason</th><th>records</th></tr>"
-                   + "".join(f'<tr><td>{e(reason)}</td><td class="num">{n}</td></tr>'
+                   "<table><tr><th>stage: reason</th><th>records</th><th>first examples</th></tr>"
+                   + "".join(f'<tr><td>{e(reason)}</td><td class="num">{n}</td>'
+                             f'<td>{"".join(_example_html(r) for r in (examples or {}).get(reason, []))}</td></tr>'
                              for reason, n in list(reasons.items())[:MAX_REASONS]) + "</table>")
         if len(reasons) > MAX_REASONS:
             out.append(f'<p class="note">{len(reasons) - MAX_REASONS} more reasons not listed.</p>')
     return "".join(out)
 
 
-def render_index_page(run: dict[str, Any], summary: dict[str, Any], flags: Sequence[dict[str, Any]]) -> str:
+def _flag_card(run: dict[str, Any], f: dict[str, Any], settings: Settings | None,
+               faces: Sequence[dict[str, Any]], info: dict[str, Any] | None) -> str:
+    """One flagged cluster on the index: its sentence, a few of its avatars, score, status, rules and the
+    commands to run next."""
+    evidence = f["evidence"] or {}
+    features = evidence.get("features") or {}
+    size = f["size"] if f["size"] is not None else features.get("size", 0)
+    sentence = flag_sentence(int(size or 0), evidence.get("creation_days") or {},
+                             float(features.get("template_share") or 0), faces, f["rules"] or [], info)
+    link = (f'<a href="{e(cluster_page_name(f["cluster_id"]))}">{e(f["cluster_id"])}</a>' if f["has_cluster"]
+            else f'{e(f["cluster_id"])} <span class="note">(no longer a cluster in this run)</span>')
+    thumbs = []
+    for face in faces[:MAX_INDEX_THUMBS]:
+        uri = thumbnail_data_uri(settings, face.get("storage_path")) if settings is not None else None
+        if uri:
+            label = label_text(face.get("label"), info) or "not scored"
+            kind = f" by the {detector_kind(info)}" if info is not None else ""
+            tip = f"{_plural(face['accounts'], 'account')}; p = {_prob(face.get('probability'))}, {label}{kind}"
+            thumbs.append(f'<img src="{e(uri)}" alt="avatar {e(face["sha256"][:12])}" title="{e(tip)}"'
+                          f' width="64" height="64">')
+    more = len(faces) - MAX_INDEX_THUMBS
+    status = e(f["status"]) + (f" — <i>{e(f['status_note'])}</i>" if f["status_note"] else "")
+    return (f'<div class="card"><h3>Cluster {link} <span class="note">· flag <span class="mono">{e(f["flag_id"])}'
+            f"</span></span></h3>"
+            f'<p class="lead">{e(sentence)}</p>'
+            + (f'<div class="thumbs">{"".join(thumbs)}{f"<span class=note>+{more} more</span>" if more > 0 else ""}</div>'
+               if thumbs else "")
+            + f'<p>Score <b>{f["score"]:.3f}</b> · {e(_plural(int(size or 0), "member"))} · status <b>{status}</b></p>'
+            + _rules_html(f["rules"], evidence.get("rules", {}), info)
+            + _commands_html(run["run_key"], f["flag_id"], f["cluster_id"]) + "</div>")
+
+
+def render_index_page(run: dict[str, Any], summary: dict[str, Any], flags: Sequence[dict[str, Any]],
+                      settings: Settings | None = None, faces: dict[str, list[dict[str, Any]]] | None = None,
+                      examples: dict[str, list[dict[str, Any]]] | None = None) -> str:
+    """The run's index, laid out for the decision: a summary line, then one card per flagged cluster
+    (sentence, thumbnails, score, status, rules, next commands); then the detector, the ingest ledger with
+    quarantine examples, and the run's metadata and parameters collapsed. ``faces`` (``_load_flag_faces``)
+    and ``settings`` give the thumbnails, ``examples`` the quarantined records."""
     title = f"Evidence report — run {run['run_key']}"
+    info = run.get("detector_info")
     ledger_warnings = set((summary.get("ingest") or {}).get("warnings") or [])
+    by = f" by the {detector_kind(info)}" if info is not None else ""
+    overview = (f"{summary['accounts']} accounts audited; {len(flags)} flagged "
+                f"{'cluster' if len(flags) == 1 else 'clusters'} of {summary['clusters']}; "
+                f"{summary['synthetic_avatars']} avatars labelled synthetic{by}; "
+                f"{summary['quarantined']} records quarantined.")
     out = [f"<h1>{e(title)}</h1>",
            *(f'<p class="warn">WARNING {e(w)}</p>' for w in summary.get("warnings", []) if w not in ledger_warnings),
-           _kv_table([("run kind", run["kind"]), ("export", run["export_path"]), ("format", run["export_format"]),
-                      ("detector", run["detector_id"]), ("accounts", summary["accounts"]),
-                      ("quarantined records", summary["quarantined"]),
-                      ("avatars stored / failed", f"{summary['avatars_stored']} / {summary['avatars_failed']}"),
-                      ("avatars labelled synthetic", summary["synthetic_avatars"]),
-                      ("edges", summary["edges"] or 0), ("clusters", summary["clusters"]), ("flags", summary["flags"])]),
-           detector_section(run),
+           f'<p class="lead">{e(overview)}</p>',
            f"<h2>Flagged clusters ({len(flags)})</h2>"]
     if not flags:
         out.append('<p class="note">No cluster was flagged in this run.</p>')
     else:
-        out.append("<table><tr><th>flag</th><th>status</th><th>score</th><th>members</th><th>rules</th><th>cluster</th></tr>")
-        for f in flags:
-            reasons = (f["evidence"] or {}).get("rules", {})
-            size = f["size"] if f["size"] is not None else (f["evidence"] or {}).get("features", {}).get("size", "")
-            link = (f'<a href="{e(cluster_page_name(f["cluster_id"]))}">{e(f["cluster_id"])}</a>' if f["has_cluster"]
-                    else f'{e(f["cluster_id"])} <span class="note">(no longer a cluster in this run)</span>')
-            out.append(f'<tr><td class="mono">{e(f["flag_id"])}</td><td>{e(f["status"])}'
-                       f'{"<br><i>" + e(f["status_note"]) + "</i>" if f["status_note"] else ""}</td>'
-                       f'<td class="num">{f["score"]:.3f}</td><td class="num">{e(size)}</td>'
-                       f'<td>{_rules_html(f["rules"], reasons)}</td><td class="mono">{link}</td></tr>')
-        out.append("</table>")
-    out.append(ledger_section(summary))
-    out.append("<h2>Run parameters</h2>" + _kv_table(sorted((run["params"] or {}).items())))
-    return _page(title, "\n".join(out))
+        out.append('<p class="note">Most suspicious first. A flag id names one cluster of this run: '
+                   "<code>flag set-status</code> takes the flag id, <code>evidence</code> and "
+                   "<code>report --cluster</code> take the cluster id.</p>")
+        out += [_flag_card(run, f, settings, (faces or {}).get(f["cluster_id"], []), info) for f in flags]
+    out.append(detector_section(run))
+    out.append(ledger_section(summary, examples))
+    out.append("<h2>Run details</h2>")
+    out.append(_details("Run", _kv_table([
+        ("run kind", run["kind"]), ("export", run["export_path"]), ("format", run["export_format"]),
+        ("detector", run["detector_id"]), ("accounts", summary["accounts"]),
+        ("quarantined records", summary["quarantined"]),
+        ("avatars stored / failed", f"{summary['avatars_stored']} / {summary['avatars_failed']}"),
+        ("avatars labelled synthetic", summary["synthetic_avatars"]),
+        ("edges", summary["edges"] or 0), ("clusters", summary["clusters"]), ("flags", summary["flags"])])))
+    out.append(_details("Run parameters", _kv_table(sorted((run["params"] or {}).items()))))
+    return _page(title, "\n".join(out), info)
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -592,13 +915,15 @@ def write_report(settings: Settings, run_key: str, cluster_id: str | None = None
     with transaction(settings) as conn:
         run = _load_run(conn, run_key)
         if cluster_id is not None:
-            cluster = _load_cluster(conn, run_key, cluster_id)
+            cluster = _load_cluster(settings, conn, run_key, cluster_id)
             target.mkdir(parents=True, exist_ok=True)
             page = target / cluster_page_name(cluster_id)
             _write(page, render_cluster_page(settings, run, cluster, with_index=(target / "index.html").is_file()))
             return ReportResult(page, 1, 1 if cluster["flag"] else 0)
         flags = _load_flags(conn, run_key)
-        clusters = {f["cluster_id"]: _load_cluster(conn, run_key, f["cluster_id"]) for f in flags if f["has_cluster"]}
+        clusters = {f["cluster_id"]: _load_cluster(settings, conn, run_key, f["cluster_id"])
+                    for f in flags if f["has_cluster"]}
+        faces, examples = _load_flag_faces(conn, run_key), _load_quarantine_examples(conn, run_key)
     summary = summarize_run(settings, run_key)
     target.mkdir(parents=True, exist_ok=True)
     sweep_stale_temp(target)  # what a killed or disk-full write left behind
@@ -606,7 +931,7 @@ def write_report(settings: Settings, run_key: str, cluster_id: str | None = None
     for name, text in pages.items():
         _write(target / name, text)
     # the index last: it never links to a page that is not written yet (a crash before here keeps the old index)
-    _write(target / "index.html", render_index_page(run, summary, flags))
+    _write(target / "index.html", render_index_page(run, summary, flags, settings, faces, examples))
     pages["index.html"] = ""
     for stale in target.glob("cluster-*.html"):  # pages of clusters no longer flagged: a rerun leaves what a first run would
         if stale.name not in pages:
@@ -628,11 +953,12 @@ def refresh_flag_pages(settings: Settings, run_key: str, cluster_id: str) -> Pat
         run = _load_run(conn, run_key)
         flags = _load_flags(conn, run_key)
         flagged = any(f["cluster_id"] == cluster_id and f["has_cluster"] for f in flags)
-        cluster = _load_cluster(conn, run_key, cluster_id) if flagged else None
+        cluster = _load_cluster(settings, conn, run_key, cluster_id) if flagged else None
+        faces, examples = _load_flag_faces(conn, run_key), _load_quarantine_examples(conn, run_key)
     summary = summarize_run(settings, run_key)
     if cluster is not None:
         _write(target / cluster_page_name(cluster_id), render_cluster_page(settings, run, cluster))
-    _write(index, render_index_page(run, summary, flags))
+    _write(index, render_index_page(run, summary, flags, settings, faces, examples))
     return index
 
 
