@@ -115,7 +115,7 @@ def _shared_avatar(f: ClusterFacts, policy: Policy) -> str | None:
 @flag_rule("synthetic_faces", "a share of the scored avatars are labelled synthetic", "synthetic_share_rule")
 def _synthetic_faces(f: ClusterFacts, policy: Policy) -> str | None:
     if f.synthetic and f.shares["synthetic_share"] >= policy.flag.synthetic_share_rule:
-        return f"{f.synthetic}/{f.scored} avatars scored as generated"
+        return f"{f.synthetic}/{f.scored} avatars labelled synthetic by the run's detector"
     return None
 
 
