@@ -94,6 +94,15 @@ def test_a_fresh_install_audits_with_the_shipped_detector_and_reproduces_its_mea
     labels = [r.label for r in sorted(rows, key=lambda r: int(r.account_key.rsplit(":", 1)[-1]))]
     assert sum(labels[:n_real]) / n_real == pytest.approx(recorded["fpr_by_real_source"][real]["clean"], abs=1e-4)
     assert sum(labels[n_real:]) / len(fake_images) == pytest.approx(recorded["tpr_by_generator"][fake]["clean"], abs=1e-4)
+    # issue 25: the report of a real-faces run names the real detector and shows its measured figures, with no
+    # demo banner (the figures as the Detector section prints them: three decimals per source and condition)
+    from pipeline.reporting.html import DEMO_BANNER, report_dir
+
+    index = (report_dir(fresh, "fresh") / "index.html").read_text()
+    assert DEMO_BANNER not in index and "not a real detector" not in index
+    assert detector.id in index or SHIPPED_DETECTOR in index
+    for rates, name in ((recorded["tpr_by_generator"], fake), (recorded["fpr_by_real_source"], real)):
+        assert name in index and f"{rates[name]['clean']:.3f}" in index
 
 
 def fresh_connection(settings):
