@@ -447,3 +447,18 @@ def test_set_status_updates_the_report_at_once(audited_report):
             assert (folder / cluster_page_name(other["cluster_id"])).read_bytes() == untouched
     finally:
         run_cli(*base, "flag", "set-status", flag["flag_id"], flag["status"], home=settings.home)
+
+
+def test_cluster_pages_state_the_detectors_measured_quality(audited_report):
+    """Issue 25, item 1: where a cluster page shows labels, it says what was measured on the detector, from
+    the detector's own file (or that nothing was), beside its kind."""
+    from pipeline.reporting.detector_info import rates_text
+    from pipeline.reporting.html import cluster_page_name, report_dir
+
+    settings, flag = audited_report["settings"], audited_report["flags"][0]
+    text = " ".join("".join(parse(report_dir(settings, RUN_KEY) / cluster_page_name(flag["cluster_id"])).text).split())
+    measured = audited_report["summary"]["detector"]["measured"]
+    if measured.get("tpr_by_generator") or measured.get("fpr_by_real_source"):
+        assert f"TPR by generator {rates_text(measured.get('tpr_by_generator') or {})}" in text
+    else:
+        assert "Nothing was measured on it." in text

@@ -513,6 +513,18 @@ def _rates_table(header: str, rates: dict[str, float], conditions: dict[str, dic
     return f"<table><tr><th>{e(header)}</th>{''.join(f'<th>{e(names.get(c, c))}</th>' for c in columns)}</tr>{rows}</table>"
 
 
+def _measured_line(info: dict[str, Any]) -> str:
+    """The detector's measured quality in one sentence, from its own file, where labels are shown away from
+    the index's Detector section (which has the full table)."""
+    from pipeline.reporting.detector_info import rates_text
+
+    measured = info.get("measured") or {}
+    if not (measured.get("tpr_by_generator") or measured.get("fpr_by_real_source")):
+        return " Nothing was measured on it."
+    return (f" Measured at its threshold: TPR by generator {rates_text(measured.get('tpr_by_generator') or {})};"
+            f" FPR by real source {rates_text(measured.get('fpr_by_real_source') or {})}.")
+
+
 def detector_section(run: dict[str, Any]) -> str:
     """The run page's Detector section: which detector labelled every avatar of the run, how the run chose it,
     what was measured on it, and the caveat (in a warning box) when it is not a real detector."""
@@ -714,8 +726,8 @@ def render_cluster_page(settings: Settings, run: dict[str, Any], cluster: dict[s
     created = Counter(m["created_at"].date().isoformat() for m in members if m["created_at"] is not None)
     out.append(f'<p class="lead">{e(flag_sentence(len(members), dict(created), float(features.get("template_share") or 0), _member_faces(members), (flag or {}).get("rules") or [], info))}</p>')
     if info is not None:
-        out.append(f'<p class="note">Avatars labelled by detector {e(info["id"])} ({e(detector_kind(info))}).</p>'
-                   + _caveat_html(info))
+        out.append(f'<p class="note">Avatars labelled by detector {e(info["id"])} ({e(detector_kind(info))}).'
+                   f"{e(_measured_line(info))}</p>" + _caveat_html(info))
     if flag:
         reasons = (flag["evidence"] or {}).get("rules", {})
         out.append(_kv_table([("flag", flag["flag_id"]), ("cluster", cluster["cluster_id"]), ("status", flag["status"]),
