@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from abc import ABC, abstractmethod
@@ -362,14 +363,16 @@ def guarded_file(source_file: str, records: Iterator[T], unit: str = "the rest o
 
 
 def _excerpt(raw: object) -> str:
-    if isinstance(raw, str):
-        return raw
-    import json
+    return raw if isinstance(raw, str) else json_excerpt(raw)
 
+
+def json_excerpt(value: object) -> str:
+    """A value as a quarantine excerpt: its JSON (bounded), else its repr; never an exception, however deep
+    or odd the value."""
     try:
-        return json.dumps(raw, ensure_ascii=False, default=str)
+        return json.dumps(value, ensure_ascii=False, default=str)[:EXCERPT_CHARS]
     except (TypeError, ValueError, RecursionError):
         try:
-            return repr(raw)
+            return repr(value)[:EXCERPT_CHARS]
         except (RecursionError, ValueError):
-            return f"<{type(raw).__name__} too deep or too large to print>"
+            return f"<{type(value).__name__} too deep or too large to print>"

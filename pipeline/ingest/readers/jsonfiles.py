@@ -4,11 +4,10 @@ and streaming their records."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from pipeline.ingest.readers.base import FieldError, Rejection
+from pipeline.ingest.readers.base import FieldError, Rejection, json_excerpt
 from pipeline.ingest.readers.files import ExportFiles
 from pipeline.ingest.readers.textio import NotAnArray, json_records, open_text
 
@@ -60,11 +59,7 @@ def lone_value(value: Any) -> Any:
     return value.value if isinstance(value, NotAnArray) else value
 
 
-def excerpt(value: Any) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, default=str)[:500]
-    except (TypeError, ValueError):
-        return repr(value)[:500]
+excerpt = json_excerpt  # a record's JSON as its quarantine excerpt (one definition, in base)
 
 
 def rejection(name: str, locator: str, reason: str, value: Any) -> Rejection:
