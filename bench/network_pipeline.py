@@ -11,6 +11,8 @@ precision and recall of the flags.
 
     .venv/bin/python bench/network_pipeline.py --accounts 1000000
     .venv/bin/python bench/network_pipeline.py --accounts 3000 --faces ../shared/data/faces
+    .venv/bin/python bench/network_pipeline.py --accounts 3000 --io \
+        --io-users ../shared/data/twitter_io/cuba_092020_users_csv_hashed.csv
 """
 
 from __future__ import annotations
@@ -40,11 +42,16 @@ def rss_mib() -> float:
 def generate(args: argparse.Namespace, home: Path) -> None:
     settings = load_settings(env={}, home=home)
     started = time.perf_counter()
-    ops = planted.DEFAULT_OPERATIONS if args.classic else planted.HARD_OPERATIONS
-    mix = planted.OrganicMix() if args.classic else planted.OrganicMix.hard()
+    if args.io:  # an IO release's users file: no other kind (their traces are avatars, times of day, posts)
+        ops = {**{k: 0 for k in planted.DEFAULT_OPERATIONS}, **planted.IO_OPERATIONS}
+        mix = planted.OrganicMix.io()
+    else:
+        ops = planted.DEFAULT_OPERATIONS if args.classic else planted.HARD_OPERATIONS
+        mix = planted.OrganicMix() if args.classic else planted.OrganicMix.hard()
     pop = planted.generate(settings, "bench", organic=max(0, args.accounts - planted.planted_accounts(ops)),
-                           seed=args.seed, operations=ops, posts_per_account=args.posts_per_account, mix=mix,
-                           faces_dir=Path(args.faces) if args.faces else None)
+                           seed=args.seed, operations=ops, posts_per_account=0.0 if args.io else args.posts_per_account,
+                           mix=mix, faces_dir=Path(args.faces) if args.faces else None,
+                           io_users=Path(args.io_users) if args.io_users else None)
     (home / "truth.pickle").write_bytes(pickle.dumps(pop))
     print(f"generated {pop.accounts:,} accounts and {pop.posts:,} posts in {time.perf_counter() - started:.0f} s"
           f" (generator peak RSS {rss_mib():,.0f} MiB); busy days {pop.busy_days}", flush=True)
@@ -78,6 +85,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--faces", help="real photos for the photo rings and organic avatars (default ../shared/data/faces)")
     ap.add_argument("--classic", action="store_true", help="the original generator: four kinds, uniform organic")
+    ap.add_argument("--io", action="store_true",
+                    help="an IO users file (OrganicMix.io(): date-only dates, hashed handles, no avatars or posts)"
+                         " with the mass_signup operations (issue 23)")
+    ap.add_argument("--io-users", help="also inject a real IO users CSV (kind io_release), e.g."
+                                       " ../shared/data/twitter_io/cuba_092020_users_csv_hashed.csv")
     ap.add_argument("--home", help="data folder (default: a temporary folder, removed afterwards)")
     ap.add_argument("--phase", choices=["all", "generate", "stages"], default="all", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -89,7 +101,8 @@ def main() -> None:
         home = Path(args.home or tmp)
         common = [sys.executable, __file__, "--home", str(home), "--accounts", str(args.accounts),
                   "--posts-per-account", str(args.posts_per_account), "--seed", str(args.seed),
-                  *(["--faces", args.faces] if args.faces else []), *(["--classic"] if args.classic else [])]
+                  *(["--faces", args.faces] if args.faces else []), *(["--classic"] if args.classic else []),
+                  *(["--io"] if args.io else []), *(["--io-users", args.io_users] if args.io_users else [])]
         for phase in ("generate", "stages"):
             subprocess.run([*common, "--phase", phase], check=True)
         # the embedded server stops when its last client exits; a last client here makes sure it has

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import EdgeWeights, ImageParams, NetworkParams
-from pipeline.networks.bursts import Population, burst_test
+from pipeline.networks.bursts import Population, burst_test, date_windows
 from pipeline.networks.edge_types import (CONFIRMED_NEAR_DUPLICATE, CREATION_WINDOW, IDENTICAL_AVATAR, IDENTICAL_BIO,
                                          IDENTICAL_LINK, NEAR_DUPLICATE_AVATAR, SIMILAR_EMBEDDING)
 
@@ -275,6 +275,29 @@ def refinements(acc: AccountTraits, params: NetworkParams) -> list[tuple[str, st
     return out
 
 
+def signup_profile(acc: AccountTraits, bin_width: float, offset: float) -> tuple[str, dict[str, Any]] | None:
+    """What a sign-up batch's accounts share when nothing is written on them: followers, following and
+    posts in coarse log bins (``burst_refine_bin`` decades, grid shifted by
+    ``offset``; posts '-' where the source gives none, as X/Twitter IO users files), an avatar and a link
+    or not, and the language. A takedown's accounts made in a day are mostly zero-follower, bio-less
+    accounts in one language; no text trait or narrow count profile holds them. Needs both follower
+    and following counts."""
+    if any(c is None or c < 0 for c in (acc.followers, acc.following)):
+        return None
+    bins: dict[str, list[int]] = {}
+    cells = []
+    for name in COUNTS:
+        n = getattr(acc, name)
+        if n is None or n < 0:
+            cells.append(f"{name}-")
+            continue
+        k, bins[name] = count_bin(n, bin_width, offset)
+        cells.append(f"{name}{k}")
+    cells += [f"avatar{int(acc.avatar_sha256 is not None)}", f"link{int(normalised_link(acc.url) is not None)}",
+              f"lang:{normalised_attribute(acc.language) or '-'}"]
+    return f"grid{offset:g}:" + "|".join(cells), {"bins": bins}
+
+
 def normalised_attribute(value: str | None) -> str | None:
     text = " ".join((value or "").lower().split())
     return text if len(text) >= 2 else None
@@ -290,8 +313,9 @@ def account_trait_values(acc: AccountTraits, params: NetworkParams) -> list[tupl
     if acc.avatar_label:
         out.append(("synthetic_avatar", "label", {}))
     for offset in (0.0, 0.5):
-        if (profile := count_profile(acc, params.count_profile_bin, offset)) is not None:
-            out.append(("count_profile", profile[0], {"bins": profile[1]}))
+        fine, coarse = count_profile(acc, params.count_profile_bin, offset), signup_profile(acc, params.burst_refine_bin, offset)
+        out += [("count_profile", fine[0], {"bins": fine[1]})] if fine else []
+        out += [("signup_profile", *coarse)] if coarse else []
     for attr in ("language", "location"):
         if (value := normalised_attribute(getattr(acc, attr))) is not None:
             out.append((attr, value, {}))
@@ -305,6 +329,7 @@ def account_trait_values(acc: AccountTraits, params: NetworkParams) -> list[tupl
 
 
 REFINED_TRAITS = ("handle_template", "synthetic_avatar")  # minority traits, so the refined values stay few
+PROFILE_TRAITS = ("count_profile", "signup_profile")  # need count_profile_min_count accounts in the window
 
 
 def creation_weight(bursts: dict[str, Any], weights: EdgeWeights | None = None) -> float:
@@ -316,12 +341,16 @@ def creation_weight(bursts: dict[str, Any], weights: EdgeWeights | None = None) 
 
 
 def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkParams,
-                          weights: EdgeWeights | None = None) -> list[Edge]:
+                          weights: EdgeWeights | None = None, baseline: np.ndarray | None = None) -> list[Edge]:
     """Chain accounts sharing a trait whose creation times lie within the window of each other, inside
     a burst of that trait measured against the whole population (pipeline/networks/bursts.py). The
     traits: a handle template, a bio, a synthetic avatar, a count profile (followers, following and
     posts in narrow log bins: batch-made accounts without any shared text), a language or location,
-    and a template or synthetic label narrowed by a coarse count bin or an empty bio. A burst makes
+    and a template or synthetic label narrowed by a coarse count bin or an empty bio, and a sign-up
+    profile (``signup_profile``: coarse counts, avatar, link, language). A date-only creation
+    time (midnight UTC) is tested in its date, not in a window over three dates. ``baseline``: creation
+    times (epoch seconds) of another run's accounts, added to the population the bursts are measured
+    against (``--baseline-run``: a takedown file audited alone has no organic population). A burst makes
     edges only where the population explains at most ``burst_max_chance_share`` of the window's
     accounts (expected / observed): a common template inside a batch's window also holds organic
     accounts, indistinguishable by the template, and only the narrowed trait separates the batch.
@@ -334,7 +363,8 @@ def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkPara
             "burst_max_chance_share": params.burst_max_chance_share, "burst_refine_bin": params.burst_refine_bin,
             "min_cluster_size": params.min_cluster_size}
     dated = [a for a in accounts if a.created_at is not None]
-    population = Population.of(np.array([a.created_at.timestamp() for a in dated]))
+    own = np.array([a.created_at.timestamp() for a in dated], dtype=np.float64)
+    population = Population.of(own if baseline is None else np.concatenate([own, np.asarray(baseline, np.float64)]))
     by_trait: dict[tuple[str, str], list[tuple[AccountTraits, dict[str, Any]]]] = defaultdict(list)
     for acc in dated:
         for trait, value, extra in account_trait_values(acc, params):
@@ -348,15 +378,17 @@ def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkPara
             continue
         members.sort(key=lambda m: (m[0].created_at, m[0].account_key))
         times = np.array([m[0].created_at.timestamp() for m in members])
-        min_count = max(params.min_cluster_size, params.count_profile_min_count if trait == "count_profile" else 0)
-        test = burst_test(times, population, window, params.burst_smoothing_days * 86400, min_count,
+        min_count = max(params.min_cluster_size,
+                        params.count_profile_min_count if trait in PROFILE_TRAITS else 0)
+        windows = date_windows(times, window)
+        test = burst_test(times, population, windows, params.burst_smoothing_days * 86400, min_count,
                           params.burst_factor, params.burst_p_value, tested[trait])
         chance = test.chance_share
         clean = test.bursting & (chance <= params.burst_max_chance_share)
         for k in np.flatnonzero(clean[:-1] & clean[1:]):
             (prev, extra), (cur, _) = members[k], members[k + 1]
             delta = (cur.created_at - prev.created_at).total_seconds()
-            if delta > window:
+            if delta > min(windows[k], windows[k + 1]):  # two dates apart, for date-only accounts
                 continue
             key = tuple(sorted((prev.account_key, cur.account_key)))
             weaker = k if test.p_value[k] >= test.p_value[k + 1] else k + 1  # the edge holds at both ends

@@ -72,11 +72,16 @@ BIOS = ["coffee, code and cats", "runner. reader. dad.", "photographer based in 
         "history nerd and hiker"]
 COMMON_LINKS = ["instagram.com", "linktr.ee", "youtube.com", "github.com", "medium.com"]
 KINDS = ("batch", "avatar_ring", "corepost_ring", "lookalike", "rare_batch", "profile_batch", "photo_ring",
-         "cohashtag_ring")
+         "cohashtag_ring", "mass_signup", "io_release")
 DEFAULT_OPERATIONS = {"batch": 2, "avatar_ring": 2, "corepost_ring": 2, "lookalike": 1}
 HARD_OPERATIONS = {**DEFAULT_OPERATIONS, "rare_batch": 2, "profile_batch": 2, "photo_ring": 2, "cohashtag_ring": 2}
+IO_OPERATIONS = {"mass_signup": 2}  # the IO-like population (``OrganicMix.io()``): users files only
 OPERATION_SIZES = {"batch": 30, "avatar_ring": 32, "corepost_ring": 20, "lookalike": 12, "rare_batch": 60,
-                   "profile_batch": 60, "photo_ring": 40, "cohashtag_ring": 20}
+                   "profile_batch": 60, "photo_ring": 40, "cohashtag_ring": 20, "mass_signup": 300}
+LANGUAGES = {"en": 0.45, "es": 0.12, "ja": 0.08, "pt": 0.07, "ar": 0.06, "fr": 0.04, "tr": 0.03, "ru": 0.03, "id": 0.03,
+             "de": 0.03, "it": 0.02, "ko": 0.02, "hi": 0.01, "th": 0.01}
+CITIES = ["London", "Madrid", "Lagos", "Tokyo", "São Paulo", "Cairo", "Paris", "Istanbul", "Moscow", "Jakarta", "Berlin",
+          "Mexico City", "New York", "Manila", "Buenos Aires", "Mumbai", "Seoul", "Bangkok", "Nairobi", "Toronto"]
 
 
 @dataclass(frozen=True)
@@ -89,9 +94,19 @@ class OrganicMix:
     common_template_share: float = 0.0  # organic accounts with the platform-suggested first+last + 8 digits
     photos: bool = False  # distinct real photos (faces_dir) as organic avatars, as many as there are
 
+    # an X/Twitter IO users file (``io()``): date-only creation dates, hashed handles, no avatars or post
+    # counts, languages and locations, sign-ups varying by weekday and week, zero_follower_share with no
+    # followers (more often without a bio: abandoned accounts)
+    io_like: bool = False
+    zero_follower_share: float = 0.0
+
     @classmethod
     def hard(cls) -> OrganicMix:
         return cls(busy_days=3, busy_share=0.04, common_template_share=0.1, photos=True)
+
+    @classmethod
+    def io(cls) -> OrganicMix:
+        return cls(busy_days=3, busy_share=0.01, io_like=True, zero_follower_share=0.12)
 
 
 def planted_accounts(operations: dict[str, int]) -> int:
@@ -135,11 +150,13 @@ class _Writer:
         self.posts: list[tuple] = []
 
     def account(self, key: str, handle: str, created: datetime, bio: str, url: str | None, followers: int,
-                following: int, n_posts: int, display_name: str | None = None) -> None:
+                following: int, n_posts: int | None, display_name: str | None = None, language: str | None = None,
+                location: str | None = None, avatar: bool = True) -> None:
         self.accounts.append((key, PLATFORM, key.split(":", 1)[1], self.run_key))
         self.snapshots.append((self.run_key, key, handle, display_name or handle, bio, url, created.isoformat(),
-                               followers, following, n_posts, f"avatars/{key.split(':', 1)[1]}.jpg", "planted",
-                               str(len(self.snapshots) + 1)))
+                               followers, following, n_posts,
+                               f"avatars/{key.split(':', 1)[1]}.jpg" if avatar else None, "planted",
+                               str(len(self.snapshots) + 1), language, location))
 
     def avatar(self, key: str, sha: str, phash: int, probability: float, embedding: np.ndarray | None = None,
                dhash: int | None = None, detail: float | None = None, size: tuple[int, int, int] = (20_000, 400, 400)
@@ -168,7 +185,8 @@ class _Writer:
         _copy_new(conn, "accounts", ("account_key", "platform", "account_id", "first_seen_run"), self.accounts)
         copy_rows(conn, "account_snapshots", ("run_key", "account_key", "handle", "display_name", "bio", "url",
                                               "created_at", "followers", "following", "posts", "avatar_ref",
-                                              "source_file", "source_locator"), self.snapshots)
+                                              "source_file", "source_locator", "language", "location"),
+                  self.snapshots)
         _copy_new(conn, "images", ("sha256", "byte_size", "width", "height", "format", "phash", "dhash", "detail",
                                    "storage_path"), self.images.values())
         copy_rows(conn, "account_avatars", ("run_key", "account_key", "avatar_ref", "sha256", "status"), self.avatars)
@@ -178,10 +196,61 @@ class _Writer:
                                   "text", "source_file", "source_locator"), self.posts)
 
 
+def hashed_handle(tag: str) -> str:
+    """A handle as IO releases hash it (base64 of a salted SHA-256, 44 characters)."""
+    import base64
+
+    return base64.b64encode(hashlib.sha256(f"io-handle-{tag}".encode()).digest()).decode()
+
+
+def _signup_days(n: int, rng: np.random.Generator, span: int = 14 * 365) -> np.ndarray:
+    """Sign-up ages in whole days for an organic platform: growing over the years, busier on weekdays
+    than at weekends, and varying from week to week and day to day."""
+    ages = np.arange(30, span)
+    dates = np.array([(AS_OF - timedelta(days=int(a))).weekday() for a in ages[:7]])
+    weekday = np.tile(np.array([1.15, 1.1, 1.1, 1.05, 1.0, 0.75, 0.7])[dates], len(ages) // 7 + 1)[:len(ages)]
+    trend = 0.4 + ages[::-1] / span  # newer years are busier
+    week = np.repeat(rng.gamma(8, 1 / 8, size=len(ages) // 7 + 1), 7)[:len(ages)]
+    day = rng.gamma(20, 1 / 20, size=len(ages))
+    p = trend * weekday * week * day
+    return rng.choice(ages, size=n, p=p / p.sum()).astype(np.float64)
+
+
+def _organic_io(w: _Writer, n: int, rng: np.random.Generator, mix: OrganicMix) -> tuple[list[str], list[str]]:
+    """Organic accounts as an X/Twitter IO users file shows them (``OrganicMix.io()``)."""
+    age_days = _signup_days(n, rng)
+    busy_dates: list[str] = []
+    if mix.busy_days:
+        busy_offsets = np.sort(rng.choice(np.arange(30, 2000), size=mix.busy_days, replace=False))
+        on_busy = rng.random(n) < mix.busy_days * mix.busy_share
+        age_days = np.where(on_busy, busy_offsets[rng.integers(mix.busy_days, size=n)].astype(np.float64), age_days)
+        busy_dates = [(AS_OF - timedelta(days=int(d))).date().isoformat() for d in busy_offsets]
+    zero = rng.random(n) < mix.zero_follower_share
+    followers = np.where(zero, 0, rng.lognormal(4.5, 1.8, size=n).astype(np.int64))
+    following = np.where(rng.random(n) < 0.05, 0, rng.lognormal(4.5, 1.3, size=n).astype(np.int64))
+    no_bio = rng.random(n) < np.where(zero, 0.6, 0.3)
+    bio_pick = rng.integers(len(BIOS), size=n)
+    langs = np.array(list(LANGUAGES))[rng.choice(len(LANGUAGES), size=n, p=np.array(list(LANGUAGES.values())) / sum(LANGUAGES.values()))]
+    city = np.where(rng.random(n) < 0.4, np.array(CITIES)[rng.integers(len(CITIES), size=n)], "")
+    link = rng.random(n) < 0.2
+    keys = []
+    for i in range(n):
+        key = f"{PLATFORM}:o{i:07d}"
+        handle = hashed_handle(key)
+        day = datetime.combine((AS_OF - timedelta(days=float(age_days[i]))).date(), datetime.min.time(), UTC)
+        w.account(key, handle, day, "" if no_bio[i] else BIOS[bio_pick[i]],
+                  f"https://t.co/{handle[:10]}" if link[i] else None, int(followers[i]), int(following[i]), None,
+                  handle, language=str(langs[i]), location=str(city[i]) or None, avatar=False)
+        keys.append(key)
+    return keys, busy_dates
+
+
 def _organic(w: _Writer, n: int, rng: np.random.Generator, posts_per_account: float, mix: OrganicMix = OrganicMix(),
              photos: list[PlantedImage] = ()) -> tuple[list[str], list[str]]:
     """Organic accounts, drawn with numpy in bulk (a million take a minute, not an hour); returns the keys
     and the busy days."""
+    if mix.io_like:
+        return _organic_io(w, n, rng, mix)
     first = np.array(FIRST)[rng.integers(len(FIRST), size=n)]
     last = np.array(LAST)[rng.integers(len(LAST), size=n)]
     style = rng.random(n)
@@ -353,6 +422,49 @@ def _profile_batch(w: _Writer, op: int, rng: np.random.Generator, size: int = 60
     return keys
 
 
+def _mass_signup(w: _Writer, op: int, rng: np.random.Generator, size: int = 300, spike_days: int = 8,
+                 spike_share: float = 0.92) -> list[str]:
+    """A takedown's sign-up spikes, as an IO users file shows them (issue 23): ``spike_share`` of the
+    accounts made on ``spike_days`` days within three months (the largest day about a third of them,
+    as 106 of the 926 of the release the issue describes), the rest one or two a day over half a year;
+    74% with no follower, 73% without a bio, following a few dozen, one language (92% 'es'), hashed
+    handles, date-only creation dates, no avatar, no post count."""
+    start = AS_OF - timedelta(days=int(rng.integers(60, 1500)))
+    days = np.sort(rng.choice(90, size=spike_days, replace=False))
+    weights = np.array([106, 60, 45, 35, 30, 25, 20, 15][:spike_days], dtype=np.float64)
+    spiked = rng.random(size) < spike_share
+    when = np.where(spiked, days[rng.choice(spike_days, size=size, p=weights / weights.sum())],
+                    rng.integers(-45, 135, size=size))
+    keys = []
+    for i in range(size):
+        key = f"{PLATFORM}:ms{op}_{i:03d}"
+        handle = hashed_handle(key)
+        followers = 0 if rng.random() < 0.74 else int(rng.lognormal(1.0, 1.0))
+        bio = "" if rng.random() < 0.73 else f"{BIOS[rng.integers(len(BIOS))]} {rng.integers(1, 10 ** 6)}"
+        day = datetime.combine((start + timedelta(days=int(when[i]))).date(), datetime.min.time(), UTC)
+        w.account(key, handle, day, bio, None, followers, int(rng.lognormal(2.3, 0.6)), None, handle,
+                  language="es" if rng.random() < 0.92 else "en", avatar=False)
+        keys.append(key)
+    return keys
+
+
+def io_users_accounts(w: _Writer, path: Path, run_key_prefix: str = "io") -> list[str]:
+    """The accounts of a real X/Twitter IO users CSV (read by the project's reader), written as kind
+    ``io_release``: their own dates, counts, bios and languages."""
+    from pipeline.ingest.readers.base import AccountRecord
+    from pipeline.ingest.readers.twitter_io import TwitterIOReader
+
+    keys = []
+    for item in TwitterIOReader().read(path):
+        if isinstance(item, AccountRecord):
+            key = f"{PLATFORM}:{run_key_prefix}_{hashlib.sha256(item.account_id.encode()).hexdigest()[:16]}"
+            w.account(key, item.handle or key, item.created_at, item.bio or "", item.url, item.followers,
+                      item.following, item.posts, item.display_name, language=item.language,
+                      location=item.location, avatar=False)
+            keys.append(key)
+    return keys
+
+
 def _photo_ring(w: _Writer, op: int, rng: np.random.Generator, originals: list[tuple[bytes, PlantedImage]],
                 per_photo: int = 8) -> list[str]:
     """Each photo shown by ``per_photo`` accounts: one the original, the others crops, resizes and
@@ -412,13 +524,15 @@ def _lookalike(w: _Writer, op: int, rng: np.random.Generator, logos: list[Plante
 def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, seed: int = 0,
              operations: dict[str, int] | None = None, posts_per_account: float = 2.0,
              policy: Policy | None = None, mix: OrganicMix | None = None,
-             faces_dir: Path | None = None, predecessor: str | None = "latest") -> Population:
+             faces_dir: Path | None = None, predecessor: str | None = "latest", io_users: Path | None = None
+             ) -> Population:
     """Write a planted population as run ``run_key`` (replacing it); returns the ground truth.
 
     Kinds that need real pixels (``photo_ring``; real logos for ``lookalike``; ``mix.photos``) read
     ``faces_dir`` (default ``../shared/data/faces``); without it ``photo_ring`` is refused.
     ``predecessor`` is pinned on the run (its cluster ids and statuses are inherited): by default the
-    latest succeeded other run, so generating day1, running it, then day2 makes day2 follow day1."""
+    latest succeeded other run, so generating day1, running it, then day2 makes day2 follow day1.
+    ``io_users``: a real IO users CSV injected among the organic accounts (kind ``io_release``)."""
     ensure_schema(settings)
     ops = {**DEFAULT_OPERATIONS, **(operations or {})}
     mix = mix or OrganicMix()
@@ -448,7 +562,8 @@ def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, 
     for key in keys:
         pop.truth[key] = "organic"
     builders = {"batch": _batch, "avatar_ring": _avatar_ring, "corepost_ring": _corepost_ring,
-                "rare_batch": _rare_batch, "profile_batch": _profile_batch, "cohashtag_ring": _cohashtag_ring}
+                "rare_batch": _rare_batch, "profile_batch": _profile_batch, "cohashtag_ring": _cohashtag_ring,
+                "mass_signup": _mass_signup}
     for kind in KINDS:
         for op in range(ops.get(kind, 0)):
             if kind == "photo_ring":
@@ -461,6 +576,10 @@ def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, 
                 members = builders[kind](w, op, rng)
             pop.operations[kind].append(members)
             pop.truth.update({k: kind for k in members})
+    if io_users is not None:
+        members = io_users_accounts(w, io_users)
+        pop.operations["io_release"].append(members)
+        pop.truth.update({k: "io_release" for k in members})
     with transaction(settings) as conn:
         _clear(conn, run_key)
         conn.execute(sa.text(
