@@ -44,11 +44,22 @@ def _default_predecessor(settings: Settings, run_key: str) -> str | None:
     return previous if found else None
 
 
+def _checked_baseline(settings: Settings, run_key: str, baseline_run: str | None) -> str | None:
+    """The baseline run key (None: none), checked to name another run (a one-line error otherwise)."""
+    if not baseline_run:
+        return None
+    from pipeline.networks.baseline import check_baseline_run
+
+    with transaction(settings) as conn:
+        check_baseline_run(conn, run_key, baseline_run)
+    return baseline_run
+
+
 def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, policy: Policy | None,
           detector: str | None, as_of: str | None = None, *, owner: str | None = None,
           predecessor: str | None = AUTO, shard_count: int = 1, airflow: dict[str, Any] | None = None,
           alive: runs.OwnerAlive | None = None, extra_params: dict[str, Any] | None = None,
-          require_detector: bool = False, require_accounts: bool = False) -> str:
+          require_detector: bool = False, require_accounts: bool = False, baseline_run: str | None = None) -> str:
     """Check the export and the detector before a run row exists, then open (or reopen) the run and pin
     it: the resolved detector id (a .json detector is stored first), params and policy (None: these
     settings' policy), predecessor, shard count.
@@ -57,6 +68,9 @@ def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, 
     promoted, the run goes on without scoring (a warning recorded on the run) unless ``require_detector``.
     ``require_accounts`` (pinned on the run): an export that gives no account fails the run at ingest
     (the nightly DAG's rule; else it is a warning, `pipeline.stages.ingest.check_accounts`).
+    ``baseline_run`` (pinned as ``params.baseline_run``; also taken from ``extra_params``, the DAG Param):
+    an earlier run whose accounts join the population the creation bursts are measured against
+    (pipeline/networks/baseline.py); a key that names no run is an error now.
 
     The caller holds the run's lease (`runs.RunLease`) around this call.
     """
@@ -65,6 +79,8 @@ def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, 
         sweep_stale_temp(folder)  # temp files of writes a killed run left (older than an hour)
     export_path = export_path.resolve()
     reader = resolve_reader(export_path, fmt or "auto")
+    run_key = run_key or runs.default_run_key(export_path)
+    baseline_run = _checked_baseline(settings, run_key, baseline_run or (extra_params or {}).get("baseline_run"))
     warnings: list[str] = []
     try:
         resolved = resolve_detector(settings, detector)
@@ -76,7 +92,6 @@ def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, 
         log.warning("run without a detector: %s", NO_DETECTOR_WARNING)
     if resolved is not None:
         register_detector(settings, resolved)
-    run_key = run_key or runs.default_run_key(export_path)
     if predecessor == AUTO:
         predecessor = _default_predecessor(settings, run_key)
     reaped = runs.reap_stale_runs(settings, alive)  # the stale-run rule, for every key, at every begin
@@ -95,6 +110,8 @@ def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, 
         params["as_of"] = as_of
     if require_accounts:
         params["require_accounts"] = True
+    params.pop("baseline_run", None)
+    params.update({"baseline_run": baseline_run} if baseline_run else {})
     runs.start_run(settings, run_key, str(export_path), reader.name, params, owner=owner,
                    detector_id=resolved.id if resolved is not None else None,
                    predecessor=predecessor, shard_count=shard_count, airflow=airflow, alive=alive)
@@ -115,6 +132,7 @@ def audit_export(
     predecessor: str | None = AUTO,
     require_detector: bool = False,
     require_accounts: bool = False,
+    baseline_run: str | None = None,
 ) -> dict[str, Any]:
     """Every stage for one export, in order, holding the run's lease throughout. Idempotent per run key.
     Returns the run summary.
@@ -124,12 +142,14 @@ def audit_export(
     `pipeline.stages.ingest.check_accounts`).
     ``predecessor``: the run this one inherits cluster ids from (default: for ``nightly:D``, ``nightly:D-1``
     when that run exists); its networks and flag stages wait for it.
+    ``baseline_run``: an earlier run whose accounts the creation bursts are measured against, with this
+    run's (an IO release audited alone has no organic population; pipeline/networks/baseline.py).
     """
     ensure_schema(settings)
     run_key = run_key or runs.default_run_key(export_path.resolve())
     owner = runs.cli_owner()
     with runs.RunLease(settings, run_key, owner):
         begin(settings, run_key, export_path, fmt, policy, detector, as_of, owner=owner, predecessor=predecessor,
-              require_detector=require_detector, require_accounts=require_accounts)
+              require_detector=require_detector, require_accounts=require_accounts, baseline_run=baseline_run)
         results = run_all(run_key, settings=settings, owner=owner, on_stage=on_stage)
     return next(results[s.name] for s in STAGES if s.finishes_run)

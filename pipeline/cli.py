@@ -113,7 +113,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     found: dict[str, str] = {}
     summary = audit_export(settings, Path(args.export_path), fmt=args.format, run_key=args.run_key, detector=args.detector,
                            on_stage=_report_catcher(found), require_detector=args.require_detector,
-                           require_accounts=args.require_accounts)
+                           require_accounts=args.require_accounts, baseline_run=args.baseline_run)
     flagged = list_flags(settings, run_key=summary["run_key"])
     if args.json:
         _print_json({"summary": summary, "flags": flagged, "report": found.get("report")})
@@ -404,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse to start without a detector (default: run, skip scoring, record a warning)")
     p.add_argument("--require-accounts", action="store_true",
                    help="fail the run when the export gives no account (default: a warning; the nightly DAG fails)")
+    p.add_argument("--baseline-run", metavar="KEY",
+                   help="measure creation bursts against this earlier run's accounts too (e.g. last night's audit):"
+                        " an IO release audited alone has no organic population (docs/networks.md, 'Baseline')")
     p.add_argument("--json", action="store_true", help="print the summary and flags as JSON")
     _score_options(p)
 

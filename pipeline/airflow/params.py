@@ -47,7 +47,11 @@ def detector_param_specs() -> dict[str, Any]:
                             description="auto, or a reader name (see docs/formats.md)"),
             # nullable: the trigger form sends an emptied field as missing, and marks a non-null type required
             "detector": Param(None, type=["null", "string"], title="Detector", section="Scoring",
-                              description="detector id or .json; empty = promoted default")}
+                              description="detector id or .json; empty = promoted default"),
+            "baseline_run": Param(None, type=["null", "string"], title="Baseline run", section="Export",
+                                  description="run key of an earlier run (e.g. last night's) whose accounts the"
+                                              " creation bursts are measured against too; empty = this run's own."
+                                              " An IO release audited alone has no organic population")}
 
 
 def train_probe_param_specs() -> dict[str, Any]:

@@ -74,6 +74,7 @@ class ClusterFacts:
     ring_linked: frozenset[str]  # members with a confirmed_near_duplicate edge
     burst_traits: Counter  # creation_window trait -> edges inside the cluster carrying it
     shares: dict[str, float]  # the score's features, each in [0, 1]
+    untested: int = 0  # creation_window edges of a run with no organic baseline (creation batches, not bursts)
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,10 @@ def _batch_created(f: ClusterFacts, policy: Policy) -> str | None:
         return None
     day, n = f.days.most_common(1)[0]
     traits = ", ".join(f"{t} {k}" for t, k in sorted(f.burst_traits.items()))
+    if f.untested:  # an IO release audited alone (pipeline/networks/baseline.py)
+        dates = ", ".join(f"{d} ({k})" for d, k in sorted(f.days.most_common(5)))
+        return (f"{len(f.batch_linked)}/{f.size} accounts in one creation batch ({traits}), created on {dates};"
+                " not tested against a population: the run has no organic baseline")
     return (f"{len(f.batch_linked)}/{f.size} accounts on creation-window edges of population-tested bursts"
             f" ({traits}); {n}/{f.size} created on {day}")
 
@@ -216,7 +221,9 @@ def cluster_facts(members: list[dict[str, Any]], edges: list[dict[str, Any]], po
     return ClusterFacts(size, len(scored), len(synthetic), days, templates,
                         Counter(m["avatar_sha256"] for m in members if m["avatar_sha256"]),
                         Counter(e["edge_type"] for e in edges), coactive, image_linked, same_image, batch_linked, ring_linked,
-                        burst_traits, shares)
+                        burst_traits, shares,
+                        sum(e["edge_type"] == CREATION_WINDOW and (e.get("evidence") or {}).get("baseline") == "none"
+                            for e in edges))
 
 
 def cluster_score(shares: dict[str, float], weights: ClusterWeights) -> tuple[float, dict[str, float]]:

@@ -98,6 +98,19 @@ class NetworkResult:
     clusters: int
 
 
+def _creation_edges(conn: sa.Connection, run_key: str, traits: list[E.AccountTraits], network: NetworkParams,
+                    weights: EdgeWeights) -> list[E.Edge]:
+    """Creation-window edges against the run's baseline (pipeline/networks/baseline.py): bursts against the
+    run's accounts (and a pinned baseline run's), or, for an IO release alone, its creation batches."""
+    from pipeline.networks.baseline import baseline_times, run_baseline
+
+    baseline = run_baseline(conn, run_key)
+    if not baseline.organic:
+        return E.creation_batch_edges(traits, network, weights=weights)
+    times = baseline_times(conn, run_key, baseline.baseline_run) if baseline.baseline_run else None
+    return E.creation_window_edges(traits, network, weights=weights, baseline=times)
+
+
 def build_edges(conn: sa.Connection, run_key: str, policy: Policy) -> dict[str, int]:
     """Replace the run's edges of every type; returns counts per type. ``policy``: the run's
     (``RunContext.policy``): its image and network thresholds and its edge weights."""
@@ -111,7 +124,7 @@ def build_edges(conn: sa.Connection, run_key: str, policy: Policy) -> dict[str, 
              + E.near_duplicate_edges(groups, near, image, weights=w)
              + E.confirmed_near_duplicate_edges(groups, near, images, cosines, image, weights=w)
              + _embedding_edges(conn, run_key, groups, image, w)
-             + E.creation_window_edges(traits, network, weights=w)
+             + _creation_edges(conn, run_key, traits, network, w)
              + E.identical_text_edges(traits, network, weights=w))
     conn.execute(sa.text("delete from edges where run_key = :k"), {"k": run_key})
     copy_rows(conn, "edges", ("run_key", "edge_type", "a_key", "b_key", "weight", "params", "evidence"),

@@ -408,6 +408,53 @@ def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkPara
     return list(edges.values())
 
 
+BATCH_TRAITS = ("signup_profile", "count_profile", "handle_template", "identical_bio")  # what groups a batch alone
+
+
+def creation_batch_edges(accounts: Iterable[AccountTraits], params: NetworkParams,
+                         weights: EdgeWeights | None = None) -> list[Edge]:
+    """For a run with no organic baseline (pipeline/networks/baseline.py: an IO release audited alone):
+    chain accounts sharing a sign-up profile, count profile, handle template or bio that were created
+    within the window of each other (a date-only account: on its date), where the window holds at least
+    ``count_profile_min_count`` of them. Nothing is tested against a population (there is none): the
+    edges say so (``baseline: none``), and they group the release into its creation batches."""
+    window = params.creation_window_hours * 3600
+    used = {"creation_window_hours": params.creation_window_hours, "count_profile_min_count": params.count_profile_min_count,
+            "burst_refine_bin": params.burst_refine_bin, "count_profile_bin": params.count_profile_bin,
+            "min_template_digits": params.min_template_digits, "baseline": "none"}
+    by_trait: dict[tuple[str, str], list[tuple[AccountTraits, dict[str, Any]]]] = defaultdict(list)
+    for acc in accounts:
+        if acc.created_at is not None:
+            for trait, value, extra in account_trait_values(acc, params):
+                if trait in BATCH_TRAITS:
+                    by_trait[(trait, value)].append((acc, extra))
+    min_count = max(params.min_cluster_size, params.count_profile_min_count)
+    edges: dict[tuple[str, str], Edge] = {}
+    for (trait, value), members in sorted(by_trait.items()):
+        if len(members) < min_count:
+            continue
+        members.sort(key=lambda m: (m[0].created_at, m[0].account_key))
+        times = np.array([m[0].created_at.timestamp() for m in members])
+        windows = date_windows(times, window)
+        observed = (np.searchsorted(times, times + windows / 2, side="right")
+                    - np.searchsorted(times, times - windows / 2))
+        batch = observed >= min_count
+        for k in np.flatnonzero(batch[:-1] & batch[1:]):
+            (prev, extra), (cur, _) = members[k], members[k + 1]
+            delta = (cur.created_at - prev.created_at).total_seconds()
+            if delta > min(windows[k], windows[k + 1]):
+                continue
+            key = tuple(sorted((prev.account_key, cur.account_key)))
+            old = edges.get(key)
+            bursts = dict(old.evidence["bursts"]) if old else {}
+            bursts[trait] = {"value": value, **extra, "observed": int(min(observed[k], observed[k + 1])), "tested": False}
+            evidence = {"traits": sorted(bursts), "bursts": dict(sorted(bursts.items())), "baseline": "none",
+                        "created_at": [prev.created_at.isoformat(), cur.created_at.isoformat()],
+                        "delta_hours": round(delta / 3600, 3)}
+            edges[key] = Edge.between(CREATION_WINDOW, *key, creation_weight(bursts, weights), used, evidence)
+    return list(edges.values())
+
+
 def identical_text_edges(accounts: Iterable[AccountTraits], params: NetworkParams,
                          weights: EdgeWeights | None = None) -> list[Edge]:
     """identical_bio and identical_link: every pair of a group of 2..identical_text_max_group accounts

@@ -869,6 +869,16 @@ def _flag_card(run: dict[str, Any], f: dict[str, Any], settings: Settings | None
             + _commands_html(run["run_key"], f["flag_id"], f["cluster_id"]) + "</div>")
 
 
+def _baseline_html(baseline: dict[str, Any] | None) -> list[str]:
+    """What the creation bursts were measured against (pipeline/networks/baseline.py); a warning box when
+    the run has no organic baseline."""
+    if not baseline:
+        return []
+    if not baseline["organic"]:
+        return [f'<p class="warn">No organic baseline. {e(baseline["why"].removeprefix("no organic baseline: "))}</p>']
+    return [f'<p class="note">Baseline: {e(baseline["why"])}.</p>']
+
+
 def render_index_page(run: dict[str, Any], summary: dict[str, Any], flags: Sequence[dict[str, Any]],
                       settings: Settings | None = None, faces: dict[str, list[dict[str, Any]]] | None = None,
                       examples: dict[str, list[dict[str, Any]]] | None = None) -> str:
@@ -887,6 +897,7 @@ def render_index_page(run: dict[str, Any], summary: dict[str, Any], flags: Seque
     out = [f"<h1>{e(title)}</h1>",
            *(f'<p class="warn">WARNING {e(w)}</p>' for w in summary.get("warnings", []) if w not in ledger_warnings),
            f'<p class="lead">{e(overview)}</p>',
+           *_baseline_html(summary.get("baseline")),
            f"<h2>Flagged clusters ({len(flags)})</h2>"]
     if not flags:
         out.append('<p class="note">No cluster was flagged in this run.</p>')

@@ -13,6 +13,7 @@ from pipeline.core.visible import visible
 from pipeline.ingest.ledger import ledger_warnings
 from pipeline.ingest.load import load_ledger
 from pipeline.ingest.quarantine import reasons_by_kind
+from pipeline.networks.baseline import run_baseline
 from pipeline.reporting.detector_info import load_detector_info, rates_text
 
 def summarize_run(settings: Settings, run_key: str) -> dict[str, Any]:
@@ -42,11 +43,20 @@ def summarize_run(settings: Settings, run_key: str) -> dict[str, Any]:
             "notes": list((run.params or {}).get("notes", [])),  # e.g. scored by the shipped detector
             # which detector labelled the avatars, whether it is real, what was measured on it
             "detector": load_detector_info(conn, run.detector_id, run.params or {}),
+            # what the creation bursts were measured against (pipeline/networks/baseline.py)
+            "baseline": run_baseline(conn, run_key).as_dict(),
         }
     ledger = summary["ingest"]["ledger"]
     summary["ingest"]["warnings"] = ledger_warnings(ledger, run_key)
     summary["warnings"] += summary["ingest"]["warnings"]
     return summary
+
+
+def baseline_lines(baseline: dict[str, Any] | None) -> list[str]:
+    """One line: what the creation bursts were measured against; a warning when nothing organic."""
+    if not baseline:
+        return []
+    return [f"  {'WARNING ' if not baseline['organic'] else ''}baseline: {baseline['why']}"]
 
 
 def detector_lines(info: dict[str, Any] | None) -> list[str]:
@@ -124,6 +134,7 @@ def format_summary(summary: dict[str, Any], flags: list[dict[str, Any]], command
         f"  avatars stored {summary['avatars_stored']}, failed {summary['avatars_failed']},"
         f" distinct images {summary['distinct_images']}, scored synthetic {summary['synthetic_avatars']}",
         f"  edges {summary['edges'] or 0}, clusters {summary['clusters']}, flags {summary['flags']}",
+        *baseline_lines(summary.get("baseline")),
         *(f"  WARNING {visible(w)}" for w in shown_warnings(summary)),
         *(f"  NOTE {n}" for n in summary.get("notes", [])),
         *detector_lines(summary.get("detector")),
