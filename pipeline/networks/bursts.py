@@ -7,9 +7,11 @@ count around that window. That count is the larger of the
 window's own count and a smoothed rate (the count over ``smoothing_days`` scaled to the window), so
 a quiet stretch does not make any pair look unusual. A busy platform day raises the expectation of every trait, so a common template
 on such a day is no burst. A template only a batch uses is a burst wherever the batch was made,
-because its share is tiny. The test is a Poisson tail, Bonferroni-corrected over every account tested
+because its share is tiny. The test is a Poisson tail, Bonferroni-corrected over every window tested
 for that kind of trait (all values together: at 1M accounts thousands of count-profile cells are
-tested, and a correction per cell let rare cells on a busy day through).
+tested, and a correction per cell let rare cells on a busy day through). A window is centred on each
+timed account; date-only accounts of one date share their date's window, one test
+(``edges.distinct_windows``).
 
 The test counts the trait's own accounts in the population's rate, which keeps a handful of
 coincidences from passing. The trait's share is measured twice: over all accounts, then over the

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import EdgeWeights, ImageParams, NetworkParams
-from pipeline.networks.bursts import Population, burst_test, date_windows
+from pipeline.networks.bursts import Population, burst_test, date_windows, is_date_only
 from pipeline.networks.edge_types import (CONFIRMED_NEAR_DUPLICATE, CREATION_WINDOW, IDENTICAL_AVATAR, IDENTICAL_BIO,
                                          IDENTICAL_LINK, NEAR_DUPLICATE_AVATAR, SIMILAR_EMBEDDING)
 
@@ -340,6 +340,14 @@ def creation_weight(bursts: dict[str, Any], weights: EdgeWeights | None = None) 
     return round(sum(w.narrowed_trait if "+" in t else w.creation_trait for t in bursts), 4)
 
 
+def distinct_windows(seconds: list[float]) -> int:
+    """The tests a trait value's accounts make: one per timed account (each window is centred on it), one
+    per date for date-only accounts (a date's accounts share one window, the same test)."""
+    times = np.asarray(seconds, dtype=np.float64)
+    dated = is_date_only(times)
+    return int((~dated).sum()) + len(np.unique(times[dated]))
+
+
 def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkParams,
                           weights: EdgeWeights | None = None, baseline: np.ndarray | None = None) -> list[Edge]:
     """Chain accounts sharing a trait whose creation times lie within the window of each other, inside
@@ -369,9 +377,9 @@ def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkPara
     for acc in dated:
         for trait, value, extra in account_trait_values(acc, params):
             by_trait[(trait, value)].append((acc, extra))
-    tested: dict[str, int] = defaultdict(int)  # accounts per kind of trait: the Bonferroni family
+    tested: dict[str, int] = defaultdict(int)  # windows tested per kind of trait: the Bonferroni family
     for (trait, _), members in by_trait.items():
-        tested[trait] += len(members)
+        tested[trait] += distinct_windows([m[0].created_at.timestamp() for m in members])
     edges: dict[tuple[str, str], Edge] = {}
     for (trait, value), members in sorted(by_trait.items()):
         if len(members) < params.min_cluster_size:
