@@ -82,3 +82,24 @@ def test_a_baseline_run_that_does_not_exist_is_one_line(tmp_path, database_url):
     out = run_cli("--database-url", database_url, "audit", str(export), "--baseline-run", "no-such-run", home=tmp_path)
     assert out.returncode == 2
     _one_line_error(out, "--baseline-run 'no-such-run': no such run in this database")
+
+
+def test_the_dag_param_is_pinned_at_begin_and_checked(settings, tmp_path):
+    """The DAGs pass every Param to ``begin`` as ``extra_params``: ``baseline_run`` is checked and pinned on
+    the run row like the CLI's ``--baseline-run``; an empty Param pins nothing."""
+    from pipeline.audit import begin
+    from pipeline.errors import UserError
+
+    export = tmp_path / "users.csv"
+    export.write_text('"userid","user_display_name","user_screen_name","user_reported_location",'
+                      '"user_profile_description","user_profile_url","follower_count","following_count",'
+                      '"account_creation_date","account_language"\n"u1","a","a","","","","0","3","2020-01-01","es"\n')
+    begin(settings, "night-1", export, "auto", None, None, extra_params={"baseline_run": None})
+    begin(settings, "night-2", export, "auto", None, None, extra_params={"baseline_run": "night-1"})
+    with pytest.raises(UserError, match="no such run"):
+        begin(settings, "night-3", export, "auto", None, None, extra_params={"baseline_run": "night-0"})
+    with pytest.raises(UserError, match="is the run itself"):
+        begin(settings, "night-2", export, "auto", None, None, baseline_run="night-2")
+    with transaction(settings) as conn:
+        pinned = dict(conn.execute(sa.text("select run_key, params->'baseline_run' from runs")).all())
+    assert pinned == {"night-1": None, "night-2": "night-1"}
