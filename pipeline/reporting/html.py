@@ -875,7 +875,8 @@ def _baseline_html(baseline: dict[str, Any] | None) -> list[str]:
     if not baseline:
         return []
     if not baseline["organic"]:
-        return [f'<p class="warn">No organic baseline. {e(baseline["why"].removeprefix("no organic baseline: "))}</p>']
+        why = baseline["why"].removeprefix("no organic baseline: ")
+        return [f'<p class="warn">No organic baseline. {e(why[:1].upper() + why[1:])}.</p>']
     return [f'<p class="note">Baseline: {e(baseline["why"])}.</p>']
 
 
