@@ -281,7 +281,9 @@ def signup_profile(acc: AccountTraits, bin_width: float, offset: float) -> tuple
     ``offset``; posts '-' where the source gives none, as X/Twitter IO users files), an avatar and a link
     or not, and the language. A takedown's accounts made in a day are mostly zero-follower, bio-less
     accounts in one language; no text trait or narrow count profile holds them. Needs both follower
-    and following counts."""
+    and following counts, and stands in for ``count_profile`` only where that cannot be built (a count
+    missing): with all three counts the narrow cells hold fewer of the platform's blank accounts (at 1M
+    accounts, a sign-up profile on every account chained 2 to 4 organic accounts into each planted batch)."""
     if any(c is None or c < 0 for c in (acc.followers, acc.following)):
         return None
     bins: dict[str, list[int]] = {}
@@ -312,10 +314,11 @@ def account_trait_values(acc: AccountTraits, params: NetworkParams) -> list[tupl
         out.append(("identical_bio", bio, {}))
     if acc.avatar_label:
         out.append(("synthetic_avatar", "label", {}))
-    for offset in (0.0, 0.5):
-        fine, coarse = count_profile(acc, params.count_profile_bin, offset), signup_profile(acc, params.burst_refine_bin, offset)
-        out += [("count_profile", fine[0], {"bins": fine[1]})] if fine else []
-        out += [("signup_profile", *coarse)] if coarse else []
+    for offset in (0.0, 0.5):  # the coarse sign-up profile stands in where a count is missing (IO users files)
+        if (fine := count_profile(acc, params.count_profile_bin, offset)) is not None:
+            out.append(("count_profile", fine[0], {"bins": fine[1]}))
+        elif (coarse := signup_profile(acc, params.burst_refine_bin, offset)) is not None:
+            out.append(("signup_profile", *coarse))
     for attr in ("language", "location"):
         if (value := normalised_attribute(getattr(acc, attr))) is not None:
             out.append((attr, value, {}))
