@@ -14,9 +14,10 @@ timed account; date-only accounts of one date share their date's window, one tes
 (``edges.distinct_windows``).
 
 The test counts the trait's own accounts in the population's rate, which keeps a handful of
-coincidences from passing. The trait's share is measured twice: over all accounts, then over the
-accounts outside the windows found bursting (a takedown that is a fifth of a small run, split over a
-few sign-up profiles, would otherwise make its own profile common and explain its own members). How clean a burst is asks another question: of the accounts observed,
+coincidences from passing. The trait's share is measured twice: over all accounts, then without the
+trait's accounts found bursting (left out of the trait's count and of the population), so a takedown
+that is a fifth of a small run, split over a few sign-up profiles, does not make its own profile
+common and explain its own members. How clean a burst is asks another question: of the accounts observed,
 how many does the rest of the population explain (share / (1 - share) times the other accounts'
 count, for a minority trait)? That chance share decides whether the burst may link accounts
 (pipeline/networks/edges.py); counting the burst into its own rate would make a batch of 30 in a
@@ -104,8 +105,8 @@ def burst_test(times: np.ndarray, population: Population, window: float | np.nda
 
     share = n / max(population.size, 1)
     expected, tail, bursting = verdict(share)
-    if bursting.any():  # the trait's share outside its bursts: a batch that is a tenth of a small run
-        hot = int(bursting.sum())  # would otherwise raise its own expectation and explain its own members
+    if bursting.any():  # the trait's share without its bursting accounts: a batch that is a tenth of a
+        hot = int(bursting.sum())  # small run would otherwise raise its own expectation and explain itself
         share = (n - hot) / max(population.size - hot, 1)
         expected, tail, bursting = verdict(share)
     if share < 0.5:  # the chance members: share / (1 - share) x the rest of the population's count
