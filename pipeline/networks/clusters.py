@@ -6,6 +6,8 @@ across runs by member overlap.
   picture, so only the largest of them counts; every other type adds. One identical avatar is
   enough; one identical bio is not; a near-duplicate avatar needs another trace such as a shared
   link, bio, creation window or co-activity.
+- A component of two accounts is kept, below ``min_cluster_size``, when their co-activity edge is one that
+  chance does not explain (``standalone_pairs``; docs/networks.md, "Coordinated pairs").
 - Components of at least ``leiden_min_size`` members are split with Leiden (RBConfiguration,
   ``leiden_resolution``, fixed seed), so one giant component does not hide several operations.
 - A cluster keeps the id of the previous run's cluster it overlaps most (Jaccard >=
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,16 +85,25 @@ class Cluster:
     cluster_id: str = ""
     lineage: dict[str, Any] = field(default_factory=dict)  # the previous run's matched cluster, if any
     component_size: int = 0  # > len(members) when Leiden split the component
+    kind: str = "cluster"  # "pair": two accounts kept below min_cluster_size (find_clusters' standalone_pairs)
 
 
-def find_clusters(pairs: dict[tuple[str, str], float], params: NetworkParams) -> list[Cluster]:
-    """Components, split by Leiden when large; clusters below ``min_cluster_size`` are dropped."""
+def find_clusters(pairs: dict[tuple[str, str], float], params: NetworkParams,
+                  standalone_pairs: Collection[tuple[str, str]] = ()) -> list[Cluster]:
+    """Components, split by Leiden when large; clusters below ``min_cluster_size`` are dropped, except a
+    component of two accounts joined by one of ``standalone_pairs`` (sorted (a, b): a co-activity edge that
+    chance does not explain, ``pipeline.flags.rules.qualifies_as_pair``), kept as a cluster of kind ``pair``."""
+    standalone = {tuple(sorted(p)) for p in standalone_pairs}
     clusters = []
     for component in connected_components(pairs):
         parts = [component]
         if len(component) >= params.leiden_min_size:
             parts = leiden_split(component, pairs, params.leiden_resolution)
-        clusters += [Cluster(sorted(p), component_size=len(component)) for p in parts if len(p) >= params.min_cluster_size]
+        for p in parts:
+            if len(p) >= params.min_cluster_size:
+                clusters.append(Cluster(sorted(p), component_size=len(component)))
+            elif len(component) == 2 and tuple(p) in standalone:
+                clusters.append(Cluster(sorted(p), component_size=2, kind="pair"))
     return clusters
 
 
