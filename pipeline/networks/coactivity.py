@@ -379,7 +379,7 @@ def chance_estimates(pairs: _Pairs, posts: np.ndarray, mates: np.ndarray, min_we
     weight = np.maximum(pairs.w_lohi, pairs.w_hilo)
     p_value = poisson.sf(weight - 1, lam)
     # every ordered pair of accounts (x, y) has λ = M_x k_y / P: the histogram of log λ is the convolution of
-    # those of log M and log k; each bin is taken at its upper edge, so the count errs towards chance
+    # those of log M and log k, each bin taken at its upper edge (λ at most 10^0.1 too high: an estimate)
     step = 1.0 / _CHANCE_BINS_PER_DECADE
     m_log, k_log = np.log10(mates[mates > 0]), np.log10(posts[posts > 0])
     m_lo, k_lo = np.floor(m_log.min() / step), np.floor(k_log.min() / step)
