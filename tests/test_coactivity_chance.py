@@ -4,12 +4,14 @@ quantities computed here by brute force over every pair of accounts, on hand-mad
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 
 import pytest
 from scipy.stats import poisson
 from test_coordination import edges, load_posts, post, run_edges
+
+from pipeline.config import NetworkParams
+from pipeline.networks.clusters import find_clusters, pair_chance_shares
 
 
 def _posts():
@@ -70,11 +72,26 @@ def test_chance_estimate_matches_the_null_computed_by_hand(settings):
         # M and k are binned (0.05 decade each, at the upper edge), so λ is off by at most 10^0.1 and a
         # tail at weight w by at most its w-th power (w = 2 here)
         assert exact / 10 ** 0.2 - 1e-4 <= chance["expected_chance_pairs"] <= exact * 10 ** 0.2 + 1e-4
-        unlikely = sum(1 for e in got.values() if e["evidence"]["chance"]["p_value"] <= chance["p_value"])
-        assert chance["pairs_as_unlikely"] == unlikely
-        assert chance["chance_share"] <= min(1.0, chance["expected_chance_pairs"] / unlikely) + 1e-4
-    # Benjamini-Hochberg's q-value is monotone in the tail
-    ordered = sorted(got.values(), key=lambda e: e["evidence"]["chance"]["p_value"])
-    shares = [e["evidence"]["chance"]["chance_share"] for e in ordered]
-    assert shares == sorted(shares)
-    assert not math.isnan(sum(shares))
+    assert "chance_share" not in alone  # the cluster stage adds it, to the pairs it keeps
+
+
+def test_pair_chance_shares_are_benjamini_hochberg_over_the_candidates():
+    shares = pair_chance_shares({("a", "b"): 0.01, ("c", "d"): 0.5, ("e", "f"): 0.5, ("g", "h"): 3.0})
+    assert shares[("a", "b")] == (1, 0.01)
+    assert shares[("c", "d")] == shares[("e", "f")] == (3, round(0.5 / 3, 4))  # ties share their rank
+    assert shares[("g", "h")] == (4, 0.75)
+    assert pair_chance_shares({("a", "b"): 0.01, ("c", "d"): 0.02})[("a", "b")] == (1, 0.01)
+    assert pair_chance_shares({("a", "b"): 5.0})[("a", "b")] == (1, 1.0)  # at most 1
+
+
+def test_find_clusters_keeps_a_two_account_component_only_as_an_unexplained_pair():
+    """A pair stands only as a whole component of two accounts, with a candidate edge whose chance share is at
+    most the cap; a pair inside a larger component, or one that chance explains, stays out."""
+    strong = {("a", "b"): 2.0, ("c", "d"): 2.0, ("e", "f"): 2.0, ("e", "g"): 2.0, ("x", "y"): 1.0}
+    candidates = {("a", "b"): 0.001, ("c", "d"): 0.9, ("e", "f"): 0.001}
+    found = {tuple(c.members): c for c in find_clusters(strong, NetworkParams(), candidates, 0.1)}
+    assert set(found) == {("a", "b"), ("e", "f", "g")}
+    assert found[("a", "b")].kind == "pair" and found[("e", "f", "g")].kind == "cluster"
+    assert found[("a", "b")].chance == {"expected_chance_pairs": 0.001, "pairs_as_unlikely": 1, "chance_share": 0.001}
+    assert {tuple(c.members) for c in find_clusters(strong, NetworkParams(), candidates, 0.0)} == {("e", "f", "g")}
+    assert {tuple(c.members) for c in find_clusters(strong, NetworkParams(), None, 0.1)} == {("e", "f", "g")}

@@ -161,7 +161,7 @@ def _coordinated_activity(f: ClusterFacts, policy: Policy) -> str | None:
 
 
 @flag_rule("coordinated_pair", "two accounts, and nothing else, joined by a qualifying co-activity edge that chance"
-           " explains for at most pair_max_chance_share of the run's edges as unlikely", "pair_max_chance_share")
+           " explains for at most pair_max_chance_share of the run's candidate pairs as unlikely", "pair_max_chance_share")
 def _coordinated_pair(f: ClusterFacts, policy: Policy) -> str | None:
     """A pair is below ``min_cluster_size``; it is reported (flag kind ``pair``) on its co-activity alone, when
     the edge is one chance does not explain (pipeline/networks/coactivity.py, ``chance``)."""
@@ -171,8 +171,8 @@ def _coordinated_pair(f: ClusterFacts, policy: Policy) -> str | None:
     c = e["evidence"]["chance"]
     return (f"2 accounts linked by {e['edge_type']} of weight {e['weight']} (IDF weight {idf_weight(e):.2f});"
             f" expected by chance {c['expected_co_occurrences']:.2g} co-occurrences, p = {c['p_value']:.2g};"
-            f" {c['expected_chance_pairs']:.2g} chance pairs expected among the run's {c['pairs_as_unlikely']}"
-            f" {e['edge_type']} edges as unlikely (share {c['chance_share']:.2f})")
+            f" {c['expected_chance_pairs']:.2g} chance pairs expected in the run as unlikely, against"
+            f" {c['pairs_as_unlikely']} such two-account pairs (chance share {c['chance_share']:.2f})")
 
 
 @dataclass(frozen=True)
@@ -207,15 +207,16 @@ def qualifies_as_coactivity(edge: dict[str, Any], params: FlagParams) -> bool:
 
 
 def chance_share(edge: dict[str, Any]) -> float | None:
-    """The expected share of chance pairs among the run's edges of the type at least as unlikely as this one
-    (evidence ``chance.chance_share``, pipeline/networks/coactivity.py); None on an edge built without it."""
-    chance = (edge.get("evidence") or {}).get("chance")
-    return None if not chance else float(chance["chance_share"])
+    """The expected share of chance pairs among the run's two-account candidate pairs at least as unlikely as this
+    edge's (evidence ``chance.chance_share``, written by the cluster stage on the pairs it keeps:
+    pipeline/networks/clusters.py, ``pair_chance_shares``); None on any other edge."""
+    chance = (edge.get("evidence") or {}).get("chance") or {}
+    return None if "chance_share" not in chance else float(chance["chance_share"])
 
 
 def qualifies_as_pair(edge: dict[str, Any], params: FlagParams) -> bool:
     """A co-activity edge that may stand as a pair on its own: it counts for C (``qualifies_as_coactivity``)
-    and chance explains at most ``pair_max_chance_share`` of the run's edges as unlikely as it."""
+    and chance explains at most ``pair_max_chance_share`` of the run's candidate pairs as unlikely as it."""
     share = chance_share(edge)
     return (params.pair_max_chance_share > 0 and qualifies_as_coactivity(edge, params) and share is not None
             and share <= params.pair_max_chance_share)
@@ -374,7 +375,7 @@ def flag_run(settings: Settings, run_key: str, policy: Policy | None = None) -> 
                 {k: row[k] for k in ("edge_type", "a_key", "b_key", "weight", "params", "evidence")})
         raised, updates = [], []
         for cid, cluster_members in sorted(by_cluster.items()):
-            kept = {k: v for k, v in (stored.get(cid) or {}).items() if k in ("lineage", "component_size", "kind")}
+            kept = {k: v for k, v in (stored.get(cid) or {}).items() if k in ("lineage", "component_size", "kind", "pair_chance")}
             assessment = assess_cluster(cid, cluster_members, edges_by_cluster[cid], policy, kept)
             updates.append({"s": assessment.score, "f": json.dumps(assessment.features, sort_keys=True),
                             "k": run_key, "c": cid})

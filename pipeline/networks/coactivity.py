@@ -34,9 +34,9 @@ the window), so b is expected among them λ = M_a k_b / P times (k_b: b's posts 
 them). ``p_value`` is the Poisson tail of the edge's weight at λ (the larger direction of each);
 ``expected_chance_pairs`` is the number of account pairs of the whole run expected to reach weight
 ``co_min_weight`` and a tail at least this small by chance (every pair of accounts, summed over a histogram of
-M_x k_y, in O(accounts)); ``pairs_as_unlikely`` the edges of the type that are; ``chance_share`` their ratio,
-made monotone as Benjamini-Hochberg's q-value: the expected share of chance pairs among the edges at least as
-unlikely. A pair of accounts is reported alone only when that share is small (``pair_max_chance_share``).
+M_x k_y, in O(accounts)). The cluster stage compares that count with the two-account components at least as
+unlikely (pipeline/networks/clusters.py, ``pair_chance_shares``) and adds ``pairs_as_unlikely`` and
+``chance_share`` to the edges of the pairs it keeps.
 
 How: PostgreSQL sorts the run's posts by (matched value, time) and streams integer columns out with
 binary COPY; numpy sweeps the sorted array for pairs within the window (O(posts + pairs), never a
@@ -167,8 +167,6 @@ class _Chance:
     expected: np.ndarray  # λ, expected co-occurrences of the pair by chance (larger direction)
     p_value: np.ndarray  # Poisson tail of the pair's weight at λ
     expected_pairs: np.ndarray  # pairs of the run expected by chance with a tail at least this small
-    as_unlikely: np.ndarray  # the type's edges with a tail at least this small
-    share: np.ndarray  # expected_pairs / as_unlikely, monotone (Benjamini-Hochberg q-value), at most 1
 
 
 def build_post_edges(conn: sa.Connection, run_key: str, params: NetworkParams,
@@ -373,7 +371,7 @@ def chance_estimates(pairs: _Pairs, posts: np.ndarray, mates: np.ndarray, min_we
     n = pairs.lo.size
     if not n:
         e = np.zeros(0)
-        return _Chance(e, e, e, e, e)
+        return _Chance(e, e, e)
     total = float(posts.sum())
     lam = np.maximum(mates[pairs.lo] * posts[pairs.hi], mates[pairs.hi] * posts[pairs.lo]) / total
     weight = np.maximum(pairs.w_lohi, pairs.w_hilo)
@@ -401,10 +399,7 @@ def chance_estimates(pairs: _Pairs, posts: np.ndarray, mates: np.ndarray, min_we
     np.add.at(diff, np.searchsorted(thresholds, tails.ravel(), side="left"), value)
     np.add.at(diff, np.searchsorted(thresholds, upper.ravel(), side="left"), -value)
     expected_sorted = np.cumsum(diff)[:n]
-    as_unlikely_sorted = np.searchsorted(thresholds, thresholds, side="right").astype(np.float64)
-    share_sorted = np.minimum.accumulate((expected_sorted / as_unlikely_sorted)[::-1])[::-1]
-    at = np.searchsorted(thresholds, p_value, side="left")
-    return _Chance(lam, p_value, expected_sorted[at], as_unlikely_sorted[at], np.minimum(share_sorted[at], 1.0))
+    return _Chance(lam, p_value, expected_sorted[np.searchsorted(thresholds, p_value, side="left")])
 
 
 def _idf_weight(pid: np.ndarray, post_rows: np.ndarray, rows: _Rows, idf: np.ndarray, n_pairs: int) -> np.ndarray:
@@ -508,7 +503,7 @@ def _insert_edges(cur: Any, run_key: str, source: _Source, params: NetworkParams
         return 0
     cur.execute("drop table if exists pg_temp._co_pairs, pg_temp._co_ex")
     cur.execute("create temp table _co_pairs (n int4, lo int4, hi int4, wab int4, wba int4, total int4,"
-                " iab float8, iba float8, c_lambda float8, c_p float8, c_expected float8, c_unlikely int4, c_share float8)"
+                " iab float8, iba float8, c_lambda float8, c_p float8, c_expected float8)"
                 " on commit drop")
     cur.execute("create temp table _co_ex (n int4, rank int4, lo_tid tid, lo_ord int4, hi_tid tid, hi_ord int4,"
                 " delta_us int8) on commit drop")
@@ -516,9 +511,7 @@ def _insert_edges(cur: Any, run_key: str, source: _Source, params: NetworkParams
                                 ("wab", "i4", pairs.w_lohi), ("wba", "i4", pairs.w_hilo), ("total", "i4", pairs.total),
                                 ("iab", "f8", pairs.idf_lohi), ("iba", "f8", pairs.idf_hilo),
                                 ("c_lambda", "f8", chance.expected), ("c_p", "f8", chance.p_value),
-                                ("c_expected", "f8", chance.expected_pairs),
-                                ("c_unlikely", "i4", chance.as_unlikely.astype(np.int32)),
-                                ("c_share", "f8", chance.share)])
+                                ("c_expected", "f8", chance.expected_pairs)])
     lo, hi = pairs.ex_lo_row, pairs.ex_hi_row
     _copy_in(cur, "_co_ex", [("n", "i4", pairs.ex_pair), ("rank", "i4", np.arange(lo.size)),
                              ("lo_tid", "tid", (rows.blk[lo], rows.off[lo])), ("lo_ord", "i4", rows.ord[lo]),
@@ -542,8 +535,7 @@ def _insert_edges(cur: Any, run_key: str, source: _Source, params: NetworkParams
                                   round(p.iba::numeric, 4), 'examples', coalesce(x.examples, '[]'::jsonb),
                                   'chance', jsonb_build_object(
                                       'expected_co_occurrences', to_jsonb(p.c_lambda::real), 'p_value', to_jsonb(p.c_p),
-                                      'expected_chance_pairs', round(p.c_expected::numeric, 4),
-                                      'pairs_as_unlikely', p.c_unlikely, 'chance_share', round(p.c_share::numeric, 4)))
+                                      'expected_chance_pairs', round(p.c_expected::numeric, 4)))
         from _co_pairs p
         join _co_acct a on a.aid = p.lo
         join _co_acct b on b.aid = p.hi
