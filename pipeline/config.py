@@ -155,9 +155,11 @@ class FlagParams(_Validated):
     # pipeline/networks/coactivity.py) reaches this: chance co-reposts of viral posts fall below it
     coactivity_min_idf_weight: float = 0.4
     # rule coordinated_pair: two accounts joined by nothing but a qualifying co-activity edge are reported as a
-    # `pair` flag when chance explains at most this share of the run's edges as unlikely as theirs (evidence
-    # chance.chance_share, pipeline/networks/coactivity.py): the precision asked of a pair, 0.9; 0: no pairs
-    pair_max_chance_share: float = 0.1
+    # `pair` flag when the chance estimate explains at most this share of the run's two-account pairs at least
+    # as unlikely (evidence chance.chance_share; pipeline/networks/coactivity.py and clusters.py); 0: no pairs.
+    # The estimate overstates chance: CooRTweet's 24 pairs score 0.05-0.5 and organic chance pairs of the planted
+    # populations 1.0 (docs/networks.md, "Coordinated pairs"); 0.3 keeps 22 of the 24
+    pair_max_chance_share: float = 0.3
     status_keep_jaccard: float = 0.8  # an investigator's status carries over at this overlap, else re-opened
 
 

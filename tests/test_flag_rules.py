@@ -114,7 +114,7 @@ def test_a_pair_stands_on_co_activity_that_chance_does_not_explain():
     pair = assessed.evidence["pair"]["edges"][0]
     assert pair["edge_type"] == "co_repost" and pair["chance"]["chance_share"] == 0.0025
     explained = [{**edges[0], "evidence": {**edges[0]["evidence"], "chance": {
-        **edges[0]["evidence"]["chance"], "chance_share": 0.3}}}]
+        **edges[0]["evidence"]["chance"], "chance_share": 0.6}}}]
     assert assess_cluster("c", members, explained, policy).kind == "cluster"
     assert "coordinated_pair" not in assess_cluster("c", members, explained, policy).rules
     off = Policy(flag=FlagParams(pair_max_chance_share=0))
