@@ -93,3 +93,13 @@ def test_coortweet_pairs_are_flagged_as_pairs_with_their_evidence(settings):
         assert edge["chance"]["p_value"] < 0.01 and edge["chance"]["expected_co_occurrences"] < 1
         assert all(x["reposted_id"] and x["a_at"] and x["b_at"] for x in edge["examples"])  # objects and times
     assert all(f["kind"] == "cluster" for f in flags if len(f["members"]) >= policy.network.min_cluster_size)
+    # the report calls it a pair and shows why chance does not explain it, with the co-reposted posts
+    from pipeline.reporting.html import cluster_page_name, write_report
+
+    out = settings.home / "report-coortweet"
+    write_report(settings, "investigation:coortweet", out=out)
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert index.count("<h3>Pair ") == len(pairs) and index.count("<h3>Cluster ") == len(flags) - len(pairs)
+    page = (out / cluster_page_name(pairs[0]["cluster_id"])).read_text(encoding="utf-8")
+    assert "Why chance does not explain this pair" in page and "chance share" in page
+    assert pairs[0]["evidence"]["pair"]["edges"][0]["examples"][0]["reposted_id"] in page
