@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 from scipy.stats import poisson
-from test_coordination import edges, load_posts, post, run_edges
+from test_coordination import RUN, edges, load_posts, post, run_edges
 
 from pipeline.config import NetworkParams
 from pipeline.networks.clusters import find_clusters, pair_chance_shares
@@ -95,3 +95,21 @@ def test_find_clusters_keeps_a_two_account_component_only_as_an_unexplained_pair
     assert found[("a", "b")].chance == {"expected_chance_pairs": 0.001, "pairs_as_unlikely": 1, "chance_share": 0.001}
     assert {tuple(c.members) for c in find_clusters(strong, NetworkParams(), candidates, 0.0)} == {("e", "f", "g")}
     assert {tuple(c.members) for c in find_clusters(strong, NetworkParams(), None, 0.1)} == {("e", "f", "g")}
+
+
+def test_chance_estimate_is_the_same_when_pairs_are_reduced_in_partitions(settings):
+    """Over PAIR_BUDGET the window pairs go through partition files; the window-mate counts come from the
+    first sweep, which sees every pair either way."""
+    import sqlalchemy as sa
+
+    from pipeline.core.db import transaction
+    from pipeline.networks.coactivity import build_post_edges
+
+    load_posts(settings, _posts())
+    run_edges(settings)
+    whole = {k: v["evidence"]["chance"] for k, v in edges(settings, "co_repost").items()}
+    with transaction(settings) as conn:
+        build_post_edges(conn, RUN, NetworkParams(), pair_budget=2)
+        assert conn.execute(sa.text("select count(*) from edges where run_key = :k"), {"k": RUN}).scalar() > 0
+    parts = {k: v["evidence"]["chance"] for k, v in edges(settings, "co_repost").items()}
+    assert parts == whole

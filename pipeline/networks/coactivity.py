@@ -274,11 +274,14 @@ def _window_sweep(rows: _Rows, window_us: int, collect: int | None = None,
     counter per account number), each account's cross-account window pairs are added to it (M of the chance model)."""
     n = len(rows)
     held: list[np.ndarray] = []
+    held_size = 0
 
     def count_mates(flush: bool) -> None:
-        if mates is not None and held and (flush or sum(h.size for h in held) > _MATES_BUFFER):
+        nonlocal held_size
+        if mates is not None and held and (flush or held_size > _MATES_BUFFER):
             mates[:] += np.bincount(np.concatenate(held), minlength=mates.size)
             held.clear()
+            held_size = 0
 
     g, t, aid = rows.group, rows.t, rows.aid
     active = np.arange(n - 1, dtype=np.int32 if n < 2**31 else np.int64)
@@ -295,6 +298,7 @@ def _window_sweep(rows: _Rows, window_us: int, collect: int | None = None,
         total += i_c.size
         if mates is not None and i_c.size:
             held += [aid[i_c], aid[j_c]]
+            held_size += 2 * i_c.size
             count_mates(False)
         if spill is not None:
             part = np.minimum(aid[i_c], aid[j_c]) % len(spill)
