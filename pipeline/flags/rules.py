@@ -15,7 +15,9 @@ synthetic-face ring, a templated or count-profile batch, a photo ring or a co-ac
 
 The flag rules are plug-ins in ``FLAG_RULES`` (registered by name; ``tests/test_flag_rules.py`` iterates
 them). A cluster is flagged when it has at least ``min_cluster_size`` members, at least one rule fires
-and the score reaches ``flag_score_threshold``. Flags are keyed by (run, cluster); a rerun updates them
+and the score reaches ``flag_score_threshold``. Two accounts kept by the cluster stage as a pair (a
+co-activity edge chance does not explain, pipeline/networks/clusters.py) are flagged with kind ``pair`` when
+``coordinated_pair`` fires; every other flag has kind ``cluster`` (``flags.kind``). Flags are keyed by (run, cluster); a rerun updates them
 and keeps the investigator's status. A cluster that kept a previous run's id (pipeline/networks/clusters.py)
 inherits that run's investigator status, unless its membership changed materially (Jaccard below
 ``status_keep_jaccard``): then it is re-opened with a note saying why.
