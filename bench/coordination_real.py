@@ -11,7 +11,9 @@
    PostgreSQL (the export has no avatars, so acquire and score have nothing to do and are skipped), and
    the flagged accounts are the members of flagged clusters. Printed: precision and recall of ours
    against CooRTweet's accounts, the flag threshold's effect (the flag stage rerun per threshold), the
-   effect of ``coactivity_min_weight``, ``coactivity_min_idf_weight`` and ``min_cluster_size``, and the clusters' scores.
+   effect of ``coactivity_min_weight``, ``coactivity_min_idf_weight`` and ``min_cluster_size``, the clusters' scores,
+   and groups and pairs apart: cluster flags against CooRTweet's groups of at least min_cluster_size, pair flags
+   against its two-account groups, per ``pair_max_chance_share`` (0: no pairs, as before policy version 7).
 2. QUT coordination-network-toolkit's sample data (``QUT-cnt/original/sample_data.csv``, 100 messages):
    the accounts in QUT's co_retweet, co_tweet and co_reply networks (same window and minimum weight)
    against the accounts we flag from the same data as an IO release.
@@ -131,12 +133,48 @@ def bench_coortweet(data: Path, work: Path, args) -> None:
     run_ours(settings, "investigation:coortweet", small, ("networks", "flag"))
     row("min_cluster_size 2")
     run_ours(settings, "investigation:coortweet", policy, ("networks", "flag"))
+    pairs_table(settings, policy, reference, ref_components)
+    run_ours(settings, "investigation:coortweet", policy, ("networks", "flag"))
     with transaction(settings) as conn:
         scores = conn.execute(sa.text("select score, features from clusters where run_key = 'investigation:coortweet'"
                                       " order by score desc")).all()
     print(f"\nclusters: {len(scores)}; scores " + ", ".join(f"{s.score:g}" for s in scores)
           + "; coactivity_share " + ", ".join(f"{s.features['coactivity_share']:g}" for s in scores))
     print(f"defaults: precision {p}, recall {r}\n")
+
+
+def pairs_table(settings, policy, reference: set[str], ref_components: list[set[str]]) -> None:
+    """Groups and pairs apart (issue 23, item 3): our cluster flags against CooRTweet's groups of at least
+    min_cluster_size accounts, our pair flags against its two-account groups, per pair_max_chance_share (0: no
+    pairs, policy version 6). The networks stage is rerun per value: it decides which pairs stand."""
+    from pipeline.flags.rules import list_flags
+
+    size = policy.network.min_cluster_size
+    groups = {a for c in ref_components if len(c) >= size for a in c}
+    ref_pairs = {frozenset(c) for c in ref_components if len(c) == 2}
+    print(f"\nCooRTweet's groups apart: {len(groups)} accounts in groups of at least {size}; {len(ref_pairs)} pairs"
+          " (two-account groups). A pair is found when a pair flag holds exactly its two accounts.\n")
+    print("| pair_max_chance_share | cluster flags | their precision | recall, groups | pair flags | pairs found"
+          " | pair precision (exact) | pair precision (accounts) | all flags: precision | recall |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    default = policy.flag.pair_max_chance_share
+    for cap in sorted({0.0, 0.05, 0.1, 0.2, 0.3, 0.5, default}):
+        run_ours(settings, "investigation:coortweet", policy.with_thresholds({"pair_max_chance_share": cap}),
+                 ("networks", "flag"))
+        flags = list_flags(settings, run_key="investigation:coortweet")
+        clusters = [{m["account_id"] for m in f["members"]} for f in flags if f["kind"] == "cluster"]
+        pairs = [frozenset(m["account_id"] for m in f["members"]) for f in flags if f["kind"] == "pair"]
+        in_clusters = set().union(*clusters) if clusters else set()
+        in_pairs = set().union(*pairs) if pairs else set()
+        prec, _ = precision_recall(in_clusters, reference)
+        _, rec = precision_recall(in_clusters, groups)
+        exact = sum(p in ref_pairs for p in pairs)
+        pair_prec = f"{exact / len(pairs):.3f}" if pairs else "-"
+        acc_prec, _ = precision_recall(in_pairs, reference)
+        all_prec, all_rec = precision_recall(in_clusters | in_pairs, reference)
+        label = f"{cap:g}" + (" (default)" if cap == default else " (before: no pairs)" if cap == 0 else "")
+        print(f"| {label} | {len(clusters)} | {prec} | {rec} | {len(pairs)} | {exact} of {len(ref_pairs)} | {pair_prec}"
+              f" | {acc_prec} | {all_prec} | {all_rec} |")
 
 
 def qut_accounts(csv_path: Path, work: Path, window: int, min_weight: int) -> dict[str, set[str]]:

@@ -128,6 +128,7 @@ def _flag_view(flag: dict[str, Any]) -> dict[str, Any]:
     return {
         "flag_id": flag["flag_id"],
         "cluster_id": flag["cluster_id"],
+        "kind": flag["kind"],  # "cluster", or "pair": two accounts on co-activity chance does not explain
         "run_key": flag["run_key"],
         "score": flag["score"],
         "status": flag["status"],
@@ -151,7 +152,7 @@ def cmd_flags(args: argparse.Namespace) -> int:
     elif not flagged:
         print("no flags" + (f" for run {args.run_key}" if args.run_key else ""))
     for f in [] if args.json else flagged:
-        print(f"{f['flag_id']}  {f['status']:<9} score {f['score']:.2f}  run {f['run_key']}  cluster {f['cluster_id']}"
+        print(f"{f['flag_id']}  {f['status']:<9} score {f['score']:.2f}  run {f['run_key']}  {f['kind']} {f['cluster_id']}"
               f"  {len(f['members'])} members  rules {', '.join(f['rules'])}")
     return 0
 

@@ -139,7 +139,8 @@ class FlagParams(_Validated):
     LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
         "coactivity_min_weight": (1, None), "coactivity_min_idf_weight": (0, None), **{n: (0, 1) for n in (
             "flag_score_threshold", "synthetic_share_rule", "burst_share_rule", "template_share_rule",
-            "coactivity_share_rule", "status_keep_jaccard", "batch_share_rule", "image_ring_share_rule")}}
+            "coactivity_share_rule", "status_keep_jaccard", "batch_share_rule", "image_ring_share_rule",
+            "pair_max_chance_share")}}
 
     flag_score_threshold: float = 0.5
     synthetic_share_rule: float = 0.5  # rule synthetic_faces: share of members with a synthetic avatar
@@ -153,6 +154,12 @@ class FlagParams(_Validated):
     # ... and whose IDF weight (evidence idf_weight_*: each co-occurring post counted by its object's rarity,
     # pipeline/networks/coactivity.py) reaches this: chance co-reposts of viral posts fall below it
     coactivity_min_idf_weight: float = 0.4
+    # rule coordinated_pair: two accounts joined by nothing but a qualifying co-activity edge are reported as a
+    # `pair` flag when the chance estimate explains at most this share of the run's two-account pairs at least
+    # as unlikely (evidence chance.chance_share; pipeline/networks/coactivity.py and clusters.py); 0: no pairs.
+    # The estimate overstates chance: CooRTweet's 24 pairs score 0.05-0.5 and organic chance pairs of the planted
+    # populations 1.0 (docs/networks.md, "Coordinated pairs"); 0.3 keeps 22 of the 24
+    pair_max_chance_share: float = 0.3
     status_keep_jaccard: float = 0.8  # an investigator's status carries over at this overlap, else re-opened
 
 
@@ -240,11 +247,12 @@ class EdgeWeights(_Validated):
     corroborating_span: float = 0.1
 
 
-POLICY_VERSION = 6  # 1: the foundation's weights; 2: co-activity calibrated on CooRTweet's data (docs/networks.md);
+POLICY_VERSION = 7  # 1: the foundation's weights; 2: co-activity calibrated on CooRTweet's data (docs/networks.md);
 # 3: batch_share and image_ring_share (population-tested bursts, confirmed image rings), coactivity_min_idf_weight;
 # 4: a burst makes edges only where chance explains at most burst_max_chance_share of it; narrowed traits;
 # 5: the edge weights are part of the policy (edge_weights; the same numbers as version 4's constants);
 # 6: the image and flag thresholds are parts of their own (image, flag; the same numbers, before in network)
+# 7: pair_max_chance_share: two accounts on a co-activity edge that chance does not explain are a `pair` flag
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,10 @@ POSITIVE = {
     "templated_handles": ([_member(i, template="a_a+8digits", digits=8) for i in range(4)], _chain("identical_bio", 4)),
     "coordinated_activity": ([_member(i) for i in range(4)], _chain("co_repost", 4, 2)),
     "image_ring": ([_member(i, sha=f"s{i}") for i in range(4)], _chain("confirmed_near_duplicate", 4, 0.8)),
+    "coordinated_pair": ([_member(i) for i in range(2)], [{**_chain("co_repost", 2, 3)[0], "evidence": {
+        "idf_weight_a_to_b": 2.5, "idf_weight_b_to_a": 2.4, "examples": [],
+        "chance": {"expected_co_occurrences": 0.002, "p_value": 1e-9, "expected_chance_pairs": 0.01,
+                   "pairs_as_unlikely": 4, "chance_share": 0.0025}}}]),
 }
 
 
@@ -97,3 +101,27 @@ def test_flag_run_scores_with_the_cluster_weights_it_is_given(settings):
     with transaction(settings) as conn:
         scores = conn.execute(sa.text("select max(score) from clusters where run_key = 'weights'")).scalar()
     assert scores == 0
+
+
+def test_a_pair_stands_on_co_activity_that_chance_does_not_explain():
+    """Two accounts below min_cluster_size are a flag of kind ``pair`` only on a qualifying co-activity edge
+    whose chance share is at most pair_max_chance_share; the evidence names the edge and its chance estimate."""
+    policy = Policy()
+    members, edges = POSITIVE["coordinated_pair"]
+    assessed = assess_cluster("c", members, edges, policy)
+    assert assessed.kind == "pair" and assessed.evidence["kind"] == "pair"
+    assert assessed.score >= policy.flag.flag_score_threshold
+    pair = assessed.evidence["pair"]["edges"][0]
+    assert pair["edge_type"] == "co_repost" and pair["chance"]["chance_share"] == 0.0025
+    explained = [{**edges[0], "evidence": {**edges[0]["evidence"], "chance": {
+        **edges[0]["evidence"]["chance"], "chance_share": 0.6}}}]
+    assert assess_cluster("c", members, explained, policy).kind == "cluster"
+    assert "coordinated_pair" not in assess_cluster("c", members, explained, policy).rules
+    off = Policy(flag=FlagParams(pair_max_chance_share=0))
+    assert "coordinated_pair" not in assess_cluster("c", members, edges, off).rules
+    viral = [{**edges[0], "evidence": {**edges[0]["evidence"], "idf_weight_a_to_b": 0.1, "idf_weight_b_to_a": 0.2}}]
+    assert "coordinated_pair" not in assess_cluster("c", members, viral, policy).rules  # the IDF gate first
+    no_estimate = [{**edges[0], "evidence": {"idf_weight_a_to_b": 2.5, "idf_weight_b_to_a": 2.4}}]
+    assert "coordinated_pair" not in assess_cluster("c", members, no_estimate, policy).rules  # an edge built before
+    three = assess_cluster("c", [_member(i) for i in range(3)], _chain("co_repost", 3, 3), policy)
+    assert three.kind == "cluster" and "coordinated_pair" not in three.rules

@@ -163,3 +163,51 @@ def test_issue_10_kinds_are_flagged_by_their_own_rules(settings, hard_population
             assert expected[kind] in flag["rules"], (kind, flag["rules"])
             assert flag["evidence"]["features"]["score_contributions"][
                 "batch_share" if kind != "photo_ring" else "image_ring_share"] > 0
+
+
+def _pair_flags_on_organic(settings, pop) -> tuple[list, int]:
+    """Pair flags with an organic member, and the organic accounts' co-activity edges (what chance made)."""
+    import sqlalchemy as sa
+
+    from pipeline.core.db import transaction
+    from pipeline.config import Policy
+    from pipeline.flags.rules import list_flags, qualifies_as_coactivity
+
+    def organic(key: str) -> bool:
+        return pop.truth.get(key, "organic") == "organic"
+
+    pairs = [f for f in list_flags(settings, run_key=pop.run_key) if f["kind"] == "pair"]
+    bad = [f for f in pairs if any(organic(f"{m['platform']}:{m['account_id']}") for m in f["members"])]
+    with transaction(settings) as conn:
+        rows = conn.execute(sa.text("select edge_type, a_key, b_key, weight, evidence from edges"
+                                    " where run_key = :k and edge_type like 'co\\_%'"), {"k": pop.run_key}).mappings().all()
+    chance = [r for r in rows if organic(r["a_key"]) and organic(r["b_key"])]
+    expected = sorted(r["evidence"]["chance"]["expected_chance_pairs"] for r in chance)
+    gated = sum(qualifies_as_coactivity(dict(r), Policy().flag) for r in chance)
+    print(f"\n{pop.run_key}: organic co-activity edges {len(chance)} (expected chance pairs as unlikely: from"
+          f" {expected[:1]}; {gated} pass the IDF gate); pair flags on organic accounts {len(bad)}")
+    return bad, len(chance)
+
+
+def test_no_pair_is_reported_on_organic_accounts(settings, population):
+    """Issue 23, item 3: a pair flag needs co-activity that chance does not explain; the organic population's
+    chance co-occurrences never make one (the planted operations are groups of 20 or more, no pairs)."""
+    bad, _ = _pair_flags_on_organic(settings, population)
+    assert not bad, [f["members"] for f in bad]
+
+
+@pytest.mark.slow
+def test_no_pair_is_reported_on_the_busy_organic_population(settings):
+    """Ten times the organic posts (20 a day per account, half reposts of the same few popular posts): chance
+    co-reposts make edges between organic accounts, and none of them is reported as a pair."""
+    pop = planted.generate(settings, "busy", organic=3000, seed=13, posts_per_account=20.0)
+    planted.run_network_stages(settings, "busy")
+    bad, organic_edges = _pair_flags_on_organic(settings, pop)
+    assert organic_edges > 0, "the busy population must give chance its chance"
+    assert not bad, [f["members"] for f in bad]
+    # the chance estimate alone keeps them out: without the IDF gate, every chance edge is a candidate
+    from pipeline.config import Policy
+
+    planted.run_network_stages(settings, "busy", Policy().with_thresholds({"coactivity_min_idf_weight": 0}))
+    bad, _ = _pair_flags_on_organic(settings, pop)
+    assert not bad, [f["members"] for f in bad]

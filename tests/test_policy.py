@@ -41,7 +41,8 @@ EDGE_WEIGHTS = {"identical_avatar": 1.0, "confirmed_near_duplicate": 0.8, "creat
                 "narrowed_trait": 0.25, "identical_text": 0.3, "corroborating_base": 0.25, "corroborating_span": 0.1}
 RULE_THRESHOLDS = {"flag_score_threshold": 0.5, "min_cluster_size": 3, "synthetic_share_rule": 0.5,
                    "burst_share_rule": 0.5, "template_share_rule": 0.5, "coactivity_share_rule": 0.5,
-                   "coactivity_min_weight": 2, "coactivity_min_idf_weight": 0.4, "batch_share_rule": 0.5, "image_ring_share_rule": 0.5}
+                   "coactivity_min_weight": 2, "coactivity_min_idf_weight": 0.4, "batch_share_rule": 0.5, "image_ring_share_rule": 0.5,
+                   "pair_max_chance_share": 0.3}
 
 
 def test_defaults_are_the_documented_numbers():
@@ -49,7 +50,7 @@ def test_defaults_are_the_documented_numbers():
     assert ClusterWeights().as_dict() == CLUSTER_WEIGHTS
     assert {k: v for k, v in Policy().thresholds().items() if k in RULE_THRESHOLDS} == RULE_THRESHOLDS
     assert EdgeWeights().as_dict() == EDGE_WEIGHTS
-    assert POLICY_VERSION == 6
+    assert POLICY_VERSION == 7
 
 
 def _doc_table(heading: str) -> dict[str, float]:

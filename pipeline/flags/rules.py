@@ -15,7 +15,9 @@ synthetic-face ring, a templated or count-profile batch, a photo ring or a co-ac
 
 The flag rules are plug-ins in ``FLAG_RULES`` (registered by name; ``tests/test_flag_rules.py`` iterates
 them). A cluster is flagged when it has at least ``min_cluster_size`` members, at least one rule fires
-and the score reaches ``flag_score_threshold``. Flags are keyed by (run, cluster); a rerun updates them
+and the score reaches ``flag_score_threshold``. Two accounts kept by the cluster stage as a pair (a
+co-activity edge chance does not explain, pipeline/networks/clusters.py) are flagged with kind ``pair`` when
+``coordinated_pair`` fires; every other flag has kind ``cluster`` (``flags.kind``). Flags are keyed by (run, cluster); a rerun updates them
 and keeps the investigator's status. A cluster that kept a previous run's id (pipeline/networks/clusters.py)
 inherits that run's investigator status, unless its membership changed materially (Jaccard below
 ``status_keep_jaccard``): then it is re-opened with a note saying why.
@@ -75,6 +77,7 @@ class ClusterFacts:
     burst_traits: Counter  # creation_window trait -> edges inside the cluster carrying it
     shares: dict[str, float]  # the score's features, each in [0, 1]
     untested: int = 0  # creation_window edges of a run with no organic baseline (creation batches, not bursts)
+    pair_edges: tuple[dict[str, Any], ...] = ()  # edges that qualify as a pair's (qualifies_as_pair)
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,21 @@ def _coordinated_activity(f: ClusterFacts, policy: Policy) -> str | None:
     return None
 
 
+@flag_rule("coordinated_pair", "two accounts, and nothing else, joined by a qualifying co-activity edge that chance"
+           " explains for at most pair_max_chance_share of the run's candidate pairs as unlikely", "pair_max_chance_share")
+def _coordinated_pair(f: ClusterFacts, policy: Policy) -> str | None:
+    """A pair is below ``min_cluster_size``; it is reported (flag kind ``pair``) on its co-activity alone, when
+    the edge is one chance does not explain (pipeline/networks/coactivity.py, ``chance``)."""
+    if f.size != 2 or not f.pair_edges:
+        return None
+    e = max(f.pair_edges, key=lambda e: (e["weight"], idf_weight(e)))
+    c = e["evidence"]["chance"]
+    return (f"2 accounts linked by {e['edge_type']} of weight {e['weight']} (IDF weight {idf_weight(e):.2f});"
+            f" expected by chance {c['expected_co_occurrences']:.2g} co-occurrences, p = {c['p_value']:.2g};"
+            f" {c['expected_chance_pairs']:.2g} chance pairs expected in the run as unlikely, against"
+            f" {c['pairs_as_unlikely']} such two-account pairs (chance share {c['chance_share']:.2f})")
+
+
 @dataclass(frozen=True)
 class ClusterAssessment:
     cluster_id: str
@@ -172,6 +190,7 @@ class ClusterAssessment:
     score: float
     rules: dict[str, str]  # rule -> why it fired
     evidence: dict[str, Any]
+    kind: str = "cluster"  # "pair": two accounts below min_cluster_size, on co-activity chance does not explain
 
 
 def _touching(edges: list[dict[str, Any]], test) -> frozenset[str]:
@@ -192,6 +211,22 @@ def qualifies_as_coactivity(edge: dict[str, Any], params: FlagParams) -> bool:
     ``coactivity_min_idf_weight``: two reposts of a post that thousands reposted say little."""
     return (is_coactivity(edge["edge_type"]) and edge["weight"] >= params.coactivity_min_weight
             and idf_weight(edge) >= params.coactivity_min_idf_weight)
+
+
+def chance_share(edge: dict[str, Any]) -> float | None:
+    """The expected share of chance pairs among the run's two-account candidate pairs at least as unlikely as this
+    edge's (evidence ``chance.chance_share``, written by the cluster stage on the pairs it keeps:
+    pipeline/networks/clusters.py, ``pair_chance_shares``); None on any other edge."""
+    chance = (edge.get("evidence") or {}).get("chance") or {}
+    return None if "chance_share" not in chance else float(chance["chance_share"])
+
+
+def qualifies_as_pair(edge: dict[str, Any], params: FlagParams) -> bool:
+    """A co-activity edge that may stand as a pair on its own: it counts for C (``qualifies_as_coactivity``)
+    and chance explains at most ``pair_max_chance_share`` of the run's candidate pairs as unlikely as it."""
+    share = chance_share(edge)
+    return (params.pair_max_chance_share > 0 and qualifies_as_coactivity(edge, params) and share is not None
+            and share <= params.pair_max_chance_share)
 
 
 def cluster_facts(members: list[dict[str, Any]], edges: list[dict[str, Any]], policy: Policy) -> ClusterFacts:
@@ -218,12 +253,13 @@ def cluster_facts(members: list[dict[str, Any]], edges: list[dict[str, Any]], po
         "batch_share": round(len(batch_linked) / size, 4),
         "image_ring_share": round(len(ring_linked) / size, 4),
     }
+    pair_edges = tuple(e for e in edges if qualifies_as_pair(e, policy.flag)) if size == 2 else ()
     return ClusterFacts(size, len(scored), len(synthetic), days, templates,
                         Counter(m["avatar_sha256"] for m in members if m["avatar_sha256"]),
                         Counter(e["edge_type"] for e in edges), coactive, image_linked, same_image, batch_linked, ring_linked,
                         burst_traits, shares,
                         sum(e["edge_type"] == CREATION_WINDOW and (e.get("evidence") or {}).get("baseline") == "none"
-                            for e in edges))
+                            for e in edges), pair_edges)
 
 
 def cluster_score(shares: dict[str, float], weights: ClusterWeights) -> tuple[float, dict[str, float]]:
@@ -257,7 +293,10 @@ def assess_cluster(cluster_id: str, members: list[dict[str, Any]], edges: list[d
             images[(m["avatar_sha256"], m["avatar_probability"])].append(m["account_key"])
             if m.get("avatar_parts"):  # an avatar_stack score: each part's logit contribution
                 parts[m["avatar_sha256"]] = m["avatar_parts"]
+    kind = "pair" if size == 2 and "coordinated_pair" in rules else "cluster"
     evidence = {
+        "kind": kind,
+        **({"pair": pair_evidence(facts.pair_edges)} if kind == "pair" else {}),
         "rules": rules,
         "features": features,
         "images": [{"sha256": sha, "probability": p, "accounts": accts, **({"parts": parts[sha]} if sha in parts else {})}
@@ -268,7 +307,19 @@ def assess_cluster(cluster_id: str, members: list[dict[str, Any]], edges: list[d
         "params": policy.thresholds(),  # every threshold under its flat ([network]) name
         "cluster_weights": policy.cluster.as_dict(),
     }
-    return ClusterAssessment(cluster_id, members, features, score, rules, evidence)
+    return ClusterAssessment(cluster_id, members, features, score, rules, evidence, kind)
+
+
+def pair_evidence(edges: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    """What a pair flag rests on, per qualifying edge: its type, weights, the chance estimate and the
+    co-occurring posts (the shared object, both posts and times)."""
+    out = []
+    for e in sorted(edges, key=lambda e: (-e["weight"], e["edge_type"])):
+        ev = e["evidence"]
+        out.append({"edge_type": e["edge_type"], "weight": e["weight"], "idf_weight": round(idf_weight(e), 4),
+                    "weight_a_to_b": ev.get("weight_a_to_b"), "weight_b_to_a": ev.get("weight_b_to_a"),
+                    "chance": ev["chance"], "examples": ev.get("examples", [])})
+    return {"edges": out}
 
 
 def _inherited_status(conn: sa.Connection, lineage: dict[str, Any], params: FlagParams
@@ -333,12 +384,12 @@ def flag_run(settings: Settings, run_key: str, policy: Policy | None = None) -> 
                 {k: row[k] for k in ("edge_type", "a_key", "b_key", "weight", "params", "evidence")})
         raised, updates = [], []
         for cid, cluster_members in sorted(by_cluster.items()):
-            kept = {k: v for k, v in (stored.get(cid) or {}).items() if k in ("lineage", "component_size")}
+            kept = {k: v for k, v in (stored.get(cid) or {}).items() if k in ("lineage", "component_size", "kind", "pair_chance")}
             assessment = assess_cluster(cid, cluster_members, edges_by_cluster[cid], policy, kept)
             updates.append({"s": assessment.score, "f": json.dumps(assessment.features, sort_keys=True),
                             "k": run_key, "c": cid})
             if assessment.rules and assessment.score >= policy.flag.flag_score_threshold \
-                    and assessment.features["size"] >= policy.network.min_cluster_size:
+                    and (assessment.features["size"] >= policy.network.min_cluster_size or assessment.kind == "pair"):
                 raised.append(assessment)
         if updates:
             conn.execute(sa.text("update clusters set score = :s, features = cast(:f as jsonb)"
@@ -347,12 +398,12 @@ def flag_run(settings: Settings, run_key: str, policy: Policy | None = None) -> 
             status, note, changed_at = _inherited_status(conn, a.features.get("lineage") or {}, policy.flag)
             conn.execute(
                 sa.text(
-                    "insert into flags (flag_id, run_key, cluster_id, score, rules, evidence, status, status_note,"
-                    " status_changed_at) values (:f, :k, :c, :s, :r, cast(:e as jsonb), :st, :n, :t)"
-                    " on conflict (flag_id) do update set score = excluded.score, rules = excluded.rules,"
-                    " evidence = excluded.evidence"  # status, note and time are the investigator's: kept
+                    "insert into flags (flag_id, run_key, cluster_id, kind, score, rules, evidence, status, status_note,"
+                    " status_changed_at) values (:f, :k, :c, :kind, :s, :r, cast(:e as jsonb), :st, :n, :t)"
+                    " on conflict (flag_id) do update set kind = excluded.kind, score = excluded.score,"
+                    " rules = excluded.rules, evidence = excluded.evidence"  # status, note, time: the investigator's
                 ),
-                {"f": flag_id_of(run_key, a.cluster_id), "k": run_key, "c": a.cluster_id, "s": a.score,
+                {"f": flag_id_of(run_key, a.cluster_id), "k": run_key, "c": a.cluster_id, "kind": a.kind, "s": a.score,
                  "r": sorted(a.rules), "e": json.dumps(a.evidence, sort_keys=True, default=str),
                  "st": status, "n": note, "t": changed_at},
             )
@@ -372,7 +423,7 @@ def list_flags(settings: Settings, run_key: str | None = None, status: str | Non
     with transaction(settings) as conn:
         flags = conn.execute(
             sa.text(
-                "select f.flag_id, f.run_key, f.cluster_id, f.score, f.rules, f.evidence, f.status, f.status_note,"
+                "select f.flag_id, f.run_key, f.cluster_id, f.kind, f.score, f.rules, f.evidence, f.status, f.status_note,"
                 " r.detector_id, r.params as run_params from flags f left join runs r using (run_key)"
                 " where (cast(:k as text) is null or f.run_key = :k) and (cast(:s as text) is null or f.status = :s)"
                 " order by f.score desc, f.flag_id"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import sqlalchemy as sa
 
-from pipeline.config import EdgeWeights, ImageParams, NetworkParams, Policy, Settings
+from pipeline.config import EdgeWeights, FlagParams, ImageParams, NetworkParams, Policy, Settings
 from pipeline.core.bulk import copy_rows
 from pipeline.core.db import transaction
 from pipeline.networks import edges as E
@@ -137,12 +137,43 @@ def build_edges(conn: sa.Connection, run_key: str, policy: Policy) -> dict[str, 
     return dict(sorted(counts.items()))
 
 
-def build_clusters(conn: sa.Connection, run_key: str, params: NetworkParams) -> list[Cluster]:
-    """Replace the run's clusters and members from its edges (all types, including co_*)."""
+def pair_candidates(conn: sa.Connection, run_key: str, flag: FlagParams) -> dict[tuple[str, str], float]:
+    """Account pairs with a co-activity edge that counts for C (``rules.qualifies_as_coactivity``) and carries a
+    chance estimate -> the fewest chance pairs expected at least as unlikely, over their edges."""
+    from pipeline.flags.rules import qualifies_as_coactivity
+    from pipeline.networks.edge_types import names_in
+
+    rows = conn.execute(sa.text(
+        "select edge_type, a_key, b_key, weight, jsonb_build_object('idf_weight_a_to_b', evidence->'idf_weight_a_to_b',"
+        " 'idf_weight_b_to_a', evidence->'idf_weight_b_to_a') as evidence,"
+        " (evidence->'chance'->>'expected_chance_pairs')::float8 as expected"
+        " from edges where run_key = :k and edge_type = any(:t) and evidence ? 'chance'"),
+        {"k": run_key, "t": list(names_in("coactivity"))}).mappings()
+    out: dict[tuple[str, str], float] = {}
+    for r in rows:
+        if qualifies_as_coactivity(dict(r), flag):
+            pair = (min(r["a_key"], r["b_key"]), max(r["a_key"], r["b_key"]))
+            out[pair] = min(out.get(pair, float("inf")), r["expected"])
+    return out
+
+
+def build_clusters(conn: sa.Connection, run_key: str, params: NetworkParams,
+                   flag: FlagParams | None = None) -> list[Cluster]:
+    """Replace the run's clusters and members from its edges (all types, including co_*). ``flag``: the
+    run's flag thresholds, which say which two-account components stand as pairs (none without it); the
+    co-activity edges of a kept pair get its ``pairs_as_unlikely`` and ``chance_share`` in ``evidence.chance``."""
     rows = conn.execute(sa.text("select edge_type, a_key, b_key, weight from edges where run_key = :k"),
                         {"k": run_key}).all()
     pairs = strong_pairs(((r.edge_type, r.a_key, r.b_key, r.weight) for r in rows), params.strong_edge_min_weight)
-    clusters = find_clusters(pairs, params)
+    clusters = find_clusters(pairs, params, pair_candidates(conn, run_key, flag) if flag is not None else None,
+                             flag.pair_max_chance_share if flag is not None else 0.0)
+    kept_pairs = [c for c in clusters if c.kind == "pair"]
+    if kept_pairs:
+        conn.execute(sa.text(
+            "update edges set evidence = jsonb_set(evidence, '{chance}', evidence->'chance' || cast(:c as jsonb))"
+            " where run_key = :k and a_key = :a and b_key = :b and evidence ? 'chance'"),
+            [{"k": run_key, "a": c.members[0], "b": c.members[1],
+              "c": json.dumps({k: c.chance[k] for k in ("pairs_as_unlikely", "chance_share")})} for c in kept_pairs])
     prev = previous_run(conn, run_key)
     previous: dict[str, list[str]] = {}
     if prev is not None:
@@ -153,7 +184,9 @@ def build_clusters(conn: sa.Connection, run_key: str, params: NetworkParams) -> 
     conn.execute(sa.text("delete from clusters where run_key = :k"), {"k": run_key})  # members cascade
     copy_rows(conn, "clusters", ("run_key", "cluster_id", "size", "score", "features"),
               ((run_key, c.cluster_id, len(c.members), 0,
-                json.dumps({"lineage": c.lineage, "component_size": c.component_size}, sort_keys=True))
+                json.dumps({"lineage": c.lineage, "component_size": c.component_size,
+                            **({"kind": c.kind, "pair_chance": c.chance} if c.kind != "cluster" else {})},
+                           sort_keys=True))
                for c in clusters))
     copy_rows(conn, "cluster_members", ("run_key", "cluster_id", "account_key"),
               ((run_key, c.cluster_id, m) for c in clusters for m in c.members))
@@ -165,7 +198,7 @@ def build_networks(settings: Settings, run_key: str, policy: Policy) -> NetworkR
     with transaction(settings) as conn:
         counts = build_edges(conn, run_key, policy)
         conn.execute(sa.text("analyze edges"))
-        clusters = build_clusters(conn, run_key, policy.network)
+        clusters = build_clusters(conn, run_key, policy.network, policy.flag)
         conn.execute(sa.text("analyze cluster_members"))
     log.info("networks %s: edges %s, clusters %d", run_key, counts, len(clusters))
     return NetworkResult(counts, len(clusters))

@@ -6,6 +6,8 @@ across runs by member overlap.
   picture, so only the largest of them counts; every other type adds. One identical avatar is
   enough; one identical bio is not; a near-duplicate avatar needs another trace such as a shared
   link, bio, creation window or co-activity.
+- A component of two accounts is kept, below ``min_cluster_size``, when their co-activity edge is one that
+  chance does not explain (``pair_candidates``, ``pair_chance_shares``; docs/networks.md, "Coordinated pairs").
 - Components of at least ``leiden_min_size`` members are split with Leiden (RBConfiguration,
   ``leiden_resolution``, fixed seed), so one giant component does not hide several operations.
 - A cluster keeps the id of the previous run's cluster it overlaps most (Jaccard >=
@@ -14,6 +16,7 @@ across runs by member overlap.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
@@ -83,16 +86,44 @@ class Cluster:
     cluster_id: str = ""
     lineage: dict[str, Any] = field(default_factory=dict)  # the previous run's matched cluster, if any
     component_size: int = 0  # > len(members) when Leiden split the component
+    kind: str = "cluster"  # "pair": two accounts kept below min_cluster_size (find_clusters' pair_candidates)
+    chance: dict[str, Any] = field(default_factory=dict)  # a pair's chance estimate among the candidate pairs
 
 
-def find_clusters(pairs: dict[tuple[str, str], float], params: NetworkParams) -> list[Cluster]:
-    """Components, split by Leiden when large; clusters below ``min_cluster_size`` are dropped."""
-    clusters = []
+def pair_chance_shares(expected: dict[tuple[str, str], float]) -> dict[tuple[str, str], tuple[int, float]]:
+    """Benjamini-Hochberg over candidate pairs. ``expected``: per pair, the pairs of the run expected by chance
+    at least as unlikely (evidence ``chance.expected_chance_pairs``). Returns per pair the candidates at least as
+    unlikely (its rank, ties together) and the chance share: expected / rank, made monotone, at most 1."""
+    order = sorted(expected.items(), key=lambda kv: (kv[1], kv[0]))
+    values = [e for _, e in order]
+    ranks = [bisect.bisect_right(values, e) for e in values]
+    shares = [min(1.0, e / r) for e, r in zip(values, ranks)]
+    for i in range(len(shares) - 2, -1, -1):
+        shares[i] = min(shares[i], shares[i + 1])
+    return {pair: (rank, round(share, 4)) for (pair, _), rank, share in zip(order, ranks, shares)}
+
+
+def find_clusters(pairs: dict[tuple[str, str], float], params: NetworkParams,
+                  pair_candidates: dict[tuple[str, str], float] | None = None,
+                  max_chance_share: float = 0.0) -> list[Cluster]:
+    """Components, split by Leiden when large; clusters below ``min_cluster_size`` are dropped, except a
+    component of two accounts joined by a candidate pair (``pair_candidates``: sorted (a, b) with a
+    qualifying co-activity edge -> the chance pairs expected at least as unlikely) whose chance share among
+    the candidate components (``pair_chance_shares``) is at most ``max_chance_share``: a cluster of kind ``pair``."""
+    candidates = pair_candidates or {}
+    clusters, standalone = [], {}
     for component in connected_components(pairs):
+        if len(component) == 2 and tuple(component) in candidates and len(component) < params.min_cluster_size:
+            standalone[tuple(component)] = candidates[tuple(component)]
+            continue
         parts = [component]
         if len(component) >= params.leiden_min_size:
             parts = leiden_split(component, pairs, params.leiden_resolution)
         clusters += [Cluster(sorted(p), component_size=len(component)) for p in parts if len(p) >= params.min_cluster_size]
+    for pair, (rank, share) in pair_chance_shares(standalone).items():
+        if max_chance_share > 0 and share <= max_chance_share:
+            clusters.append(Cluster(list(pair), component_size=2, kind="pair", chance={
+                "expected_chance_pairs": round(standalone[pair], 4), "pairs_as_unlikely": rank, "chance_share": share}))
     return clusters
 
 

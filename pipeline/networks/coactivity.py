@@ -27,6 +27,17 @@ of accounts share and near 0 for a viral one (the IDF of Pacheco et al.'s TF-IDF
 (pipeline/flags/rules.py, ``coactivity_min_idf_weight``) so that chance co-reposts of viral posts, which
 grow with the square of the population, do not count as co-activity.
 
+Each edge's evidence also holds ``chance``: how well chance explains the pair (docs/networks.md,
+"Coordinated pairs"). The null keeps every account's activity and every post's crowding and shuffles who
+posted what: account a's posts have M_a window-mates (posts of other accounts of the same object within
+the window), so b is expected among them λ = M_a k_b / P times (k_b: b's posts of this type, P: all of
+them). ``p_value`` is the Poisson tail of the edge's weight at λ (the larger direction of each);
+``expected_chance_pairs`` is the number of account pairs of the whole run expected to reach weight
+``co_min_weight`` and a tail at least this small by chance (every pair of accounts, summed over a histogram of
+M_x k_y, in O(accounts)). The cluster stage compares that count with the two-account components at least as
+unlikely (pipeline/networks/clusters.py, ``pair_chance_shares``) and adds ``pairs_as_unlikely`` and
+``chance_share`` to the edges of the pairs it keeps.
+
 How: PostgreSQL sorts the run's posts by (matched value, time) and streams integer columns out with
 binary COPY; numpy sweeps the sorted array for pairs within the window (O(posts + pairs), never a
 per-group cross product), counts distinct posts per account pair, and the kept edges go back by
@@ -57,6 +68,8 @@ from pipeline.networks.edge_types import CO_HASHTAG, CO_LINK, CO_POST, CO_REPLY,
 log = logging.getLogger(__name__)
 
 COACTIVITY_TYPES = names_in("coactivity")  # the registry's co-activity family, in its order
+_MATES_BUFFER = 8_000_000  # account numbers held before they are counted into the window-mate totals
+_CHANCE_BINS_PER_DECADE = 20  # histogram of M_x and k_y for the run-wide chance count (upper bin edges)
 PAIR_BUDGET = 4_000_000  # window pairs held in memory at once (about 0.4 GB at peak); more -> partitions
 _READ_ROWS = 1 << 20  # COPY rows decoded at once
 EXPORT_WORK_MEM = "256MB"  # PostgreSQL sort memory for the export; larger sorts spill to disk
@@ -147,6 +160,15 @@ class _Pairs:
     idf_hilo: np.ndarray
 
 
+@dataclass
+class _Chance:
+    """Per kept pair: how well chance explains it (see the module docstring)."""
+
+    expected: np.ndarray  # λ, expected co-occurrences of the pair by chance (larger direction)
+    p_value: np.ndarray  # Poisson tail of the pair's weight at λ
+    expected_pairs: np.ndarray  # pairs of the run expected by chance with a tail at least this small
+
+
 def build_post_edges(conn: sa.Connection, run_key: str, params: NetworkParams,
                      edge_types: Sequence[str] = COACTIVITY_TYPES, pair_budget: int | None = None) -> dict[str, int]:
     """Replace the run's co_repost, co_link and co_post edges (or the given subset); returns the edge
@@ -180,9 +202,11 @@ def build_post_edges(conn: sa.Connection, run_key: str, params: NetworkParams,
             started = time.perf_counter()
             rows = _export_rows(cur, source, run_key, params.co_hashtag_min_tags)
             exported = time.perf_counter()
-            pairs = co_occurring_pairs(rows, params, pair_budget)
+            mates = np.zeros(int(rows.aid.max()) + 1 if len(rows) else 0, dtype=np.int64)
+            pairs = co_occurring_pairs(rows, params, pair_budget, mates)
+            chance = chance_estimates(pairs, np.bincount(rows.aid, minlength=mates.size), mates, params.co_min_weight)
             paired = time.perf_counter()
-            counts[edge_type] = _insert_edges(cur, run_key, source, params, rows, pairs)
+            counts[edge_type] = _insert_edges(cur, run_key, source, params, rows, pairs, chance)
             log.info("%s: %d rows, %d edges; export %.1f s, pairs %.1f s, evidence and insert %.1f s", edge_type,
                      len(rows), counts[edge_type], exported - started, paired - exported, time.perf_counter() - paired)
         cur.execute("drop table if exists pg_temp._co_acct")
@@ -238,15 +262,27 @@ def _export_rows(cur: Any, source: _Source, run_key: str, min_tags: int = 1) -> 
 
 
 def _window_sweep(rows: _Rows, window_us: int, collect: int | None = None,
-                  spill: list[tuple[BinaryIO, BinaryIO]] | None = None) -> tuple[int, list[tuple[np.ndarray, np.ndarray]]]:
+                  spill: list[tuple[BinaryIO, BinaryIO]] | None = None,
+                  mates: np.ndarray | None = None) -> tuple[int, list[tuple[np.ndarray, np.ndarray]]]:
     """All row pairs (i, j), i < j, in one group with t[j] - t[i] <= window, by increasing offset j - i.
 
     Rows are sorted by (group, t), so once row i + k is out of the group or window, so is i + k + 1:
     each offset only revisits the rows that matched at the previous one. Returns the number of
     cross-account pairs and the pairs themselves; with ``collect`` set, no pairs once their number exceeds it. With
     ``spill`` (one pair of files per partition), every pair is appended to its partition's files instead,
-    partition = smaller account number modulo the number of files, and none is returned."""
+    partition = smaller account number modulo the number of files, and none is returned. With ``mates`` (one
+    counter per account number), each account's cross-account window pairs are added to it (M of the chance model)."""
     n = len(rows)
+    held: list[np.ndarray] = []
+    held_size = 0
+
+    def count_mates(flush: bool) -> None:
+        nonlocal held_size
+        if mates is not None and held and (flush or held_size > _MATES_BUFFER):
+            mates[:] += np.bincount(np.concatenate(held), minlength=mates.size)
+            held.clear()
+            held_size = 0
+
     g, t, aid = rows.group, rows.t, rows.aid
     active = np.arange(n - 1, dtype=np.int32 if n < 2**31 else np.int64)
     k, total, out = 1, 0, []
@@ -260,6 +296,10 @@ def _window_sweep(rows: _Rows, window_us: int, collect: int | None = None,
         cross = aid[active] != aid[j]
         i_c, j_c = active[cross], j[cross]
         total += i_c.size
+        if mates is not None and i_c.size:
+            held += [aid[i_c], aid[j_c]]
+            held_size += 2 * i_c.size
+            count_mates(False)
         if spill is not None:
             part = np.minimum(aid[i_c], aid[j_c]) % len(spill)
             order = np.argsort(part, kind="stable")
@@ -274,17 +314,20 @@ def _window_sweep(rows: _Rows, window_us: int, collect: int | None = None,
             out = []  # over budget: only count from here on
         k += 1
         active = active[active + k < n]
+    count_mates(True)
     return total, out
 
 
-def co_occurring_pairs(rows: _Rows, params: NetworkParams, pair_budget: int | None = None) -> _Pairs:
+def co_occurring_pairs(rows: _Rows, params: NetworkParams, pair_budget: int | None = None,
+                       mates: np.ndarray | None = None) -> _Pairs:
     """Account pairs whose directed weight reaches the minimum in either direction, with examples.
-    More window pairs than ``pair_budget`` (default ``PAIR_BUDGET``) are reduced in account partitions."""
+    More window pairs than ``pair_budget`` (default ``PAIR_BUDGET``) are reduced in account partitions.
+    ``mates``: per account number, receives its cross-account window pairs (for ``chance_estimates``)."""
     pair_budget = PAIR_BUDGET if pair_budget is None else pair_budget
     window_us = round(params.co_window_seconds * 1_000_000)
     if len(rows) < 2:
         return _empty_pairs()
-    total, first = _window_sweep(rows, window_us, collect=pair_budget)
+    total, first = _window_sweep(rows, window_us, collect=pair_budget, mates=mates)
     idf = object_idf(rows)
     if total <= pair_budget:
         return _pairs_of(rows, first, params, idf)
@@ -321,6 +364,46 @@ def object_idf(rows: _Rows) -> np.ndarray:
     if accounts < 2:
         return np.zeros(per_group.size)
     return np.log(accounts / np.maximum(per_group, 1)) / math.log(accounts)
+
+
+def chance_estimates(pairs: _Pairs, posts: np.ndarray, mates: np.ndarray, min_weight: int) -> _Chance:
+    """How well chance explains each kept pair, under the null of the module docstring. ``posts``: rows per
+    account number (k); ``mates``: cross-account window pairs per account number (M); ``min_weight``: the
+    weight an edge needs (``co_min_weight``), which a chance pair must reach too."""
+    from scipy.stats import poisson
+
+    n = pairs.lo.size
+    if not n:
+        e = np.zeros(0)
+        return _Chance(e, e, e)
+    total = float(posts.sum())
+    lam = np.maximum(mates[pairs.lo] * posts[pairs.hi], mates[pairs.hi] * posts[pairs.lo]) / total
+    weight = np.maximum(pairs.w_lohi, pairs.w_hilo)
+    p_value = poisson.sf(weight - 1, lam)
+    # every ordered pair of accounts (x, y) has λ = M_x k_y / P: the histogram of log λ is the convolution of
+    # those of log M and log k, each bin taken at its upper edge (λ at most 10^0.1 too high: an estimate)
+    step = 1.0 / _CHANCE_BINS_PER_DECADE
+    m_log, k_log = np.log10(mates[mates > 0]), np.log10(posts[posts > 0])
+    m_lo, k_lo = np.floor(m_log.min() / step), np.floor(k_log.min() / step)
+    m_hist = np.bincount((np.floor(m_log / step) - m_lo).astype(np.int64))
+    k_hist = np.bincount((np.floor(k_log / step) - k_lo).astype(np.int64))
+    counts = np.convolve(m_hist, k_hist).astype(np.float64)
+    lam_bins = 10.0 ** ((m_lo + k_lo + np.arange(counts.size) + 2) * step) / total
+    keep = counts > 0
+    counts, lam_bins = counts[keep] / 2, lam_bins[keep]  # ordered pairs -> unordered
+    # tails[b, i]: P(X >= min_weight + i) at bin b's λ. For a threshold t, a bin adds the first tail <= t
+    # (the weight a chance pair of that bin needs to be as unlikely): each (b, i) holds over [tails[b, i],
+    # tails[b, i - 1]), added and removed by a difference array over the sorted thresholds.
+    weights = np.arange(min_weight, max(int(weight.max()) + 6, min_weight + 6))
+    tails = poisson.sf(weights[None, :] - 1, lam_bins[:, None])
+    upper = np.concatenate([np.full((tails.shape[0], 1), np.inf), tails[:, :-1]], axis=1)
+    thresholds = np.sort(p_value)
+    diff = np.zeros(n + 1)
+    value = (counts[:, None] * tails).ravel()
+    np.add.at(diff, np.searchsorted(thresholds, tails.ravel(), side="left"), value)
+    np.add.at(diff, np.searchsorted(thresholds, upper.ravel(), side="left"), -value)
+    expected_sorted = np.cumsum(diff)[:n]
+    return _Chance(lam, p_value, expected_sorted[np.searchsorted(thresholds, p_value, side="left")])
 
 
 def _idf_weight(pid: np.ndarray, post_rows: np.ndarray, rows: _Rows, idf: np.ndarray, n_pairs: int) -> np.ndarray:
@@ -417,19 +500,22 @@ def _copy_in(cur: Any, table: str, columns: list[tuple[str, str, np.ndarray | tu
 
 
 def _insert_edges(cur: Any, run_key: str, source: _Source, params: NetworkParams, rows: _Rows,
-                  pairs: _Pairs) -> int:
+                  pairs: _Pairs, chance: _Chance) -> int:
     """Pairs and example row addresses go to temporary tables; PostgreSQL joins the example posts by
     ctid and builds each edge's evidence JSON itself."""
     if not pairs.lo.size:
         return 0
     cur.execute("drop table if exists pg_temp._co_pairs, pg_temp._co_ex")
     cur.execute("create temp table _co_pairs (n int4, lo int4, hi int4, wab int4, wba int4, total int4,"
-                " iab float8, iba float8) on commit drop")
+                " iab float8, iba float8, c_lambda float8, c_p float8, c_expected float8)"
+                " on commit drop")
     cur.execute("create temp table _co_ex (n int4, rank int4, lo_tid tid, lo_ord int4, hi_tid tid, hi_ord int4,"
                 " delta_us int8) on commit drop")
     _copy_in(cur, "_co_pairs", [("n", "i4", np.arange(pairs.lo.size)), ("lo", "i4", pairs.lo), ("hi", "i4", pairs.hi),
                                 ("wab", "i4", pairs.w_lohi), ("wba", "i4", pairs.w_hilo), ("total", "i4", pairs.total),
-                                ("iab", "f8", pairs.idf_lohi), ("iba", "f8", pairs.idf_hilo)])
+                                ("iab", "f8", pairs.idf_lohi), ("iba", "f8", pairs.idf_hilo),
+                                ("c_lambda", "f8", chance.expected), ("c_p", "f8", chance.p_value),
+                                ("c_expected", "f8", chance.expected_pairs)])
     lo, hi = pairs.ex_lo_row, pairs.ex_hi_row
     _copy_in(cur, "_co_ex", [("n", "i4", pairs.ex_pair), ("rank", "i4", np.arange(lo.size)),
                              ("lo_tid", "tid", (rows.blk[lo], rows.off[lo])), ("lo_ord", "i4", rows.ord[lo]),
@@ -450,7 +536,10 @@ def _insert_edges(cur: Any, run_key: str, source: _Source, params: NetworkParams
         select %(k)s, %(t)s, a.account_key, b.account_key, greatest(p.wab, p.wba), cast(%(params)s as jsonb),
                jsonb_build_object('weight_a_to_b', p.wab, 'weight_b_to_a', p.wba, 'co_occurrences', p.total,
                                   'idf_weight_a_to_b', round(p.iab::numeric, 4), 'idf_weight_b_to_a',
-                                  round(p.iba::numeric, 4), 'examples', coalesce(x.examples, '[]'::jsonb))
+                                  round(p.iba::numeric, 4), 'examples', coalesce(x.examples, '[]'::jsonb),
+                                  'chance', jsonb_build_object(
+                                      'expected_co_occurrences', to_jsonb(p.c_lambda::real), 'p_value', to_jsonb(p.c_p),
+                                      'expected_chance_pairs', round(p.c_expected::numeric, 4)))
         from _co_pairs p
         join _co_acct a on a.aid = p.lo
         join _co_acct b on b.aid = p.hi

@@ -37,7 +37,7 @@ def load_cluster(conn: sa.Connection, run_key: str, cluster_id: str) -> dict[str
                            {"k": run_key, "c": cluster_id}).mappings().first()
     if cluster is None:
         return None
-    flag = conn.execute(sa.text("select flag_id, score, rules, status, status_note, evidence from flags"
+    flag = conn.execute(sa.text("select flag_id, kind, score, rules, status, status_note, evidence from flags"
                                 " where run_key = :k and cluster_id = :c"),
                         {"k": run_key, "c": cluster_id}).mappings().first()
     members = conn.execute(sa.text(
@@ -74,7 +74,7 @@ def cluster_evidence(settings: Settings, cluster_id: str, run_key: str | None = 
         raise UserError(f"no cluster {cluster_id!r}{where}; list flagged clusters with `profile-audit flags`")
     flag, flag_view = cluster["flag"], None
     if flag is not None:
-        flag_view = {k: flag[k] for k in ("flag_id", "score", "rules", "status", "status_note")}
+        flag_view = {k: flag[k] for k in ("flag_id", "kind", "score", "rules", "status", "status_note")}
         flag_view["reasons"] = flag["evidence"].get("rules", {})
     return {"run_key": run_key, "cluster_id": cluster_id, "size": cluster["size"], "score": cluster["score"],
             "features": cluster["features"], "flag": flag_view,

@@ -139,7 +139,7 @@ def _load_run(conn: sa.Connection, run_key: str) -> dict[str, Any]:
 
 def _load_flags(conn: sa.Connection, run_key: str) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(sa.text(
-        "select f.flag_id, f.cluster_id, f.score, f.rules, f.evidence, f.status, f.status_note,"
+        "select f.flag_id, f.cluster_id, f.kind, f.score, f.rules, f.evidence, f.status, f.status_note,"
         " c.size, c.cluster_id is not null as has_cluster"
         " from flags f left join clusters c on c.run_key = f.run_key and c.cluster_id = f.cluster_id"
         " where f.run_key = :k order by f.score desc, f.flag_id"), {"k": run_key}).mappings()]
@@ -712,13 +712,36 @@ def _edge_tables(edges: Sequence[dict[str, Any]], handles: dict[str, str]) -> li
     return out
 
 
+def _pair_chance_html(pair: dict[str, Any]) -> str:
+    """A pair flag's case: per co-activity edge, its weights, how often chance would make it, and the
+    co-occurring posts (the shared object, both posts and times)."""
+    rows = []
+    for ed in pair.get("edges", []):
+        c = ed.get("chance") or {}
+        rows.append(
+            f"<tr><td>{e(ed['edge_type'])}</td><td class=\"num\">{ed['weight']:g}</td>"
+            f"<td class=\"num\">{ed['idf_weight']:.2f}</td><td class=\"num\">{c.get('expected_co_occurrences', 0):.2g}</td>"
+            f"<td class=\"num\">{c.get('p_value', 0):.2g}</td><td class=\"num\">{c.get('expected_chance_pairs', 0):.3g}</td>"
+            f"<td class=\"num\">{c.get('pairs_as_unlikely', '')}</td><td class=\"num\">{c.get('chance_share', 0):.2f}</td>"
+            f"<td>{'<hr>'.join(_pairs_list(x) for x in ed.get('examples') or [] if isinstance(x, dict))}</td></tr>")
+    return ("<h2>Why chance does not explain this pair</h2>"
+            '<p class="note">Two accounts are reported alone when their co-activity is more than chance makes: the'
+            " expected co-occurrences keep each account's activity and how crowded its posts' windows are; the"
+            " chance pairs are those the whole run would show at least as unlikely; the chance share compares them"
+            " with the run's two-account pairs at least as unlikely (docs/networks.md, \"Coordinated pairs\").</p>"
+            '<table class="grid"><tr><th>edge</th><th>weight</th><th>IDF weight</th><th>expected by chance</th>'
+            "<th>p</th><th>chance pairs in the run</th><th>pairs as unlikely</th><th>chance share</th>"
+            "<th>co-occurring posts</th></tr>" + "".join(rows) + "</table>")
+
+
 def render_cluster_page(settings: Settings, run: dict[str, Any], cluster: dict[str, Any], with_index: bool = True) -> str:
     """One cluster's page, laid out for the decision: what the cluster is and what to run next, why it was
     flagged, then the evidence to look at (matched images, contact sheet, creation dates, handle patterns),
     then the graph and the tables; raw features and run parameters collapsed at the end.
     ``with_index`` links back to the run's index page written beside it."""
     members, edges, flag = cluster["members"], cluster["edges"], cluster["flag"]
-    title = f"Cluster {cluster['cluster_id']} — run {run['run_key']}"
+    is_pair = bool(flag and flag.get("kind") == "pair")
+    title = f"{'Pair' if is_pair else 'Cluster'} {cluster['cluster_id']} — run {run['run_key']}"
     info = run.get("detector_info")
     out = [f'<p><a href="index.html">← all flagged clusters of run {e(run["run_key"])}</a></p>' if with_index else "",
            f"<h1>{e(title)}</h1>"]
@@ -735,6 +758,8 @@ def render_cluster_page(settings: Settings, run: dict[str, Any], cluster: dict[s
                               ("members", cluster["size"])]))
         out.append(_commands_html(run["run_key"], flag["flag_id"], cluster["cluster_id"]))
         out.append("<h2>Why it was flagged</h2>" + _rules_html(flag["rules"], reasons, info))
+        if is_pair:
+            out.append(_pair_chance_html((flag["evidence"] or {}).get("pair") or {}))
     else:
         out.append('<p class="note">This cluster was not flagged in this run.</p>')
 
@@ -859,7 +884,8 @@ def _flag_card(run: dict[str, Any], f: dict[str, Any], settings: Settings | None
                           f' width="64" height="64">')
     more = len(faces) - MAX_INDEX_THUMBS
     status = e(f["status"]) + (f" — <i>{e(f['status_note'])}</i>" if f["status_note"] else "")
-    return (f'<div class="card"><h3>Cluster {link} <span class="note">· flag <span class="mono">{e(f["flag_id"])}'
+    noun = "Pair" if f.get("kind") == "pair" else "Cluster"
+    return (f'<div class="card"><h3>{noun} {link} <span class="note">· flag <span class="mono">{e(f["flag_id"])}'
             f"</span></span></h3>"
             f'<p class="lead">{e(sentence)}</p>'
             + (f'<div class="thumbs">{"".join(thumbs)}{f"<span class=note>+{more} more</span>" if more > 0 else ""}</div>'

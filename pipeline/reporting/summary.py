@@ -140,7 +140,7 @@ def format_summary(summary: dict[str, Any], flags: list[dict[str, Any]], command
         *detector_lines(summary.get("detector")),
     ]
     for f in flags:
-        lines.append(f"  FLAG {f['flag_id']} cluster {f['cluster_id']} score {f['score']:.2f}"
+        lines.append(f"  FLAG {f['flag_id']} {f.get('kind', 'cluster')} {f['cluster_id']} score {f['score']:.2f}"
                      f" members {len(f['members'])} rules {', '.join(f['rules'])}")
         for rule, why in f["evidence"]["rules"].items():
             lines.append(f"      {rule}: {why}")

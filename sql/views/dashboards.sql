@@ -78,7 +78,8 @@ select c.run_key,
        f.flag_id is not null                         as flagged,
        f.flag_id,
        f.status                                      as flag_status,
-       f.rules
+       f.rules,
+       f.kind                                        as flag_kind   -- 'cluster', or 'pair' (two accounts)
 from clusters c
 join runs r on r.run_key = c.run_key
 left join flags f on f.run_key = c.run_key and f.cluster_id = c.cluster_id;
@@ -134,7 +135,8 @@ select f.flag_id,
        (f.evidence #>> '{features,synthetic_share}')::float8            as synthetic_share,
        f.status_note,
        f.status_changed_at,
-       r.started_at                                                     as run_started_at
+       r.started_at                                                     as run_started_at,
+       f.kind                                                           -- 'cluster', or 'pair' (two accounts)
 from flags f
 join runs r on r.run_key = f.run_key
 left join clusters c on c.run_key = f.run_key and c.cluster_id = f.cluster_id;
