@@ -1,0 +1,121 @@
+"""Issue 23, item 4: one investigation across platforms. Several exports of any formats are audited into one
+run through the real CLI (``profile-audit audit A B C``), the same rows whatever the order of the paths; each
+account keeps its platform; the ledger balances per file of each export; bad input (a path given twice, an
+account in two exports, a format forced onto another's export, a path inside another) is one line or a
+said-so merge. Cross-platform edges (pipeline/networks/crossplatform.py) and the planted population spread
+over an X IO release, Mastodon API accounts and Bluesky profiles (pipeline/testing/crossplatform.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from export_fixtures import mastodon_accounts, write_bluesky_export, write_io_export
+from test_cli import _one_line_error, run_cli
+
+from pipeline.config import load_settings
+
+
+def _base(database_url: str) -> tuple[str, ...]:
+    return ("--database-url", database_url)
+
+
+def _three_exports(root: Path) -> list[Path]:
+    io = write_io_export(root / "x_io", avatar_url=None)
+    masto = root / "mastodon"
+    masto.mkdir()
+    (masto / "accounts.json").write_text(json.dumps(mastodon_accounts()), encoding="utf-8")
+    bsky = write_bluesky_export(root / "bluesky")
+    return [io, masto, bsky]
+
+
+def _audit_json(database_url: str, home: Path, *args: str) -> dict:
+    out = run_cli(*_base(database_url), "audit", *args, "--json", home=home)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    return json.loads(out.stdout)
+
+
+def _rows(database_url: str, home: Path, run_key: str) -> dict[str, list]:
+    """The run's rows that the ingest and network stages wrote, without wall-clock columns."""
+    import sqlalchemy as sa
+
+    from pipeline.core.db import get_engine
+
+    settings = load_settings(env={}, home=home, database_url=database_url)
+    out = {}
+    with get_engine(settings).connect() as conn:
+        for table, order in (("account_snapshots", "account_key"), ("posts", "account_key, post_id"),
+                             ("quarantine", "source_file, locator, reason"), ("ingest_ledger", "source_file"),
+                             ("account_avatars", "account_key"), ("edges", "edge_type, a_key, b_key"),
+                             ("cluster_members", "cluster_id, account_key")):
+            out[table] = [tuple(r) for r in conn.execute(sa.text(
+                f"select * from {table} where run_key = :k order by {order}"), {"k": run_key})]
+        out["accounts"] = [tuple(r) for r in conn.execute(sa.text(
+            "select account_key, platform, account_id from accounts order by 1"))]
+    return out
+
+
+@pytest.mark.slow
+def test_three_formats_in_one_run_the_same_rows_in_any_order(tmp_path, database_url):
+    paths = _three_exports(tmp_path / "exports")
+    forward = _audit_json(database_url, tmp_path, *map(str, paths))
+    key = forward["summary"]["run_key"]
+    assert forward["summary"]["export_format"] == "bluesky+mastodon+twitter_io"
+    rows = _rows(database_url, tmp_path, key)
+    platforms = {platform for _, platform, _ in rows["accounts"]}
+    assert platforms == {"twitter", "mastodon", "bluesky"}
+    assert all(k.startswith(f"{p}:") for k, p, _ in rows["accounts"])  # the key is platform-namespaced
+    ledger = forward["summary"]["ingest"]["ledger"]
+    # each export's files under its label, each balancing on its own
+    assert {name.split("/", 1)[0] for name in ledger} == {"x_io", "mastodon", "bluesky"}
+    assert all(row["balanced"] for row in ledger.values()), ledger
+    assert forward["summary"]["avatars_stored"] >= 3  # the IO zip's and the Bluesky blob, from their own folders
+
+    backward = _audit_json(database_url, tmp_path, *map(str, reversed(paths)))
+    assert backward["summary"]["run_key"] == key  # the same exports, the same run
+    assert _rows(database_url, tmp_path, key) == rows
+
+
+@pytest.mark.slow
+def test_a_path_given_twice_is_read_once_and_said_so(tmp_path, database_url):
+    paths = _three_exports(tmp_path / "exports")
+    once = _audit_json(database_url, tmp_path, str(paths[1]), str(paths[2]), "--run-key", "once")
+    twice = _audit_json(database_url, tmp_path, str(paths[1]), str(paths[2]), str(paths[1]) + "/",
+                        "--run-key", "twice")
+    assert twice["summary"]["accounts"] == once["summary"]["accounts"]
+    assert twice["summary"]["quarantined"] == once["summary"]["quarantined"]  # (avatar URLs not fetched offline)
+    assert twice["summary"]["ingest"]["ledger"] == once["summary"]["ingest"]["ledger"]
+    assert any("was given more than once" in n and "it was read once" in n for n in twice["summary"]["notes"])
+
+
+@pytest.mark.slow
+def test_an_account_in_two_exports_is_kept_once_and_said_so(tmp_path, database_url):
+    one, two = tmp_path / "masto_a", tmp_path / "masto_b"
+    for folder in (one, two):
+        folder.mkdir()
+    accounts = mastodon_accounts()
+    (one / "accounts.json").write_text(json.dumps(accounts), encoding="utf-8")
+    (two / "accounts.json").write_text(json.dumps(accounts[:1]), encoding="utf-8")  # ana again
+    out = _audit_json(database_url, tmp_path, str(two), str(one))
+    summary = out["summary"]
+    ledger = summary["ingest"]["ledger"]
+    # nothing lost: 3 records seen, 2 accounts kept, 1 quarantined at ingest
+    assert summary["accounts"] == 2 and sum(r["quarantined"] for r in ledger.values()) == 1
+    assert any("1 accounts in more than one export" in n for n in summary["notes"]), summary["notes"]
+    assert ledger["masto_b/accounts.json"]["quarantined"] == 1 and all(r["balanced"] for r in ledger.values())
+    listed = run_cli(*_base(database_url), "quarantine", "--run-key", summary["run_key"], home=tmp_path)
+    assert "duplicate account mastodon:ana@mastodon.social (first at masto_a/accounts.json" in listed.stdout
+
+
+def test_a_format_forced_onto_another_export_is_one_line(tmp_path, database_url):
+    paths = _three_exports(tmp_path / "exports")
+    out = run_cli(*_base(database_url), "audit", str(paths[1]), str(paths[2]), "--format", "mastodon", home=tmp_path)
+    _one_line_error(out, "--format mastodon applies to every export path, but")
+    assert "is a bluesky export" in out.stderr and "leave out --format" in out.stderr
+
+
+def test_a_path_inside_another_is_one_line(tmp_path, database_url):
+    paths = _three_exports(tmp_path / "exports")
+    out = run_cli(*_base(database_url), "audit", str(paths[1]), str(paths[1] / "accounts.json"), home=tmp_path)
+    _one_line_error(out, "is inside export")
