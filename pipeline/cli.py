@@ -133,6 +133,7 @@ def _flag_view(flag: dict[str, Any]) -> dict[str, Any]:
         "status": flag["status"],
         "status_note": flag["status_note"],
         "rules": flag["rules"],
+        "platforms": flag.get("platforms", []),
         "members": flag["members"],
         "evidence": flag["evidence"],
         "detector": flag.get("detector"),  # the run's detector: id, name, real_detector, caveat
