@@ -50,7 +50,8 @@ def _as_paths(export_path: Path | Sequence[Path]) -> list[Path]:
 
 def _pin_exports(params: dict[str, Any], exports: list[ExportSpec], merged: list[str]) -> None:
     """Several exports: the sorted list on the run's params (ingest and acquire read it back); what was
-    merged (a path given twice) in its notes."""
+    merged (a path given twice) in its notes. A DAG's ``exports`` Param (paths) is replaced by the pinned list."""
+    params.pop("exports", None)
     if len(exports) > 1:
         params["exports"] = [e.as_param() for e in exports]
     if merged:
