@@ -43,7 +43,7 @@ def run_audit(home: Path, paths: list[Path], detector: bool) -> tuple[dict, floa
     return json.loads(out.stdout), time.perf_counter() - started
 
 
-def run_edges(home: Path, run_key: str) -> list[dict]:
+def run_edges(home: Path, run_key: str) -> tuple[list[dict], list[dict]]:
     import sqlalchemy as sa
 
     from pipeline.config import load_settings
@@ -53,8 +53,11 @@ def run_edges(home: Path, run_key: str) -> list[dict]:
     with transaction(settings) as conn:
         rows = [dict(r) for r in conn.execute(sa.text("select edge_type, a_key, b_key, evidence from edges"
                                                       " where run_key = :k"), {"k": run_key}).mappings()]
+        set_aside = [dict(r) for r in conn.execute(sa.text(
+            "select cluster_id, size, features from clusters where run_key = :k and features ? 'not_flagged'"),
+            {"k": run_key}).mappings()]
     dispose_engines()
-    return rows
+    return rows, set_aside
 
 
 def main() -> None:
@@ -72,7 +75,8 @@ def main() -> None:
         summary = result["summary"]
         print(f"audit of {summary['accounts']:,} accounts ({summary['export_format']}) in {seconds:.0f} s;"
               f" edges {summary['edges']}; flags {summary['flags']}")
-        m = evaluate(pop, result["flags"], run_edges(root / "home", summary["run_key"]))
+        edges, set_aside = run_edges(root / "home", summary["run_key"])
+        m = evaluate(pop, result["flags"], edges)
         print("kind          accounts  precision  recall  recall twitter/mastodon/bluesky")
         for kind, k in m["kinds"].items():
             by = k["recall_by_platform"]
@@ -81,8 +85,12 @@ def main() -> None:
         print(f"all planted: precision {m['precision']}, recall {m['recall']}; organic accounts flagged"
               f" {m['organic_flagged']}")
         print(f"same_handle_stem edges {m['stem_edges']}, between different identities {m['stem_false_joins']};"
-              f" edges touching a common-first-name account {m['common_name_joins']}")
+              f" edges touching a common-first-name account, by type: {m['common_name_edges'] or 0}")
         print(f"cross-platform edges by type: {m['cross_platform_edges']}")
+        organic_set_aside = sum(1 for c in set_aside for _ in range(c["size"]))
+        rules = sorted({r for c in set_aside for r in c["features"]["not_flagged"]["rules"]})
+        print(f"clusters of fewer than min_cluster_size identities, not flagged: {len(set_aside)}"
+              f" ({organic_set_aside} accounts; their rules set aside: {', '.join(rules) or '-'})")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pipeline.airflow.tasks import default_args, plan_score_shards_task, record_
     params={
         "export_path": Param("", type="string", minLength=1, title="Export", section="Export",
                              description="export folder or manifest file"),
-        "exports": Param([], type="array", items={"type": "string", "minLength": 1}, title="More exports",
+        "exports": Param(None, type=["null", "array"], items={"type": "string", "minLength": 1}, title="More exports",
                          section="Export",
                          description="further export paths (one per platform, any formats) audited into the same run"
                                      " as Export: cross-platform edges join accounts across them; the order does not"

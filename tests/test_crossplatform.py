@@ -204,8 +204,38 @@ def test_planted_population_over_three_formats_through_the_cli(tmp_path, databas
     m = evaluate(pop, flags, edges)
     for kind, k in m["kinds"].items():
         assert k["recall"] >= 0.9 and k["precision"] >= 0.9, (kind, k)
-    assert m["organic_flagged"] == 0 and m["common_name_joins"] == 0, m
+    assert m["organic_flagged"] == 0 and "same_handle_stem" not in m["common_name_edges"], m
     crossing = [e for e in edges if e["a_key"].split(":")[0] != e["b_key"].split(":")[0]]
     assert {"same_handle_stem", "identical_avatar", "confirmed_near_duplicate", "co_link"} <= {e["edge_type"] for e in crossing}
     assert all(sorted(e["evidence"]["platforms"]) == sorted({e["a_key"].split(":")[0], e["b_key"].split(":")[0]})
                for e in crossing)
+
+
+@pytest.mark.slow
+def test_investigate_dag_exports_param_makes_one_run_of_several_exports(airflow_db, settings, tmp_path, monkeypatch):
+    """The investigate DAG's `exports` Param adds exports to the run of `export_path`; which path is which does
+    not matter: the same pinned exports and rows as the CLI's run of the three paths."""
+    from test_dags import _dagbag, _use_database
+
+    from pipeline.audit import audit_export
+
+    _use_database(monkeypatch, settings)
+    paths = _three_exports(tmp_path / "exports")
+    dag = _dagbag().get_dag("profile_audit_investigate")
+    run = dag.test(run_conf={"export_path": str(paths[2]), "exports": [str(paths[0]), str(paths[1])],
+                             "investigation_id": "xplat"})
+    assert run.state == "success"
+    cli = audit_export(settings, paths, run_key="investigation:cli")
+    import sqlalchemy as sa
+
+    from pipeline.core.db import transaction
+
+    with transaction(settings) as conn:
+        params = {k: conn.execute(sa.text("select params from runs where run_key = :k"), {"k": k}).scalar_one()
+                  for k in ("investigation:xplat", "investigation:cli")}
+        rows = {k: conn.execute(sa.text("select account_key, source_file, avatar_ref from account_snapshots"
+                                        " where run_key = :k order by 1"), {"k": k}).all() for k in params}
+    assert params["investigation:xplat"]["exports"] == params["investigation:cli"]["exports"]
+    assert [e["label"] for e in params["investigation:cli"]["exports"]] == ["bluesky", "mastodon", "x_io"]
+    assert rows["investigation:xplat"] == rows["investigation:cli"] and len(rows["investigation:cli"]) == 7
+    assert cli["export_format"] == "bluesky+mastodon+twitter_io"

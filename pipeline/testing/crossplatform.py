@@ -163,7 +163,7 @@ def build(organic: int = 400, seed: int = 0) -> list[Persona]:
             people.append(Persona("organic", f"{platform}-org-{i}", platform, platform_handle(platform, name, rng),
                                   bio(), created_on(platform, rng), face(rng) if rng.random() < 0.9 else None, posts=posts))
     for i in range(organic // 10):  # cross-posters: one person, one handle and one photo on two or three platforms
-        name = f"{FIRST[i % len(FIRST)]}_{LAST[(i * 7) % len(LAST)]}{int(rng.integers(10, 100))}"
+        name = f"{FIRST[i % len(FIRST)]}_{LAST[(i * 7) % len(LAST)]}{10 + i}"  # unique: one person each
         photo, where = face(rng), PLATFORMS if i % 2 else PLATFORMS[:2]
         for platform in where:
             people.append(Persona("organic", f"xposter-{i}", platform, platform_handle(platform, name, rng), bio(),
@@ -323,8 +323,8 @@ def evaluate(pop: CrossPlatformPopulation, flags: list[dict[str, Any]], edges: l
              ) -> dict[str, Any]:
     """Per-kind recall and precision of the flags (an account is found when a flag holds it; a kind's precision is
     its share of the members of the flags that hold any of it), recall per platform, and the false joins of the
-    cross-platform edges: pairs of different identities joined by a same-stem edge, and common-name accounts on
-    any edge."""
+    cross-platform edges: pairs of different identities joined by a same-stem edge, and the edges (by type) that
+    touch a common-first-name account."""
     flagged: dict[str, int] = {}
     for i, f in enumerate(flags):
         for m in f["members"]:
@@ -351,7 +351,8 @@ def evaluate(pop: CrossPlatformPopulation, flags: list[dict[str, Any]], edges: l
     stem = [e for e in edges if e["edge_type"] == "same_handle_stem"]
     out["stem_edges"] = len(stem)
     out["stem_false_joins"] = sum(pop.identity.get(e["a_key"]) != pop.identity.get(e["b_key"]) for e in stem)
-    out["common_name_joins"] = sum(e["a_key"] in pop.common_names or e["b_key"] in pop.common_names for e in edges)
+    out["common_name_edges"] = dict(sorted(Counter(
+        e["edge_type"] for e in edges if e["a_key"] in pop.common_names or e["b_key"] in pop.common_names).items()))
     out["cross_platform_edges"] = dict(sorted(Counter(e["edge_type"] for e in edges
                                                       if e["a_key"].split(":")[0] != e["b_key"].split(":")[0]).items()))
     return out
