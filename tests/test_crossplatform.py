@@ -102,7 +102,9 @@ def test_an_account_in_two_exports_is_kept_once_and_said_so(tmp_path, database_u
     ledger = summary["ingest"]["ledger"]
     # nothing lost: 3 records seen, 2 accounts kept, 1 quarantined at ingest
     assert summary["accounts"] == 2 and sum(r["quarantined"] for r in ledger.values()) == 1
-    assert any("1 accounts in more than one export" in n for n in summary["notes"]), summary["notes"]
+    assert any("1 account in more than one export: each kept once" in n for n in summary["notes"]), summary["notes"]
+    printed = run_cli(*_base(database_url), "audit", str(one), str(two), home=tmp_path).stdout
+    assert "  export masto_a: mastodon at " in printed and "NOTE 1 account in more than one export" in printed
     assert ledger["masto_b/accounts.json"]["quarantined"] == 1 and all(r["balanced"] for r in ledger.values())
     listed = run_cli(*_base(database_url), "quarantine", "--run-key", summary["run_key"], home=tmp_path)
     assert "duplicate account mastodon:ana@mastodon.social (first at masto_a/accounts.json" in listed.stdout
@@ -119,6 +121,19 @@ def test_a_path_inside_another_is_one_line(tmp_path, database_url):
     paths = _three_exports(tmp_path / "exports")
     out = run_cli(*_base(database_url), "audit", str(paths[1]), str(paths[1] / "accounts.json"), home=tmp_path)
     _one_line_error(out, "is inside export")
+
+
+def test_exports_are_sorted_and_labelled_uniquely_whatever_the_order(tmp_path):
+    from pipeline.ingest.exports import resolve_exports
+
+    a, b = tmp_path / "a" / "export", tmp_path / "b" / "export"
+    for folder in (a, b):
+        folder.mkdir(parents=True)
+        (folder / "accounts.json").write_text(json.dumps(mastodon_accounts()), encoding="utf-8")
+    forward, notes = resolve_exports([b, a])
+    backward, _ = resolve_exports([a, b, a])
+    assert forward == backward and not notes
+    assert [(s.path, s.format, s.label) for s in forward] == [(a, "mastodon", "export"), (b, "mastodon", "export~2")]
 
 
 # ------------------------------------------------------------------------------------- cross-platform edges
@@ -239,3 +254,4 @@ def test_investigate_dag_exports_param_makes_one_run_of_several_exports(airflow_
     assert [e["label"] for e in params["investigation:cli"]["exports"]] == ["bluesky", "mastodon", "x_io"]
     assert rows["investigation:xplat"] == rows["investigation:cli"] and len(rows["investigation:cli"]) == 7
     assert cli["export_format"] == "bluesky+mastodon+twitter_io"
+    assert [e["path"] for e in cli["exports"]] == sorted(str(p) for p in paths)

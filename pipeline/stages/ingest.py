@@ -34,7 +34,7 @@ def run(ctx: RunContext) -> IngestResult:
     return result
 
 
-SHARED_NOTE = "accounts in more than one export"
+SHARED_NOTE = "in more than one export: each kept once"
 
 
 def note_shared_accounts(settings: Settings, run_key: str) -> None:
@@ -51,7 +51,7 @@ def note_shared_accounts(settings: Settings, run_key: str) -> None:
                                    {"k": run_key}).scalar_one() or {})
         notes = [n_ for n_ in params.get("notes", []) if SHARED_NOTE not in n_]
         if n:
-            notes.append(f"{n} {SHARED_NOTE}: each kept once, from the first export in sorted path order; the other"
+            notes.append(f"{n} account{'s' if n != 1 else ''} {SHARED_NOTE}, from the first export in sorted path order; the other"
                          f" copies are quarantined as duplicate accounts naming the first (`profile-audit quarantine"
                          f" --run-key {shlex.quote(run_key)}` lists them)")
         if notes != params.get("notes", []):
