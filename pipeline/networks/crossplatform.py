@@ -112,18 +112,27 @@ def load_handles(conn: sa.Connection, run_key: str) -> list[Handle]:
     return [Handle(r.account_key, r.platform, r.handle) for r in rows]
 
 
+def run_platforms(conn: sa.Connection, run_key: str) -> int:
+    """How many platforms the run's accounts are on (from the keys' prefixes: no join, the snapshots' key)."""
+    return conn.execute(sa.text("select count(distinct split_part(account_key, ':', 1)) from account_snapshots"
+                                " where run_key = :k"), {"k": run_key}).scalar_one()
+
+
 def crossplatform_edges(conn: sa.Connection, run_key: str, params: NetworkParams,
                         weights: EdgeWeights | None = None) -> list[Edge]:
-    """The run's new cross-platform edges (same_handle_stem); none when the run holds one platform."""
-    handles = load_handles(conn, run_key)
-    if len({h.platform for h in handles}) < 2:
+    """The run's new cross-platform edges (same_handle_stem); none, and nothing loaded, when the run holds
+    one platform (every run of one platform's export)."""
+    if run_platforms(conn, run_key) < 2:
         return []
-    return same_handle_stem_edges(handles, params, weights)
+    return same_handle_stem_edges(load_handles(conn, run_key), params, weights)
 
 
 def mark_platforms(conn: sa.Connection, run_key: str) -> int:
     """Name both platforms in the evidence of every edge of the run whose ends are on different platforms
-    (``platforms``: [a's, b's]); returns how many edges cross."""
+    (``platforms``: [a's, b's]); returns how many edges cross (none, without a query over the edges, in a
+    run of one platform)."""
+    if run_platforms(conn, run_key) < 2:
+        return 0
     return conn.execute(sa.text(
         "update edges e set evidence = e.evidence || jsonb_build_object('platforms', jsonb_build_array(pa.platform,"
         " pb.platform)) from accounts pa, accounts pb"
