@@ -1,6 +1,8 @@
 """Ad-hoc investigation: audit one export with the investigator's thresholds and detector.
 
-Trigger with a config, e.g. ``{"export_path": "/data/op-x", "investigation_id": "op-x"}``. The run
+Trigger with a config, e.g. ``{"export_path": "/data/op-x", "investigation_id": "op-x"}``; ``exports`` (a list)
+adds further exports, of any formats, to the same run (``{"export_path": "/data/x-io", "exports":
+["/data/mastodon", "/data/bluesky"]}``). The run
 key is ``investigation:<id>``, so triggering the same id again replaces that investigation's rows
 and keeps the statuses investigators set on its flags (flag ids are the run key and cluster id).
 An investigation inherits nothing from other investigations. A second trigger of an id that is
@@ -28,6 +30,11 @@ from pipeline.airflow.tasks import default_args, plan_score_shards_task, record_
     params={
         "export_path": Param("", type="string", minLength=1, title="Export", section="Export",
                              description="export folder or manifest file"),
+        "exports": Param(None, type=["null", "array"], items={"type": "string", "minLength": 1}, title="More exports",
+                         section="Export",
+                         description="further export paths (one per platform, any formats) audited into the same run"
+                                     " as Export: cross-platform edges join accounts across them; the order does not"
+                                     " matter"),
         "investigation_id": Param(None, type=["null", "string"], title="Investigation id", section="Export",
                                   description="names the run (investigation:<id>); empty = the DAG run id"),
         **detector_param_specs(),
@@ -44,7 +51,8 @@ def profile_audit_investigate():
         ctx = get_current_context()
         params = dict(ctx["params"])
         investigation = params.get("investigation_id") or ctx["run_id"]
-        return begin_run(ctx, f"investigation:{investigation}", params["export_path"], params, as_of=None)
+        paths = [params["export_path"], *(params.get("exports") or [])]
+        return begin_run(ctx, f"investigation:{investigation}", paths, params, as_of=None)
 
     run = begin()
     ingest = stage_task("ingest")(run)

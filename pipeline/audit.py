@@ -10,7 +10,7 @@ second trigger mid-run cannot change what a running run does.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from pipeline.core import runs
 from pipeline.core.db import ensure_schema, transaction
 from pipeline.core.storage import sweep_stale_temp
 from pipeline.errors import UserError
-from pipeline.ingest.readers import resolve_reader
+from pipeline.ingest.exports import ExportSpec, combined_format, combined_path, resolve_exports
 from detectors.presets import SHIPPED_DETECTOR, is_shipped
 from pipeline.scoring.detector_store import register_detector, resolve_detector
 from pipeline.stages import STAGES, run_all
@@ -55,13 +55,29 @@ def _checked_baseline(settings: Settings, run_key: str, baseline_run: str | None
     return baseline_run
 
 
-def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, policy: Policy | None,
+def _as_paths(export_path: Path | Sequence[Path]) -> list[Path]:
+    return [Path(export_path)] if isinstance(export_path, (str, Path)) else [Path(p) for p in export_path]
+
+
+def _pin_exports(params: dict[str, Any], exports: list[ExportSpec], merged: list[str]) -> None:
+    """Several exports: the sorted list on the run's params (ingest and acquire read it back); what was
+    merged (a path given twice) in its notes. A DAG's ``exports`` Param (paths) is replaced by the pinned list."""
+    params.pop("exports", None)
+    if len(exports) > 1:
+        params["exports"] = [e.as_param() for e in exports]
+    if merged:
+        params["notes"] = [*params.get("notes", []), *merged]
+        for line in merged:
+            log.warning("%s", line)
+
+
+def begin(settings: Settings, run_key: str | None, export_path: Path | Sequence[Path], fmt: str, policy: Policy | None,
           detector: str | None, as_of: str | None = None, *, owner: str | None = None,
           predecessor: str | None = AUTO, shard_count: int = 1, airflow: dict[str, Any] | None = None,
           alive: runs.OwnerAlive | None = None, extra_params: dict[str, Any] | None = None,
           require_detector: bool = False, require_accounts: bool = False, baseline_run: str | None = None) -> str:
-    """Check the export and the detector before a run row exists, then open (or reopen) the run and pin
-    it: the resolved detector id (a .json detector is stored first), params and policy (None: these
+    """Check the export(s) and the detector before a run row exists, then open (or reopen) the run and pin
+    it: the exports (several paths: sorted, each with its format, `pipeline.ingest.exports`), the resolved detector id (a .json detector is stored first), params and policy (None: these
     settings' policy), predecessor, shard count.
 
     A named detector that cannot be found is an error now, not after ingest. With none named and none
@@ -77,9 +93,8 @@ def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, 
     ensure_schema(settings)
     for folder in (settings.detector_dir, settings.image_dir, settings.home / "reports"):
         sweep_stale_temp(folder)  # temp files of writes a killed run left (older than an hour)
-    export_path = export_path.resolve()
-    reader = resolve_reader(export_path, fmt or "auto")
-    run_key = run_key or runs.default_run_key(export_path)
+    exports, merged = resolve_exports(_as_paths(export_path), fmt or "auto")
+    run_key = run_key or runs.default_run_key([e.path for e in exports])
     baseline_run = _checked_baseline(settings, run_key, baseline_run or (extra_params or {}).get("baseline_run"))
     warnings: list[str] = []
     try:
@@ -112,17 +127,19 @@ def begin(settings: Settings, run_key: str | None, export_path: Path, fmt: str, 
         params["require_accounts"] = True
     params.pop("baseline_run", None)
     params.update({"baseline_run": baseline_run} if baseline_run else {})
-    runs.start_run(settings, run_key, str(export_path), reader.name, params, owner=owner,
+    _pin_exports(params, exports, merged)
+    fmt_name, path_text = combined_format(exports), combined_path(exports)
+    runs.start_run(settings, run_key, path_text, fmt_name, params, owner=owner,
                    detector_id=resolved.id if resolved is not None else None,
                    predecessor=predecessor, shard_count=shard_count, airflow=airflow, alive=alive)
-    log.info("run %s: %s export at %s, detector %s, predecessor %s", run_key, reader.name, export_path,
+    log.info("run %s: %s export at %s, detector %s, predecessor %s", run_key, fmt_name, path_text,
              resolved.id if resolved is not None else "none", predecessor)
     return run_key
 
 
 def audit_export(
     settings: Settings,
-    export_path: Path,
+    export_path: Path | Sequence[Path],
     fmt: str = "auto",
     run_key: str | None = None,
     detector: str | None = None,
@@ -134,7 +151,7 @@ def audit_export(
     require_accounts: bool = False,
     baseline_run: str | None = None,
 ) -> dict[str, Any]:
-    """Every stage for one export, in order, holding the run's lease throughout. Idempotent per run key.
+    """Every stage for one export (or several, into one run: `pipeline.ingest.exports`), in order, holding the run's lease throughout. Idempotent per run key.
     Returns the run summary.
 
     ``on_stage(name, result, seconds)`` is called after each stage (the CLI prints progress with it).
@@ -146,7 +163,7 @@ def audit_export(
     run's (an IO release audited alone has no organic population; pipeline/networks/baseline.py).
     """
     ensure_schema(settings)
-    run_key = run_key or runs.default_run_key(export_path.resolve())
+    run_key = run_key or runs.default_run_key(sorted({p.resolve() for p in _as_paths(export_path)}))
     owner = runs.cli_owner()
     with runs.RunLease(settings, run_key, owner):
         begin(settings, run_key, export_path, fmt, policy, detector, as_of, owner=owner, predecessor=predecessor,

@@ -111,7 +111,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     found: dict[str, str] = {}
-    summary = audit_export(settings, Path(args.export_path), fmt=args.format, run_key=args.run_key, detector=args.detector,
+    summary = audit_export(settings, [Path(p) for p in args.export_path], fmt=args.format, run_key=args.run_key, detector=args.detector,
                            on_stage=_report_catcher(found), require_detector=args.require_detector,
                            require_accounts=args.require_accounts, baseline_run=args.baseline_run)
     flagged = list_flags(settings, run_key=summary["run_key"])
@@ -134,6 +134,7 @@ def _flag_view(flag: dict[str, Any]) -> dict[str, Any]:
         "status": flag["status"],
         "status_note": flag["status_note"],
         "rules": flag["rules"],
+        "platforms": flag.get("platforms", []),
         "members": flag["members"],
         "evidence": flag["evidence"],
         "detector": flag.get("detector"),  # the run's detector: id, name, real_detector, caveat
@@ -392,12 +393,14 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
     add("upgrade", cmd_db_upgrade, "apply pending numbered migrations from sql/ (a no-op when up to date)", db_sub)
 
-    p = add("audit", cmd_audit, "run the whole pipeline on one export and print a summary")
-    p.add_argument("export_path", metavar="EXPORT_PATH", help="export folder or manifest file")
+    p = add("audit", cmd_audit, "run the whole pipeline on one export, or several into one run, and print a summary")
+    p.add_argument("export_path", metavar="EXPORT_PATH", nargs="+",
+                   help="export folder, zip or file; several (one per platform, any formats) make one run whose"
+                        " cross-platform edges join accounts across them, the same whatever their order")
     from pipeline.ingest.readers import READERS, format_choices
 
     p.add_argument("--format", default="auto", choices=format_choices(), metavar="FORMAT",
-                   help="export format: auto (default: detect) or one of: "
+                   help="export format: auto (default: detect, each path on its own) or one for every path: "
                         + "; ".join(f"{r.name} = {r.hint}" for r in READERS.values()))
     p.add_argument("--run-key", help="run key (default: derived from the export's contents)")
     p.add_argument("--detector", help="detector id or saved detector .json (default: the promoted one)")

@@ -75,7 +75,9 @@ class NetworkParams(_Validated):
     LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
         "min_cluster_size": (2, None), "identical_text_max_group": (2, None), "leiden_min_size": (2, None),
         "co_min_weight": (1, None), "co_hashtag_min_tags": (1, None), "burst_p_value": (0, 1),
-        "cluster_match_jaccard": (0, 1), "burst_max_chance_share": (0, 1)}
+        "cluster_match_jaccard": (0, 1), "burst_max_chance_share": (0, 1),
+        "stem_min_chars": (1, None), "stem_min_digits": (1, None), "stem_min_chars_plain": (1, None),
+        "stem_max_accounts": (2, None)}
 
     creation_window_hours: float = 48.0
     min_template_digits: int = 6
@@ -104,6 +106,13 @@ class NetworkParams(_Validated):
     co_min_weight: int = 2
     co_evidence_examples: int = 5  # example post pairs kept in each edge's evidence (plus the total count)
     co_hashtag_min_tags: int = 2  # co_hashtag: a post's hashtag set needs this many distinct tags (one tag is a topic)
+    # same_handle_stem (pipeline/networks/crossplatform.py): a handle stem joins accounts on different platforms
+    # when it has stem_min_chars characters with stem_min_digits trailing digits, or stem_min_chars_plain without,
+    # and at most stem_max_accounts accounts hold it, never two on one platform (common names stay out)
+    stem_min_chars: int = 10
+    stem_min_digits: int = 2
+    stem_min_chars_plain: int = 14
+    stem_max_accounts: int = 4
 
 
 @dataclass(frozen=True)
@@ -245,6 +254,7 @@ class EdgeWeights(_Validated):
     # near_duplicate_avatar, similar_embedding: corroborating_base + corroborating_span x closeness in [0, 1]
     corroborating_base: float = 0.25
     corroborating_span: float = 0.1
+    handle_stem: float = 0.5  # same_handle_stem: one distinctive handle stem on two platforms (strong alone)
 
 
 POLICY_VERSION = 7  # 1: the foundation's weights; 2: co-activity calibrated on CooRTweet's data (docs/networks.md);
@@ -252,7 +262,8 @@ POLICY_VERSION = 7  # 1: the foundation's weights; 2: co-activity calibrated on 
 # 4: a burst makes edges only where chance explains at most burst_max_chance_share of it; narrowed traits;
 # 5: the edge weights are part of the policy (edge_weights; the same numbers as version 4's constants);
 # 6: the image and flag thresholds are parts of their own (image, flag; the same numbers, before in network)
-# 7: pair_max_chance_share: two accounts on a co-activity edge that chance does not explain are a `pair` flag
+# 7: pair_max_chance_share: two accounts on a co-activity edge that chance does not explain are a `pair` flag;
+#    and cross-platform handle stems (network.stem_*, edge_weights.handle_stem; issue 23, item 4)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ RISK_WEIGHTS = {"synthetic_avatar": 0.45, "past_synthetic_avatar": 0.10, "gan_ey
 CLUSTER_WEIGHTS = {"synthetic_share": 0.35, "burst_share": 0.25, "template_share": 0.25, "coactivity_share": 0.6,
                    "shared_image_share": 0.1, "mean_risk": 0.2, "batch_share": 0.45, "image_ring_share": 0.45}
 EDGE_WEIGHTS = {"identical_avatar": 1.0, "confirmed_near_duplicate": 0.8, "creation_trait": 0.5,
-                "narrowed_trait": 0.25, "identical_text": 0.3, "corroborating_base": 0.25, "corroborating_span": 0.1}
+                "narrowed_trait": 0.25, "identical_text": 0.3, "corroborating_base": 0.25, "corroborating_span": 0.1,
+                "handle_stem": 0.5}
 RULE_THRESHOLDS = {"flag_score_threshold": 0.5, "min_cluster_size": 3, "synthetic_share_rule": 0.5,
                    "burst_share_rule": 0.5, "template_share_rule": 0.5, "coactivity_share_rule": 0.5,
                    "coactivity_min_weight": 2, "coactivity_min_idf_weight": 0.4, "batch_share_rule": 0.5, "image_ring_share_rule": 0.5,

@@ -176,10 +176,11 @@ def declared_params(ctx: Any, params: dict[str, Any]) -> dict[str, Any]:
 
 
 @no_retry_on_user_error
-def begin_run(ctx: Any, run_key: str, export_path: str, params: dict[str, Any], as_of: str | None,
+def begin_run(ctx: Any, run_key: str, export_path: str | list[str], params: dict[str, Any], as_of: str | None,
               predecessor: str | None = None, require_accounts: bool = False) -> dict[str, Any]:
     """First task of an audit DAG: validate conf and export, take the key, pin the run row.
-    ``require_accounts``: an export that gives no account fails the ingest task (the nightly rule)."""
+    ``require_accounts``: an export that gives no account fails the ingest task (the nightly rule).
+    ``export_path``: one path, or several (the investigate DAG's ``export_path`` and ``exports``) for one run."""
     from pipeline import audit
     from pipeline.core import runs
 
@@ -190,7 +191,8 @@ def begin_run(ctx: Any, run_key: str, export_path: str, params: dict[str, Any], 
 
     ensure_schema(settings)
     with runs.RunLease(settings, run_key, owner):
-        audit.begin(settings, run_key, Path(export_path), params.get("format") or "auto",
+        paths = [Path(export_path)] if isinstance(export_path, str) else [Path(p) for p in export_path]
+        audit.begin(settings, run_key, paths, params.get("format") or "auto",
                     policy_from_params(params, settings), params.get("detector") or None, as_of, owner=owner,
                     predecessor=predecessor, shard_count=int(params.get("score_shards") or 1),
                     airflow=airflow_identity(ctx), alive=dagrun_alive(ctx),

@@ -44,15 +44,21 @@ POLL_S = 1.0
 OwnerAlive = Callable[[str], bool | None]  # True/False when it can tell, None when it cannot
 
 
-def default_run_key(export_path: Path) -> str:
-    """Hash of the export's file names, sizes and contents' hashes: same export, same key."""
+def default_run_key(export_path: Path | list[Path]) -> str:
+    """Hash of the export's file names, sizes and contents' hashes: same export, same key. Several exports
+    (one run): each one's files in turn, in sorted path order, so the order they were given in does not
+    change the key."""
     digest = hashlib.sha256()
-    files = [export_path] if export_path.is_file() else sorted(p for p in export_path.rglob("*") if p.is_file())
-    for path in files:
-        digest.update(str(path.relative_to(export_path.parent if export_path.is_file() else export_path)).encode())
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+    paths = sorted(set(export_path)) if isinstance(export_path, list) else [export_path]
+    for n, root in enumerate(paths):
+        if n:
+            digest.update(b"\0export\0")
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            digest.update(str(path.relative_to(root.parent if root.is_file() else root)).encode())
+            with path.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
     return f"export:{digest.hexdigest()[:16]}"
 
 

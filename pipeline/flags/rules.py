@@ -38,6 +38,7 @@ from pipeline.config import ClusterWeights, FlagParams, Policy, Settings
 from pipeline.core.db import transaction
 from pipeline.core.registry import Registry
 from pipeline.errors import UserError
+from pipeline.networks.crossplatform import personas, platforms_of
 from pipeline.networks.edge_types import (
     CONFIRMED_NEAR_DUPLICATE,
     CREATION_WINDOW,
@@ -287,6 +288,15 @@ def assess_cluster(cluster_id: str, members: list[dict[str, Any]], edges: list[d
         "score_contributions": contributions,
     }
     rules = {name: why for name, rule in FLAG_RULES.items() if (why := rule.check(facts, policy))}
+    # across platforms (issue 23, item 4): members per platform, and the distinct identities once the accounts
+    # one handle stem joins count once; a cluster of one person's (or persona's) accounts on several
+    # platforms is not a network (pipeline/networks/crossplatform.py)
+    features["platforms"] = platforms_of(m["account_key"] for m in members)
+    features["personas"] = personas([m["account_key"] for m in members], edges)
+    if rules and features["personas"] < min(size, policy.network.min_cluster_size):
+        features["not_flagged"] = {"rules": sorted(rules), "why": f"{features['personas']} identities: accounts joined"
+                                   " by one handle stem across platforms are one person's or persona's"}
+        rules = {}
     images, parts = defaultdict(list), {}
     for m in members:
         if m["avatar_sha256"]:
@@ -446,7 +456,8 @@ def list_flags(settings: Settings, run_key: str | None = None, status: str | Non
                 ),
                 {"k": f["run_key"], "c": f["cluster_id"]},
             ).mappings().all()
-            result.append({**f, "members": [dict(m) for m in members]})
+            result.append({**f, "platforms": sorted({m["platform"] for m in members}),
+                           "members": [dict(m) for m in members]})
     return result
 
 

@@ -27,6 +27,7 @@ from pipeline.core.storage import atomic_write, resolve_inside, sweep_stale_temp
 from pipeline.images.fetch import FetchResult, SafeFetcher
 from pipeline.ingest import quarantine
 from pipeline.ingest.archives import ExportSource, UnsafeMember
+from pipeline.ingest.exports import pinned_exports, split_ref
 from pipeline.ingest.readers import resolve_reader
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
@@ -247,13 +248,14 @@ def acquire_avatars(settings: Settings, run_key: str, fetcher: SafeFetcher | Non
     sweep_stale_temp(settings.image_dir)  # temp files of a killed or disk-full earlier store
     with transaction(settings) as conn:
         run = conn.execute(
-            sa.text("select export_path, export_format from runs where run_key = :k"), {"k": run_key}
+            sa.text("select export_path, export_format, params from runs where run_key = :k"), {"k": run_key}
         ).one()
         refs = conn.execute(sa.text(  # distinct references only: per-account rows stay in the database
             "select distinct avatar_ref from account_snapshots where run_key = :k and avatar_ref is not null"
             " order by avatar_ref"), {"k": run_key}).scalars().all()
-    export_path = Path(run.export_path)
-    export_root = resolve_reader(export_path, run.export_format or "auto").export_root(export_path)
+    # each export's folder, by label ('' for a run of one export); tagged references name their export
+    roots = {spec.label: resolve_reader(spec.path, spec.format).export_root(spec.path)
+             for spec in pinned_exports(run.export_path, run.export_format, run.params)}
 
     outcomes: dict[str, dict | str] = {}  # ref -> image metadata, or the reason it failed
     images: dict[str, dict] = {}
@@ -272,15 +274,19 @@ def acquire_avatars(settings: Settings, run_key: str, fetcher: SafeFetcher | Non
             "storage_path": image.storage_path,
         }
 
-    local = LocalAvatars(export_root)
+    locals_ = {label: LocalAvatars(root) for label, root in roots.items()}
     try:
         for ref in progress([r for r in refs if not is_url(r)], desc="images (export)", unit="avatar"):
+            label, inner = split_ref(ref)
             try:
-                accept(ref, local.read(ref))
+                if label not in locals_:
+                    raise ImageRejected(f"avatar reference {ref[:80]!r} names no export of this run")
+                accept(ref, locals_[label].read(inner))
             except ImageRejected as exc:
                 outcomes[ref] = str(exc)
     finally:
-        local.close()
+        for local in locals_.values():
+            local.close()
     urls = [r for r in refs if is_url(r)]
     fetched = 0
     if urls:

@@ -13,9 +13,9 @@ import json
 import logging
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import sqlalchemy as sa
 
@@ -26,6 +26,7 @@ from pipeline.core.progress import progress
 from pipeline.errors import UserError
 from pipeline.ingest import quarantine
 from pipeline.ingest.archives import UnsafeMember
+from pipeline.ingest.exports import ExportSpec, combined_format, tag_ref
 from pipeline.ingest.ledger import IngestLedger, counting
 from pipeline.ingest.readers import AccountRecord, ExportDate, ExportReader, PostRecord, Rejection, resolve_reader
 from pipeline.ingest.readers.base import Ignored
@@ -56,13 +57,33 @@ class IngestResult:
 
 def ingest_export(settings: Settings, run_key: str, export_path: Path, fmt: str = "auto",
                   batch_size: int = 5000) -> IngestResult:
-    """Stream the export into this run's snapshots and posts, replacing the run's previous ones.
+    """Stream one export into this run's snapshots and posts (`ingest_exports` with one export)."""
+    reader = resolve_reader(export_path, fmt)
+    return ingest_exports(settings, run_key, [ExportSpec(export_path, reader.name)], batch_size)
+
+
+def _relabelled(item: Any, label: str) -> Any:
+    """A record of one export among several: its file named under the export's label (the ledger and the
+    quarantine keep each export's files apart), its local avatar reference tagged with the export."""
+    if not label or isinstance(item, ExportDate):
+        return item
+    changes: dict[str, Any] = {"source_file": f"{label}/{item.source_file}"}
+    if isinstance(item, AccountRecord) and item.avatar_ref:
+        changes["avatar_ref"] = tag_ref(label, item.avatar_ref)
+    return replace(item, **changes)
+
+
+def ingest_exports(settings: Settings, run_key: str, exports: list[ExportSpec],
+                   batch_size: int = 5000) -> IngestResult:
+    """Stream the run's exports, in their pinned (sorted) order, into this run's snapshots and posts,
+    replacing the run's previous ones.
 
     One transaction: a reader that fails outright leaves the previous rows of the run intact.
     Accounts are created on first sight; ``first_seen_run`` is the smallest run key that saw them, so it
-    does not depend on the order a backfill ran its days in.
+    does not depend on the order a backfill ran its days in. With several exports each keeps its own
+    ledger rows (``pipeline.ingest.exports``); an account in two of them is kept from the first.
     """
-    reader = resolve_reader(export_path, fmt)
+    readers = [(spec, resolve_reader(spec.path, spec.format)) for spec in exports]
     with transaction(settings) as conn, counting() as ledger:
         conn.execute(sa.text("set local work_mem = '128MB'"))  # the distinct-on sort of the accounts stays in memory
         posts_stage = _create_staging(conn, run_key)
@@ -71,39 +92,46 @@ def ingest_export(settings: Settings, run_key: str, export_path: Path, fmt: str 
         posts: list[tuple] = []
         rejected: list[Rejection] = []
         stated: ExportDate | None = None
-        for seq, item in enumerate(progress(_read_or_explain(reader, export_path), desc="ingest", unit="rec")):
-            ledger.take(item)
-            if isinstance(item, Ignored):
-                continue
-            if isinstance(item, ExportDate):
-                stated = item if stated is None or item.at > stated.at else stated
-            elif isinstance(item, AccountRecord):
-                accounts.append((seq, item.account_key, item.platform, item.account_id,
-                                 *(getattr(item, c) for c in SNAPSHOT_COLUMNS)))
-                if len(accounts) >= batch_size:
-                    copy_rows(conn, "_stage_accounts", _STAGE_ACCOUNTS, accounts)
-                    accounts = []
-            elif isinstance(item, PostRecord):
-                posts.append((seq, item.account_key, *(getattr(item, c) for c in POST_COLUMNS)))
-                if len(posts) >= batch_size:
-                    copy_rows(conn, posts_stage, _STAGE_POSTS, posts)
-                    posts = []
-            else:
-                rejected.append(item)
-                if len(rejected) >= batch_size:
-                    quarantine.add_rejections(conn, run_key, "ingest", rejected)
-                    rejected = []
+        seq = 0
+        for spec, reader in readers:
+            with counting() as own:  # the readers count their files under their own names
+                for item in progress(_read_or_explain(reader, spec.path), desc="ingest", unit="rec"):
+                    own.take(item)
+                    item = _relabelled(item, spec.label)
+                    seq += 1
+                    if isinstance(item, Ignored):
+                        continue
+                    if isinstance(item, ExportDate):
+                        stated = item if stated is None or item.at > stated.at else stated
+                    elif isinstance(item, AccountRecord):
+                        accounts.append((seq, item.account_key, item.platform, item.account_id,
+                                         *(getattr(item, c) for c in SNAPSHOT_COLUMNS)))
+                        if len(accounts) >= batch_size:
+                            copy_rows(conn, "_stage_accounts", _STAGE_ACCOUNTS, accounts)
+                            accounts = []
+                    elif isinstance(item, PostRecord):
+                        posts.append((seq, item.account_key, *(getattr(item, c) for c in POST_COLUMNS)))
+                        if len(posts) >= batch_size:
+                            copy_rows(conn, posts_stage, _STAGE_POSTS, posts)
+                            posts = []
+                    else:
+                        rejected.append(item)
+                        if len(rejected) >= batch_size:
+                            quarantine.add_rejections(conn, run_key, "ingest", rejected)
+                            rejected = []
+            for name, entry in own.files.items():
+                ledger.files[f"{spec.label}/{name}" if spec.label else name] = entry
         copy_rows(conn, "_stage_accounts", _STAGE_ACCOUNTS, accounts)
         copy_rows(conn, posts_stage, _STAGE_POSTS, posts)
         quarantine.add_rejections(conn, run_key, "ingest", rejected)
         _resolve_approximate_ids(conn, posts_stage)
         n_accounts, n_posts = _publish(conn, run_key, posts_stage)
-        _record_export_date(conn, run_key, export_path, stated, n_accounts)
+        _record_export_date(conn, run_key, exports[0].path, stated, n_accounts)
         n_rejected = quarantine.count_stage(conn, run_key, "ingest")
         warnings = _record_ledger(conn, run_key, ledger)
     for line in warnings:
         log.warning("%s", line)
-    return IngestResult(reader.name, n_accounts, n_rejected, n_posts, tuple(warnings))
+    return IngestResult(combined_format(exports), n_accounts, n_rejected, n_posts, tuple(warnings))
 
 
 def _record_ledger(conn: sa.Connection, run_key: str, ledger: IngestLedger) -> list[str]:

@@ -21,6 +21,7 @@ from pipeline.config import EdgeWeights, FlagParams, ImageParams, NetworkParams,
 from pipeline.core.bulk import copy_rows
 from pipeline.core.db import transaction
 from pipeline.networks import edges as E
+from pipeline.networks.crossplatform import crossplatform_edges, mark_platforms
 from pipeline.networks.clusters import Cluster, assign_ids, find_clusters, strong_pairs
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,8 @@ def build_edges(conn: sa.Connection, run_key: str, policy: Policy) -> dict[str, 
              + E.confirmed_near_duplicate_edges(groups, near, images, cosines, image, weights=w)
              + _embedding_edges(conn, run_key, groups, image, w)
              + _creation_edges(conn, run_key, traits, network, w)
-             + E.identical_text_edges(traits, network, weights=w))
+             + E.identical_text_edges(traits, network, weights=w)
+             + crossplatform_edges(conn, run_key, network, w))
     conn.execute(sa.text("delete from edges where run_key = :k"), {"k": run_key})
     copy_rows(conn, "edges", ("run_key", "edge_type", "a_key", "b_key", "weight", "params", "evidence"),
               ((run_key, e.edge_type, e.a_key, e.b_key, e.weight, json.dumps(e.params, sort_keys=True),
@@ -134,6 +136,7 @@ def build_edges(conn: sa.Connection, run_key: str, policy: Policy) -> dict[str, 
     from pipeline.networks.coactivity import build_post_edges
 
     counts.update(build_post_edges(conn, run_key, network))
+    mark_platforms(conn, run_key)  # every edge across platforms names both in its evidence
     return dict(sorted(counts.items()))
 
 

@@ -49,6 +49,7 @@ CO_LINK = "co_link"
 CO_POST = "co_post"
 CO_REPLY = "co_reply"
 CO_HASHTAG = "co_hashtag"
+SAME_HANDLE_STEM = "same_handle_stem"
 
 for _t in (
     EdgeType(IDENTICAL_AVATAR, "image", "the same avatar image (sha256)", shared_image=True),
@@ -60,6 +61,7 @@ for _t in (
     EdgeType(CREATION_WINDOW, "trait", "accounts created inside a burst of a shared trait, against the population"),
     EdgeType(IDENTICAL_BIO, "trait", "the same normalised bio in a small group"),
     EdgeType(IDENTICAL_LINK, "trait", "the same profile link in a small group"),
+    EdgeType(SAME_HANDLE_STEM, "trait", "the same distinctive handle stem on different platforms"),
     EdgeType(CO_REPOST, "coactivity", "reposts of the same post within the window"),
     EdgeType(CO_LINK, "coactivity", "the same normalised link posted within the window"),
     EdgeType(CO_POST, "coactivity", "the same normalised text posted within the window"),

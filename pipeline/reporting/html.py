@@ -39,6 +39,7 @@ from pipeline.core.db import transaction
 from pipeline.core.storage import atomic_write, sweep_stale_temp
 from pipeline.core.visible import visible
 from pipeline.errors import UserError
+from pipeline.networks.crossplatform import platform_of, platforms_of
 from pipeline.reporting.detector_info import NOT_REAL_LABEL, label_text, load_detector_info, parts_text
 from pipeline.reporting.evidence import load_cluster
 
@@ -656,6 +657,15 @@ def _member_faces(members: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(by_image.values())
 
 
+def _platforms_note(members: Sequence[dict[str, Any]]) -> str:
+    """Members per platform, when the cluster spans several (a run of several exports, issue 23 item 4)."""
+    counts = platforms_of(m["account_key"] for m in members)
+    if len(counts) < 2:
+        return ""
+    return ('<p class="note">Across platforms: ' + e(", ".join(f"{p} {n}" for p, n in counts.items()))
+            + ". Edges between accounts on different platforms name both in their evidence.</p>")
+
+
 def _handle_patterns(members: Sequence[dict[str, Any]]) -> str:
     """The handle templates the members share, with example handles."""
     examples: dict[str, list[str]] = defaultdict(list)
@@ -773,14 +783,16 @@ def render_cluster_page(settings: Settings, run: dict[str, Any], cluster: dict[s
     by = f" Avatar probabilities and labels by the {detector_kind(info)}." if info is not None else ""
     out.append(f"<h2>Members ({len(members)})</h2>"
                f'<p class="note">Risk contributions: what each account signal added to the account\'s risk.{e(by)}</p>'
-               '<table class="grid"><colgroup><col style="width:9%"><col style="width:14%"><col style="width:10%">'
-               '<col style="width:7%"><col style="width:5%"><col style="width:8%"><col style="width:4%">'
-               '<col style="width:15%"><col style="width:18%"><col style="width:10%"></colgroup>'
-               "<tr><th>account</th><th>handle</th><th>display name</th><th>created (UTC)</th><th>avatar p</th>"
+               f"{_platforms_note(members)}"
+               '<table class="grid"><colgroup><col style="width:6%"><col style="width:9%"><col style="width:13%">'
+               '<col style="width:9%"><col style="width:7%"><col style="width:5%"><col style="width:8%"><col style="width:4%">'
+               '<col style="width:14%"><col style="width:15%"><col style="width:10%"></colgroup>'
+               "<tr><th>platform</th><th>account</th><th>handle</th><th>display name</th><th>created (UTC)</th><th>avatar p</th>"
                "<th>avatar label</th><th>risk</th><th>risk contributions</th><th>bio</th><th>link</th></tr>")
     for m in members[:MAX_TABLE_MEMBERS]:
         when = m["created_at"].strftime("%Y-%m-%d %H:%M") if m["created_at"] else ""
-        out.append(f'<tr><td class="mono">{e(clip(m["account_key"], CELL_TEXT_CHARS))}</td>'
+        out.append(f'<tr><td>{e(platform_of(m["account_key"]))}</td>'
+                   f'<td class="mono">{e(clip(m["account_key"], CELL_TEXT_CHARS))}</td>'
                    f'<td>{e(clip(m["handle"], CELL_TEXT_CHARS))}</td><td>{e(clip(m["display_name"], CELL_TEXT_CHARS))}</td>'
                    f'<td>{e(when)}</td><td class="num">{e(_prob(m["avatar_probability"]))}'
                    f'{_parts_html(m.get("avatar_parts"))}</td><td>{_label_html(m["avatar_label"], info)}</td>'

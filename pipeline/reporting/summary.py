@@ -25,6 +25,8 @@ def summarize_run(settings: Settings, run_key: str) -> dict[str, Any]:
         summary = {
             "run_key": run_key,
             "export_format": run.export_format,
+            # several exports in one run (pipeline/ingest/exports.py): each one's path, format and label
+            **({"exports": (run.params or {})["exports"]} if (run.params or {}).get("exports") else {}),
             "detector_id": run.detector_id,
             "accounts": one("select count(*) from account_snapshots where run_key = :k"),
             "quarantined": one("select count(*) from quarantine where run_key = :k"),
@@ -130,6 +132,7 @@ def format_summary(summary: dict[str, Any], flags: list[dict[str, Any]], command
     quarantine count by reason and ``command`` (the CLI with the invocation's global flags) that lists them."""
     lines = [
         f"run {summary['run_key']} ({summary['export_format']}, detector {summary['detector_id']})",
+        *(f"  export {visible(e['label'])}: {e['format']} at {visible(e['path'])}" for e in summary.get("exports", [])),
         f"  accounts {summary['accounts']}, quarantined records {summary['quarantined']}",
         f"  avatars stored {summary['avatars_stored']}, failed {summary['avatars_failed']},"
         f" distinct images {summary['distinct_images']}, scored synthetic {summary['synthetic_avatars']}",

@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-from pathlib import Path
 
 import sqlalchemy as sa
 
 from pipeline.config import Settings
 from pipeline.core.db import transaction
 from pipeline.errors import UserError
-from pipeline.ingest.load import IngestResult, ingest_export
+from pipeline.ingest.exports import pinned_exports
+from pipeline.ingest.load import IngestResult, ingest_exports
 from pipeline.stages import RunContext
 
 log = logging.getLogger(__name__)
@@ -22,13 +22,42 @@ ZERO_ACCOUNTS = "the export gave 0 accounts"
 
 
 def run(ctx: RunContext) -> IngestResult:
-    """The export path and format pinned on the run row at `begin`."""
+    """The exports (path and format of each) pinned on the run row at `begin`."""
     with transaction(ctx.settings) as conn:
-        row = conn.execute(sa.text("select export_path, export_format from runs where run_key = :k"),
+        row = conn.execute(sa.text("select export_path, export_format, params from runs where run_key = :k"),
                            {"k": ctx.run_key}).one()
-    result = ingest_export(ctx.settings, ctx.run_key, Path(row.export_path), row.export_format)
+    exports = pinned_exports(row.export_path, row.export_format, row.params)
+    result = ingest_exports(ctx.settings, ctx.run_key, exports)
     check_accounts(ctx.settings, ctx.run_key, result.accounts)
+    if len(exports) > 1:
+        note_shared_accounts(ctx.settings, ctx.run_key)
     return result
+
+
+SHARED_NOTE = "in more than one export: each kept once"
+
+
+def note_shared_accounts(settings: Settings, run_key: str) -> None:
+    """An account found in two exports of the run is kept once, from the first export in sorted path order;
+    the other copies are quarantined naming the first (`pipeline.ingest.load`). Say so in the run's notes,
+    with the count, so the summary and the report show the merge (replacing a rerun's note)."""
+    with transaction(settings) as conn:
+        n = conn.execute(sa.text(
+            "select count(distinct substring(reason from '^duplicate account (.*) \\(first at '))"
+            " from quarantine q where run_key = :k and stage = 'ingest' and reason like 'duplicate account %'"
+            " and split_part(q.source_file, '/', 1) <>"
+            "     split_part(substring(reason from '\\(first at (.*)\\)$'), '/', 1)"), {"k": run_key}).scalar_one()
+        params = dict(conn.execute(sa.text("select params from runs where run_key = :k for update"),
+                                   {"k": run_key}).scalar_one() or {})
+        notes = [n_ for n_ in params.get("notes", []) if SHARED_NOTE not in n_]
+        if n:
+            notes.append(f"{n} account{'s' if n != 1 else ''} {SHARED_NOTE}, from the first export in sorted path order; the other"
+                         f" copies are quarantined as duplicate accounts naming the first (`profile-audit quarantine"
+                         f" --run-key {shlex.quote(run_key)}` lists them)")
+        if notes != params.get("notes", []):
+            params["notes"] = notes
+            conn.execute(sa.text("update runs set params = cast(:p as jsonb) where run_key = :k"),
+                         {"p": json.dumps(params, sort_keys=True, default=str), "k": run_key})
 
 
 def check_accounts(settings: Settings, run_key: str, accounts: int | None) -> None:
