@@ -49,7 +49,7 @@ def test_defaults_are_the_documented_numbers():
     assert ClusterWeights().as_dict() == CLUSTER_WEIGHTS
     assert {k: v for k, v in Policy().thresholds().items() if k in RULE_THRESHOLDS} == RULE_THRESHOLDS
     assert EdgeWeights().as_dict() == EDGE_WEIGHTS
-    assert POLICY_VERSION == 6
+    assert POLICY_VERSION == 7
 
 
 def _doc_table(heading: str) -> dict[str, float]:

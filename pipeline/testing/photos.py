@@ -13,7 +13,7 @@ import functools
 import hashlib
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ class PlantedImage:
     width: int
     height: int
     byte_size: int
+    data: bytes = field(default=b"", repr=False, compare=False)  # the encoded file, stored by the planted run
 
 
 def default_faces_dir() -> Path:
@@ -46,7 +47,7 @@ def _measured(data: bytes) -> PlantedImage:
     rgb = Image.open(io.BytesIO(data)).convert("RGB")
     m = measure_image(rgb)
     return PlantedImage(hashlib.sha256(data).hexdigest(), int(m.phash, 16), int(m.dhash, 16), m.detail,
-                        rgb.width, rgb.height, len(data))
+                        rgb.width, rgb.height, len(data), data)
 
 
 @functools.lru_cache(maxsize=4)

@@ -4,7 +4,9 @@ ground truth (tests/test_planted.py) and at scale (bench/network_pipeline.py).
 
 What is simulated, and what is not: the rows stand for an ingested, scored run. Images are
 represented by their sha256, pHash and a simulated detector probability and embedding (no pixels,
-no CLIP forward pass: the detector is tested in tests/test_detectors.py). Everything downstream of
+no CLIP forward pass: the detector is tested in tests/test_detectors.py), except the real photos
+(``faces_dir``), whose files are stored under the images folder as the acquire stage would store them:
+the image-ring test matches their pixels. Everything downstream of
 those rows -- SQL signals, near-duplicate index, edges, clusters, flags -- is the real pipeline.
 
 Kinds of account (``Population.truth``):
@@ -133,6 +135,7 @@ class _Writer:
         self.scores: dict[str, tuple] = {}
         self.embeddings: dict[str, tuple] = {}
         self.posts: list[tuple] = []
+        self.files: dict[str, bytes] = {}  # storage path -> bytes of the avatars that have real pixels
 
     def account(self, key: str, handle: str, created: datetime, bio: str, url: str | None, followers: int,
                 following: int, n_posts: int, display_name: str | None = None) -> None:
@@ -158,6 +161,8 @@ class _Writer:
         """An avatar with real pixels: its measures came from decoding it (pipeline/testing/photos.py)."""
         self.avatar(key, image.sha256, image.phash, probability, dhash=image.dhash, detail=image.detail,
                     size=(image.byte_size, image.width, image.height))
+        if image.data:  # stored as the acquire stage would: the image-ring test matches these pixels
+            self.files[self.images[image.sha256][-1]] = image.data
 
     def post(self, key: str, post_id: str, at: datetime, reposted: str | None = None, urls: list[str] | None = None,
              text: str | None = None, hashtags: list[str] | None = None) -> None:
@@ -469,8 +474,19 @@ def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, 
             {"d": DETECTOR_ID, "b": BACKBONE_ID, "s": json.dumps({"threshold": 0.5, "note": "planted populations"})})
         conn.execute(sa.text("update runs set detector_id = :d where run_key = :k"), {"d": DETECTOR_ID, "k": run_key})
         w.flush(conn)
+    _store_files(settings, w.files)
     pop.posts = len(w.posts)
     return pop
+
+
+def _store_files(settings: Settings, files: dict[str, bytes]) -> None:
+    """Write the avatars that have pixels under the images folder (once: the path names the sha256)."""
+    from pipeline.core.storage import atomic_write
+
+    for path, data in files.items():
+        target = settings.image_dir / path
+        if not target.exists():
+            atomic_write(target, data)
 
 
 def _copy_new(conn: sa.Connection, table: str, columns: tuple[str, ...], rows) -> None:
