@@ -116,7 +116,8 @@ class ImageParams(_Validated):
     LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
         "identical_avatar_max_group": (2, None), "clip_max_neighbours": (1, None), "near_dup_max_distance": (0, 64),
         "clip_min_cosine": (-1, 1),
-        "near_dup_confirm_min_inliers": (3, None), "near_dup_confirm_detail_corr": (-1, 1), "min_image_detail": (0, 1)}
+        "near_dup_confirm_min_inliers": (3, None), "near_dup_confirm_inlier_share": (0, 1),
+        "near_dup_confirm_detail_corr": (-1, 1), "min_image_detail": (0, 1)}
 
     identical_avatar_max_group: int = 1000
     near_dup_max_distance: int = 6  # near_duplicate_avatar: pHash Hamming distance, of 64 bits
@@ -128,7 +129,8 @@ class ImageParams(_Validated):
     # detail of the two correlating once aligned. dHash and embeddings no longer confirm: on aligned portraits
     # they agree for different people. Measured per source by bench/image_rings.py (docs/networks.md "Image rings")
     near_dup_confirm_min_inliers: int = 20  # keypoint matches one similarity transform explains, at least
-    near_dup_confirm_detail_corr: float = 0.6  # correlation of the aligned images' fine detail, at least
+    near_dup_confirm_inlier_share: float = 0.2  # ... and this share of the keypoints of the image with fewer
+    near_dup_confirm_detail_corr: float = 0.5  # correlation of the aligned images' fine detail, at least
     min_image_detail: float = 0.3  # share of texture pixels at 32 x 32; flat logos, cartoons and default avatars are below
 
 
@@ -249,7 +251,7 @@ POLICY_VERSION = 7  # 1: the foundation's weights; 2: co-activity calibrated on 
 # 5: the edge weights are part of the policy (edge_weights; the same numbers as version 4's constants);
 # 6: the image and flag thresholds are parts of their own (image, flag; the same numbers, before in network)
 # 7: image rings are confirmed by a local-feature match of the pixels (near_dup_confirm_min_inliers,
-#    near_dup_confirm_detail_corr), no longer by dHash or embedding cosine (near_dup_confirm_dhash/_cosine retired)
+#    near_dup_confirm_inlier_share, near_dup_confirm_detail_corr), no longer by dHash or embedding cosine (near_dup_confirm_dhash/_cosine retired)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ Strong alone:
 - ``confirmed_near_duplicate`` (0.8): distinct images within ``near_dup_max_distance`` pHash bits, both
   detailed enough (``min_image_detail``) for hashes to mean something, that a local-feature match of
   their pixels shows to be the same picture (pipeline/images/matching.py: at least
-  ``near_dup_confirm_min_inliers`` ORB keypoints under one similarity transform, and aligned fine detail
-  correlating at ``near_dup_confirm_detail_corr``). This is an image ring: crops, resizes and re-encodes
+  ``near_dup_confirm_min_inliers`` ORB keypoints, and ``near_dup_confirm_inlier_share`` of them, under one
+  similarity transform, and aligned fine detail correlating at ``near_dup_confirm_detail_corr``). This is an image ring: crops, resizes and re-encodes
   of a few photos. Not dHash, not an embedding: on aligned portraits those agree for different people.
 - ``creation_window`` (0.5 per shared trait): created within the window AND sharing a trait, in a
   burst of that trait against the whole population (pipeline/networks/bursts.py).
@@ -147,6 +147,7 @@ def confirmed_near_duplicate_edges(groups: dict[str, list[str]], pairs: Iterable
     ``min_image_detail`` (or of unknown detail) never confirm: on flat pictures every measure collides."""
     used = {"near_dup_max_distance": params.near_dup_max_distance, "min_image_detail": params.min_image_detail,
             "near_dup_confirm_min_inliers": params.near_dup_confirm_min_inliers,
+            "near_dup_confirm_inlier_share": params.near_dup_confirm_inlier_share,
             "near_dup_confirm_detail_corr": params.near_dup_confirm_detail_corr}
     weight = _weights(weights).confirmed_near_duplicate
     edges: dict[tuple[str, str], Edge] = {}
@@ -184,9 +185,18 @@ def ring_candidates(groups: dict[str, list[str]], pairs: Iterable[tuple[str, str
     return out
 
 
+def picture_margin(match: PictureMatch, params: ImageParams) -> float:
+    """How far a pair is from being one picture, each measure as a share of its threshold: the smallest of
+    them. At least 1: confirmed (every measure passes); a distinct pair's value says how close it came."""
+    return min(match.inliers / params.near_dup_confirm_min_inliers,
+               match.inlier_share / params.near_dup_confirm_inlier_share,
+               match.detail_correlation / params.near_dup_confirm_detail_corr)
+
+
 def same_picture(match: PictureMatch, params: ImageParams) -> bool:
-    """One picture, not one framing: enough keypoints under one transform AND their fine detail agrees."""
+    """One picture, not one framing: a share of the keypoints under one transform AND their fine detail agrees."""
     return (match.inliers >= params.near_dup_confirm_min_inliers
+            and match.inlier_share >= params.near_dup_confirm_inlier_share
             and match.detail_correlation >= params.near_dup_confirm_detail_corr)
 
 

@@ -417,11 +417,14 @@ def _lookalike(w: _Writer, op: int, rng: np.random.Generator, logos: list[Plante
 def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, seed: int = 0,
              operations: dict[str, int] | None = None, posts_per_account: float = 2.0,
              policy: Policy | None = None, mix: OrganicMix | None = None,
-             faces_dir: Path | None = None, predecessor: str | None = "latest") -> Population:
+             faces_dir: Path | None = None, predecessor: str | None = "latest",
+             organic_photos: list[PlantedImage] | None = None) -> Population:
     """Write a planted population as run ``run_key`` (replacing it); returns the ground truth.
 
     Kinds that need real pixels (``photo_ring``; real logos for ``lookalike``; ``mix.photos``) read
     ``faces_dir`` (default ``../shared/data/faces``); without it ``photo_ring`` is refused.
+    ``organic_photos``: the organic avatars' photos as given (e.g. ``photos.folder_photos``: whole face sets,
+    not de-duplicated), instead of the pool's (a photo that is also a ring's original is left out).
     ``predecessor`` is pinned on the run (its cluster ids and statuses are inherited): by default the
     latest succeeded other run, so generating day1, running it, then day2 makes day2 follow day1."""
     ensure_schema(settings)
@@ -448,7 +451,11 @@ def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, 
     ring_photos = 5 * ops.get("photo_ring", 0)
     order = rng.permutation(len(pool)) if pool else np.array([], dtype=np.int64)
     originals = [pool[int(k)] for k in order[:ring_photos]]
-    organic_photos = [pool[int(k)][1] for k in order[ring_photos:]] if mix.photos else []
+    if organic_photos is not None:
+        ring_shas = {image.sha256 for _, image in originals}
+        organic_photos = [p for p in organic_photos if p.sha256 not in ring_shas]
+    else:
+        organic_photos = [pool[int(k)][1] for k in order[ring_photos:]] if mix.photos else []
     keys, pop.busy_days = _organic(w, organic, rng, posts_per_account, mix, organic_photos)
     for key in keys:
         pop.truth[key] = "organic"
