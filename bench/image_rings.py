@@ -211,11 +211,16 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     per_source(imgs, sources, params, network, args.margin_bits, rng)
     pooled = list(range(len(imgs.names)))
+    imgs._points.clear()  # timed as the network stage pays it: keypoints of each candidate image, then each match
+    cpu = time.process_time()
     pairs, info, groups, matches = ring_test(imgs, pooled, params)
+    cpu = time.process_time() - cpu
     new = [(a, b) for (a, b), m in matches.items() if E.same_picture(m, params)]
     old = old_rule(pairs, info, groups, params)
     print(f"{'all sources pooled':34} {len(pooled):6d} {len(pairs):6d} {len(old):>10}/{len({k for p in old for k in p})}"
           f"/{len(ring_clusters(old, network))} {len(new):>12}/{len({k for p in new for k in p})}/{len(ring_clusters(new, network))}")
+    print(f"local-feature match of the pooled run: {len(matches)} candidate pairs, {len(imgs._points)} images,"
+          f" {cpu:.2f} s CPU (pHash pairs, keypoints and matches; decoding not included)")
     photo_rings(imgs, files, params, network, args.ring_photos, args.per_photo, rng)
     print(f"\n{time.perf_counter() - started:.0f} s")
 
