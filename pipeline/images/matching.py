@@ -105,13 +105,22 @@ class PictureMatch:
                 "inlier_share": round(self.inlier_share, 4), "detail_correlation": round(self.detail_correlation, 4)}
 
 
-def compare_pictures(a: Image.Image, b: Image.Image, a_points: Keypoints | None = None,
-                     b_points: Keypoints | None = None) -> PictureMatch:
-    """Keypoint match, then detail correlation under the matched transform (keypoints may be passed in,
-    computed once per image)."""
-    local = match_keypoints(a_points or keypoints(a), b_points or keypoints(b))
+def _one_way(a: Image.Image, b: Image.Image, a_points: Keypoints, b_points: Keypoints) -> PictureMatch:
+    local = match_keypoints(a_points, b_points)
     corr = detail_correlation(a, b, local.transform) if local.transform is not None else 0.0
     return PictureMatch(local.inliers, local.matches, local.keypoints, corr)
+
+
+def compare_pictures(a: Image.Image, b: Image.Image, a_points: Keypoints | None = None,
+                     b_points: Keypoints | None = None) -> PictureMatch:
+    """Keypoint match, then detail correlation under the matched transform, both ways round; each measure
+    is the smaller of the two. One way alone depends on which image comes first (the ratio test runs on
+    the first image's keypoints, the detail is compared in its frame): two shots of one FFHQ sitter scored
+    0.60 of the threshold one way and 0.88 the other. Keypoints may be passed in, found once per image."""
+    a_points, b_points = a_points or keypoints(a), b_points or keypoints(b)
+    ab, ba = _one_way(a, b, a_points, b_points), _one_way(b, a, b_points, a_points)
+    return PictureMatch(min(ab.inliers, ba.inliers), min(ab.matches, ba.matches), ab.keypoints,
+                        min(ab.detail_correlation, ba.detail_correlation))
 
 
 def detail_correlation(a: Image.Image, b: Image.Image, transform: np.ndarray) -> float:
