@@ -124,17 +124,22 @@ class ImageParams(_Validated):
     SECTION: ClassVar[str] = "network"
     LIMITS: ClassVar[dict[str, tuple[float | None, float | None]]] = {
         "identical_avatar_max_group": (2, None), "clip_max_neighbours": (1, None), "near_dup_max_distance": (0, 64),
-        "clip_min_cosine": (-1, 1)}
+        "clip_min_cosine": (-1, 1),
+        "near_dup_confirm_min_inliers": (3, None), "near_dup_confirm_inlier_share": (0, 1),
+        "near_dup_confirm_detail_corr": (-1, 1), "min_image_detail": (0, 1)}
 
     identical_avatar_max_group: int = 1000
     near_dup_max_distance: int = 6  # near_duplicate_avatar: pHash Hamming distance, of 64 bits
     clip_min_cosine: float = 0.95  # similar_embedding: cosine between two likely-synthetic avatars
     clip_max_neighbours: int = 10  # similar_embedding: nearest neighbours kept per avatar
-    # confirmed_near_duplicate (an image ring): a pHash near-duplicate pair confirmed by dHash or embeddings,
-    # both images detailed enough (pipeline/images/measures.py); false-match rate measured on real photos by
-    # bench/near_duplicates.py --photos (docs/networks.md "Strong pairs")
-    near_dup_confirm_dhash: int = 10  # dHash Hamming distance, of 64 bits
-    near_dup_confirm_cosine: float = 0.9  # or the cosine of the two images' embeddings (the run's backbone)
+    # confirmed_near_duplicate (an image ring): a pHash near-duplicate pair of two detailed images
+    # (pipeline/images/measures.py) that a local-feature match shows to be the same picture
+    # (pipeline/images/matching.py): ORB keypoints one similarity transform explains, and the band-pass
+    # detail of the two correlating once aligned. dHash and embeddings no longer confirm: on aligned portraits
+    # they agree for different people. Measured per source by bench/image_rings.py (docs/networks.md "Image rings")
+    near_dup_confirm_min_inliers: int = 20  # keypoint matches one similarity transform explains, at least
+    near_dup_confirm_inlier_share: float = 0.2  # ... and this share of the keypoints of the image with fewer
+    near_dup_confirm_detail_corr: float = 0.5  # correlation of the aligned images' fine detail, at least
     min_image_detail: float = 0.3  # share of texture pixels at 32 x 32; flat logos, cartoons and default avatars are below
 
 
@@ -263,7 +268,9 @@ POLICY_VERSION = 7  # 1: the foundation's weights; 2: co-activity calibrated on 
 # 5: the edge weights are part of the policy (edge_weights; the same numbers as version 4's constants);
 # 6: the image and flag thresholds are parts of their own (image, flag; the same numbers, before in network)
 # 7: pair_max_chance_share: two accounts on a co-activity edge that chance does not explain are a `pair` flag;
-#    and cross-platform handle stems (network.stem_*, edge_weights.handle_stem; issue 23, item 4)
+#    and cross-platform handle stems (network.stem_*, edge_weights.handle_stem; issue 23, item 4);
+#    and image rings are confirmed by a local-feature match of the pixels (near_dup_confirm_min_inliers,
+#    near_dup_confirm_inlier_share, near_dup_confirm_detail_corr), no longer by dHash or embedding cosine (near_dup_confirm_dhash/_cosine retired)
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ def test_a_photo_ring_is_flagged_and_named():
     params = policy.flag
     members = [_member(i, day=300 * i, sha=f"s{i}") for i in range(8)]
     edges = _chain("near_duplicate_avatar", 8, 0.3) + _chain("confirmed_near_duplicate", 8, 0.8,
-                                                               {"confirmed_by": ["dhash"]})
+                                                               {"confirmed_by": ["local_features"]})
     a = assess_cluster("c", members, edges, policy)
     assert a.features["image_ring_share"] == 1.0
     assert "image_ring" in a.rules and "7 confirmed pairs" in a.rules["image_ring"]

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from pipeline.config import EdgeWeights, ImageParams, NetworkParams, Policy
 from pipeline.core.db import transaction
+from pipeline.images.matching import PictureMatch
 from pipeline.networks import edges as E
 from pipeline.signals.neardup import brute_force_pairs, choose_chunks, near_duplicate_pairs, parse_phash
 from pipeline.testing import planted
@@ -111,7 +112,8 @@ def test_edge_builders_weigh_by_the_policy_they_are_given():
     [near] = E.near_duplicate_edges(groups, [("a", "b", 0)], image)
     assert near.weight == round(EdgeWeights().corroborating_base + EdgeWeights().corroborating_span, 4)
     images = {"a": E.ImageInfo(0, 0.5), "b": E.ImageInfo(1, 0.5)}
-    [ring] = E.confirmed_near_duplicate_edges(groups, [("a", "b", 1)], images, {}, image, custom)
+    same = {("a", "b"): PictureMatch(300, 350, (900, 900), 0.95)}
+    [ring] = E.confirmed_near_duplicate_edges(groups, [("a", "b", 1)], images, same, image, custom)
     assert ring.weight == 0.7
     bursts = {"handle_template": {}, "handle_template+no_bio": {}}
     assert E.creation_weight(bursts, custom) == 0.8

@@ -124,9 +124,10 @@ def test_issue_10_kinds_form_their_own_clusters_and_the_negatives_none(settings,
 
 @pytest.mark.slow
 @needs_faces
-def test_issue_10_evidence_names_the_burst_and_the_confirming_hash(settings, hard_population):
+def test_issue_10_evidence_names_the_burst_and_the_confirming_measure(settings, hard_population):
     import sqlalchemy as sa
 
+    from pipeline.config import ImageParams
     from pipeline.core.db import transaction
 
     pop = hard_population
@@ -138,7 +139,11 @@ def test_issue_10_evidence_names_the_burst_and_the_confirming_hash(settings, har
     assert all(e["bursts"]["count_profile"]["p_value"] < 0.01 for e in profile)
     rings = [r.evidence for r in rows if r.edge_type == "confirmed_near_duplicate"]
     assert rings and all(pop.truth[r.a_key] == "photo_ring" for r in rows if r.edge_type == "confirmed_near_duplicate")
-    assert all(e["dhash_hamming"] <= 10 and min(e["detail"]) >= 0.3 for e in rings)
+    image = ImageParams()  # policy version 7: the pixels confirm (pipeline/images/matching.py), not dHash
+    assert all(e["confirmed_by"] == ["local_features"] and min(e["detail"]) >= image.min_image_detail
+               and e["inliers"] >= image.near_dup_confirm_min_inliers
+               and e["inlier_share"] >= image.near_dup_confirm_inlier_share
+               and e["detail_correlation"] >= image.near_dup_confirm_detail_corr for e in rings)
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import ImageParams, NetworkParams
+from pipeline.images.matching import PictureMatch
 from pipeline.networks import edges as E
 from pipeline.networks.bursts import Population, poisson_tail
 
@@ -185,28 +186,29 @@ def _ring_inputs(detail: float, dhash_flip: int):
     return groups, [("a", "b", 3)], images
 
 
-def test_a_near_duplicate_confirmed_by_dhash_is_strong_alone():
+def _match(inliers: int, corr: float) -> dict[tuple[str, str], PictureMatch]:
+    return {("a", "b"): PictureMatch(inliers, inliers + 40, (900, 700), corr)}
+
+
+def test_a_near_duplicate_that_matches_point_by_point_is_strong_alone():
     groups, pairs, images = _ring_inputs(0.5, 4)
-    [edge] = E.confirmed_near_duplicate_edges(groups, pairs, images, {}, IMAGE)
-    assert edge.weight >= PARAMS.strong_edge_min_weight and edge.evidence["confirmed_by"] == ["dhash"]
+    [edge] = E.confirmed_near_duplicate_edges(groups, pairs, images, _match(300, 0.95), IMAGE)
+    assert edge.weight >= PARAMS.strong_edge_min_weight and edge.evidence["confirmed_by"] == ["local_features"]
+    assert edge.evidence["inliers"] == 300 and edge.evidence["detail_correlation"] == 0.95
     assert edge.evidence["dhash_hamming"] == 4 and edge.evidence["hamming"] == 3
+    assert edge.params["near_dup_confirm_detail_corr"] == IMAGE.near_dup_confirm_detail_corr
 
 
-@pytest.mark.parametrize("detail, dhash_flip, cosines", [
-    (0.05, 0, {}),  # a flat logo: every hash family collides, never a ring
-    (0.5, 40, {}),  # dHash disagrees and there is no embedding
-    (0.5, 40, {("a", "b"): 0.5}),  # nor does the embedding
+@pytest.mark.parametrize("detail, dhash_flip, matches", [
+    (0.05, 0, _match(300, 0.95)),  # a flat logo: every measure collides, never a ring
+    (0.5, 0, {}),  # hashes agree, but no pixels were matched (files gone): not confirmed by hashes alone
+    (0.5, 0, _match(60, 0.44)),  # two people of one studio series: keypoints align, their detail does not
+    (0.5, 0, _match(5, 0.9)),  # too few keypoints under one transform to trust the alignment
 ])
-def test_low_detail_or_unconfirmed_pairs_are_not_rings(detail, dhash_flip, cosines):
+def test_low_detail_or_unconfirmed_pairs_are_not_rings(detail, dhash_flip, matches):
     groups, pairs, images = _ring_inputs(detail, dhash_flip)
-    assert E.confirmed_near_duplicate_edges(groups, pairs, images, cosines, IMAGE) == []
-
-
-def test_an_embedding_confirms_where_no_dhash_is_stored():
-    groups, pairs, _ = _ring_inputs(0.5, 0)
-    images = {"a": E.ImageInfo(None, 0.5), "b": E.ImageInfo(None, 0.4)}
-    [edge] = E.confirmed_near_duplicate_edges(groups, pairs, images, {("a", "b"): 0.97}, IMAGE)
-    assert edge.evidence["confirmed_by"] == ["embedding"] and edge.evidence["cosine"] == 0.97
+    assert E.confirmed_near_duplicate_edges(groups, pairs, images, matches, IMAGE) == []
+    assert (E.ring_candidates(groups, pairs, images, IMAGE) == []) == (detail < IMAGE.min_image_detail)
 
 
 def _jpeg(pixels: np.ndarray) -> bytes:

@@ -13,6 +13,7 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
@@ -20,6 +21,7 @@ import sqlalchemy as sa
 from pipeline.config import EdgeWeights, FlagParams, ImageParams, NetworkParams, Policy, Settings
 from pipeline.core.bulk import copy_rows
 from pipeline.core.db import transaction
+from pipeline.images.matching import PictureMatch
 from pipeline.networks import edges as E
 from pipeline.networks.crossplatform import crossplatform_edges, mark_platforms
 from pipeline.networks.clusters import Cluster, assign_ids, find_clusters, strong_pairs
@@ -62,25 +64,46 @@ def _embedding_edges(conn: sa.Connection, run_key: str, groups: dict[str, list[s
     return E.similar_embedding_edges(groups, [r.sha256 for r in rows], vectors, params, backbone, weights=weights)
 
 
-def _image_ring_inputs(conn: sa.Connection, run_key: str, near: list[tuple[str, str, int]]
-                       ) -> tuple[dict[str, E.ImageInfo], dict[tuple[str, str], float]]:
-    """dHash and detail of the images in near-duplicate pairs, and the cosine of each pair's embeddings
-    under the run's detector backbone where both have one."""
+def _image_ring_inputs(conn: sa.Connection, near: list[tuple[str, str, int]], groups: dict[str, list[str]],
+                       params: ImageParams, image_dir: Path | None
+                       ) -> tuple[dict[str, E.ImageInfo], dict[tuple[str, str], PictureMatch]]:
+    """dHash and detail of the images in near-duplicate pairs, and the local-feature match of each pair
+    that may confirm (``E.ring_candidates``), from the stored pixels (``image_dir``: the settings'
+    images folder). An image whose file is missing or unreadable confirms nothing (counted in the log).
+    Each image is decoded and its keypoints found once, however many pairs it is in."""
     shas = sorted({s for a, b, _ in near for s in (a, b)})
     if not shas:
         return {}, {}
-    images = {r.sha256: E.ImageInfo(int(r.dhash, 16) if r.dhash else None, r.detail) for r in conn.execute(
-        sa.text("select sha256, dhash, detail from images where sha256 = any(:s)"), {"s": shas})}
-    vectors = {r.sha256: np.asarray(r.vector, dtype=np.float64) for r in conn.execute(sa.text(
-        "select e.sha256, e.vector from embeddings e join detectors d on d.backbone_id = e.backbone_id"
-        " join runs r on r.detector_id = d.detector_id where r.run_key = :k and e.sha256 = any(:s)"),
-        {"k": run_key, "s": shas})}
-    cosines = {}
-    for a, b, _ in near:
-        if a in vectors and b in vectors:
-            va, vb = vectors[a], vectors[b]
-            cosines[(a, b)] = float(va @ vb / max(np.linalg.norm(va) * np.linalg.norm(vb), 1e-12))
-    return images, cosines
+    rows = conn.execute(sa.text("select sha256, dhash, detail, storage_path from images where sha256 = any(:s)"),
+                        {"s": shas}).all()
+    images = {r.sha256: E.ImageInfo(int(r.dhash, 16) if r.dhash else None, r.detail) for r in rows}
+    candidates = E.ring_candidates(groups, near, images, params)
+    if not candidates or image_dir is None:
+        return images, {}
+    from pipeline.images.acquire import ImageRejected, decode_image
+    from pipeline.images.matching import MATCH_SIDE, compare_pictures, keypoints
+
+    paths = {r.sha256: r.storage_path for r in rows}
+    pictures: dict[str, tuple | None] = {}
+
+    def picture(sha: str) -> tuple | None:
+        if sha not in pictures:
+            try:
+                rgb = decode_image((image_dir / paths[sha]).read_bytes(), (MATCH_SIDE, MATCH_SIDE))[1]
+                pictures[sha] = (rgb, keypoints(rgb))
+            except (OSError, ImageRejected) as exc:
+                log.warning("image ring: %s cannot be read for the local-feature match (%s)", sha[:16], exc)
+                pictures[sha] = None
+        return pictures[sha]
+
+    matches: dict[tuple[str, str], PictureMatch] = {}
+    for a, b, _ in candidates:
+        pa, pb = picture(a), picture(b)
+        if pa is not None and pb is not None:
+            matches[(min(a, b), max(a, b))] = compare_pictures(pa[0], pb[0], pa[1], pb[1])
+    missing = sum(p is None for p in pictures.values())
+    log.info("image ring: %d near-duplicate pairs matched point by point, %d images unreadable", len(matches), missing)
+    return images, matches
 
 
 def previous_run(conn: sa.Connection, run_key: str) -> str | None:
@@ -112,18 +135,19 @@ def _creation_edges(conn: sa.Connection, run_key: str, traits: list[E.AccountTra
     return E.creation_window_edges(traits, network, weights=weights, baseline=times)
 
 
-def build_edges(conn: sa.Connection, run_key: str, policy: Policy) -> dict[str, int]:
+def build_edges(conn: sa.Connection, run_key: str, policy: Policy, image_dir: Path | None = None) -> dict[str, int]:
     """Replace the run's edges of every type; returns counts per type. ``policy``: the run's
-    (``RunContext.policy``): its image and network thresholds and its edge weights."""
+    (``RunContext.policy``): its image and network thresholds and its edge weights. ``image_dir``: where the
+    stored images are (``Settings.image_dir``); without it no image ring is confirmed."""
     image, network, w = policy.image, policy.network, policy.edge
     traits = load_traits(conn, run_key)
     groups = E.image_groups(traits, image)
     near = [tuple(r) for r in conn.execute(sa.text("select sha_a, sha_b, distance from avatar_near_duplicates"
                                                    " where run_key = :k order by sha_a, sha_b"), {"k": run_key})]
-    images, cosines = _image_ring_inputs(conn, run_key, near)
+    images, matches = _image_ring_inputs(conn, near, groups, image, image_dir)
     built = (E.identical_avatar_edges(traits, image, weights=w)
              + E.near_duplicate_edges(groups, near, image, weights=w)
-             + E.confirmed_near_duplicate_edges(groups, near, images, cosines, image, weights=w)
+             + E.confirmed_near_duplicate_edges(groups, near, images, matches, image, weights=w)
              + _embedding_edges(conn, run_key, groups, image, w)
              + _creation_edges(conn, run_key, traits, network, w)
              + E.identical_text_edges(traits, network, weights=w)
@@ -199,7 +223,7 @@ def build_clusters(conn: sa.Connection, run_key: str, params: NetworkParams,
 def build_networks(settings: Settings, run_key: str, policy: Policy) -> NetworkResult:
     """Replace the run's edges and clusters, by the run's policy (``RunContext.policy``)."""
     with transaction(settings) as conn:
-        counts = build_edges(conn, run_key, policy)
+        counts = build_edges(conn, run_key, policy, settings.image_dir)
         conn.execute(sa.text("analyze edges"))
         clusters = build_clusters(conn, run_key, policy.network, policy.flag)
         conn.execute(sa.text("analyze cluster_members"))

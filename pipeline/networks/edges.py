@@ -8,10 +8,12 @@ it as ``weights`` (None: the defaults).
 
 Strong alone:
 - ``identical_avatar`` (1.0): the same image sha256; a star around the group's smallest account key.
-- ``confirmed_near_duplicate`` (0.8): distinct images within ``near_dup_max_distance`` pHash bits that a
-  second, independent measure confirms (dHash within ``near_dup_confirm_dhash`` bits, or embedding
-  cosine of at least ``near_dup_confirm_cosine``), both detailed enough (``min_image_detail``) for
-  hashes to mean something. This is an image ring: crops, resizes and re-encodes of a few photos.
+- ``confirmed_near_duplicate`` (0.8): distinct images within ``near_dup_max_distance`` pHash bits, both
+  detailed enough (``min_image_detail``) for hashes to mean something, that a local-feature match of
+  their pixels shows to be the same picture (pipeline/images/matching.py: at least
+  ``near_dup_confirm_min_inliers`` ORB keypoints, and ``near_dup_confirm_inlier_share`` of them, under one
+  similarity transform, and aligned fine detail correlating at ``near_dup_confirm_detail_corr``). This is an image ring: crops, resizes and re-encodes
+  of a few photos. Not dHash, not an embedding: on aligned portraits those agree for different people.
 - ``creation_window`` (0.5 per shared trait): created within the window AND sharing a trait, in a
   burst of that trait against the whole population (pipeline/networks/bursts.py).
 Corroborating (0.25-0.35; two of them on one pair, or one with a strong edge, make it strong):
@@ -36,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import EdgeWeights, ImageParams, NetworkParams
+from pipeline.images.matching import PictureMatch
 from pipeline.networks.bursts import Population, burst_test, date_windows, is_date_only
 from pipeline.networks.edge_types import (CONFIRMED_NEAR_DUPLICATE, CREATION_WINDOW, IDENTICAL_AVATAR, IDENTICAL_BIO,
                                          IDENTICAL_LINK, NEAR_DUPLICATE_AVATAR, SIMILAR_EMBEDDING)
@@ -136,45 +139,65 @@ def near_duplicate_edges(groups: dict[str, list[str]], pairs: Iterable[tuple[str
 
 
 def confirmed_near_duplicate_edges(groups: dict[str, list[str]], pairs: Iterable[tuple[str, str, int]],
-                                   images: dict[str, ImageInfo], cosines: dict[tuple[str, str], float],
+                                   images: dict[str, ImageInfo], matches: dict[tuple[str, str], PictureMatch],
                                    params: ImageParams, weights: EdgeWeights | None = None) -> list[Edge]:
-    """One strong edge per near-duplicate pair that a second measure confirms, between the images' hub
-    accounts. ``cosines`` maps sorted sha pairs to the cosine of their embeddings, where both have one.
-    Images below ``min_image_detail`` (or of unknown detail) never confirm: on flat pictures every
-    hash family collides."""
-    used = {"near_dup_max_distance": params.near_dup_max_distance, "near_dup_confirm_dhash": params.near_dup_confirm_dhash,
-            "near_dup_confirm_cosine": params.near_dup_confirm_cosine, "min_image_detail": params.min_image_detail}
+    """One strong edge per near-duplicate pair whose pixels match as one picture, between the images' hub
+    accounts. ``matches`` maps sorted sha pairs to their local-feature match (``ring_candidates`` names the
+    pairs worth matching; a pair without one, e.g. its files are gone, is not confirmed). Images below
+    ``min_image_detail`` (or of unknown detail) never confirm: on flat pictures every measure collides."""
+    used = {"near_dup_max_distance": params.near_dup_max_distance, "min_image_detail": params.min_image_detail,
+            "near_dup_confirm_min_inliers": params.near_dup_confirm_min_inliers,
+            "near_dup_confirm_inlier_share": params.near_dup_confirm_inlier_share,
+            "near_dup_confirm_detail_corr": params.near_dup_confirm_detail_corr}
     weight = _weights(weights).confirmed_near_duplicate
     edges: dict[tuple[str, str], Edge] = {}
+    for sha_a, sha_b, distance in ring_candidates(groups, pairs, images, params):
+        match = matches.get((min(sha_a, sha_b), max(sha_a, sha_b)))
+        if match is None or not same_picture(match, params):
+            continue
+        a_info, b_info = images[sha_a], images[sha_b]
+        evidence: dict[str, Any] = {"sha256": sorted([sha_a, sha_b]), "hamming": distance,
+                                    "detail": [a_info.detail, b_info.detail], "confirmed_by": ["local_features"],
+                                    **match.to_evidence()}
+        if a_info.dhash is not None and b_info.dhash is not None:  # shown, no longer a confirmation
+            evidence["dhash_hamming"] = (a_info.dhash ^ b_info.dhash).bit_count()
+        a, b = groups[sha_a][0], groups[sha_b][0]
+        if a == b:
+            continue
+        edge = Edge.between(CONFIRMED_NEAR_DUPLICATE, a, b, weight, used, evidence)
+        edges.setdefault((edge.a_key, edge.b_key), edge)
+    return list(edges.values())
+
+
+def ring_candidates(groups: dict[str, list[str]], pairs: Iterable[tuple[str, str, int]], images: dict[str, ImageInfo],
+                    params: ImageParams) -> list[tuple[str, str, int]]:
+    """The near-duplicate pairs a local-feature match may confirm: both images in the run's groups, of known
+    detail above ``min_image_detail``. Only these are decoded and matched (pipeline/networks/build.py)."""
+    out = []
     for sha_a, sha_b, distance in pairs:
-        if sha_a not in groups or sha_b not in groups:
+        if sha_a not in groups or sha_b not in groups or groups[sha_a][0] == groups[sha_b][0]:
             continue
         a_info, b_info = images.get(sha_a), images.get(sha_b)
         if a_info is None or b_info is None or a_info.detail is None or b_info.detail is None:
             continue
-        if min(a_info.detail, b_info.detail) < params.min_image_detail:
-            continue
-        evidence: dict[str, Any] = {"sha256": sorted([sha_a, sha_b]), "hamming": distance,
-                                    "detail": [a_info.detail, b_info.detail]}
-        confirmed_by = []
-        if a_info.dhash is not None and b_info.dhash is not None:
-            evidence["dhash_hamming"] = (a_info.dhash ^ b_info.dhash).bit_count()
-            if evidence["dhash_hamming"] <= params.near_dup_confirm_dhash:
-                confirmed_by.append("dhash")
-        cosine = cosines.get((min(sha_a, sha_b), max(sha_a, sha_b)))
-        if cosine is not None:
-            evidence["cosine"] = round(cosine, 4)
-            if cosine >= params.near_dup_confirm_cosine:
-                confirmed_by.append("embedding")
-        if not confirmed_by:
-            continue
-        a, b = groups[sha_a][0], groups[sha_b][0]
-        if a == b:
-            continue
-        edge = Edge.between(CONFIRMED_NEAR_DUPLICATE, a, b, weight, used,
-                            {**evidence, "confirmed_by": confirmed_by})
-        edges.setdefault((edge.a_key, edge.b_key), edge)
-    return list(edges.values())
+        if min(a_info.detail, b_info.detail) >= params.min_image_detail:
+            out.append((sha_a, sha_b, distance))
+    return out
+
+
+def picture_margin(match: PictureMatch, params: ImageParams) -> float:
+    """How far a pair is from being one picture, each measure as a share of its threshold: the smallest of
+    them. At least 1: confirmed (every measure passes); a distinct pair's value says how close it came."""
+    return min(match.inliers / params.near_dup_confirm_min_inliers,
+               match.inlier_share / params.near_dup_confirm_inlier_share,
+               match.detail_correlation / params.near_dup_confirm_detail_corr)
+
+
+def same_picture(match: PictureMatch, params: ImageParams) -> bool:
+    """One picture, not one framing: a share of the keypoints under one transform AND their fine detail agrees."""
+    return (match.inliers >= params.near_dup_confirm_min_inliers
+            and match.inlier_share >= params.near_dup_confirm_inlier_share
+            and match.detail_correlation >= params.near_dup_confirm_detail_corr)
 
 
 def similar_embedding_pairs(vectors: np.ndarray, min_cosine: float, max_neighbours: int,

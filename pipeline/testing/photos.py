@@ -13,7 +13,7 @@ import functools
 import hashlib
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ class PlantedImage:
     width: int
     height: int
     byte_size: int
+    data: bytes = field(default=b"", repr=False, compare=False)  # the encoded file, stored by the planted run
 
 
 def default_faces_dir() -> Path:
@@ -46,7 +47,7 @@ def _measured(data: bytes) -> PlantedImage:
     rgb = Image.open(io.BytesIO(data)).convert("RGB")
     m = measure_image(rgb)
     return PlantedImage(hashlib.sha256(data).hexdigest(), int(m.phash, 16), int(m.dhash, 16), m.detail,
-                        rgb.width, rgb.height, len(data))
+                        rgb.width, rgb.height, len(data), data)
 
 
 @functools.lru_cache(maxsize=4)
@@ -67,12 +68,21 @@ def photo_pool(faces_dir: Path) -> list[tuple[bytes, PlantedImage]]:
     return list(_pool(str(faces_dir))) if (faces_dir / "real").is_dir() else []
 
 
-def near_duplicate(data: bytes, rng: np.random.Generator) -> PlantedImage:
-    """A crop (up to 3% a side), resize (96-200 px) and JPEG re-encode (quality 60-92) of a photo."""
+def folder_photos(folders: list[Path]) -> list[PlantedImage]:
+    """Every image file in these folders, in file order, as it is: no pool de-duplication, so photos of one
+    studio series or one generator's aligned portraits stay as alike as they are (the image-ring test's
+    hard negatives)."""
+    files = sorted(p for folder in folders for p in folder.glob("*") if p.is_file())
+    return [_measured(p.read_bytes()) for p in files]
+
+
+def near_duplicate(data: bytes, rng: np.random.Generator, sides: tuple[int, int] = (96, 201)) -> PlantedImage:
+    """A crop (up to 3% a side), resize (``sides``: 96-200 px by default) and JPEG re-encode (quality 60-92)
+    of a photo."""
     rgb = Image.open(io.BytesIO(data)).convert("RGB")
     w, h = rgb.size
     left, top, right, bottom = (rng.uniform(0, 0.03, size=4) * [w, h, w, h]).astype(int)
-    side = int(rng.integers(96, 201))
+    side = int(rng.integers(*sides))
     out = rgb.crop((left, top, w - right, h - bottom)).resize((side, side), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     out.save(buf, "JPEG", quality=int(rng.integers(60, 93)))

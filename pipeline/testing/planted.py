@@ -4,7 +4,9 @@ ground truth (tests/test_planted.py) and at scale (bench/network_pipeline.py).
 
 What is simulated, and what is not: the rows stand for an ingested, scored run. Images are
 represented by their sha256, pHash and a simulated detector probability and embedding (no pixels,
-no CLIP forward pass: the detector is tested in tests/test_detectors.py). Everything downstream of
+no CLIP forward pass: the detector is tested in tests/test_detectors.py), except the real photos
+(``faces_dir``), whose files are stored under the images folder as the acquire stage would store them:
+the image-ring test matches their pixels. Everything downstream of
 those rows -- SQL signals, near-duplicate index, edges, clusters, flags -- is the real pipeline.
 
 Kinds of account (``Population.truth``):
@@ -148,6 +150,7 @@ class _Writer:
         self.scores: dict[str, tuple] = {}
         self.embeddings: dict[str, tuple] = {}
         self.posts: list[tuple] = []
+        self.files: dict[str, bytes] = {}  # storage path -> bytes of the avatars that have real pixels
 
     def account(self, key: str, handle: str, created: datetime, bio: str, url: str | None, followers: int,
                 following: int, n_posts: int | None, display_name: str | None = None, language: str | None = None,
@@ -175,6 +178,8 @@ class _Writer:
         """An avatar with real pixels: its measures came from decoding it (pipeline/testing/photos.py)."""
         self.avatar(key, image.sha256, image.phash, probability, dhash=image.dhash, detail=image.detail,
                     size=(image.byte_size, image.width, image.height))
+        if image.data:  # stored as the acquire stage would: the image-ring test matches these pixels
+            self.files[self.images[image.sha256][-1]] = image.data
 
     def post(self, key: str, post_id: str, at: datetime, reposted: str | None = None, urls: list[str] | None = None,
              text: str | None = None, hashtags: list[str] | None = None) -> None:
@@ -524,12 +529,14 @@ def _lookalike(w: _Writer, op: int, rng: np.random.Generator, logos: list[Plante
 def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, seed: int = 0,
              operations: dict[str, int] | None = None, posts_per_account: float = 2.0,
              policy: Policy | None = None, mix: OrganicMix | None = None,
-             faces_dir: Path | None = None, predecessor: str | None = "latest", io_users: Path | None = None
-             ) -> Population:
+             faces_dir: Path | None = None, predecessor: str | None = "latest", io_users: Path | None = None,
+             organic_photos: list[PlantedImage] | None = None) -> Population:
     """Write a planted population as run ``run_key`` (replacing it); returns the ground truth.
 
     Kinds that need real pixels (``photo_ring``; real logos for ``lookalike``; ``mix.photos``) read
     ``faces_dir`` (default ``../shared/data/faces``); without it ``photo_ring`` is refused.
+    ``organic_photos``: the organic avatars' photos as given (e.g. ``photos.folder_photos``: whole face sets,
+    not de-duplicated), instead of the pool's (a photo that is also a ring's original is left out).
     ``predecessor`` is pinned on the run (its cluster ids and statuses are inherited): by default the
     latest succeeded other run, so generating day1, running it, then day2 makes day2 follow day1.
     ``io_users``: a real IO users CSV injected among the organic accounts (kind ``io_release``)."""
@@ -557,7 +564,11 @@ def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, 
     ring_photos = 5 * ops.get("photo_ring", 0)
     order = rng.permutation(len(pool)) if pool else np.array([], dtype=np.int64)
     originals = [pool[int(k)] for k in order[:ring_photos]]
-    organic_photos = [pool[int(k)][1] for k in order[ring_photos:]] if mix.photos else []
+    if organic_photos is not None:
+        ring_shas = {image.sha256 for _, image in originals}
+        organic_photos = [p for p in organic_photos if p.sha256 not in ring_shas]
+    else:
+        organic_photos = [pool[int(k)][1] for k in order[ring_photos:]] if mix.photos else []
     keys, pop.busy_days = _organic(w, organic, rng, posts_per_account, mix, organic_photos)
     for key in keys:
         pop.truth[key] = "organic"
@@ -588,8 +599,19 @@ def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, 
             {"d": DETECTOR_ID, "b": BACKBONE_ID, "s": json.dumps({"threshold": 0.5, "note": "planted populations"})})
         conn.execute(sa.text("update runs set detector_id = :d where run_key = :k"), {"d": DETECTOR_ID, "k": run_key})
         w.flush(conn)
+    _store_files(settings, w.files)
     pop.posts = len(w.posts)
     return pop
+
+
+def _store_files(settings: Settings, files: dict[str, bytes]) -> None:
+    """Write the avatars that have pixels under the images folder (once: the path names the sha256)."""
+    from pipeline.core.storage import atomic_write
+
+    for path, data in files.items():
+        target = settings.image_dir / path
+        if not target.exists():
+            atomic_write(target, data)
 
 
 def _copy_new(conn: sa.Connection, table: str, columns: tuple[str, ...], rows) -> None:
