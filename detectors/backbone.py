@@ -30,6 +30,16 @@ MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 TINY_MODEL = "pa-tiny-vit"  # 64-wide, 2 layers, patch 32: thousands of images/s on a CPU
 PREPROCESS_MODES = ("resize_center_crop", "center_crop")
 
+RANDOM_WEIGHTS = "random:"
+
+
+def is_random_backbone_id(backbone_id: str) -> bool:
+    """Whether a backbone id (``BackboneSpec.id``: model/weights/feature/preprocess) names random weights:
+    its embeddings say nothing about what an image shows, so no edge or confirmation may use them."""
+    parts = backbone_id.split("/")
+    return len(parts) > 1 and parts[1].startswith(RANDOM_WEIGHTS.replace(":", "-"))
+
+
 _loaded: dict[str, Backbone] = {}
 _lock = threading.Lock()
 _configs_registered = False

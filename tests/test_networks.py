@@ -138,3 +138,23 @@ def test_network_stage_writes_typed_edges_with_params_and_evidence(settings):
     sim = [r for r in rows if r["edge_type"] == "similar_embedding"]
     assert sim and all(r["evidence"]["cosine"] >= 0.95 and r["params"]["backbone_id"] == planted.BACKBONE_ID
                        for r in sim)
+
+
+def test_no_similar_embedding_edges_from_a_random_backbone(settings):
+    """Embeddings of a random-initialised backbone say nothing about a picture: the same vectors that make
+    similar_embedding edges under a real backbone make none when the run's detector names random weights."""
+    from detectors.backbone import BackboneSpec, is_random_backbone_id
+
+    random_id = BackboneSpec.parse("pa-tiny-vit", "random:0").id
+    assert is_random_backbone_id(random_id) and not is_random_backbone_id(planted.BACKBONE_ID)
+    planted.generate(settings, "net-random", organic=300, seed=5)
+    with transaction(settings) as conn:
+        conn.execute(sa.text("update embeddings set backbone_id = :r where backbone_id = :b"),
+                     {"r": random_id, "b": planted.BACKBONE_ID})
+        conn.execute(sa.text("update detectors set backbone_id = :r where detector_id = :d"),
+                     {"r": random_id, "d": planted.DETECTOR_ID})
+    planted.run_network_stages(settings, "net-random")
+    with transaction(settings) as conn:
+        types = {r.edge_type for r in conn.execute(sa.text("select distinct edge_type from edges"
+                                                           " where run_key = 'net-random'"))}
+    assert "similar_embedding" not in types and "identical_avatar" in types

@@ -52,6 +52,11 @@ def _embedding_edges(conn: sa.Connection, run_key: str, groups: dict[str, list[s
                                     " where r.run_key = :k"), {"k": run_key}).scalar()
     if backbone is None:
         return []
+    from detectors.backbone import is_random_backbone_id
+
+    if is_random_backbone_id(backbone):
+        log.info("no similar_embedding edges in %s: the detector's backbone %s has random weights", run_key, backbone)
+        return []
     rows = conn.execute(
         sa.text("select e.sha256, e.vector from embeddings e where e.backbone_id = :b and e.sha256 in"
                 " (select distinct avatar_sha256 from account_signals where run_key = :k and avatar_label)"
