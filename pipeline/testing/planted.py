@@ -19,6 +19,8 @@ Kinds of account (``Population.truth``):
   link; creation spread over months, organic-looking handles.
 - ``corepost_ring``: 20 organic-looking accounts (no image signal) that repost the same 15 posts
   within 30 seconds of each other.
+- ``corepost_pair``: two organic-looking accounts with a few posts of their own that repost the same
+  posts within 40 seconds of each other 2 to 4 times, as CooRTweet's real pairs do (issue 23; flag kind ``pair``).
 - ``lookalike``: a brand's regional accounts openly sharing one logo (old, popular, distinct links
   and bios). Legitimate: must not be flagged. With ``faces_dir`` the logo has real pixels (a flat
   logo, some accounts showing resized JPEG re-encodes of it): a pHash near-duplicate that the
@@ -74,12 +76,13 @@ BIOS = ["coffee, code and cats", "runner. reader. dad.", "photographer based in 
         "history nerd and hiker"]
 COMMON_LINKS = ["instagram.com", "linktr.ee", "youtube.com", "github.com", "medium.com"]
 KINDS = ("batch", "avatar_ring", "corepost_ring", "lookalike", "rare_batch", "profile_batch", "photo_ring",
-         "cohashtag_ring", "mass_signup", "io_release")
-DEFAULT_OPERATIONS = {"batch": 2, "avatar_ring": 2, "corepost_ring": 2, "lookalike": 1}
+         "cohashtag_ring", "mass_signup", "io_release", "corepost_pair")
+DEFAULT_OPERATIONS = {"batch": 2, "avatar_ring": 2, "corepost_ring": 2, "lookalike": 1, "corepost_pair": 10}
 HARD_OPERATIONS = {**DEFAULT_OPERATIONS, "rare_batch": 2, "profile_batch": 2, "photo_ring": 2, "cohashtag_ring": 2}
 IO_OPERATIONS = {"mass_signup": 2}  # the IO-like population (``OrganicMix.io()``): users files only
 OPERATION_SIZES = {"batch": 30, "avatar_ring": 32, "corepost_ring": 20, "lookalike": 12, "rare_batch": 60,
-                   "profile_batch": 60, "photo_ring": 40, "cohashtag_ring": 20, "mass_signup": 300}
+                   "profile_batch": 60, "photo_ring": 40, "cohashtag_ring": 20, "mass_signup": 300,
+                   "corepost_pair": 2}
 LANGUAGES = {"en": 0.45, "es": 0.12, "ja": 0.08, "pt": 0.07, "ar": 0.06, "fr": 0.04, "tr": 0.03, "ru": 0.03, "id": 0.03,
              "de": 0.03, "it": 0.02, "ko": 0.02, "hi": 0.01, "th": 0.01}
 CITIES = ["London", "Madrid", "Lagos", "Tokyo", "São Paulo", "Cairo", "Paris", "Istanbul", "Moscow", "Jakarta", "Berlin",
@@ -392,6 +395,29 @@ def _corepost_ring(w: _Writer, op: int, rng: np.random.Generator, size: int = 20
     return keys
 
 
+def _corepost_pair(w: _Writer, op: int, rng: np.random.Generator) -> list[str]:
+    """Two organic-looking accounts (own handles, bios, avatars, creation dates and a few posts of their own,
+    among the organic posters) that repost the same posts within seconds of each other 2 to 4 times: CooRTweet's
+    24 real pairs share 2 (21 of them), 3 (2) or 4 (1) co-reposts, so most planted pairs are that weak."""
+    keys = [f"{PLATFORM}:cp{op}_{i}" for i in range(2)]
+    for i, key in enumerate(keys):
+        first, last = FIRST[rng.integers(len(FIRST))], LAST[rng.integers(len(LAST))]
+        created = AS_OF - timedelta(days=float(rng.uniform(100, 4000)))
+        w.account(key, f"{first}{last[:int(rng.integers(1, 6))]}{rng.integers(1, 1000)}", created,
+                  BIOS[rng.integers(len(BIOS))], None, int(rng.lognormal(5, 1.5)), int(rng.lognormal(5, 1)),
+                  int(rng.lognormal(4, 1.5)), f"{first.title()} {last.title()}")
+        w.avatar(key, _sha(f"corepost-pair-{op}-{i}"), int(rng.integers(0, 2 ** 63)), float(rng.beta(1, 30)))
+        for p in range(int(rng.poisson(2))):  # their own posts, as an organic account's
+            w.post(key, f"cp{op}-{i}-own{p}", AS_OF - timedelta(seconds=float(rng.uniform(0, 7 * 86400))),
+                   text=f"my own post {op}-{i}-{p} {rng.integers(10 ** 9)}")
+    for t in range(int(rng.choice([2, 3, 4], p=[0.6, 0.25, 0.15]))):
+        at = AS_OF - timedelta(seconds=float(rng.uniform(3600, 6 * 86400)))
+        for i, key in enumerate(keys):
+            w.post(key, f"cp{op}-{i}-{t}", at + timedelta(seconds=float(rng.uniform(0, 40))),
+                   reposted=f"pair-target-{op}-{t}")
+    return keys
+
+
 def _two_days(rng: np.random.Generator) -> datetime:
     return AS_OF - timedelta(days=int(rng.integers(20, 400)))
 
@@ -574,7 +600,7 @@ def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, 
         pop.truth[key] = "organic"
     builders = {"batch": _batch, "avatar_ring": _avatar_ring, "corepost_ring": _corepost_ring,
                 "rare_batch": _rare_batch, "profile_batch": _profile_batch, "cohashtag_ring": _cohashtag_ring,
-                "mass_signup": _mass_signup}
+                "mass_signup": _mass_signup, "corepost_pair": _corepost_pair}
     for kind in KINDS:
         for op in range(ops.get(kind, 0)):
             if kind == "photo_ring":
@@ -634,7 +660,8 @@ def _clear(conn: sa.Connection, run_key: str) -> None:
 def evaluate(settings: Settings, pop: Population) -> dict[str, dict[str, Any]]:
     """Per-kind precision and recall of the run's flags, counted in accounts.
 
-    A flagged cluster is attributed to the kind most of its members have. Precision of a kind: the
+    A flagged cluster is attributed to the kind most of its members have; every flag counts, whatever its
+    size, so a pair flag (two accounts, kind ``pair``) counts for ``corepost_pair``. Precision of a kind: the
     share of the accounts in clusters attributed to it that truly are that kind. Recall: the share
     of the kind's accounts that sit in any flagged cluster. For ``lookalike`` (and ``organic``) the
     useful number is ``flagged``: how many of them were flagged at all; it should be 0.
