@@ -36,7 +36,8 @@ def _flags(database_url, home):
 
 
 def test_evidence_json_has_members_edges_and_flag(audited, database_url, tmp_path):
-    flag = next(f for f in _flags(database_url, tmp_path) if "coordinated_activity" in f["rules"])
+    # the co-repost ring's flag (the planted pairs' flags, kind pair, fire coordinated_activity too)
+    flag = next(f for f in _flags(database_url, tmp_path) if "coordinated_activity" in f["rules"] and f["kind"] == "cluster")
     out = run_cli("--database-url", database_url, "evidence", flag["cluster_id"], home=tmp_path)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
