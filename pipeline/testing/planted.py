@@ -35,6 +35,14 @@ Kinds that do not share the detectors' assumptions (issue 10; ``HARD_OPERATIONS`
   (``faces_dir``), with nothing else in common (organic handles, bios, dates and counts).
 - ``cohashtag_ring``: 20 organic-looking accounts that each post 15 times with the same hashtag set
   within 30 seconds of each other (own posts with their own texts, no reposts, no links).
+Across platforms (issue 23; the accounts keyed and platformed as the readers make them, ``twitter:<id>``,
+``mastodon:<address>``, ``bluesky:<did>``; every other kind is on the ``planted`` platform):
+- ``xp_persona``: 10 personas on X, Mastodon and Bluesky, one handle stem (``first_last`` + 4 digits) and one
+  generated face each; even operations co-post 8 URLs on X and Bluesky within 20 seconds, odd ones share one
+  bio and one X link and re-encode the face per platform (``xp_colink`` and ``xp_mirror`` of
+  pipeline/testing/crossplatform.py, whose real export files cannot reach a million accounts). Its organic
+  traps (``operations['xp_organic_multi']``, ``['xp_common_name']``, truth ``organic``): 20 people on two or
+  three platforms with one handle and one photo, and common first names on every platform.
 Organic accounts can be made harder too (``OrganicMix``): platform creation spikes (busy days),
 a share with the platform's suggested handle (first+last + 8 digits), and distinct real photos as
 avatars (pHash and dHash computed from their pixels).
