@@ -594,7 +594,9 @@ def _xp_organic(w: _Writer, rng: np.random.Generator, people: int = 20) -> dict[
     platforms), different people who must not be joined. Returns the keys of each trap."""
     multi, common = [], []
     for i in range(people):
-        name = f"{FIRST[i % len(FIRST)]}_{LAST[(i * 7) % len(LAST)]}{10 + i}"
+        # a name and a birth year: no other kind's handle has this shape (the avatar rings' ``firstlast`` + 1 to
+        # 99 once met ``chloe_tanaka24`` by chance at 1M and joined two of these accounts to a ring)
+        name = f"{FIRST[i % len(FIRST)]}_{LAST[(i * 5 + 3) % len(LAST)]}{1960 + i}"
         photo, phash = _sha(f"xp-person-{i}"), int(rng.integers(0, 2 ** 63))
         probability = float(rng.beta(1, 30))
         bio = _xp_bio(rng)
