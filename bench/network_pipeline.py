@@ -7,7 +7,8 @@ days, a common suggested template, real photos from ``--faces``); ``--classic`` 
 generator. It then runs the aggregate, networks and flag stages. Generation and the stages run in two child
 processes, so the stages' peak RSS is their own. Prints, per stage, seconds and accounts/s and the
 peak RSS of the stage process (the PostgreSQL server's memory is not included), then the per-kind
-precision and recall of the flags.
+precision and recall of the flags; with ``xp_persona`` operations (issue 23: personas on X, Mastodon and
+Bluesky), their recall per platform and how many of its organic traps were flagged.
 
     .venv/bin/python bench/network_pipeline.py --accounts 1000000
     .venv/bin/python bench/network_pipeline.py --accounts 3000 --faces ../shared/data/faces
@@ -75,7 +76,29 @@ def stages(home: Path) -> None:
     print("kind            planted  flagged  precision  recall")
     for kind, m in planted.evaluate(settings, pop).items():
         print(f"{kind:<15} {m['planted']:>7,}  {m['flagged']:>7,}  {m['precision']!s:>9}  {m['recall']:>6}")
+    if pop.operations.get("xp_persona"):
+        print(crossplatform_line(settings, pop))
     dispose_engines()
+
+
+def crossplatform_line(settings, pop) -> str:
+    """xp_persona's recall per platform, and its organic traps flagged: people on several platforms with one
+    handle and one photo, common first names on several platforms."""
+    import sqlalchemy as sa
+
+    from pipeline.core.db import transaction
+    from pipeline.networks.crossplatform import platform_of
+
+    with transaction(settings) as conn:
+        flagged = set(conn.execute(sa.text(
+            "select m.account_key from flags f join cluster_members m on m.run_key = f.run_key"
+            " and m.cluster_id = f.cluster_id where f.run_key = :k"), {"k": pop.run_key}).scalars())
+    members = [k for op in pop.operations["xp_persona"] for k in op]
+    recall = {p: round(sum(k in flagged for k in members if platform_of(k) == p)
+                       / max(1, sum(platform_of(k) == p for k in members)), 4) for p in planted.XP_PLATFORMS}
+    traps = {t: f"{len(flagged & set(pop.operations[t][0]))}/{len(pop.operations[t][0])}"
+             for t in ("xp_organic_multi", "xp_common_name")}
+    return f"xp_persona recall by platform {recall}; organic traps flagged {traps}"
 
 
 def main() -> None:

@@ -37,6 +37,14 @@ Kinds that do not share the detectors' assumptions (issue 10; ``HARD_OPERATIONS`
   (``faces_dir``), with nothing else in common (organic handles, bios, dates and counts).
 - ``cohashtag_ring``: 20 organic-looking accounts that each post 15 times with the same hashtag set
   within 30 seconds of each other (own posts with their own texts, no reposts, no links).
+Across platforms (issue 23; the accounts keyed and platformed as the readers make them, ``twitter:<id>``,
+``mastodon:<address>``, ``bluesky:<did>``; every other kind is on the ``planted`` platform):
+- ``xp_persona``: 10 personas on X, Mastodon and Bluesky, one handle stem (``first_last`` + 4 digits) and one
+  generated face each; even operations co-post 8 URLs on X and Bluesky within 20 seconds, odd ones share one
+  bio and one X link and re-encode the face per platform (``xp_colink`` and ``xp_mirror`` of
+  pipeline/testing/crossplatform.py, whose real export files cannot reach a million accounts). Its organic
+  traps (``operations['xp_organic_multi']``, ``['xp_common_name']``, truth ``organic``): 20 people on two or
+  three platforms with one handle and one photo, and common first names on every platform.
 Organic accounts can be made harder too (``OrganicMix``): platform creation spikes (busy days),
 a share with the platform's suggested handle (first+last + 8 digits), and distinct real photos as
 avatars (pHash and dHash computed from their pixels).
@@ -76,13 +84,14 @@ BIOS = ["coffee, code and cats", "runner. reader. dad.", "photographer based in 
         "history nerd and hiker"]
 COMMON_LINKS = ["instagram.com", "linktr.ee", "youtube.com", "github.com", "medium.com"]
 KINDS = ("batch", "avatar_ring", "corepost_ring", "lookalike", "rare_batch", "profile_batch", "photo_ring",
-         "cohashtag_ring", "mass_signup", "io_release", "corepost_pair")
+         "cohashtag_ring", "mass_signup", "io_release", "corepost_pair", "xp_persona")
 DEFAULT_OPERATIONS = {"batch": 2, "avatar_ring": 2, "corepost_ring": 2, "lookalike": 1, "corepost_pair": 10}
-HARD_OPERATIONS = {**DEFAULT_OPERATIONS, "rare_batch": 2, "profile_batch": 2, "photo_ring": 2, "cohashtag_ring": 2}
+HARD_OPERATIONS = {**DEFAULT_OPERATIONS, "rare_batch": 2, "profile_batch": 2, "photo_ring": 2, "cohashtag_ring": 2,
+                   "xp_persona": 2}
 IO_OPERATIONS = {"mass_signup": 2}  # the IO-like population (``OrganicMix.io()``): users files only
 OPERATION_SIZES = {"batch": 30, "avatar_ring": 32, "corepost_ring": 20, "lookalike": 12, "rare_batch": 60,
                    "profile_batch": 60, "photo_ring": 40, "cohashtag_ring": 20, "mass_signup": 300,
-                   "corepost_pair": 2}
+                   "corepost_pair": 2, "xp_persona": 30}
 LANGUAGES = {"en": 0.45, "es": 0.12, "ja": 0.08, "pt": 0.07, "ar": 0.06, "fr": 0.04, "tr": 0.03, "ru": 0.03, "id": 0.03,
              "de": 0.03, "it": 0.02, "ko": 0.02, "hi": 0.01, "th": 0.01}
 CITIES = ["London", "Madrid", "Lagos", "Tokyo", "São Paulo", "Cairo", "Paris", "Istanbul", "Moscow", "Jakarta", "Berlin",
@@ -532,6 +541,107 @@ def _cohashtag_ring(w: _Writer, op: int, rng: np.random.Generator, size: int = 2
     return keys
 
 
+# --- across platforms (issue 23): one persona on X, Mastodon and Bluesky ----------------------------------
+XP_PLATFORMS = ("twitter", "mastodon", "bluesky")
+XP_INSTANCES = ("mastodon.social", "fosstodon.org", "mstdn.social", "chaos.social")
+XP_OPENED = {"twitter": 14 * 365, "mastodon": 9 * 365, "bluesky": 3 * 365}  # oldest sign-up, days before AS_OF
+XP_COMMON = ("maria", "john", "anna", "david", "laura", "alex")
+XP_WORDS = ("coffee", "maps", "cycling", "jazz", "books", "gardening", "science", "football", "photos", "cooking",
+            "travel", "music", "teacher", "nurse", "engineer", "student", "dad", "mum", "runner", "painter")
+
+
+def _xp_handle(platform: str, name: str, rng: np.random.Generator, instance: int | None = None) -> str:
+    """``name`` as each platform writes a handle (as pipeline/testing/crossplatform.py's exports do): X as is,
+    Mastodon ``name@instance``, Bluesky a domain (hyphens for underscores)."""
+    if platform == "mastodon":
+        return f"{name}@{XP_INSTANCES[int(rng.integers(len(XP_INSTANCES))) if instance is None else instance]}"
+    if platform == "bluesky":
+        return f"{name.replace('_', '-')}.bsky.social"
+    return name
+
+
+def _xp_account(w: _Writer, platform: str, handle: str, rng: np.random.Generator, bio: str,
+                url: str | None = None) -> str:
+    """An account keyed as the readers key it (``twitter:<userid>``, ``mastodon:<address>``,
+    ``bluesky:<did>``) and with its platform in ``accounts.platform``; returns the key."""
+    digest = hashlib.sha256(f"{platform}|{handle}".encode()).hexdigest()
+    account_id = (str(10**15 + int(digest[:12], 16) % 10**15) if platform == "twitter" else handle.lower()
+                  if platform == "mastodon" else
+                  "did:plc:" + "".join("abcdefghijklmnopqrstuvwxyz234567"[int(c, 16) % 32] for c in digest[:24]))
+    key = f"{platform}:{account_id}"
+    created = AS_OF - timedelta(days=float(rng.uniform(30, XP_OPENED[platform])))
+    w.account(key, handle, created, bio, url, int(rng.lognormal(4.5, 1.2)), int(rng.lognormal(5, 0.8)),
+              int(rng.lognormal(4, 1.2)), handle.split("@")[0].split(".")[0].replace("_", " ").title())
+    w.accounts[-1] = (key, platform, account_id, w.run_key)  # the writer's default is the planted platform
+    return key
+
+
+def _xp_bio(rng: np.random.Generator) -> str:
+    return " ".join(rng.choice(XP_WORDS, size=3, replace=False)) + f" · {int(rng.integers(10, 99))}"
+
+
+def _xp_persona(w: _Writer, op: int, rng: np.random.Generator, personas: int = 10, urls: int = 8) -> list[str]:
+    """An operation of ``personas`` personas, each on X, Mastodon and Bluesky with one handle stem
+    (``first_last`` + 4 digits) and one generated face, mirroring pipeline/testing/crossplatform.py's
+    operations: even ``op`` as ``xp_colink`` (own bios; on X and Bluesky the personas post the operation's
+    URLs within 20 seconds; Mastodon accounts carry no posts), odd ``op`` as ``xp_mirror`` (one bio for the
+    operation, one profile link on X, the face re-encoded on Mastodon and Bluesky: near-duplicates)."""
+    mirror = op % 2 == 1
+    shared_bio = f"Independent voices for a free homeland {op}. Share the truth!"
+    targets = [f"https://truth-now{op}.example.net/a/{i}" for i in range(urls)]
+    times = [AS_OF - timedelta(seconds=float(rng.uniform(3600, 20 * 86400))) for _ in targets]
+    keys = []
+    for k in range(personas):
+        name = f"{FIRST[(op * 5 + k) % len(FIRST)]}_{LAST[(op * 3 + k * 7) % len(LAST)]}{int(rng.integers(1000, 10000))}"
+        face_hash = int(rng.integers(0, 2 ** 63))
+        face_vec = rng.normal(size=EMBED_DIM)
+        for p, platform in enumerate(XP_PLATFORMS):
+            key = _xp_account(w, platform, _xp_handle(platform, name, rng), rng,
+                              shared_bio if mirror else _xp_bio(rng),
+                              "https://free-homeland.example.com" if mirror and platform == "twitter" else None)
+            if mirror and p:  # a re-encode: another file, a few pHash bits off, the same face
+                w.avatar(key, _sha(f"xp-{op}-{k}-{platform}"), _flip(face_hash, int(rng.integers(1, 4)), rng),
+                         float(rng.uniform(0.8, 0.99)), face_vec)
+            else:
+                w.avatar(key, _sha(f"xp-{op}-{k}"), face_hash, float(rng.uniform(0.8, 0.99)), face_vec)
+            if not mirror and platform != "mastodon":
+                for t, (at, url) in enumerate(zip(times, targets)):
+                    w.post(key, f"xp{op}-{k}-{platform}-{t}", at + timedelta(seconds=float(rng.uniform(0, 20))),
+                           urls=[url], text=f"Must read {url}")
+            keys.append(key)
+    return keys
+
+
+def _xp_organic(w: _Writer, rng: np.random.Generator, people: int = 20) -> dict[str, list[str]]:
+    """The organic traps of the cross-platform operations: ``people`` persons each on two or three platforms
+    with one distinctive handle and one real (non-generated) photo -- one identity, never a network -- and
+    common first names (``maria`` on X, on two Mastodon instances and on Bluesky, ``maria12`` on two
+    platforms), different people who must not be joined. Returns the keys of each trap."""
+    multi, common = [], []
+    for i in range(people):
+        # a name and a birth year: no other kind's handle has this shape (the avatar rings' ``firstlast`` + 1 to
+        # 99 once met ``chloe_tanaka24`` by chance at 1M and joined two of these accounts to a ring)
+        name = f"{FIRST[i % len(FIRST)]}_{LAST[(i * 5 + 3) % len(LAST)]}{1960 + i}"
+        photo, phash = _sha(f"xp-person-{i}"), int(rng.integers(0, 2 ** 63))
+        probability = float(rng.beta(1, 30))
+        bio = _xp_bio(rng)
+        for platform in XP_PLATFORMS if i % 2 else XP_PLATFORMS[:2]:
+            key = _xp_account(w, platform, _xp_handle(platform, name, rng), rng, bio)
+            w.avatar(key, photo, phash, probability)
+            multi.append(key)
+    for c, name in enumerate(XP_COMMON):
+        for platform in XP_PLATFORMS:
+            for k in range(2 if platform == "mastodon" else 1):
+                key = _xp_account(w, platform, _xp_handle(platform, name, rng, instance=k), rng, _xp_bio(rng))
+                w.avatar(key, _sha(f"xp-common-{c}-{platform}-{k}"), int(rng.integers(0, 2 ** 63)), float(rng.beta(1, 30)))
+                common.append(key)
+        for platform in XP_PLATFORMS[:2]:
+            key = _xp_account(w, platform, _xp_handle(platform, f"{name}12", rng, instance=3), rng, _xp_bio(rng))
+            w.avatar(key, _sha(f"xp-common12-{c}-{platform}"), int(rng.integers(0, 2 ** 63)), float(rng.beta(1, 30)))
+            common.append(key)
+    return {"xp_organic_multi": multi, "xp_common_name": common}
+
+
 def _lookalike(w: _Writer, op: int, rng: np.random.Generator, logos: list[PlantedImage] | None = None,
                regions: tuple[str, ...] = ("uk", "fr", "de", "es", "it", "nl", "br", "mx", "jp", "in", "au", "ca")
                ) -> list[str]:
@@ -600,7 +710,7 @@ def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, 
         pop.truth[key] = "organic"
     builders = {"batch": _batch, "avatar_ring": _avatar_ring, "corepost_ring": _corepost_ring,
                 "rare_batch": _rare_batch, "profile_batch": _profile_batch, "cohashtag_ring": _cohashtag_ring,
-                "mass_signup": _mass_signup, "corepost_pair": _corepost_pair}
+                "mass_signup": _mass_signup, "corepost_pair": _corepost_pair, "xp_persona": _xp_persona}
     for kind in KINDS:
         for op in range(ops.get(kind, 0)):
             if kind == "photo_ring":
@@ -613,6 +723,10 @@ def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, 
                 members = builders[kind](w, op, rng)
             pop.operations[kind].append(members)
             pop.truth.update({k: kind for k in members})
+    if ops.get("xp_persona", 0):  # its organic traps: people on several platforms, common first names
+        for trap, members in _xp_organic(w, rng).items():
+            pop.operations[trap].append(members)
+            pop.truth.update({k: "organic" for k in members})
     if io_users is not None:
         members = io_users_accounts(w, io_users)
         pop.operations["io_release"].append(members)
