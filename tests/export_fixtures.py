@@ -11,13 +11,8 @@ from pathlib import Path
 
 from PIL import Image
 
-IO_USER_COLUMNS = ["userid", "user_display_name", "user_screen_name", "user_reported_location",
-                   "user_profile_description", "user_profile_url", "follower_count", "following_count",
-                   "account_creation_date", "account_language"]
-IO_TWEET_COLUMNS = ["tweetid", *IO_USER_COLUMNS, "tweet_language", "tweet_text", "tweet_time", "tweet_client_name",
-                    "in_reply_to_userid", "in_reply_to_tweetid", "quoted_tweet_tweetid", "is_retweet",
-                    "retweet_userid", "retweet_tweetid", "latitude", "longitude", "quote_count", "reply_count",
-                    "like_count", "retweet_count", "hashtags", "urls", "user_mentions", "poll_choices"]
+from pipeline.testing.crossplatform import IO_TWEET_COLUMNS, IO_USER_COLUMNS
+
 HASH_A = "Fa0nMj9dZ+zhLS9CHiXYwCOtryR8b6m5wMR+UQI9lQ="
 HASH_B = "lphZn35n7SSfX5a1vbWlh13Vwmy0YeJLbypJl5QBhFI="
 BIG_ID = "1095348051581644800"  # an account over 5,000 followers keeps its real id and names

@@ -37,9 +37,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-IO_USER_COLUMNS = ["userid", "user_display_name", "user_screen_name", "user_reported_location",
-                   "user_profile_description", "user_profile_url", "follower_count", "following_count",
-                   "account_creation_date", "account_language"]
+from pipeline.ingest.readers.twitter_io import USER_COLUMNS
+
+IO_USER_COLUMNS = list(USER_COLUMNS)  # a users file's columns, in a release's order (the reader's definition)
 IO_TWEET_COLUMNS = ["tweetid", *IO_USER_COLUMNS, "tweet_language", "tweet_text", "tweet_time", "tweet_client_name",
                     "in_reply_to_userid", "in_reply_to_tweetid", "quoted_tweet_tweetid", "is_retweet",
                     "retweet_userid", "retweet_tweetid", "latitude", "longitude", "quote_count", "reply_count",
