@@ -17,7 +17,7 @@ are the population the bursts are measured against. Accounts in both runs count 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ class Baseline:
     baseline_run: str | None  # the earlier run whose accounts join the population
     baseline_accounts: int  # of that run, not in this one
     why: str
+    times: np.ndarray | None = field(default=None, repr=False, compare=False)  # their creation times (epoch s)
 
     def as_dict(self) -> dict[str, Any]:
         return {"organic": self.organic, "baseline_run": self.baseline_run,
@@ -63,9 +64,10 @@ def run_baseline(conn: sa.Connection, run_key: str) -> Baseline:
     row = conn.execute(sa.text("select export_format, params from runs where run_key = :k"), {"k": run_key}).first()
     fmt, params = (row.export_format, row.params or {}) if row is not None else (None, {})
     if baseline_run := params.get("baseline_run"):
-        n = len(baseline_times(conn, run_key, baseline_run))
+        times = baseline_times(conn, run_key, baseline_run)
+        n = len(times)
         return Baseline(True, baseline_run, n, f"bursts measured against the {n} accounts of run {baseline_run}"
-                                               " (--baseline-run) and this run's own")
+                                               " (--baseline-run) and this run's own", times)
     if fmt in IO_RELEASE_FORMATS:
         return Baseline(False, None, 0, "no organic baseline: the run is one IO release, which holds only the"
                                         " operation's accounts, so no creation burst can stand out against the rest."

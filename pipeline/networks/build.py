@@ -131,13 +131,12 @@ def _creation_edges(conn: sa.Connection, run_key: str, traits: list[E.AccountTra
                     weights: EdgeWeights) -> list[E.Edge]:
     """Creation-window edges against the run's baseline (pipeline/networks/baseline.py): bursts against the
     run's accounts (and a pinned baseline run's), or, for an IO release alone, its creation batches."""
-    from pipeline.networks.baseline import baseline_times, run_baseline
+    from pipeline.networks.baseline import run_baseline
 
     baseline = run_baseline(conn, run_key)
     if not baseline.organic:
         return E.creation_batch_edges(traits, network, weights=weights)
-    times = baseline_times(conn, run_key, baseline.baseline_run) if baseline.baseline_run else None
-    return E.creation_window_edges(traits, network, weights=weights, baseline=times)
+    return E.creation_window_edges(traits, network, weights=weights, baseline=baseline.times)
 
 
 def build_edges(conn: sa.Connection, run_key: str, policy: Policy, image_dir: Path | None = None) -> dict[str, int]:
