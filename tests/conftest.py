@@ -244,3 +244,16 @@ def contents_difference(now: dict[str, list], before: dict[str, list]) -> dict[s
                           "rows only before": sorted(only_before.elements())[:5],
                           "counts now/before": [len(a), len(b)]}
     return out
+
+
+def refused(conn, sql: str) -> str | None:
+    """The error class name when a psycopg2 connection refuses the statement, else None (the dashboard
+    role's tests: what it may read and what it may not do)."""
+    import psycopg2
+
+    with conn.cursor() as cur:
+        try:
+            cur.execute(sql)
+        except psycopg2.Error as exc:
+            return type(exc).__name__
+    return None

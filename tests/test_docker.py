@@ -20,7 +20,7 @@ COMPOSE = DOCKER / "compose.yaml"
 DOCKERFILE = DOCKER / "Dockerfile"
 
 AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-                    "airflow-worker")
+                    "airflow-worker", "airflow-worker-score")
 ALL_SERVICES = {"postgres", "redis", *AIRFLOW_SERVICES}
 PROJECT_DB = "profile_audit"
 # name[:port]/path/...:tag — lower-case path components, a tag that is not empty.
@@ -126,13 +126,16 @@ def test_airflow_services_build_from_the_repo_dockerfile(services):
 
 def test_airflow_services_run_the_right_commands(services):
     expected = {"airflow-apiserver": "api-server", "airflow-scheduler": "scheduler",
-                "airflow-dag-processor": "dag-processor", "airflow-worker": "celery worker"}
+                "airflow-dag-processor": "dag-processor", "airflow-worker": "celery worker --queues default",
+                # docs/airflow.md, Deploying step 5, as tests/test_celery.py runs it: the score queue, fewer slots
+                "airflow-worker-score": "celery worker --queues score --concurrency 2"}
     for name, command in expected.items():
         got = services[name]["command"]
-        assert (" ".join(got) if isinstance(got, list) else got) == command, name
+        assert substitute_defaults(" ".join(got) if isinstance(got, list) else got) == command, name
     init = services["airflow-init"]["command"]
     init = " ".join(init) if isinstance(init, list) else init
-    for step in ("airflow db migrate", "profile-audit db upgrade"):
+    for step in ("airflow db migrate", "profile-audit --airflow-conn profile_audit_db db upgrade",
+                 'airflow pools set profile_audit_score "$${PROFILE_AUDIT_SCORE_SLOTS}"'):
         assert step in init, f"airflow-init does not run `{step}`"
 
 
@@ -215,15 +218,18 @@ def test_images_are_well_formed(services):
 
 
 def test_project_database_wiring(services):
+    """docs/airflow.md, Deploying step 3: airflow-init adds the connection profile_audit_db to Airflow's
+    metadata database (pointing at the project's database) and migrates through it; nothing else names it."""
+    init = services["airflow-init"]
+    uri = env_of(init).get("PROFILE_AUDIT_DB_URI", "")
+    assert uri.startswith("postgresql://") and uri.rsplit("/", 1)[-1] == PROJECT_DB and "@postgres" in uri, uri
+    command = init["command"]
+    command = "\n".join(command) if isinstance(command, list) else command
+    assert 'airflow connections add profile_audit_db --conn-uri "$${PROFILE_AUDIT_DB_URI}"' in command
+    assert command.index("connections add") < command.index("db upgrade")
     for name in AIRFLOW_SERVICES:
         env = env_of(services[name])
-        url = env.get("PROFILE_AUDIT_DATABASE_URL", "")
-        assert url.startswith("postgresql+psycopg2://"), f"{name}: PROFILE_AUDIT_DATABASE_URL={url!r}"
-        conn = env.get("AIRFLOW_CONN_PROFILE_AUDIT_DB", "")
-        assert conn.startswith("postgresql://"), f"{name}: AIRFLOW_CONN_PROFILE_AUDIT_DB={conn!r}"
-        for value in (url, conn):
-            assert value.rsplit("/", 1)[-1] == PROJECT_DB, f"{name}: {value} is not the {PROJECT_DB} database"
-            assert "@postgres" in value, f"{name}: {value} does not point at the postgres service"
+        assert "PROFILE_AUDIT_DATABASE_URL" not in env and "AIRFLOW_CONN_PROFILE_AUDIT_DB" not in env, name
         assert env.get("AIRFLOW__CORE__EXECUTOR") == "CeleryExecutor", name
         assert env.get("AIRFLOW__API_AUTH__JWT_SECRET"), f"{name}: no shared JWT secret"
     secrets = {env_of(services[n])["AIRFLOW__API_AUTH__JWT_SECRET"] for n in AIRFLOW_SERVICES}
@@ -243,8 +249,13 @@ def test_compose_follows_the_deployment_guide(services):
     for name in AIRFLOW_SERVICES:
         env = env_of(services[name])
         assert env.get("PROFILE_AUDIT_AIRFLOW_CONN") == CONNECTION_ID, name
-        assert substitute_defaults(env.get(SCORE_QUEUE_ENV, "")) == "default", name
+        assert substitute_defaults(env.get(SCORE_QUEUE_ENV, "")) == "score", name
         assert "PROFILE_AUDIT_ALLOW_EMBEDDED" not in env, f"{name}: tasks must not fall back to an embedded server"
+    # the score worker serves that queue with as many slots as the pool
+    score_worker = substitute_defaults(services["airflow-worker-score"]["command"]).split()
+    slots = substitute_defaults(env_of(services["airflow-init"])["PROFILE_AUDIT_SCORE_SLOTS"])
+    assert score_worker[score_worker.index("--queues") + 1] == "score"
+    assert score_worker[score_worker.index("--concurrency") + 1] == slots
 
 
 def test_paths_agree_between_dockerfile_and_compose(services):

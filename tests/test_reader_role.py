@@ -10,6 +10,7 @@ import psycopg2
 import psycopg2.errors
 import pytest
 import sqlalchemy as sa
+from conftest import refused
 
 from pipeline.config import load_settings
 from pipeline.core.db import MIGRATION_LOCK_KEY, discover_repeatables, dispose_engines, ensure_schema, sql_dir, upgrade
@@ -52,27 +53,17 @@ def reader_login(database_url, tmp_path):
     admin.dispose()
 
 
-def _refused(conn, sql: str) -> str | None:
-    """The error class name when the statement is refused, else None."""
-    with conn.cursor() as cur:
-        try:
-            cur.execute(sql)
-        except psycopg2.Error as exc:
-            return type(exc).__name__
-    return None
-
-
 def test_the_reader_can_read_the_views_and_nothing_else(reader_login):
     _, connect = reader_login
     conn = connect()
-    can = {view: _refused(conn, f"select * from {view} limit 1") for view in VIEWS}
+    can = {view: refused(conn, f"select * from {view} limit 1") for view in VIEWS}
     assert can == {view: None for view in VIEWS}  # it can read every dashboard view
     cannot = {
-        "temp table": _refused(conn, "create temporary table scratch (x int)"),
-        "table in the schema": _refused(conn, "create table public.scratch (x int)"),
-        "read the migration table": _refused(conn, "select * from schema_migrations"),
-        "take the migration lock": _refused(conn, "begin; lock table schema_migrations in share row exclusive mode"),
-        "rewrite its grants": _refused(conn, "rollback; select grant_dashboard_reader()"),
+        "temp table": refused(conn, "create temporary table scratch (x int)"),
+        "table in the schema": refused(conn, "create table public.scratch (x int)"),
+        "read the migration table": refused(conn, "select * from schema_migrations"),
+        "take the migration lock": refused(conn, "begin; lock table schema_migrations in share row exclusive mode"),
+        "rewrite its grants": refused(conn, "rollback; select grant_dashboard_reader()"),
     }
     assert cannot == {
         "temp table": "InsufficientPrivilege",

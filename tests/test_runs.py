@@ -124,6 +124,9 @@ def test_claims_give_each_image_to_one_run_and_stale_claims_are_taken_over(setti
     release(settings, "d:1", "run:a", a)
     assert claim(settings, "d:1", "run:c", shas, stale_after_s=3600) == shas[:6]
     assert claim(settings, "d:1", "run:d", shas[6:], stale_after_s=0) == shas[6:]  # run:b's claims went stale
+    # a killed try of run:d left its claims: run:d's retry takes them at once, another run still may not
+    assert claim(settings, "d:1", "run:e", shas[6:], stale_after_s=3600) == []
+    assert claim(settings, "d:1", "run:d", shas[6:], stale_after_s=3600) == shas[6:]
 
 
 def test_predecessor_wait_walks_over_skipped_days_and_stops_on_a_failed_one(settings):

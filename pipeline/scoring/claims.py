@@ -5,7 +5,9 @@ Before scoring a chunk of images a score task claims them for the detector with
 task already scoring them. It scores its own, then drops its claims in the transaction after the
 scores are committed, so the table only holds work in progress. At the end it waits for the images
 others claimed: they are either scored by then, or their claim vanished (the other task failed)
-or went stale (it was killed), and it claims and scores them itself.
+or went stale (it was killed), and it claims and scores them itself. A claim of its own run key is
+its own at once: the shards of a run split its images by hash, so such a claim was left by an earlier
+try of this task, killed mid-shard (kill -9, a lost worker), and its retry need not wait for it to go stale.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ Stats = TypeVar("Stats")
 
 def claim(settings: Settings, detector_id: str, run_key: str, shas: list[str],
           stale_after_s: float = CLAIM_STALE_S) -> list[str]:
-    """Claim ``shas`` for this run; returns those it got (free ones, and stale claims taken over)."""
+    """Claim ``shas`` for this run; returns those it got (free ones, this run's own, and stale claims taken
+    over)."""
     if not shas:
         return []
     with transaction(settings) as conn:
@@ -40,7 +43,8 @@ def claim(settings: Settings, detector_id: str, run_key: str, shas: list[str],
             {"d": detector_id, "k": run_key, "s": shas}).scalars())
         got.update(conn.execute(
             sa.text("update image_claims set run_key = :k, claimed_at = now() where detector_id = :d"
-                    " and sha256 = any(:s) and claimed_at < now() - make_interval(secs => :stale)"
+                    " and sha256 = any(:s)"
+                    " and (run_key = :k or claimed_at < now() - make_interval(secs => :stale))"
                     " returning sha256"),
             {"d": detector_id, "k": run_key, "s": shas, "stale": stale_after_s}).scalars())
     return [sha for sha in shas if sha in got]
