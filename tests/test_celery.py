@@ -44,6 +44,7 @@ from airflow_cluster import (
 from conftest import REPO, contents_difference, refused, table_contents
 
 from pipeline.config import load_settings
+from pipeline.core.db import transaction
 
 pytestmark = pytest.mark.slow
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -81,8 +82,8 @@ class Postgres15:
         self.data, self.port = self.root / "data", free_port()
         (self.root / "pw").write_text(PASSWORD + "\n")
         if os.getuid() == 0:
-            shutil.chown(self.root, "nobody", "nogroup")
-            shutil.chown(self.root / "pw", "nobody", "nogroup")
+            shutil.chown(self.root, "nobody")
+            shutil.chown(self.root / "pw", "nobody")
         self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--pwfile", str(self.root / "pw"),
                   "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync")
         options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
@@ -193,15 +194,16 @@ def deployment(celery_stack, tmp_path) -> Iterator[dict]:
     cluster = Cluster(home, env)
     # 1. the databases: compose's postgres-init (the project's database, the dashboard role and its login user)
     pg.init_as_compose_does()
+    # 2. Airflow's metadata database
     cluster.cli("db", "migrate", timeout=600)
-    # 2. the project's database through the Airflow connection
+    # 3. the project's database through the Airflow connection (the migration grants the dashboard role its views)
     cluster.cli("connections", "add", "profile_audit_db", "--conn-uri", pg.url("profile_audit"))
     out = subprocess.run([str(Path(AIRFLOW).parent / "profile-audit"), "--airflow-conn", "profile_audit_db", "db",
                           "upgrade"], env=env, capture_output=True, text=True, timeout=600, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
-    # 3. pools and queues (the queue: PROFILE_AUDIT_SCORE_QUEUE above, where the DAGs are parsed)
+    # 4. pools and queues (the queue: PROFILE_AUDIT_SCORE_QUEUE above, where the DAGs are parsed)
     cluster.cli("pools", "set", "profile_audit_score", "2", "torch-heavy score tasks")
-    # 4. the components, then 5. the workers: the default queue, and the score queue with fewer slots
+    # 5. the components and the workers: the default queue, and the score queue with fewer slots
     cluster.start("api-server", "--host", "127.0.0.1", "--port", str(port))
     cluster.start("scheduler", "--skip-serve-logs")
     cluster.start("dag-processor")
@@ -236,14 +238,25 @@ def _task_instances(pg: Postgres15) -> list[dict]:
         where ti.state is not null and ti.state not in ('skipped', 'upstream_failed', 'removed')""")
 
 
-def _wait_for_running_score(pg: Postgres15, dag_id: str) -> dict:
+def _wait_for_score_mid_shard(pg: Postgres15, dag_id: str) -> dict:
+    """A score task instance that is running and inside its stage: it holds the run's lease (an advisory
+    lock in the project's database, taken for the stage's whole body, torch and the model included)."""
+    engine = sa.create_engine(pg.url("airflow", driver="postgresql+psycopg2"))
     deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        rows = _metadata(pg, "select task_id, map_index, try_number from task_instance where dag_id = :d"
-                             " and task_id = 'score' and state = 'running'", d=dag_id)
-        if rows:
-            return rows[0]
-        time.sleep(0.5)
+    try:
+        with engine.connect() as conn:
+            while time.monotonic() < deadline:
+                rows = conn.execute(sa.text(
+                    "select task_id, map_index, try_number from task_instance where dag_id = :d and"
+                    " task_id = 'score' and state = 'running' and exists (select 1 from pg_locks l join"
+                    " pg_database d on d.oid = l.database where d.datname = 'profile_audit' and"
+                    " l.locktype = 'advisory' and l.granted)"), {"d": dag_id}).mappings().all()
+                conn.commit()
+                if rows:
+                    return dict(rows[0])
+                time.sleep(0.1)
+    finally:
+        engine.dispose()
     raise AssertionError("no score task ever ran")
 
 
@@ -321,8 +334,6 @@ def _redis_outage(deployment, landing: Path, detector: Path) -> None:
     if outcome["state"] == "failed":
         settings = load_settings(env={}, shipped_detector=False, home=deployment["profile_home"],
                                  database_url=pg.url("profile_audit", driver="postgresql+psycopg2"))
-        from pipeline.core.db import transaction
-
         with transaction(settings) as conn:
             row = conn.execute(sa.text("select status, summary from runs where run_key = 'investigation:op-redis'"))
             row = row.one_or_none()
@@ -350,8 +361,14 @@ def test_celery_deployment_runs_the_dags_on_their_queues_and_survives_a_killed_w
     cluster.cli("dags", "trigger", "profile_audit_investigate", "--conf",
                 json.dumps(_investigation_conf(landing, detector)))
     # kill -9 the score worker (its whole process group: the task's process too) while a shard runs
-    killed = _wait_for_running_score(pg, "profile_audit_investigate")
+    killed = _wait_for_score_mid_shard(pg, "profile_audit_investigate")
     _kill_9_with_descendants(workers["score"])
+    settings = load_settings(env={}, shipped_detector=False, home=deployment["profile_home"],
+                             database_url=pg.url("profile_audit", driver="postgresql+psycopg2"))
+    with transaction(settings) as conn:  # the killed try's claims, if it died while embedding (its retry takes them)
+        left = conn.execute(sa.text("select count(*) from image_claims where run_key = :k"),
+                            {"k": f"investigation:{INVESTIGATION}"}).scalar_one()
+    print(f"score shard {killed['map_index']} killed mid-shard, leaving {left} image claims")
     workers["score"] = _worker(cluster, "score-restarted", SCORE_QUEUE, 1)
     runs = cluster.wait_runs("profile_audit_investigate", all_finished, "the investigation")
     assert [r["state"] for r in runs] == ["success"], cluster.logs()
@@ -370,8 +387,6 @@ def test_celery_deployment_runs_the_dags_on_their_queues_and_survives_a_killed_w
     print(f"(task, queue, worker) of the successful tries: {sorted(placed)}; killed shard's tries: "
           f"{sorted((t['try_number'], t['state'], t['worker']) for t in retried)}")
 
-    settings = load_settings(env={}, shipped_detector=False, home=deployment["profile_home"],
-                             database_url=pg.url("profile_audit", driver="postgresql+psycopg2"))
     celery_rows = table_contents(settings)
     reference = _reference_rows(deployment, monkeypatch, detector, landing, scheduled)
     assert contents_difference(celery_rows, reference) == {}
