@@ -376,9 +376,12 @@ class ValueGroup:
 def value_groups(cols: TraitColumns, rows: KindRows, min_size: int) -> tuple[int, Iterator[ValueGroup]]:
     """The windows the kind's values test (``edges.distinct_windows`` summed over every value: the
     Bonferroni family), and its values of at least ``min_size`` accounts in sorted value order."""
-    order_of_value = np.empty(len(rows.values), dtype=np.int64)
-    order_of_value[sorted(range(len(rows.values)), key=rows.values.__getitem__)] = np.arange(len(rows.values))
-    rank = order_of_value[rows.code]
+    distinct = sorted(set(rows.values))  # equal strings under two codes are one value, as in one dict
+    position = {v: i for i, v in enumerate(distinct)}
+    extra_of = {}
+    for value, extra in zip(rows.values, rows.extras):
+        extra_of.setdefault(value, extra)
+    rank = np.fromiter((position[v] for v in rows.values), dtype=np.int64, count=len(rows.values))[rows.code]
     acc = rows.account
     order = np.lexsort((acc, cols.us[acc], rank))
     rank, acc = rank[order], acc[order]
@@ -391,12 +394,11 @@ def value_groups(cols: TraitColumns, rows: KindRows, min_size: int) -> tuple[int
     tested = int((~date_only).sum()) + int((date_only & new_time).sum())
     starts = np.flatnonzero(new_value)
     ends = np.append(starts[1:], len(acc))
-    value_of_rank = sorted(range(len(rows.values)), key=rows.values.__getitem__)
 
     def groups() -> Iterator[ValueGroup]:
         for s, e in zip(starts.tolist(), ends.tolist()):
             if e - s >= min_size:
-                code = value_of_rank[int(rank[s])]
-                yield ValueGroup(rows.values[code], rows.extras[code], acc[s:e])
+                value = distinct[int(rank[s])]
+                yield ValueGroup(value, extra_of[value], acc[s:e])
 
     return tested, groups()
