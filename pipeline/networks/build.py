@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,12 +25,15 @@ from pipeline.core.db import transaction
 from pipeline.images.matching import PictureMatch
 from pipeline.networks import edges as E
 from pipeline.networks.crossplatform import crossplatform_edges, mark_platforms
+from pipeline.networks.traits import TraitColumns, load_columns
 from pipeline.networks.clusters import Cluster, assign_ids, find_clusters, strong_pairs
 
 log = logging.getLogger(__name__)
 
 
 def load_traits(conn: sa.Connection, run_key: str) -> list[E.AccountTraits]:
+    """Every account of the run as a dataclass (small runs and tests; the stage reads columns,
+    ``traits.load_columns``)."""
     rows = conn.execute(
         sa.text(
             "select s.account_key, s.created_at, g.avatar_sha256, g.avatar_label, g.handle_template,"
@@ -45,18 +49,50 @@ def load_traits(conn: sa.Connection, run_key: str) -> list[E.AccountTraits]:
             for r in rows]
 
 
-def _embedding_edges(conn: sa.Connection, run_key: str, groups: dict[str, list[str]],
-                     params: ImageParams, weights: EdgeWeights | None = None) -> list[E.Edge]:
-    """similar_embedding edges among the run's distinct avatars labelled synthetic, by the detector's backbone."""
+_AVATARS = ("select g.avatar_sha256, s.account_key from account_snapshots s join account_signals g"
+            " using (run_key, account_key) where s.run_key = :k and g.avatar_sha256 <> ''")
+
+
+def _avatar_groups(rows: Iterable[tuple[str, str]], params: ImageParams) -> dict[str, list[str]]:
+    """``edges.image_groups`` of these (sha256, account key) rows."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for sha, key in rows:
+        groups[sha].append(key)
+    return {sha: sorted(keys) for sha, keys in groups.items() if len(keys) <= params.identical_avatar_max_group}
+
+
+def shared_avatar_groups(conn: sa.Connection, run_key: str, params: ImageParams) -> dict[str, list[str]]:
+    """The run's ``image_groups`` of two accounts or more (the identical-avatar edges), grouped by the
+    database: at 10M accounts nearly every image is one account's, and none of those is fetched."""
+    return _avatar_groups(conn.execute(sa.text(
+        _AVATARS + " and g.avatar_sha256 in (select g.avatar_sha256 from account_snapshots s join account_signals g"
+        " using (run_key, account_key) where s.run_key = :k and g.avatar_sha256 <> ''"
+        " group by g.avatar_sha256 having count(*) between 2 and :max)"),
+        {"k": run_key, "max": params.identical_avatar_max_group}), params)
+
+
+def avatar_groups_of(conn: sa.Connection, run_key: str, shas: Iterable[str], params: ImageParams) -> dict[str, list[str]]:
+    """The run's ``image_groups`` restricted to these images (those of near-duplicate pairs and embeddings):
+    the same hub account for each as the groups of every image would give."""
+    wanted = sorted(set(shas))
+    if not wanted:
+        return {}
+    return _avatar_groups(conn.execute(sa.text(_AVATARS + " and g.avatar_sha256 = any(:s)"),
+                                       {"k": run_key, "s": wanted}), params)
+
+
+def _embedding_rows(conn: sa.Connection, run_key: str) -> tuple[str, list[str], np.ndarray] | None:
+    """The detector's backbone, and the run's distinct avatars labelled synthetic with their embeddings
+    by it; None where there are no similar_embedding edges to build."""
     backbone = conn.execute(sa.text("select d.backbone_id from runs r join detectors d using (detector_id)"
                                     " where r.run_key = :k"), {"k": run_key}).scalar()
     if backbone is None:
-        return []
+        return None
     from detectors.backbone import is_random_backbone_id
 
     if is_random_backbone_id(backbone):
         log.info("no similar_embedding edges in %s: the detector's backbone %s has random weights", run_key, backbone)
-        return []
+        return None
     rows = conn.execute(
         sa.text("select e.sha256, e.vector from embeddings e where e.backbone_id = :b and e.sha256 in"
                 " (select distinct avatar_sha256 from account_signals where run_key = :k and avatar_label)"
@@ -64,9 +100,8 @@ def _embedding_edges(conn: sa.Connection, run_key: str, groups: dict[str, list[s
         {"k": run_key, "b": backbone},
     ).all()
     if len(rows) < 2:
-        return []
-    vectors = np.array([r.vector for r in rows], dtype=np.float32)
-    return E.similar_embedding_edges(groups, [r.sha256 for r in rows], vectors, params, backbone, weights=weights)
+        return None
+    return backbone, [r.sha256 for r in rows], np.array([r.vector for r in rows], dtype=np.float32)
 
 
 def _image_ring_inputs(conn: sa.Connection, near: list[tuple[str, str, int]], groups: dict[str, list[str]],
@@ -127,7 +162,7 @@ class NetworkResult:
     clusters: int
 
 
-def _creation_edges(conn: sa.Connection, run_key: str, traits: list[E.AccountTraits], network: NetworkParams,
+def _creation_edges(conn: sa.Connection, run_key: str, traits: TraitColumns, network: NetworkParams,
                     weights: EdgeWeights) -> list[E.Edge]:
     """Creation-window edges against the run's baseline (pipeline/networks/baseline.py): bursts against the
     run's accounts (and a pinned baseline run's), or, for an IO release alone, its creation batches."""
@@ -139,28 +174,49 @@ def _creation_edges(conn: sa.Connection, run_key: str, traits: list[E.AccountTra
     return E.creation_window_edges(traits, network, weights=weights, baseline=baseline.times)
 
 
+def _image_edges(conn: sa.Connection, run_key: str, image: ImageParams, w: EdgeWeights,
+                 image_dir: Path | None) -> Iterator[list[E.Edge]]:
+    """identical_avatar, near_duplicate_avatar, confirmed_near_duplicate and similar_embedding edges, in that order."""
+    yield E.identical_avatar_edges_of(shared_avatar_groups(conn, run_key, image), image, weights=w)
+    near = [tuple(r) for r in conn.execute(sa.text("select sha_a, sha_b, distance from avatar_near_duplicates"
+                                                   " where run_key = :k order by sha_a, sha_b"), {"k": run_key})]
+    embedded = _embedding_rows(conn, run_key)
+    groups = avatar_groups_of(conn, run_key, [s for a, b, _ in near for s in (a, b)] + (embedded[1] if embedded else []),
+                              image)
+    images, matches = _image_ring_inputs(conn, near, groups, image, image_dir)
+    yield E.near_duplicate_edges(groups, near, image, weights=w)
+    yield E.confirmed_near_duplicate_edges(groups, near, images, matches, image, weights=w)
+    if embedded is not None:
+        backbone, shas, vectors = embedded
+        yield E.similar_embedding_edges(groups, shas, vectors, image, backbone, weights=w)
+
+
 def build_edges(conn: sa.Connection, run_key: str, policy: Policy, image_dir: Path | None = None) -> dict[str, int]:
     """Replace the run's edges of every type; returns counts per type. ``policy``: the run's
     (``RunContext.policy``): its image and network thresholds and its edge weights. ``image_dir``: where the
-    stored images are (``Settings.image_dir``); without it no image ring is confirmed."""
+    stored images are (``Settings.image_dir``); without it no image ring is confirmed.
+
+    Memory stays bounded at millions of accounts: avatars are grouped by the database (only shared
+    images and those of near-duplicate pairs or embeddings are fetched), the account traits are numpy
+    columns streamed from a server-side cursor (pipeline/networks/traits.py), each builder's edges are
+    written as soon as they are built, and the columns are dropped before the post edges."""
     image, network, w = policy.image, policy.network, policy.edge
-    traits = load_traits(conn, run_key)
-    groups = E.image_groups(traits, image)
-    near = [tuple(r) for r in conn.execute(sa.text("select sha_a, sha_b, distance from avatar_near_duplicates"
-                                                   " where run_key = :k order by sha_a, sha_b"), {"k": run_key})]
-    images, matches = _image_ring_inputs(conn, near, groups, image, image_dir)
-    built = (E.identical_avatar_edges(traits, image, weights=w)
-             + E.near_duplicate_edges(groups, near, image, weights=w)
-             + E.confirmed_near_duplicate_edges(groups, near, images, matches, image, weights=w)
-             + _embedding_edges(conn, run_key, groups, image, w)
-             + _creation_edges(conn, run_key, traits, network, w)
-             + E.identical_text_edges(traits, network, weights=w)
-             + crossplatform_edges(conn, run_key, network, w))
     conn.execute(sa.text("delete from edges where run_key = :k"), {"k": run_key})
-    copy_rows(conn, "edges", ("run_key", "edge_type", "a_key", "b_key", "weight", "params", "evidence"),
-              ((run_key, e.edge_type, e.a_key, e.b_key, e.weight, json.dumps(e.params, sort_keys=True),
-                json.dumps(e.evidence, sort_keys=True)) for e in built))
-    counts = Counter(e.edge_type for e in built)
+    counts: Counter[str] = Counter()
+
+    def write(built: list[E.Edge]) -> None:
+        copy_rows(conn, "edges", ("run_key", "edge_type", "a_key", "b_key", "weight", "params", "evidence"),
+                  ((run_key, e.edge_type, e.a_key, e.b_key, e.weight, json.dumps(e.params, sort_keys=True),
+                    json.dumps(e.evidence, sort_keys=True)) for e in built))
+        counts.update(e.edge_type for e in built)
+
+    for built in _image_edges(conn, run_key, image, w, image_dir):
+        write(built)
+    traits = load_columns(conn, run_key)
+    write(_creation_edges(conn, run_key, traits, network, w))
+    write(E.identical_text_edges(traits, network, weights=w))
+    del traits
+    write(crossplatform_edges(conn, run_key, network, w))
     from pipeline.networks.coactivity import build_post_edges
 
     counts.update(build_post_edges(conn, run_key, network))

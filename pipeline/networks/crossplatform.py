@@ -30,10 +30,12 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 
 from pipeline.config import EdgeWeights, NetworkParams
@@ -105,11 +107,46 @@ def same_handle_stem_edges(handles: Iterable[Handle], params: NetworkParams,
     return edges
 
 
-def load_handles(conn: sa.Connection, run_key: str) -> list[Handle]:
+def load_handles(conn: sa.Connection, run_key: str, chunk: int = 20_000) -> Iterator[Handle]:
+    """The run's handles, streamed from a server-side cursor ``chunk`` rows at a time."""
     rows = conn.execute(sa.text(
         "select s.account_key, a.platform, s.handle from account_snapshots s join accounts a using (account_key)"
-        " where s.run_key = :k and s.handle is not null order by s.account_key"), {"k": run_key})
-    return [Handle(r.account_key, r.platform, r.handle) for r in rows]
+        " where s.run_key = :k and s.handle is not null"), {"k": run_key},
+        execution_options={"stream_results": True, "yield_per": chunk})
+    for r in rows:
+        yield Handle(r.account_key, r.platform, r.handle)
+
+
+def _stem_hash(h: Handle, params: NetworkParams) -> int | None:
+    stem = handle_stem(h.platform, h.handle)
+    return hash(stem) if stem is not None and is_distinctive(stem, params) else None
+
+
+def shared_stem_handles(conn: sa.Connection, run_key: str, params: NetworkParams, chunk: int = 20_000) -> list[Handle]:
+    """The handles whose distinctive stem another handle of the run may share: one streamed pass keeps
+    each distinctive stem's hash and its account's key (in one buffer), then the handles of the keys
+    whose hash is held twice or more are fetched again. A stem of one account makes no edge, so
+    ``same_handle_stem_edges`` of these is that of every handle; at 10M accounts few are kept."""
+    hashes, ends, blob = array("q"), array("q"), bytearray()
+    for h in load_handles(conn, run_key, chunk):
+        if (v := _stem_hash(h, params)) is not None:
+            hashes.append(v)
+            blob += h.account_key.encode()
+            ends.append(len(blob))
+    if not hashes:
+        return []
+    values = np.frombuffer(hashes, dtype=np.int64)
+    distinct, n = np.unique(values, return_counts=True)
+    held = np.flatnonzero(np.isin(values, distinct[n >= 2])).tolist()
+    keys = [bytes(blob[(ends[i - 1] if i else 0):ends[i]]).decode() for i in held]
+    del hashes, ends, blob, values, distinct, n
+    out: list[Handle] = []
+    for lo in range(0, len(keys), chunk):
+        out += [Handle(r.account_key, r.platform, r.handle) for r in conn.execute(sa.text(
+            "select s.account_key, a.platform, s.handle from account_snapshots s join accounts a using (account_key)"
+            " where s.run_key = :k and s.handle is not null and s.account_key = any(:keys)"),
+            {"k": run_key, "keys": keys[lo:lo + chunk]})]
+    return out
 
 
 def run_platforms(conn: sa.Connection, run_key: str) -> int:
@@ -124,7 +161,7 @@ def crossplatform_edges(conn: sa.Connection, run_key: str, params: NetworkParams
     one platform (every run of one platform's export)."""
     if run_platforms(conn, run_key) < 2:
         return []
-    return same_handle_stem_edges(load_handles(conn, run_key), params, weights)
+    return same_handle_stem_edges(shared_stem_handles(conn, run_key, params), params, weights)
 
 
 def mark_platforms(conn: sa.Connection, run_key: str) -> int:

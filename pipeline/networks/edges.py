@@ -33,7 +33,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +42,9 @@ from pipeline.images.matching import PictureMatch
 from pipeline.networks.bursts import Population, burst_test, date_windows, is_date_only
 from pipeline.networks.edge_types import (CONFIRMED_NEAR_DUPLICATE, CREATION_WINDOW, IDENTICAL_AVATAR, IDENTICAL_BIO,
                                          IDENTICAL_LINK, NEAR_DUPLICATE_AVATAR, SIMILAR_EMBEDDING)
+
+if TYPE_CHECKING:
+    from pipeline.networks.traits import TraitColumns
 
 MIN_BIO_CHARS = 8
 
@@ -107,10 +110,16 @@ def image_groups(accounts: Iterable[AccountTraits], params: ImageParams) -> dict
 
 def identical_avatar_edges(accounts: Iterable[AccountTraits], params: ImageParams,
                            weights: EdgeWeights | None = None) -> list[Edge]:
+    return identical_avatar_edges_of(image_groups(accounts, params), params, weights)
+
+
+def identical_avatar_edges_of(groups: dict[str, list[str]], params: ImageParams,
+                              weights: EdgeWeights | None = None) -> list[Edge]:
+    """A star around each group's smallest key, from ``image_groups`` (or just its groups of two or more)."""
     weight = _weights(weights).identical_avatar
     edges = []
     used = {"identical_avatar_max_group": params.identical_avatar_max_group}
-    for sha, members in sorted(image_groups(accounts, params).items()):
+    for sha, members in sorted(groups.items()):
         if len(members) < 2:
             continue
         hub, *rest = members
@@ -374,7 +383,7 @@ def distinct_windows(seconds: list[float]) -> int:
     return int((~dated).sum()) + len(np.unique(times[dated]))
 
 
-def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkParams,
+def creation_window_edges(accounts: Iterable[AccountTraits] | TraitColumns, params: NetworkParams,
                           weights: EdgeWeights | None = None, baseline: np.ndarray | None = None) -> list[Edge]:
     """Chain accounts sharing a trait whose creation times lie within the window of each other, inside
     a burst of that trait measured against the whole population (pipeline/networks/bursts.py). The
@@ -388,7 +397,13 @@ def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkPara
     edges only where the population explains at most ``burst_max_chance_share`` of the window's
     accounts (expected / observed): a common template inside a batch's window also holds organic
     accounts, indistinguishable by the template, and only the narrowed trait separates the batch.
-    Each edge names its traits with the observed and expected counts, the chance share and the p-value."""
+    Each edge names its traits with the observed and expected counts, the chance share and the p-value.
+
+    The accounts are columns (pipeline/networks/traits.py) and each kind of trait is one pass (its
+    windows are one Bonferroni family, so a pass per kind tests exactly what one pass over all did)."""
+    from pipeline.networks.traits import TraitColumns, kind_rows, value_groups
+
+    cols = accounts if isinstance(accounts, TraitColumns) else TraitColumns.of(accounts)
     window = params.creation_window_hours * 3600
     used = {"creation_window_hours": params.creation_window_hours, "min_template_digits": params.min_template_digits,
             "burst_factor": params.burst_factor, "burst_p_value": params.burst_p_value,
@@ -396,117 +411,114 @@ def creation_window_edges(accounts: Iterable[AccountTraits], params: NetworkPara
             "count_profile_min_count": params.count_profile_min_count,
             "burst_max_chance_share": params.burst_max_chance_share, "burst_refine_bin": params.burst_refine_bin,
             "min_cluster_size": params.min_cluster_size}
-    dated = [a for a in accounts if a.created_at is not None]
-    own = np.array([a.created_at.timestamp() for a in dated], dtype=np.float64)
+    own = cols.seconds[cols.dated]
     population = Population.of(own if baseline is None else np.concatenate([own, np.asarray(baseline, np.float64)]))
-    by_trait: dict[tuple[str, str], list[tuple[AccountTraits, dict[str, Any]]]] = defaultdict(list)
-    for acc in dated:
-        for trait, value, extra in account_trait_values(acc, params):
-            by_trait[(trait, value)].append((acc, extra))
-    tested: dict[str, int] = defaultdict(int)  # windows tested per kind of trait: the Bonferroni family
-    for (trait, _), members in by_trait.items():
-        tested[trait] += distinct_windows([m[0].created_at.timestamp() for m in members])
+    del own
     edges: dict[tuple[str, str], Edge] = {}
-    for (trait, value), members in sorted(by_trait.items()):
-        if len(members) < params.min_cluster_size:
-            continue
-        members.sort(key=lambda m: (m[0].created_at, m[0].account_key))
-        times = np.array([m[0].created_at.timestamp() for m in members])
-        min_count = max(params.min_cluster_size,
-                        params.count_profile_min_count if trait in PROFILE_TRAITS else 0)
-        windows = date_windows(times, window)
-        test = burst_test(times, population, windows, params.burst_smoothing_days * 86400, min_count,
-                          params.burst_factor, params.burst_p_value, tested[trait])
-        chance = test.chance_share
-        clean = test.bursting & (chance <= params.burst_max_chance_share)
-        for k in np.flatnonzero(clean[:-1] & clean[1:]):
-            (prev, extra), (cur, _) = members[k], members[k + 1]
-            delta = (cur.created_at - prev.created_at).total_seconds()
-            if delta > min(windows[k], windows[k + 1]):  # two dates apart, for date-only accounts
-                continue
-            key = tuple(sorted((prev.account_key, cur.account_key)))
-            weaker = k if test.p_value[k] >= test.p_value[k + 1] else k + 1  # the edge holds at both ends
-            burst = {"value": value if trait != "synthetic_avatar" else None, **extra,
-                     "observed": int(test.observed[weaker]), "expected": round(float(test.expected[weaker]), 4),
-                     "chance_share": round(float(chance[weaker]), 4),
-                     "p_value": float(f"{test.p_value[weaker]:.3g}")}
-            old = edges.get(key)
-            bursts = dict(old.evidence["bursts"]) if old else {}
-            if trait in bursts and bursts[trait]["p_value"] <= burst["p_value"]:
-                continue  # the other count-profile grid already gave this pair a sharper burst
-            bursts[trait] = burst
-            evidence = {"traits": sorted(bursts), "bursts": dict(sorted(bursts.items())),
-                        "created_at": [prev.created_at.isoformat(), cur.created_at.isoformat()],
-                        "delta_hours": round(delta / 3600, 3)}
-            edges[key] = Edge.between(CREATION_WINDOW, *key, creation_weight(bursts, weights), used, evidence)
+    for rows in kind_rows(cols, params):  # sorted by kind, values sorted within it: the order of old
+        trait = rows.kind
+        min_count = max(params.min_cluster_size, params.count_profile_min_count if trait in PROFILE_TRAITS else 0)
+        tested, groups = value_groups(cols, rows, params.min_cluster_size)
+        for group in groups:
+            members = group.accounts
+            times = cols.seconds[members]
+            windows = date_windows(times, window)
+            test = burst_test(times, population, windows, params.burst_smoothing_days * 86400, min_count,
+                              params.burst_factor, params.burst_p_value, tested)
+            chance = test.chance_share
+            clean = test.bursting & (chance <= params.burst_max_chance_share)
+            for k in np.flatnonzero(clean[:-1] & clean[1:]):
+                prev, cur = int(members[k]), int(members[k + 1])
+                delta = int(cols.us[cur] - cols.us[prev]) / 10**6
+                if delta > min(windows[k], windows[k + 1]):  # two dates apart, for date-only accounts
+                    continue
+                key = tuple(sorted((cols.key(prev), cols.key(cur))))
+                weaker = k if test.p_value[k] >= test.p_value[k + 1] else k + 1  # the edge holds at both ends
+                burst = {"value": group.value if trait != "synthetic_avatar" else None, **group.extra,
+                         "observed": int(test.observed[weaker]), "expected": round(float(test.expected[weaker]), 4),
+                         "chance_share": round(float(chance[weaker]), 4),
+                         "p_value": float(f"{test.p_value[weaker]:.3g}")}
+                old = edges.get(key)
+                bursts = dict(old.evidence["bursts"]) if old else {}
+                if trait in bursts and bursts[trait]["p_value"] <= burst["p_value"]:
+                    continue  # the other count-profile grid already gave this pair a sharper burst
+                bursts[trait] = burst
+                evidence = {"traits": sorted(bursts), "bursts": dict(sorted(bursts.items())),
+                            "created_at": [cols.created(prev).isoformat(), cols.created(cur).isoformat()],
+                            "delta_hours": round(delta / 3600, 3)}
+                edges[key] = Edge.between(CREATION_WINDOW, *key, creation_weight(bursts, weights), used, evidence)
     return list(edges.values())
 
 
 BATCH_TRAITS = ("signup_profile", "count_profile", "handle_template", "identical_bio")  # what groups a batch alone
 
 
-def creation_batch_edges(accounts: Iterable[AccountTraits], params: NetworkParams,
+def creation_batch_edges(accounts: Iterable[AccountTraits] | TraitColumns, params: NetworkParams,
                          weights: EdgeWeights | None = None) -> list[Edge]:
     """For a run with no organic baseline (pipeline/networks/baseline.py: an IO release audited alone):
     chain accounts sharing a sign-up profile, count profile, handle template or bio that were created
     within the window of each other (a date-only account: on its date), where the window holds at least
     ``count_profile_min_count`` of them. Nothing is tested against a population (there is none): the
-    edges say so (``baseline: none``), and they group the release into its creation batches."""
+    edges say so (``baseline: none``), and they group the release into its creation batches. One pass
+    per kind of trait over the columns (pipeline/networks/traits.py)."""
+    from pipeline.networks.traits import TraitColumns, kind_rows, value_groups
+
+    cols = accounts if isinstance(accounts, TraitColumns) else TraitColumns.of(accounts)
     window = params.creation_window_hours * 3600
     used = {"creation_window_hours": params.creation_window_hours, "count_profile_min_count": params.count_profile_min_count,
             "burst_refine_bin": params.burst_refine_bin, "count_profile_bin": params.count_profile_bin,
             "min_template_digits": params.min_template_digits, "baseline": "none"}
-    by_trait: dict[tuple[str, str], list[tuple[AccountTraits, dict[str, Any]]]] = defaultdict(list)
-    for acc in accounts:
-        if acc.created_at is not None:
-            for trait, value, extra in account_trait_values(acc, params):
-                if trait in BATCH_TRAITS:
-                    by_trait[(trait, value)].append((acc, extra))
     min_count = max(params.min_cluster_size, params.count_profile_min_count)
     edges: dict[tuple[str, str], Edge] = {}
-    for (trait, value), members in sorted(by_trait.items()):
-        if len(members) < min_count:
-            continue
-        members.sort(key=lambda m: (m[0].created_at, m[0].account_key))
-        times = np.array([m[0].created_at.timestamp() for m in members])
-        windows = date_windows(times, window)
-        observed = (np.searchsorted(times, times + windows / 2, side="right")
-                    - np.searchsorted(times, times - windows / 2))
-        batch = observed >= min_count
-        for k in np.flatnonzero(batch[:-1] & batch[1:]):
-            (prev, extra), (cur, _) = members[k], members[k + 1]
-            delta = (cur.created_at - prev.created_at).total_seconds()
-            if delta > min(windows[k], windows[k + 1]):
-                continue
-            key = tuple(sorted((prev.account_key, cur.account_key)))
-            old = edges.get(key)
-            bursts = dict(old.evidence["bursts"]) if old else {}
-            bursts[trait] = {"value": value, **extra, "observed": int(min(observed[k], observed[k + 1])), "tested": False}
-            evidence = {"traits": sorted(bursts), "bursts": dict(sorted(bursts.items())), "baseline": "none",
-                        "created_at": [prev.created_at.isoformat(), cur.created_at.isoformat()],
-                        "delta_hours": round(delta / 3600, 3)}
-            edges[key] = Edge.between(CREATION_WINDOW, *key, creation_weight(bursts, weights), used, evidence)
+    for rows in kind_rows(cols, params, BATCH_TRAITS):
+        trait = rows.kind
+        for group in value_groups(cols, rows, min_count)[1]:
+            members = group.accounts
+            times = cols.seconds[members]
+            windows = date_windows(times, window)
+            observed = (np.searchsorted(times, times + windows / 2, side="right")
+                        - np.searchsorted(times, times - windows / 2))
+            batch = observed >= min_count
+            for k in np.flatnonzero(batch[:-1] & batch[1:]):
+                prev, cur = int(members[k]), int(members[k + 1])
+                delta = int(cols.us[cur] - cols.us[prev]) / 10**6
+                if delta > min(windows[k], windows[k + 1]):
+                    continue
+                key = tuple(sorted((cols.key(prev), cols.key(cur))))
+                old = edges.get(key)
+                bursts = dict(old.evidence["bursts"]) if old else {}
+                bursts[trait] = {"value": group.value, **group.extra, "observed": int(min(observed[k], observed[k + 1])),
+                                 "tested": False}
+                evidence = {"traits": sorted(bursts), "bursts": dict(sorted(bursts.items())), "baseline": "none",
+                            "created_at": [cols.created(prev).isoformat(), cols.created(cur).isoformat()],
+                            "delta_hours": round(delta / 3600, 3)}
+                edges[key] = Edge.between(CREATION_WINDOW, *key, creation_weight(bursts, weights), used, evidence)
     return list(edges.values())
 
 
-def identical_text_edges(accounts: Iterable[AccountTraits], params: NetworkParams,
+def identical_text_edges(accounts: Iterable[AccountTraits] | TraitColumns, params: NetworkParams,
                          weights: EdgeWeights | None = None) -> list[Edge]:
     """identical_bio and identical_link: every pair of a group of 2..identical_text_max_group accounts
-    (a clique, not a star, so that a weak text edge can corroborate another edge on the same pair)."""
+    (a clique, not a star, so that a weak text edge can corroborate another edge on the same pair).
+    Groups are counted on the columns' codes (pipeline/networks/traits.py); only those of 2 and more
+    are looked at."""
+    from pipeline.networks.traits import TraitColumns
+
+    cols = accounts if isinstance(accounts, TraitColumns) else TraitColumns.of(accounts)
     used = {"identical_text_max_group": params.identical_text_max_group, "min_bio_chars": MIN_BIO_CHARS}
     weight = _weights(weights).identical_text
-    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for acc in accounts:
-        if (bio := normalised_bio(acc.bio)) is not None:
-            groups[(IDENTICAL_BIO, bio)].append(acc.account_key)
-        if (link := normalised_link(acc.url)) is not None:
-            groups[(IDENTICAL_LINK, link)].append(acc.account_key)
     edges = []
-    for (edge_type, value), members in sorted(groups.items()):
-        if not 2 <= len(members) <= params.identical_text_max_group:
+    for edge_type, codes, values in ((IDENTICAL_BIO, cols.bio, cols.bios), (IDENTICAL_LINK, cols.link, cols.links)):
+        sizes = np.bincount(codes[codes >= 0], minlength=len(values))
+        kept = np.flatnonzero((sizes >= 2) & (sizes <= params.identical_text_max_group))
+        if not len(kept):
             continue
-        members.sort()
-        evidence = {"value": value, "group_size": len(members)}
-        edges += [Edge(edge_type, a, b, weight, used, evidence)
-                  for i, a in enumerate(members) for b in members[i + 1:]]
+        held = np.flatnonzero(np.isin(codes, kept))  # row order is key order
+        members: dict[int, list[int]] = defaultdict(list)
+        for i, c in zip(held.tolist(), codes[held].tolist()):
+            members[c].append(i)
+        for code in sorted(members, key=values.__getitem__):
+            keys = [cols.key(i) for i in members[code]]
+            evidence = {"value": values[code], "group_size": len(keys)}
+            edges += [Edge(edge_type, a, b, weight, used, evidence) for i, a in enumerate(keys) for b in keys[i + 1:]]
     return edges
