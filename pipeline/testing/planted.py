@@ -151,10 +151,13 @@ def _flip(phash: int, bits: int, rng: np.random.Generator) -> int:
 
 
 class _Writer:
-    """Collects rows per table, then COPYs them in one go."""
+    """Collects rows per table and COPYs them in chunks of about ``chunk_rows`` snapshot and post rows
+    (on ``conn``, the generator's one transaction), so a population of ten million accounts never sits
+    in memory; without ``conn`` it keeps everything until ``flush``."""
 
-    def __init__(self, run_key: str, rng: np.random.Generator):
-        self.run_key, self.rng = run_key, rng
+    def __init__(self, run_key: str, rng: np.random.Generator, conn: sa.Connection | None = None,
+                 chunk_rows: int = 200_000):
+        self.run_key, self.rng, self.conn, self.chunk_rows = run_key, rng, conn, chunk_rows
         self.accounts: list[tuple] = []
         self.snapshots: list[tuple] = []
         self.avatars: list[tuple] = []
@@ -163,21 +166,34 @@ class _Writer:
         self.embeddings: dict[str, tuple] = {}
         self.posts: list[tuple] = []
         self.files: dict[str, bytes] = {}  # storage path -> bytes of the avatars that have real pixels
+        self.seen: set[str] = set()  # every image written so far (flushed ones too), but the organic ones
+        self.snapshot_count = self.post_count = 0  # rows ever written: the source locators count on
+
+    def _bounded(self) -> None:
+        """Flush when a chunk is full; called before a new account or post, never between an account's
+        rows (``_xp_account`` rewrites the account it has just added)."""
+        if self.conn is not None and len(self.snapshots) + len(self.posts) >= self.chunk_rows:
+            self.flush(self.conn)
 
     def account(self, key: str, handle: str, created: datetime, bio: str, url: str | None, followers: int,
                 following: int, n_posts: int | None, display_name: str | None = None, language: str | None = None,
                 location: str | None = None, avatar: bool = True) -> None:
+        self._bounded()
+        self.snapshot_count += 1
         self.accounts.append((key, PLATFORM, key.split(":", 1)[1], self.run_key))
         self.snapshots.append((self.run_key, key, handle, display_name or handle, bio, url, created.isoformat(),
                                followers, following, n_posts,
                                f"avatars/{key.split(':', 1)[1]}.jpg" if avatar else None, "planted",
-                               str(len(self.snapshots) + 1), language, location))
+                               str(self.snapshot_count), language, location))
 
     def avatar(self, key: str, sha: str, phash: int, probability: float, embedding: np.ndarray | None = None,
-               dhash: int | None = None, detail: float | None = None, size: tuple[int, int, int] = (20_000, 400, 400)
-               ) -> None:
+               dhash: int | None = None, detail: float | None = None, size: tuple[int, int, int] = (20_000, 400, 400),
+               new: bool = False) -> None:
+        """``new``: the sha is known to be unseen (an organic avatar's own tag), so it is not remembered."""
         self.avatars.append((self.run_key, key, f"avatars/{key.split(':', 1)[1]}.jpg", sha, "stored"))
-        if sha not in self.images:
+        if new or sha not in self.seen:
+            if not new:
+                self.seen.add(sha)
             self.images[sha] = (sha, *size, "JPEG", f"{phash:016x}", None if dhash is None else f"{dhash:016x}",
                                 detail, f"{sha[:2]}/{sha}.jpg")
             label = probability >= 0.5
@@ -191,12 +207,14 @@ class _Writer:
         self.avatar(key, image.sha256, image.phash, probability, dhash=image.dhash, detail=image.detail,
                     size=(image.byte_size, image.width, image.height))
         if image.data:  # stored as the acquire stage would: the image-ring test matches these pixels
-            self.files[self.images[image.sha256][-1]] = image.data
+            self.files[f"{image.sha256[:2]}/{image.sha256}.jpg"] = image.data
 
     def post(self, key: str, post_id: str, at: datetime, reposted: str | None = None, urls: list[str] | None = None,
              text: str | None = None, hashtags: list[str] | None = None) -> None:
+        self._bounded()
+        self.post_count += 1
         self.posts.append((self.run_key, key, post_id, at.isoformat(), reposted, "{" + ",".join(urls or []) + "}",
-                           "{" + ",".join(hashtags or []) + "}", text, "planted-posts", str(len(self.posts) + 1)))
+                           "{" + ",".join(hashtags or []) + "}", text, "planted-posts", str(self.post_count)))
 
     def flush(self, conn: sa.Connection) -> None:
         _copy_new(conn, "accounts", ("account_key", "platform", "account_id", "first_seen_run"), self.accounts)
@@ -211,6 +229,8 @@ class _Writer:
         _copy_new(conn, "embeddings", ("sha256", "backbone_id", "dim", "vector"), self.embeddings.values())
         copy_rows(conn, "posts", ("run_key", "account_key", "post_id", "posted_at", "reposted_id", "urls", "hashtags",
                                   "text", "source_file", "source_locator"), self.posts)
+        for rows in (self.accounts, self.snapshots, self.avatars, self.images, self.scores, self.embeddings, self.posts):
+            rows.clear()
 
 
 def hashed_handle(tag: str) -> str:
@@ -233,7 +253,12 @@ def _signup_days(n: int, rng: np.random.Generator, span: int = 14 * 365) -> np.n
     return rng.choice(ages, size=n, p=p / p.sum()).astype(np.float64)
 
 
-def _organic_io(w: _Writer, n: int, rng: np.random.Generator, mix: OrganicMix) -> tuple[list[str], list[str]]:
+def organic_key(i: int) -> str:
+    """The key of the ``i``-th organic account (the population does not keep a list of them)."""
+    return f"{PLATFORM}:o{i:07d}"
+
+
+def _organic_io(w: _Writer, n: int, rng: np.random.Generator, mix: OrganicMix) -> list[str]:
     """Organic accounts as an X/Twitter IO users file shows them (``OrganicMix.io()``)."""
     age_days = _signup_days(n, rng)
     busy_dates: list[str] = []
@@ -250,24 +275,29 @@ def _organic_io(w: _Writer, n: int, rng: np.random.Generator, mix: OrganicMix) -
     langs = np.array(list(LANGUAGES))[rng.choice(len(LANGUAGES), size=n, p=np.array(list(LANGUAGES.values())) / sum(LANGUAGES.values()))]
     city = np.where(rng.random(n) < 0.4, np.array(CITIES)[rng.integers(len(CITIES), size=n)], "")
     link = rng.random(n) < 0.2
-    keys = []
     for i in range(n):
-        key = f"{PLATFORM}:o{i:07d}"
+        key = organic_key(i)
         handle = hashed_handle(key)
         day = datetime.combine((AS_OF - timedelta(days=float(age_days[i]))).date(), datetime.min.time(), UTC)
         w.account(key, handle, day, "" if no_bio[i] else BIOS[bio_pick[i]],
                   f"https://t.co/{handle[:10]}" if link[i] else None, int(followers[i]), int(following[i]), None,
                   handle, language=str(langs[i]), location=str(city[i]) or None, avatar=False)
-        keys.append(key)
-    return keys, busy_dates
+    return busy_dates
 
 
 def _organic(w: _Writer, n: int, rng: np.random.Generator, posts_per_account: float, mix: OrganicMix = OrganicMix(),
-             photos: list[PlantedImage] = ()) -> tuple[list[str], list[str]]:
-    """Organic accounts, drawn with numpy in bulk (a million take a minute, not an hour); returns the keys
-    and the busy days."""
+             photos: list[PlantedImage] = ()) -> list[str]:
+    """Organic accounts ``organic_key(0..n-1)``, drawn with numpy in bulk (a million take a minute, not an
+    hour), then their posts; returns the busy days. The accounts' arrays are gone before the posts' are drawn."""
     if mix.io_like:
         return _organic_io(w, n, rng, mix)
+    busy_dates = _organic_accounts(w, n, rng, mix, photos)
+    _organic_posts(w, n, rng, posts_per_account)
+    return busy_dates
+
+
+def _organic_accounts(w: _Writer, n: int, rng: np.random.Generator, mix: OrganicMix,
+                      photos: list[PlantedImage]) -> list[str]:
     first = np.array(FIRST)[rng.integers(len(FIRST), size=n)]
     last = np.array(LAST)[rng.integers(len(LAST), size=n)]
     style = rng.random(n)
@@ -297,9 +327,8 @@ def _organic(w: _Writer, n: int, rng: np.random.Generator, posts_per_account: fl
         busy_dates = [(AS_OF - timedelta(days=int(d))).date().isoformat() for d in busy_offsets]
     suggested = rng.random(n) < mix.common_template_share if mix.common_template_share else np.zeros(n, bool)
     suggested_digits = rng.integers(10 ** 7, 10 ** 8, size=n) if mix.common_template_share else long_digits
-    keys = []
     for i in range(n):
-        key = f"{PLATFORM}:o{i:07d}"
+        key = organic_key(i)
         f, la = first[i], last[i]
         if suggested[i]:  # the platform's suggestion at sign-up: first+last + 8 digits
             handle = f"{f}{la}{suggested_digits[i]}"
@@ -320,20 +349,18 @@ def _organic(w: _Writer, n: int, rng: np.random.Generator, posts_per_account: fl
         if has_avatar[i] and i < len(photos):
             w.photo(key, photos[i], float(prob[i]))
         elif has_avatar[i]:
-            w.avatar(key, _sha(f"organic-{i}"), int(phash[i]), float(prob[i]))
-        keys.append(key)
-    _organic_posts(w, keys, rng, posts_per_account)
-    return keys, busy_dates
+            w.avatar(key, _sha(f"organic-{i}"), int(phash[i]), float(prob[i]), new=True)
+    return busy_dates
 
 
-def _organic_posts(w: _Writer, keys: list[str], rng: np.random.Generator, per_account: float) -> None:
+def _organic_posts(w: _Writer, n: int, rng: np.random.Generator, per_account: float) -> None:
     """Half reposts of popular posts (Zipf), half own posts, some with news links; spread over a week."""
-    counts = rng.poisson(per_account, size=len(keys))
+    counts = rng.poisson(per_account, size=n)
     total = int(counts.sum())
-    owner = np.repeat(np.arange(len(keys)), counts)
+    owner = np.repeat(np.arange(n), counts)
     seconds = rng.uniform(0, 7 * 86400, size=total)
     repost = rng.random(total) < 0.5
-    popular = rng.zipf(1.5, size=total) % max(50, len(keys) // 20)
+    popular = rng.zipf(1.5, size=total) % max(50, n // 20)
     with_link = rng.random(total) < 0.3
     link_site, link_story, salt = rng.integers(200, size=total), rng.integers(10 ** 6, size=total), rng.integers(10 ** 9, size=total)
     seq = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -341,9 +368,9 @@ def _organic_posts(w: _Writer, keys: list[str], rng: np.random.Generator, per_ac
         i = int(owner[p])
         at = AS_OF - timedelta(seconds=float(seconds[p]))
         if repost[p]:
-            w.post(keys[i], f"o{i}-{seq[p]}", at, reposted=f"popular-{popular[p]}")
+            w.post(organic_key(i), f"o{i}-{seq[p]}", at, reposted=f"popular-{popular[p]}")
         else:
-            w.post(keys[i], f"o{i}-{seq[p]}", at,
+            w.post(organic_key(i), f"o{i}-{seq[p]}", at,
                    urls=[f"https://news{link_site[p]}.example.com/story/{link_story[p]}"] if with_link[p] else None,
                    text=f"organic post {i}-{seq[p]} {salt[p]}")
 
@@ -666,7 +693,7 @@ def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, 
              operations: dict[str, int] | None = None, posts_per_account: float = 2.0,
              policy: Policy | None = None, mix: OrganicMix | None = None,
              faces_dir: Path | None = None, predecessor: str | None = "latest", io_users: Path | None = None,
-             organic_photos: list[PlantedImage] | None = None) -> Population:
+             organic_photos: list[PlantedImage] | None = None, chunk_rows: int = 200_000) -> Population:
     """Write a planted population as run ``run_key`` (replacing it); returns the ground truth.
 
     Kinds that need real pixels (``photo_ring``; real logos for ``lookalike``; ``mix.photos``) read
@@ -675,7 +702,9 @@ def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, 
     not de-duplicated), instead of the pool's (a photo that is also a ring's original is left out).
     ``predecessor`` is pinned on the run (its cluster ids and statuses are inherited): by default the
     latest succeeded other run, so generating day1, running it, then day2 makes day2 follow day1.
-    ``io_users``: a real IO users CSV injected among the organic accounts (kind ``io_release``)."""
+    ``io_users``: a real IO users CSV injected among the organic accounts (kind ``io_release``).
+    ``chunk_rows``: rows (snapshots and posts) per COPY while generating, which bounds the memory; the
+    rows are the same whatever it is."""
     ensure_schema(settings)
     ops = {**DEFAULT_OPERATIONS, **(operations or {})}
     mix = mix or OrganicMix()
@@ -694,9 +723,26 @@ def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, 
     runs.start_run(settings, run_key, None, "planted",
                    {**policy.threshold_params(), "detector": DETECTOR_ID, "as_of": AS_OF.isoformat()},
                    predecessor=predecessor)
-    rng = np.random.default_rng(seed)
-    w = _Writer(run_key, rng)
-    pop = Population(run_key)
+    with transaction(settings) as conn:
+        _clear(conn, run_key)
+        conn.execute(sa.text(
+            "insert into detectors (detector_id, kind, version, backbone_id, spec) values"
+            " (:d, 'simulated', '1', :b, cast(:s as jsonb)) on conflict (detector_id) do nothing"),
+            {"d": DETECTOR_ID, "b": BACKBONE_ID, "s": json.dumps({"threshold": 0.5, "note": "planted populations"})})
+        conn.execute(sa.text("update runs set detector_id = :d where run_key = :k"), {"d": DETECTOR_ID, "k": run_key})
+        w = _Writer(run_key, np.random.default_rng(seed), conn, chunk_rows)
+        pop = _populate(w, ops, mix, posts_per_account, organic, pool, organic_photos, io_users)
+        w.flush(conn)
+    _store_files(settings, w.files)
+    return pop
+
+
+def _populate(w: _Writer, ops: dict[str, int], mix: OrganicMix, posts_per_account: float, organic: int,
+              pool: list[tuple[bytes, PlantedImage]], organic_photos: list[PlantedImage] | None,
+              io_users: Path | None) -> Population:
+    """Every account and post of the population, in the generator's one order of random draws."""
+    rng = w.rng
+    pop = Population(w.run_key)
     ring_photos = 5 * ops.get("photo_ring", 0)
     order = rng.permutation(len(pool)) if pool else np.array([], dtype=np.int64)
     originals = [pool[int(k)] for k in order[:ring_photos]]
@@ -705,9 +751,8 @@ def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, 
         organic_photos = [p for p in organic_photos if p.sha256 not in ring_shas]
     else:
         organic_photos = [pool[int(k)][1] for k in order[ring_photos:]] if mix.photos else []
-    keys, pop.busy_days = _organic(w, organic, rng, posts_per_account, mix, organic_photos)
-    for key in keys:
-        pop.truth[key] = "organic"
+    pop.busy_days = _organic(w, organic, rng, posts_per_account, mix, organic_photos)
+    pop.truth.update(dict.fromkeys(map(organic_key, range(organic)), "organic"))
     builders = {"batch": _batch, "avatar_ring": _avatar_ring, "corepost_ring": _corepost_ring,
                 "rare_batch": _rare_batch, "profile_batch": _profile_batch, "cohashtag_ring": _cohashtag_ring,
                 "mass_signup": _mass_signup, "corepost_pair": _corepost_pair, "xp_persona": _xp_persona}
@@ -731,16 +776,7 @@ def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, 
         members = io_users_accounts(w, io_users)
         pop.operations["io_release"].append(members)
         pop.truth.update({k: "io_release" for k in members})
-    with transaction(settings) as conn:
-        _clear(conn, run_key)
-        conn.execute(sa.text(
-            "insert into detectors (detector_id, kind, version, backbone_id, spec) values"
-            " (:d, 'simulated', '1', :b, cast(:s as jsonb)) on conflict (detector_id) do nothing"),
-            {"d": DETECTOR_ID, "b": BACKBONE_ID, "s": json.dumps({"threshold": 0.5, "note": "planted populations"})})
-        conn.execute(sa.text("update runs set detector_id = :d where run_key = :k"), {"d": DETECTOR_ID, "k": run_key})
-        w.flush(conn)
-    _store_files(settings, w.files)
-    pop.posts = len(w.posts)
+    pop.posts = w.post_count
     return pop
 
 
@@ -761,6 +797,7 @@ def _copy_new(conn: sa.Connection, table: str, columns: tuple[str, ...], rows) -
     copy_rows(conn, f"_planted_{table}", columns, rows)
     cols = ", ".join(columns)
     conn.execute(sa.text(f"insert into {table} ({cols}) select {cols} from _planted_{table} on conflict do nothing"))
+    conn.execute(sa.text(f"drop table _planted_{table}"))  # the next chunk creates it again
 
 
 def _clear(conn: sa.Connection, run_key: str) -> None:
