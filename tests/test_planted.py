@@ -285,3 +285,29 @@ def test_cross_platform_personas_are_flagged_and_one_person_on_several_platforms
     # the three-platform people show one photo three times (shared_avatar fires): the identity count sets it aside
     assert set_aside and set_aside <= set(multi), sorted(set_aside - set(multi))
     assert metrics["organic"]["flagged"] == 0, metrics["organic"]
+
+
+@pytest.mark.parametrize("mix", [planted.OrganicMix(), planted.OrganicMix.io()], ids=["organic", "io"])
+def test_chunked_generation_writes_the_rows_of_one_flush(settings, monkeypatch, mix):
+    """The generator streams its rows in chunks of ``chunk_rows`` (so ten million accounts fit in memory):
+    a chunk far smaller than the population (many flushes, some inside an operation, one just before a
+    cross-platform account rewrites its row) writes the same rows as one flush at the end."""
+    ops = {"rare_batch": 1, "profile_batch": 1, "cohashtag_ring": 1, "mass_signup": 1, "xp_persona": 2}
+    flushes = []
+    flush = planted._Writer.flush
+    monkeypatch.setattr(planted._Writer, "flush", lambda self, conn: (flushes.append(1), flush(self, conn)))
+
+    def contents(chunk_rows: int) -> tuple[dict, planted.Population, int]:
+        flushes.clear()
+        pop = planted.generate(settings, "chunked", organic=1500, seed=21, operations=ops, mix=mix,
+                               chunk_rows=chunk_rows)
+        return table_contents(settings), pop, len(flushes)
+
+    chunked, chunked_pop, chunked_flushes = contents(97)
+    whole, whole_pop, whole_flushes = contents(10 ** 9)
+    # a flush whenever 97 snapshot and post rows wait, and one at the end
+    assert chunked_flushes == -(-(chunked_pop.accounts + chunked_pop.posts) // 97) > 20
+    assert whole_flushes == 1
+    assert chunked_pop.truth == whole_pop.truth and chunked_pop.posts == whole_pop.posts
+    assert chunked["posts"] and chunked["account_snapshots"] and chunked["embeddings"]
+    assert chunked == whole
