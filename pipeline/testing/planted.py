@@ -753,7 +753,7 @@ def _populate(w: _Writer, ops: dict[str, int], mix: OrganicMix, posts_per_accoun
     else:
         organic_photos = [pool[int(k)][1] for k in order[ring_photos:]] if mix.photos else []
     pop.busy_days = _organic(w, organic, rng, posts_per_account, mix, organic_photos)
-    pop.truth.update(dict.fromkeys(map(organic_key, range(organic)), "organic"))
+    pop.truth = dict.fromkeys(map(organic_key, range(organic)), "organic")  # the first keys: no copy of the dict
     builders = {"batch": _batch, "avatar_ring": _avatar_ring, "corepost_ring": _corepost_ring,
                 "rare_batch": _rare_batch, "profile_batch": _profile_batch, "cohashtag_ring": _cohashtag_ring,
                 "mass_signup": _mass_signup, "corepost_pair": _corepost_pair, "xp_persona": _xp_persona}
