@@ -220,16 +220,16 @@ class _Writer:
     def flush(self, conn: sa.Connection) -> None:
         _copy_new(conn, "accounts", ("account_key", "platform", "account_id", "first_seen_run"), self.accounts)
         _copy_rows(conn, "account_snapshots", ("run_key", "account_key", "handle", "display_name", "bio", "url",
-                                              "created_at", "followers", "following", "posts", "avatar_ref",
-                                              "source_file", "source_locator", "language", "location"),
-                  self.snapshots)
+                                               "created_at", "followers", "following", "posts", "avatar_ref",
+                                               "source_file", "source_locator", "language", "location"),
+                   self.snapshots)
         _copy_new(conn, "images", ("sha256", "byte_size", "width", "height", "format", "phash", "dhash", "detail",
                                    "storage_path"), self.images.values())
         _copy_rows(conn, "account_avatars", ("run_key", "account_key", "avatar_ref", "sha256", "status"), self.avatars)
         _copy_new(conn, "image_scores", ("sha256", "detector_id", "probability", "label", "reason"), self.scores.values())
         _copy_new(conn, "embeddings", ("sha256", "backbone_id", "dim", "vector"), self.embeddings.values())
         _copy_rows(conn, "posts", ("run_key", "account_key", "post_id", "posted_at", "reposted_id", "urls", "hashtags",
-                                  "text", "source_file", "source_locator"), self.posts)
+                                   "text", "source_file", "source_locator"), self.posts)
         for rows in (self.accounts, self.snapshots, self.avatars, self.images, self.scores, self.embeddings, self.posts):
             rows.clear()
 
