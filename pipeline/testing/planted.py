@@ -694,7 +694,8 @@ def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, 
              operations: dict[str, int] | None = None, posts_per_account: float = 2.0,
              policy: Policy | None = None, mix: OrganicMix | None = None,
              faces_dir: Path | None = None, predecessor: str | None = "latest", io_users: Path | None = None,
-             organic_photos: list[PlantedImage] | None = None, chunk_rows: int = 200_000) -> Population:
+             organic_photos: list[PlantedImage] | None = None, chunk_rows: int = 200_000,
+             bulk_checks: bool = True) -> Population:
     """Write a planted population as run ``run_key`` (replacing it); returns the ground truth.
 
     Kinds that need real pixels (``photo_ring``; real logos for ``lookalike``; ``mix.photos``) read
@@ -705,7 +706,10 @@ def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, 
     latest succeeded other run, so generating day1, running it, then day2 makes day2 follow day1.
     ``io_users``: a real IO users CSV injected among the organic accounts (kind ``io_release``).
     ``chunk_rows``: rows (snapshots and posts) per COPY while generating, which bounds the memory; the
-    rows are the same whatever it is."""
+    rows are the same whatever it is. ``bulk_checks``: load without PostgreSQL's per-row foreign-key
+    triggers (a superuser's ``session_replication_role = replica``, after the run's old rows are deleted)
+    and check every foreign key of the written tables once at the end, set-based (``_check_references``);
+    the per-row triggers were most of the server's time. Without superuser rights the triggers stay."""
     ensure_schema(settings)
     ops = {**DEFAULT_OPERATIONS, **(operations or {})}
     mix = mix or OrganicMix()
@@ -731,9 +735,13 @@ def generate(settings: Settings, run_key: str = "planted", organic: int = 2000, 
             " (:d, 'simulated', '1', :b, cast(:s as jsonb)) on conflict (detector_id) do nothing"),
             {"d": DETECTOR_ID, "b": BACKBONE_ID, "s": json.dumps({"threshold": 0.5, "note": "planted populations"})})
         conn.execute(sa.text("update runs set detector_id = :d where run_key = :k"), {"d": DETECTOR_ID, "k": run_key})
+        deferred = bulk_checks and _skip_row_triggers(conn)
         w = _Writer(run_key, np.random.default_rng(seed), conn, chunk_rows)
         pop = _populate(w, ops, mix, posts_per_account, organic, pool, organic_photos, io_users)
         w.flush(conn)
+        if deferred:
+            conn.execute(sa.text("set local session_replication_role = origin"))
+            _check_references(conn, run_key)
     _store_files(settings, w.files)
     return pop
 
@@ -833,6 +841,44 @@ def _copy_new(conn: sa.Connection, table: str, columns: tuple[str, ...], rows) -
     cols = ", ".join(columns)
     conn.execute(sa.text(f"insert into {table} ({cols}) select {cols} from _planted_{table} on conflict do nothing"))
     conn.execute(sa.text(f"drop table _planted_{table}"))  # the next chunk creates it again
+
+
+WRITTEN = ("accounts", "account_snapshots", "images", "account_avatars", "image_scores", "embeddings", "posts")
+
+
+def _skip_row_triggers(conn: sa.Connection) -> bool:
+    """Turn off the per-row foreign-key triggers for the rest of the transaction where the role may (a
+    superuser, as on the embedded server); returns whether it did. Only after ``_clear``: its deletes need
+    the cascades."""
+    try:
+        with conn.begin_nested():
+            conn.execute(sa.text("set local session_replication_role = replica"))
+    except sa.exc.DBAPIError:
+        return False
+    return True
+
+
+def _check_references(conn: sa.Connection, run_key: str) -> None:
+    """Every foreign key of the tables the generator writes (``WRITTEN``), checked with one anti-join per
+    key over the table (over the run's rows where the table has a ``run_key``); raises on a dangling one."""
+    fks = conn.execute(sa.text(
+        "select c.conrelid::regclass::text as child, c.confrelid::regclass::text as parent,"
+        " array(select a.attname::text from unnest(c.conkey) with ordinality k(n, i) join pg_attribute a"
+        "       on a.attrelid = c.conrelid and a.attnum = k.n order by k.i) as cols,"
+        " array(select a.attname::text from unnest(c.confkey) with ordinality k(n, i) join pg_attribute a"
+        "       on a.attrelid = c.confrelid and a.attnum = k.n order by k.i) as parent_cols"
+        " from pg_constraint c where c.contype = 'f' and c.conparentid = 0"
+        " and c.conrelid = any(cast(:tables as regclass[])) order by 1, 2, 3"), {"tables": list(WRITTEN)}).all()
+    run_tables = {fk.child for fk in fks if fk.cols == ["run_key"]}
+    for fk in fks:
+        where = [f"ch.{c} is not null" for c in fk.cols] + (["ch.run_key = :k"] if fk.child in run_tables else [])
+        match = " and ".join(f"p.{pc} = ch.{c}" for c, pc in zip(fk.cols, fk.parent_cols))
+        dangling = conn.execute(sa.text(
+            f"select count(*) from {fk.child} ch where {' and '.join(where)}"
+            f" and not exists (select 1 from {fk.parent} p where {match})"), {"k": run_key}).scalar()
+        if dangling:
+            raise ValueError(f"planted run {run_key}: {dangling} {fk.child} rows reference no {fk.parent}"
+                             f" ({', '.join(fk.cols)})")
 
 
 def _clear(conn: sa.Connection, run_key: str) -> None:
