@@ -285,3 +285,53 @@ def test_cross_platform_personas_are_flagged_and_one_person_on_several_platforms
     # the three-platform people show one photo three times (shared_avatar fires): the identity count sets it aside
     assert set_aside and set_aside <= set(multi), sorted(set_aside - set(multi))
     assert metrics["organic"]["flagged"] == 0, metrics["organic"]
+
+
+@pytest.mark.parametrize("mix", [planted.OrganicMix(), planted.OrganicMix.io()], ids=["organic", "io"])
+def test_chunked_generation_writes_the_rows_of_one_flush(settings, monkeypatch, mix):
+    """The generator streams its rows in chunks of ``chunk_rows`` (so ten million accounts fit in memory):
+    a chunk far smaller than the population (many flushes, some inside an operation, one just before a
+    cross-platform account rewrites its row) writes the same rows as one flush at the end; and loading
+    with the per-row foreign-key triggers off (checked once at the end, ``bulk_checks``) the same as with."""
+    ops = {"rare_batch": 1, "profile_batch": 1, "cohashtag_ring": 1, "mass_signup": 1, "xp_persona": 2}
+    flushes = []
+    flush = planted._Writer.flush
+    monkeypatch.setattr(planted._Writer, "flush", lambda self, conn: (flushes.append(1), flush(self, conn)))
+
+    def contents(chunk_rows: int, bulk_checks: bool = True) -> tuple[dict, planted.Population, int]:
+        flushes.clear()
+        pop = planted.generate(settings, "chunked", organic=1500, seed=21, operations=ops, mix=mix,
+                               chunk_rows=chunk_rows, bulk_checks=bulk_checks)
+        return table_contents(settings), pop, len(flushes)
+
+    chunked, chunked_pop, chunked_flushes = contents(97)
+    whole, whole_pop, whole_flushes = contents(10 ** 9)
+    row_checked, row_checked_pop, _ = contents(97, bulk_checks=False)
+    # a flush whenever 97 snapshot and post rows wait, and one at the end
+    assert chunked_flushes == -(-(chunked_pop.accounts + chunked_pop.posts) // 97) > 20
+    assert whole_flushes == 1
+    assert chunked_pop.truth == whole_pop.truth == row_checked_pop.truth
+    assert chunked_pop.posts == whole_pop.posts == row_checked_pop.posts
+    assert chunked["account_snapshots"] and chunked["embeddings"] and (chunked["posts_default"] or mix.io_like)
+    assert chunked == whole
+    assert chunked == row_checked
+
+
+def test_a_dangling_reference_of_a_bulk_checked_load_is_refused(settings):
+    """With the per-row triggers off, the one check at the end is what refuses a row that references
+    nothing: an avatar of an account that does not exist."""
+    import sqlalchemy as sa
+
+    from pipeline.core.db import transaction
+
+    planted.generate(settings, "dangling", organic=50, seed=1, operations={k: 0 for k in planted.DEFAULT_OPERATIONS})
+    with pytest.raises(ValueError, match="account_avatars rows reference no accounts"):
+        with transaction(settings) as conn:
+            assert planted._skip_row_triggers(conn)
+            conn.execute(sa.text("insert into account_avatars (run_key, account_key, avatar_ref, status)"
+                                 " values ('dangling', 'planted:nobody', 'avatars/nobody.jpg', 'failed')"))
+            planted._check_references(conn, "dangling")
+    with transaction(settings) as conn:
+        planted._check_references(conn, "dangling")  # the refused row was rolled back
+        assert conn.execute(sa.text("select count(*) from account_avatars where account_key = 'planted:nobody'")
+                            ).scalar() == 0
