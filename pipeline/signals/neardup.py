@@ -66,27 +66,30 @@ def near_duplicate_pairs(hashes: np.ndarray, max_distance: int, blocks: int | No
     if b <= r:
         raise ValueError(f"blocks ({b}) must exceed the distance ({r}): otherwise no block need be equal")
     bounds = _block_bounds(b)
-    block_values = [((hashes >> np.uint64(start)) & np.uint64((1 << size) - 1)) for start, size in bounds]
+    block_values = [((hashes >> np.uint64(start)) & np.uint64((1 << size) - 1)).astype(np.uint32 if size <= 32 else np.uint64)
+                    for start, size in bounds]
     found: list[np.ndarray] = []
     for kept in combinations(range(b), b - r):
         key = np.zeros(n, dtype=np.uint64)
         shift = 0
         for k in kept:
-            key |= block_values[k] << np.uint64(shift)
+            key |= block_values[k].astype(np.uint64) << np.uint64(shift)
             shift += bounds[k][1]
         if shift <= 32:
             key = key.astype(np.uint32)
         order = np.argsort(key)
         sorted_key = key[order]
-        # each position's run of equal keys ends at run_end (exclusive); its partners are the rest of the run
-        starts = np.flatnonzero(np.concatenate(([True], sorted_key[1:] != sorted_key[:-1])))
-        lengths = np.diff(np.concatenate((starts, [n])))
-        run_end = np.repeat(starts + lengths, lengths)
-        partners = run_end - np.arange(n) - 1
-        positions = np.flatnonzero(partners > 0)
+        del key
+        # a position has partners (the rest of its run of equal keys) when the next key is equal
+        positions = np.flatnonzero(sorted_key[1:] == sorted_key[:-1])
         if len(positions) == 0:
             continue
-        counts = partners[positions]
+        starts = np.flatnonzero(np.concatenate(([True], sorted_key[1:] != sorted_key[:-1])))
+        del sorted_key
+        run_end = np.append(starts[1:], n)[np.searchsorted(starts, positions, side="right") - 1]
+        counts = run_end - positions - 1
+        # the hashes in this order: a candidate and its partners are near each other in memory
+        ordered = hashes[order]
         cum = np.cumsum(counts)
         # a pair is kept for this choice only when no block left out below its last kept block is equal
         lower = sum(1 << k for k in range(max(kept)) if k not in kept)
@@ -97,11 +100,10 @@ def near_duplicate_pairs(hashes: np.ndarray, max_distance: int, blocks: int | No
             ps, cs = positions[lo:hi], counts[lo:hi]
             total = int(cs.sum())
             rep = np.repeat(ps, cs)
-            within = np.arange(total) - np.repeat(np.cumsum(cs) - cs, cs)
-            x, y = order[rep], order[rep + 1 + within]
+            other = rep + 1 + np.arange(total) - np.repeat(np.cumsum(cs) - cs, cs)
+            close = np.bitwise_count(ordered[rep] ^ ordered[other]) <= r
+            x, y = order[rep[close]], order[other[close]]
             a, c = np.minimum(x, y), np.maximum(x, y)
-            close = np.bitwise_count(hashes[a] ^ hashes[c]) <= r
-            a, c = a[close], c[close]
             if len(a) and lower:
                 equal = np.zeros(len(a), dtype=np.int64)
                 for k in range(max(kept)):
