@@ -49,6 +49,20 @@ def choose_blocks(n: int, radius: int) -> int:
     return best_b
 
 
+def _argsort_key(key: np.ndarray, bits: int) -> np.ndarray:
+    """argsort of keys of ``bits`` bits: up to 32 bits, a two-pass radix sort on 16-bit halves (numpy's stable
+    sort of uint16 is a radix sort: half the time of a quicksort of 10M uint32 keys)."""
+    if bits > 32:
+        return np.argsort(key)
+    low = (key & np.uint64(0xFFFF)).astype(np.uint16)
+    if bits <= 16:
+        return np.argsort(low, kind="stable")
+    order = np.argsort(low, kind="stable")
+    del low
+    high = (key >> np.uint64(16)).astype(np.uint16)[order]
+    return order[np.argsort(high, kind="stable")]
+
+
 def near_duplicate_pairs(hashes: np.ndarray, max_distance: int, blocks: int | None = None,
                          block: int = 2_000_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All pairs i < j with popcount(h[i] ^ h[j]) <= max_distance, identical hashes included.
@@ -75,9 +89,7 @@ def near_duplicate_pairs(hashes: np.ndarray, max_distance: int, blocks: int | No
         for k in kept:
             key |= block_values[k].astype(np.uint64) << np.uint64(shift)
             shift += bounds[k][1]
-        if shift <= 32:
-            key = key.astype(np.uint32)
-        order = np.argsort(key)
+        order = _argsort_key(key, shift)
         sorted_key = key[order]
         del key
         # a position has partners (the rest of its run of equal keys) when the next key is equal
