@@ -1,4 +1,4 @@
-"""Near-duplicate perceptual hashes at scale: the multi-index hashing of pipeline/signals/neardup.py against a
+"""Near-duplicate perceptual hashes at scale: the block permutations of pipeline/signals/neardup.py against a
 brute-force scan, measured in the same run.
 
 N random 64-bit hashes plus planted near-duplicates (copies with 0..R bits flipped). The index finds
@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.signals.neardup import brute_force_pairs, choose_chunks, near_duplicate_pairs
+from pipeline.signals.neardup import brute_force_pairs, choose_blocks, near_duplicate_pairs
 
 
 def make_hashes(n: int, radius: int, planted: int, seed: int) -> np.ndarray:
@@ -61,8 +61,8 @@ def main() -> None:
     in_sample = np.isin(i, rows)
     agree = set(zip(i[in_sample].tolist(), j[in_sample].tolist())) == set(zip(bi.tolist(), bj.tolist()))
 
-    print(f"hashes {n:,}, radius {args.radius}, chunks {choose_chunks(n, args.radius)}")
-    print(f"multi-index: {index_s:.1f} s, {len(i):,} pairs ({n / index_s:,.0f} hashes/s)")
+    print(f"hashes {n:,}, radius {args.radius}, blocks {choose_blocks(n, args.radius)}")
+    print(f"block permutations: {index_s:.1f} s, {len(i):,} pairs ({n / index_s:,.0f} hashes/s)")
     print(f"brute force: {sample_s:.2f} s for {len(rows):,} rows -> {brute_s:,.0f} s extrapolated to {n:,} rows")
     print(f"pairs on the sampled rows: index {int(in_sample.sum()):,}, brute force {len(bi):,}, identical: {agree}")
     print(f"speed-up vs brute force: {brute_s / index_s:,.0f}x")

@@ -4,14 +4,20 @@ Generates ``--accounts`` accounts (organic plus the planted operations of pipeli
 about ``--posts-per-account`` posts each) straight into the embedded PostgreSQL in a temporary folder,
 By default the population is issue 10's (``planted.HARD_OPERATIONS`` and ``OrganicMix.hard()``: busy
 days, a common suggested template, real photos from ``--faces``); ``--classic`` is the original
-generator. It then runs the aggregate, networks and flag stages. Generation and the stages run in two child
-processes, so the stages' peak RSS is their own. Prints, per stage, seconds and accounts/s and the
-peak RSS of the stage process (the PostgreSQL server's memory is not included), then the per-kind
-precision and recall of the flags; with ``xp_persona`` operations (issue 23: personas on X, Mastodon and
-Bluesky), their recall per platform and how many of its organic traps were flagged.
+generator. It then runs the aggregate, networks and flag stages. Generation and each stage run in child
+processes of their own (the stages read their inputs from PostgreSQL), so each peak RSS is that step's
+own, not the high-water mark of an earlier, bigger one. Prints, per stage, seconds and accounts/s and the
+peak RSS of its process (the PostgreSQL server's memory is not included), the edges per type and in
+total, then the per-kind precision and recall of the flags; with ``xp_persona`` operations (issue 23:
+personas on X, Mastodon and Bluesky), their recall per platform and how many of its organic traps were
+flagged. ``--json PATH`` writes these figures; ``--compare-to PATH`` (such a JSON, or the log of an
+earlier run) prints, per step, the growth of time and peak RSS next to the growth of accounts and edges
+(issue 26: the cost should grow no faster than the edges).
 
     .venv/bin/python bench/network_pipeline.py --accounts 1000000
     .venv/bin/python bench/network_pipeline.py --accounts 3000 --faces ../shared/data/faces
+    .venv/bin/python bench/network_pipeline.py --accounts 1000000 --json /tmp/net1m.json
+    .venv/bin/python bench/network_pipeline.py --accounts 10000000 --compare-to /tmp/net1m.json
     .venv/bin/python bench/network_pipeline.py --accounts 3000 --io \
         --io-users ../shared/data/twitter_io/cuba_092020_users_csv_hashed.csv
 """
@@ -19,7 +25,10 @@ Bluesky), their recall per platform and how many of its organic traps were flagg
 from __future__ import annotations
 
 import argparse
+import ast
+import json
 import os
+import re
 import pickle
 import resource
 import subprocess
@@ -27,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("PROFILE_AUDIT_NO_PROGRESS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -54,31 +64,122 @@ def generate(args: argparse.Namespace, home: Path) -> None:
                            mix=mix, faces_dir=Path(args.faces) if args.faces else None,
                            io_users=Path(args.io_users) if args.io_users else None)
     (home / "truth.pickle").write_bytes(pickle.dumps(pop))
-    print(f"generated {pop.accounts:,} accounts and {pop.posts:,} posts in {time.perf_counter() - started:.0f} s"
+    seconds = time.perf_counter() - started
+    print(f"generated {pop.accounts:,} accounts and {pop.posts:,} posts in {seconds:.0f} s"
           f" (generator peak RSS {rss_mib():,.0f} MiB); busy days {pop.busy_days}", flush=True)
+    (home / GENERATION_JSON).write_text(json.dumps({"accounts": pop.accounts, "posts": pop.posts,
+                                                    "seconds": round(seconds, 1), "rss_mib": round(rss_mib())}))
     dispose_engines()
 
 
-def stages(home: Path) -> None:
+GENERATION_JSON = "bench-generation.json"  # in --home: the generation's figures, for --json and --compare-to
+STAGES = ("aggregate", "networks", "flag")
+
+
+def stage(home: Path, name: str, accounts: int) -> None:
+    """One stage in this process (a child of ``stages``): its line, and its figures in home/bench-NAME.json."""
+    from pipeline.core import runs
+    from pipeline.stages import RunContext, run_all
+
+    settings = load_settings(env={}, home=home)
+    figures: dict[str, Any] = {}
+
+    def on_stage(name, result, seconds):
+        print(f"  {name:<10} {seconds:8.1f} s  {accounts / seconds:10,.0f} accounts/s"
+              f"  peak RSS {rss_mib():7,.0f} MiB  {result}", flush=True)
+        figures.update(seconds=round(seconds, 1), rss_mib=round(rss_mib()), result=result)
+
+    run_all(RunContext(settings, "bench", settings.network), (name,), on_stage=on_stage, record=False)
+    if name == STAGES[-1]:  # as planted.run_network_stages: a later run matches this one's clusters
+        runs.finish_run(settings, "bench", {"planted": True})
+    figures["rss_mib"] = round(rss_mib())
+    (home / f"bench-{name}.json").write_text(json.dumps(figures, default=str))
+    dispose_engines()
+
+
+def stages(args: argparse.Namespace, home: Path) -> None:
     settings = load_settings(env={}, home=home)
     pop = pickle.loads((home / "truth.pickle").read_bytes())
     print(f"stage process RSS before the stages {rss_mib():,.0f} MiB", flush=True)
-
-    def on_stage(name, result, seconds):
-        print(f"  {name:<10} {seconds:8.1f} s  {pop.accounts / seconds:10,.0f} accounts/s"
-              f"  peak RSS {rss_mib():7,.0f} MiB  {result}", flush=True)
+    summary: dict[str, Any] = {"accounts": pop.accounts, "posts": pop.posts, "stages": {}}
+    if (home / GENERATION_JSON).exists():
+        summary["generation"] = json.loads((home / GENERATION_JSON).read_text())
 
     wall = time.perf_counter()
-    planted.run_network_stages(settings, "bench", on_stage=on_stage)
+    for name in STAGES:  # each in a fresh process: its peak RSS is its own
+        subprocess.run([sys.executable, __file__, "--home", str(home), "--phase", "stage", "--stage", name,
+                        "--accounts", str(pop.accounts)], check=True)
+        summary["stages"][name] = json.loads((home / f"bench-{name}.json").read_text())
     total = time.perf_counter() - wall
+    peak = max(s["rss_mib"] for s in summary["stages"].values())
     print(f"signals + edges + clusters + flags: {total:.0f} s for {pop.accounts:,} accounts"
-          f" ({pop.accounts / total:,.0f} accounts/s); peak RSS {rss_mib():,.0f} MiB")
+          f" ({pop.accounts / total:,.0f} accounts/s); peak RSS {peak:,.0f} MiB")
+    edges = summary["stages"]["networks"]["result"].get("edges", {})
+    summary.update(seconds=round(total, 1), edges=edges, edges_total=sum(edges.values()))
+    print(f"edges {summary['edges_total']:,}: " + ", ".join(f"{t} {n:,}" for t, n in sorted(edges.items())))
     print("kind            planted  flagged  precision  recall")
-    for kind, m in planted.evaluate(settings, pop).items():
+    summary["kinds"] = planted.evaluate(settings, pop)
+    for kind, m in summary["kinds"].items():
         print(f"{kind:<15} {m['planted']:>7,}  {m['flagged']:>7,}  {m['precision']!s:>9}  {m['recall']:>6}")
     if pop.operations.get("xp_persona"):
         print(crossplatform_line(settings, pop))
     dispose_engines()
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1, default=str))
+    if args.compare_to:
+        for line in growth_lines(read_summary(Path(args.compare_to)), summary, args.compare_to):
+            print(line)
+
+
+_STAGE_LINE = re.compile(r"^\s+(\w+)\s+([\d.]+) s\s+[\d,]+ accounts/s\s+peak RSS\s+([\d,]+) MiB\s+(\{.*\})\s*$")
+_GENERATED = re.compile(r"generated ([\d,]+) accounts and ([\d,]+) posts in ([\d.]+) s"
+                        r" \(generator peak RSS ([\d,]+) MiB\)")
+_TOTAL = re.compile(r"signals \+ edges \+ clusters \+ flags: (\d+) s for ([\d,]+) accounts")
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """An earlier run's figures: the JSON of ``--json``, or its printed log (the generation line, the stage
+    lines, the networks stage's edge counts)."""
+    text = path.read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    summary: dict[str, Any] = {"stages": {}}
+    for line in text.splitlines():
+        if m := _GENERATED.search(line):
+            summary["accounts"] = int(m[1].replace(",", ""))
+            summary["generation"] = {"seconds": float(m[3]), "rss_mib": int(m[4].replace(",", ""))}
+        elif m := _STAGE_LINE.match(line):
+            result = ast.literal_eval(m[4])
+            summary["stages"][m[1]] = {"seconds": float(m[2]), "rss_mib": int(m[3].replace(",", "")), "result": result}
+            if "edges" in result:
+                summary["edges_total"] = sum(result["edges"].values())
+        elif m := _TOTAL.search(line):
+            summary["accounts"] = int(m[2].replace(",", ""))
+    if not summary["stages"] or "accounts" not in summary:
+        raise SystemExit(f"--compare-to {path}: neither a --json summary nor a log with stage lines")
+    return summary
+
+
+def growth_lines(before: dict[str, Any], after: dict[str, Any], label: str) -> list[str]:
+    """Per step, time and peak RSS now over then, beside the accounts' and the edges' growth."""
+    def ratio(a: float | None, b: float | None) -> str:
+        return f"x{b / a:,.2f}" if a and b is not None else "-"
+
+    accounts, edges = ratio(before.get("accounts"), after["accounts"]), ratio(before.get("edges_total"),
+                                                                              after.get("edges_total"))
+    lines = [f"growth against {label}: accounts {before.get('accounts', 0):,} -> {after['accounts']:,} ({accounts}),"
+             f" edges {before.get('edges_total', 0):,} -> {after.get('edges_total', 0):,} ({edges})",
+             "step            time      ratio   peak RSS   ratio   (the cost should grow no faster than the edges)"]
+    steps = [("generation", before.get("generation"), after.get("generation"))]
+    steps += [(n, before["stages"].get(n), after["stages"].get(n)) for n in STAGES]
+    for name, then, now in steps:
+        if not then or not now:
+            continue
+        lines.append(f"{name:<12} {now['seconds']:8.1f} s {ratio(then['seconds'], now['seconds']):>8}"
+                     f" {now['rss_mib']:7,} MiB {ratio(then['rss_mib'], now['rss_mib']):>7}")
+    return lines
 
 
 def crossplatform_line(settings, pop) -> str:
@@ -114,20 +215,28 @@ def main() -> None:
     ap.add_argument("--io-users", help="also inject a real IO users CSV (kind io_release), e.g."
                                        " ../shared/data/twitter_io/cuba_092020_users_csv_hashed.csv")
     ap.add_argument("--home", help="data folder (default: a temporary folder, removed afterwards)")
-    ap.add_argument("--phase", choices=["all", "generate", "stages"], default="all", help=argparse.SUPPRESS)
+    ap.add_argument("--json", help="write the figures (per step seconds and peak RSS, edges, per-kind metrics) here")
+    ap.add_argument("--compare-to", help="an earlier run's --json file or log: print the growth per step against it")
+    ap.add_argument("--phase", choices=["all", "generate", "stages", "stage"], default="all", help=argparse.SUPPRESS)
+    ap.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.compare_to and not Path(args.compare_to).is_file():
+        raise SystemExit(f"--compare-to {args.compare_to}: no such file")
     if args.phase == "generate":
         return generate(args, Path(args.home))
     if args.phase == "stages":
-        return stages(Path(args.home))
+        return stages(args, Path(args.home))
+    if args.phase == "stage":
+        return stage(Path(args.home), args.stage, args.accounts)
     with tempfile.TemporaryDirectory(prefix="pa-network-bench-") as tmp:
         home = Path(args.home or tmp)
         common = [sys.executable, __file__, "--home", str(home), "--accounts", str(args.accounts),
                   "--posts-per-account", str(args.posts_per_account), "--seed", str(args.seed),
                   *(["--faces", args.faces] if args.faces else []), *(["--classic"] if args.classic else []),
                   *(["--io"] if args.io else []), *(["--io-users", args.io_users] if args.io_users else [])]
-        for phase in ("generate", "stages"):
-            subprocess.run([*common, "--phase", phase], check=True)
+        subprocess.run([*common, "--phase", "generate"], check=True)
+        subprocess.run([*common, "--phase", "stages", *(["--json", args.json] if args.json else []),
+                        *(["--compare-to", args.compare_to] if args.compare_to else [])], check=True)
         # the embedded server stops when its last client exits; a last client here makes sure it has
         dispose_engines()
 

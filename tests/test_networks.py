@@ -13,7 +13,7 @@ from pipeline.config import EdgeWeights, ImageParams, NetworkParams, Policy
 from pipeline.core.db import transaction
 from pipeline.images.matching import PictureMatch
 from pipeline.networks import edges as E
-from pipeline.signals.neardup import brute_force_pairs, choose_chunks, near_duplicate_pairs, parse_phash
+from pipeline.signals.neardup import brute_force_pairs, choose_blocks, near_duplicate_pairs, parse_phash
 from pipeline.testing import planted
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -40,17 +40,17 @@ def test_near_duplicates_match_brute_force(radius):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("chunks", [3, 4, 7])
-def test_near_duplicates_any_chunking_and_small_blocks(chunks):
+@pytest.mark.parametrize("blocks", [7, 8, 9, 12])
+def test_near_duplicates_any_blocks_and_small_batches(blocks):
     hashes = _hashes_with_planted_neighbours(3000, seed=1)
     expected = brute_force_pairs(hashes, 6)
-    got = near_duplicate_pairs(hashes, 6, chunks=chunks, block=64)
+    got = near_duplicate_pairs(hashes, 6, blocks=blocks, block=64)
     for a, b in zip(got, expected):
         np.testing.assert_array_equal(a, b)
 
 
-def test_chunk_choice_keeps_tables_small():
-    assert choose_chunks(1_000_000, 6) >= 3 and choose_chunks(10, 0) >= 3
+def test_block_choice_leaves_an_equal_block():
+    assert choose_blocks(1_000_000, 6) > 6 and choose_blocks(10, 0) > 0
     assert parse_phash(["ffffffffffffffff", "0000000000000001"]).tolist() == [2 ** 64 - 1, 1]
 
 

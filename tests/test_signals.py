@@ -61,6 +61,30 @@ def test_signals_cover_every_account_and_risk_is_the_sum_of_its_contributions(se
         assert 0 <= s["risk"] <= 1
 
 
+def test_signals_entropy_is_handle_entropy(settings, small_run):
+    """compute_account_signals inlines handle_entropy's body (a call per account cost twice as much): the
+    two must agree on every account, exactly."""
+    with transaction(settings) as conn:
+        rows = conn.execute(sa.text(
+            "select s.handle_entropy, handle_entropy(a.handle) as expected, a.handle from account_signals s"
+            " join account_snapshots a using (run_key, account_key) where s.run_key = 'sig'")).all()
+    assert len(rows) == len(small_run.truth) and any(r.expected for r in rows)
+    assert [(r.handle, r.handle_entropy) for r in rows] == [(r.handle, r.expected) for r in rows]
+
+
+def test_near_duplicate_pairs_name_the_images_in_order(settings, small_run):
+    """store_near_duplicates numbers the images in SQL and joins the pairs back: every pair is two distinct
+    images of the run, sha_a < sha_b, at the pHash distance of the two images."""
+    with transaction(settings) as conn:
+        rows = conn.execute(sa.text(
+            "select n.sha_a, n.sha_b, n.distance, a.phash as pa, b.phash as pb from avatar_near_duplicates n"
+            " join images a on a.sha256 = n.sha_a join images b on b.sha256 = n.sha_b"
+            " where n.run_key = 'sig'")).all()
+    assert rows
+    for r in rows:
+        assert r.sha_a < r.sha_b and r.distance == bin(int(r.pa, 16) ^ int(r.pb, 16)).count("1") <= 6
+
+
 def test_aggregate_scores_with_the_policy_it_is_given(settings, small_run):
     """``aggregate_run(policy=...)`` (the stage passes ``RunContext.policy``) weighs by that policy; without
     one, by the policy pinned on the run row."""

@@ -78,7 +78,9 @@ drop function if exists run_lineage(text);
 --               signals do not depend on which other runs happened to be in the database
 create or replace function compute_account_signals(p_run_key text, p_policy jsonb, p_detector text,
                                                    p_as_of timestamptz, p_lineage text[]) returns integer
-language plpgsql as $$
+-- the server's default work_mem (4MB) sent every hash and sort of the statement below to disk at 1M accounts
+-- (2 GB of temporary files); restored when the function returns
+language plpgsql set work_mem = '256MB' as $$
 declare
     v_as_of     timestamptz;
     v_digits    integer;
@@ -151,6 +153,8 @@ begin
           and h.account_key in (select account_key from base)
         group by h.account_key
     ), parts as (
+        -- offset 0 keeps this a subquery of its own: each expression is computed once per account, not once
+        -- per reference below (flattened, is_default_bio ran twice and the contributions three times)
         select b.*, coalesce(pi.n - 1, 0) as reuse_count, coalesce(nr.n, 0) as near_count,
                greatest(coalesce(hi.p_max, b.probability), b.probability) as p_max,
                greatest(coalesce(hi.images, 0) - 1, 0) as changes,
@@ -161,43 +165,62 @@ begin
         left join per_image pi using (sha256)
         left join near nr on nr.sha = b.sha256
         left join history hi using (account_key)
+        offset 0
     ), scored as (
-        select p.*, jsonb_strip_nulls(jsonb_build_object(
-                   'synthetic_avatar', case when p.probability is not null then round(((w->>'synthetic_avatar')::numeric * p.probability::numeric), 4) end,
-                   'past_synthetic_avatar', case when p.p_max - coalesce(p.probability, 0) > 0.0001
-                                                 then round(((w->>'past_synthetic_avatar')::numeric * (p.p_max - coalesce(p.probability, 0))::numeric), 4) end,
-                   -- avatar evidence: the probe's probability (a face probe gives none without a face), and the
-                   -- eye test counted only on a usable face (Ricker et al.'s pre-filter); a face too small or
-                   -- too turned to judge is named, at no weight, so the reader sees why the eye test is absent
-                   -- a fused detector (avatar_stack) already counts the eye test in its probability: the
-                   -- eye test is then named at no weight, and its share is in avatar_parts
-                   'gan_eye_alignment', case when p.gan_eye_aligned and p.usable_face
-                                             then case when p.parts ? 'eye' then 0 else (w->>'gan_eye_alignment')::numeric end end,
-                   'no_usable_face',   case when p.face_count is not null and p.usable_face is not true then 0 end,
-                   'avatar_reuse',     case when p.reuse_count > 0 then (w->>'avatar_reuse')::numeric end,
-                   'near_duplicate_avatar', case when p.reuse_count = 0 and p.near_count > 0 then (w->>'near_duplicate_avatar')::numeric end,
-                   'template_handle',  case when p.digits >= v_digits then (w->>'template_handle')::numeric end,
-                   'new_account',      case when p.created_at is not null
-                                             and v_as_of - p.created_at < make_interval(days => (w->>'new_account_days')::int)
-                                             then (w->>'new_account')::numeric end,
-                   'empty_bio',        case when coalesce(btrim(p.bio), '') = '' then (w->>'empty_bio')::numeric end,
-                   'default_bio',      case when coalesce(btrim(p.bio), '') <> '' and p.default_bio then (w->>'default_bio')::numeric end,
-                   'few_followers',    case when p.followers is not null and p.followers < (w->>'few_followers_below')::int
-                                             then (w->>'few_followers')::numeric end
-               )) as contributions
+        -- one column per signal (null: absent); the risk is their sum, computed here rather than by reading
+        -- the contributions jsonb back per account (jsonb_each_text per row cost more than the rest together)
+        select p.*,
+               case when p.probability is not null then round(((w->>'synthetic_avatar')::numeric * p.probability::numeric), 4) end as c_synthetic_avatar,
+               case when p.p_max - coalesce(p.probability, 0) > 0.0001
+                    then round(((w->>'past_synthetic_avatar')::numeric * (p.p_max - coalesce(p.probability, 0))::numeric), 4) end as c_past_synthetic_avatar,
+               -- avatar evidence: the probe's probability (a face probe gives none without a face), and the
+               -- eye test counted only on a usable face (Ricker et al.'s pre-filter); a face too small or
+               -- too turned to judge is named, at no weight, so the reader sees why the eye test is absent
+               -- a fused detector (avatar_stack) already counts the eye test in its probability: the
+               -- eye test is then named at no weight, and its share is in avatar_parts
+               case when p.gan_eye_aligned and p.usable_face
+                    then case when p.parts ? 'eye' then 0 else (w->>'gan_eye_alignment')::numeric end end as c_gan_eye_alignment,
+               case when p.face_count is not null and p.usable_face is not true then 0 end as c_no_usable_face,
+               case when p.reuse_count > 0 then (w->>'avatar_reuse')::numeric end as c_avatar_reuse,
+               case when p.reuse_count = 0 and p.near_count > 0 then (w->>'near_duplicate_avatar')::numeric end as c_near_duplicate_avatar,
+               case when p.digits >= v_digits then (w->>'template_handle')::numeric end as c_template_handle,
+               case when p.created_at is not null
+                         and v_as_of - p.created_at < make_interval(days => (w->>'new_account_days')::int)
+                    then (w->>'new_account')::numeric end as c_new_account,
+               case when coalesce(btrim(p.bio), '') = '' then (w->>'empty_bio')::numeric end as c_empty_bio,
+               case when coalesce(btrim(p.bio), '') <> '' and p.default_bio then (w->>'default_bio')::numeric end as c_default_bio,
+               case when p.followers is not null and p.followers < (w->>'few_followers_below')::int
+                    then (w->>'few_followers')::numeric end as c_few_followers
         from parts p
+        offset 0
     )
     select p_run_key, account_key, sha256, probability, label, reuse_count,
            round(age_days::numeric, 3), followers, following,
            case when followers is not null and following is not null
                 then round((followers::numeric / (following + 1)), 4) end,
            handle_template(handle), coalesce(btrim(bio), '') = '',
-           least(1.0, coalesce((select sum(value::numeric) from jsonb_each_text(contributions)), 0)),
-           contributions,
+           -- numeric addition is exact, so this equals the sum of the contributions' values in any order
+           least(1.0, coalesce(c_synthetic_avatar, 0) + coalesce(c_past_synthetic_avatar, 0)
+                      + coalesce(c_gan_eye_alignment, 0) + coalesce(c_no_usable_face, 0) + coalesce(c_avatar_reuse, 0)
+                      + coalesce(c_near_duplicate_avatar, 0) + coalesce(c_template_handle, 0) + coalesce(c_new_account, 0)
+                      + coalesce(c_empty_bio, 0) + coalesce(c_default_bio, 0) + coalesce(c_few_followers, 0)),
+           jsonb_strip_nulls(jsonb_build_object(
+               'synthetic_avatar', c_synthetic_avatar, 'past_synthetic_avatar', c_past_synthetic_avatar,
+               'gan_eye_alignment', c_gan_eye_alignment, 'no_usable_face', c_no_usable_face,
+               'avatar_reuse', c_avatar_reuse, 'near_duplicate_avatar', c_near_duplicate_avatar,
+               'template_handle', c_template_handle, 'new_account', c_new_account, 'empty_bio', c_empty_bio,
+               'default_bio', c_default_bio, 'few_followers', c_few_followers)),
            p_max, face_count, gan_eye_aligned, near_count, posts,
            case when posts is not null and age_days is not null
                 then round((posts / greatest(age_days, 1.0))::numeric, 4) end,
-           digits, handle_entropy(handle), default_bio, link_domain(url), changes, usable_face, parts
+           digits,
+           -- handle_entropy(handle), its body inlined: called per account, the SQL function's own executor
+           -- doubled its cost (tests/test_signals.py checks the two agree)
+           (select case when coalesce(handle, '') = '' then null else
+                       round((-sum(n / total * ln(n / total)) / ln(2))::numeric, 4)::double precision end
+            from (select count(*)::double precision as n, length(lower(handle))::double precision as total
+                  from string_to_table(lower(coalesce(handle, '')), null) as c group by c) t),
+           default_bio, link_domain(url), changes, usable_face, parts
     from scored;
 
     get diagnostics v_count = row_count;
