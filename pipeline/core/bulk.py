@@ -33,12 +33,30 @@ def copy_value(value: Any) -> str:
     return _escape(str(value))
 
 
+def copy_line(row: Sequence[Any]) -> str:
+    """One row in COPY's text format: the same text as ``copy_value`` per field, with plain strings and
+    numbers (nearly all fields) formatted without its checks, which were most of the time of loading ten
+    million planted accounts."""
+    out = []
+    for v in row:
+        t = type(v)
+        if t is str:
+            out.append(_escape(v) if "\\" in v or "\t" in v or "\n" in v or "\r" in v else v)
+        elif v is None:
+            out.append("\\N")
+        elif t is int or t is float:
+            out.append(str(v))
+        else:
+            out.append(copy_value(v))
+    return "\t".join(out)
+
+
 def copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
     """COPY rows (tuples in column order) into table on the connection's own transaction."""
     buf = io.StringIO()
     count = 0
     for row in rows:
-        buf.write("\t".join(copy_value(v) for v in row))
+        buf.write(copy_line(row))
         buf.write("\n")
         count += 1
     if not count:

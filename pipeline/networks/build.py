@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,18 +53,10 @@ _AVATARS = ("select g.avatar_sha256, s.account_key from account_snapshots s join
             " using (run_key, account_key) where s.run_key = :k and g.avatar_sha256 <> ''")
 
 
-def _avatar_groups(rows: Iterable[tuple[str, str]], params: ImageParams) -> dict[str, list[str]]:
-    """``edges.image_groups`` of these (sha256, account key) rows."""
-    groups: dict[str, list[str]] = defaultdict(list)
-    for sha, key in rows:
-        groups[sha].append(key)
-    return {sha: sorted(keys) for sha, keys in groups.items() if len(keys) <= params.identical_avatar_max_group}
-
-
 def shared_avatar_groups(conn: sa.Connection, run_key: str, params: ImageParams) -> dict[str, list[str]]:
     """The run's ``image_groups`` of two accounts or more (the identical-avatar edges), grouped by the
     database: at 10M accounts nearly every image is one account's, and none of those is fetched."""
-    return _avatar_groups(conn.execute(sa.text(
+    return E.avatar_groups(conn.execute(sa.text(
         _AVATARS + " and g.avatar_sha256 in (select g.avatar_sha256 from account_snapshots s join account_signals g"
         " using (run_key, account_key) where s.run_key = :k and g.avatar_sha256 <> ''"
         " group by g.avatar_sha256 having count(*) between 2 and :max)"),
@@ -77,7 +69,7 @@ def avatar_groups_of(conn: sa.Connection, run_key: str, shas: Iterable[str], par
     wanted = sorted(set(shas))
     if not wanted:
         return {}
-    return _avatar_groups(conn.execute(sa.text(_AVATARS + " and g.avatar_sha256 = any(:s)"),
+    return E.avatar_groups(conn.execute(sa.text(_AVATARS + " and g.avatar_sha256 = any(:s)"),
                                        {"k": run_key, "s": wanted}), params)
 
 

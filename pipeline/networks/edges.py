@@ -101,10 +101,14 @@ class ImageInfo:
 
 def image_groups(accounts: Iterable[AccountTraits], params: ImageParams) -> dict[str, list[str]]:
     """sha256 -> sorted account keys; groups above ``identical_avatar_max_group`` are platform defaults."""
+    return avatar_groups(((a.avatar_sha256, a.account_key) for a in accounts if a.avatar_sha256), params)
+
+
+def avatar_groups(rows: Iterable[tuple[str, str]], params: ImageParams) -> dict[str, list[str]]:
+    """``image_groups`` of (sha256, account key) rows (the network stage reads them from the database)."""
     groups: dict[str, list[str]] = defaultdict(list)
-    for acc in accounts:
-        if acc.avatar_sha256:
-            groups[acc.avatar_sha256].append(acc.account_key)
+    for sha, key in rows:
+        groups[sha].append(key)
     return {sha: sorted(keys) for sha, keys in groups.items() if len(keys) <= params.identical_avatar_max_group}
 
 

@@ -53,7 +53,6 @@ avatars (pHash and dHash computed from their pixels).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -66,7 +65,7 @@ import sqlalchemy as sa
 
 from pipeline.config import Policy, Settings
 from pipeline.core import runs
-from pipeline.core.bulk import _escape, copy_value
+from pipeline.core.bulk import copy_rows
 from pipeline.core.db import ensure_schema, transaction
 from pipeline.testing.photos import PlantedImage, default_faces_dir, flat_logo, near_duplicate, photo_pool
 
@@ -219,16 +218,16 @@ class _Writer:
 
     def flush(self, conn: sa.Connection) -> None:
         _copy_new(conn, "accounts", ("account_key", "platform", "account_id", "first_seen_run"), self.accounts)
-        _copy_rows(conn, "account_snapshots", ("run_key", "account_key", "handle", "display_name", "bio", "url",
+        copy_rows(conn, "account_snapshots", ("run_key", "account_key", "handle", "display_name", "bio", "url",
                                                "created_at", "followers", "following", "posts", "avatar_ref",
                                                "source_file", "source_locator", "language", "location"),
                    self.snapshots)
         _copy_new(conn, "images", ("sha256", "byte_size", "width", "height", "format", "phash", "dhash", "detail",
                                    "storage_path"), self.images.values())
-        _copy_rows(conn, "account_avatars", ("run_key", "account_key", "avatar_ref", "sha256", "status"), self.avatars)
+        copy_rows(conn, "account_avatars", ("run_key", "account_key", "avatar_ref", "sha256", "status"), self.avatars)
         _copy_new(conn, "image_scores", ("sha256", "detector_id", "probability", "label", "reason"), self.scores.values())
         _copy_new(conn, "embeddings", ("sha256", "backbone_id", "dim", "vector"), self.embeddings.values())
-        _copy_rows(conn, "posts", ("run_key", "account_key", "post_id", "posted_at", "reposted_id", "urls", "hashtags",
+        copy_rows(conn, "posts", ("run_key", "account_key", "post_id", "posted_at", "reposted_id", "urls", "hashtags",
                                    "text", "source_file", "source_locator"), self.posts)
         for rows in (self.accounts, self.snapshots, self.avatars, self.images, self.scores, self.embeddings, self.posts):
             rows.clear()
@@ -799,45 +798,11 @@ def _store_files(settings: Settings, files: dict[str, bytes]) -> None:
             atomic_write(target, data)
 
 
-def _copy_line(row: tuple) -> str:
-    """``row`` as COPY's text format writes it, the same text as ``copy_value`` per field, faster: the
-    generator's fields are nearly all plain strings and numbers (anything else goes through ``copy_value``)."""
-    out = []
-    for v in row:
-        t = type(v)
-        if t is str:
-            out.append(_escape(v) if "\\" in v or "\t" in v or "\n" in v or "\r" in v else v)
-        elif v is None:
-            out.append("\\N")
-        elif t is int or t is float:
-            out.append(str(v))
-        else:
-            out.append(copy_value(v))
-    return "\t".join(out)
-
-
-def _copy_rows(conn: sa.Connection, table: str, columns: tuple[str, ...], rows) -> None:
-    """``pipeline.core.bulk.copy_rows`` with ``_copy_line``: formatting ten million accounts' rows field by
-    field through ``copy_value`` was most of the generator's time."""
-    buf = io.StringIO()
-    for row in rows:
-        buf.write(_copy_line(row))
-        buf.write("\n")
-    if not buf.tell():
-        return
-    buf.seek(0)
-    cursor = conn.connection.dbapi_connection.cursor()
-    try:
-        cursor.copy_expert(f"copy {table} ({', '.join(columns)}) from stdin", buf)
-    finally:
-        cursor.close()
-
-
 def _copy_new(conn: sa.Connection, table: str, columns: tuple[str, ...], rows) -> None:
     """COPY through a temporary table, skipping rows whose key exists (images and accounts are shared
     across runs)."""
     conn.execute(sa.text(f"create temp table _planted_{table} (like {table}) on commit drop"))
-    _copy_rows(conn, f"_planted_{table}", columns, rows)
+    copy_rows(conn, f"_planted_{table}", columns, rows)
     cols = ", ".join(columns)
     conn.execute(sa.text(f"insert into {table} ({cols}) select {cols} from _planted_{table} on conflict do nothing"))
     conn.execute(sa.text(f"drop table _planted_{table}"))  # the next chunk creates it again
