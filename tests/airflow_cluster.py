@@ -106,7 +106,29 @@ class Cluster:
                 proc.wait(timeout=30)
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in sorted(self.home.glob("*.log")))
+        """What a failure message shows: first the errors the tasks logged (so a cut-off message still
+        names the task and its reason), then the tail of each component's log."""
+        return "\n".join([self.task_errors(), *(f"--- {p.name}\n{p.read_text()[-4000:]}"
+                                                 for p in sorted(self.home.glob("*.log")))])
+
+    def task_errors(self, limit: int = 6000) -> str:
+        """The error lines of every task log (Airflow writes one JSON object a line), newest attempt last."""
+        found = []
+        for path in sorted((self.home / "logs").glob("dag_id=*/**/*.log")):
+            lines = []
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    record = {"event": line}
+                if not isinstance(record, dict):
+                    continue
+                if str(record.get("level", "")).lower() in ("error", "critical") or "Traceback" in line:
+                    lines.append(f"  {record.get('event', '')} {record.get('error_detail', '')}"[:800])
+            if lines:
+                found.append(f"{path.relative_to(self.home)}\n" + "\n".join(lines[-8:]))
+        text = "\n".join(found) or "(no task logged an error)"
+        return "--- task errors\n" + text[-limit:]
 
     def wait_dags_parsed(self) -> None:
         deadline = time.monotonic() + 300

@@ -354,7 +354,8 @@ def test_celery_deployment_runs_the_dags_on_their_queues_and_survives_a_killed_w
     # 6. backfill (unpausing also starts the latest scheduled run), then an investigation with three shards
     cluster.cli("dags", "unpause", "profile_audit_nightly")
     runs = cluster.backfill(json.dumps({"landing_dir": str(landing), "detector": str(detector)}))
-    assert {d: by_logical_date(runs)[d]["state"] for d in DAYS} == dict.fromkeys(DAYS, "success"), cluster.logs()
+    states = {d: by_logical_date(runs)[d]["state"] for d in DAYS}
+    assert states == dict.fromkeys(DAYS, "success"), f"{states}\n{cluster.logs()}"
     scheduled = [r["logical_date"] for r in runs if r["run_id"].startswith("scheduled__")]
 
     cluster.cli("dags", "unpause", "profile_audit_investigate")
@@ -371,7 +372,7 @@ def test_celery_deployment_runs_the_dags_on_their_queues_and_survives_a_killed_w
     print(f"score shard {killed['map_index']} killed mid-shard, leaving {left} image claims")
     workers["score"] = _worker(cluster, "score-restarted", SCORE_QUEUE, 1)
     runs = cluster.wait_runs("profile_audit_investigate", all_finished, "the investigation")
-    assert [r["state"] for r in runs] == ["success"], cluster.logs()
+    assert [r["state"] for r in runs] == ["success"], f"{[r['state'] for r in runs]}\n{cluster.logs()}"
 
     tries = _task_instances(pg)
     placed = {(t["task_id"], t["queue"], (t["worker"] or "?").split("@")[0]) for t in tries

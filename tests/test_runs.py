@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -145,6 +146,18 @@ def test_predecessor_wait_walks_over_skipped_days_and_stops_on_a_failed_one(sett
     runs.finish_run(settings, "nightly:2026-03-01", {}, status="failed")
     with pytest.raises(UserError, match="which failed; rerun nightly:2026-03-01 first"):
         runs.wait_for_predecessor(settings, "nightly:2026-03-03", "flag")
+    with pytest.raises(UserError, match="which failed"):  # its DAG run is over: no retry will come
+        runs.wait_for_predecessor(settings, "nightly:2026-03-03", "flag", alive=lambda owner: False)
+    # failed once, but its DAG run goes on (Airflow retries the stage): wait for the retry, do not give up
+    asked: list[str] = []
+    with pytest.raises(UserError, match=r"waited for nightly:2026-03-01 to finish its flag stage \(failed, its DAG run"):
+        runs.wait_for_predecessor(settings, "nightly:2026-03-03", "flag", timeout_s=0,
+                                  alive=lambda owner: asked.append(owner) or True)
+    assert asked == ["o1"]
+    runs.check_owner(settings, "nightly:2026-03-01", "o1")  # the retry reopens the run ...
+    runs.stage_done(settings, "nightly:2026-03-01", "flag")  # ... and finishes the stage
+    assert runs.wait_for_predecessor(settings, "nightly:2026-03-03", "flag", timeout_s=0,
+                                     alive=lambda owner: True) == "nightly:2026-03-01"
     assert runs.wait_for_predecessor(settings, "nightly:2026-03-03", "ingest") is None  # other stages never wait
 
 
@@ -274,3 +287,74 @@ def test_begin_sweeps_temp_files_a_killed_write_left(settings, demo_data):
     assert not old.exists() and fresh.exists()  # a write in progress elsewhere is left alone
     saved = list(settings.detector_dir.glob("*.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text())  # the detector file is whole
+
+
+def _image_row(sha: str) -> dict:
+    return {"sha256": sha, "byte_size": 1, "width": 1, "height": 1, "format": "png", "phash": "0" * 16,
+            "dhash": None, "detail": None, "storage_path": f"{sha}.png"}
+
+
+def _takes_keys_in_order(settings, hold_first, hold_second, write) -> None:
+    """Another run holds the first key in an open transaction; ``write`` (given the keys second-first) starts
+    in a thread and must wait for that key before it takes any other. Once it waits, the other run takes
+    the second key with a short lock_timeout: had ``write`` taken it out of order, this would be the
+    deadlock two concurrent backfill days ran into."""
+    from pipeline.core.db import get_engine
+
+    engine = get_engine(settings)
+    errors: list[BaseException] = []
+
+    def run_write() -> None:
+        try:
+            write()
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    with engine.connect() as other:
+        tx = other.begin()
+        hold_first(other)
+        me = other.execute(sa.text("select pg_backend_pid()")).scalar_one()
+        thread = threading.Thread(target=run_write)
+        thread.start()
+        deadline = time.monotonic() + 30
+        with engine.connect() as watch:
+            while not watch.execute(sa.text("select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+                                            " and pid <> :me"), {"me": me}).scalar_one():
+                assert time.monotonic() < deadline and thread.is_alive(), f"the write never waited: {errors}"
+                time.sleep(0.05)
+        other.execute(sa.text("set local lock_timeout = '300ms'"))  # under deadlock_timeout (1 s)
+        hold_second(other)
+        tx.commit()
+    thread.join(30)
+    assert not thread.is_alive() and not errors, errors
+
+
+def test_concurrent_runs_take_shared_image_rows_in_one_order(settings):
+    """Two backfill days acquiring (and claiming) overlapping avatars at once wait for each other instead of
+    deadlocking: the shared rows are taken in sha256 order whatever order each export lists them in."""
+    from pipeline.images.acquire import store_images
+    from pipeline.scoring.claims import claim
+
+    ensure_schema(settings)
+    lo, hi = "a" * 64, "f" * 64
+    with transaction(settings) as conn:
+        store_images(conn, [_image_row(hi), _image_row(lo)])
+        conn.execute(sa.text("insert into detectors (detector_id, kind, version, spec) values ('d:1', 'd', '1', '{}')"))
+
+    def lock(sha):
+        return lambda conn: conn.execute(sa.text("select 1 from images where sha256 = :s for update"), {"s": sha})
+
+    def write_images() -> None:
+        with transaction(settings) as conn:
+            store_images(conn, [_image_row(hi), _image_row(lo)])
+
+    _takes_keys_in_order(settings, lock(lo), lock(hi), write_images)
+
+    def claim_as(run_key, sha):
+        return lambda conn: conn.execute(sa.text("insert into image_claims (sha256, detector_id, run_key)"
+                                                 " values (:s, 'd:1', :k) on conflict do nothing"),
+                                         {"s": sha, "k": run_key})
+
+    _takes_keys_in_order(settings, claim_as("run:other", lo), claim_as("run:other", hi),
+                         lambda: claim(settings, "d:1", "run:me", [hi, lo]))
+    assert claim(settings, "d:1", "run:me", [hi, lo]) == []  # the other run committed both claims first

@@ -93,13 +93,14 @@ def test_backfill_rerun_and_sharded_investigation_under_a_real_scheduler(cluster
         assert "AlreadyRunningBackfill" in out.stderr and time.monotonic() < deadline, out.stderr[-3000:]
         time.sleep(5)
     runs = cluster.wait_runs("profile_audit_nightly", backfill_done(days, after=started), "the rerun")
-    assert {d: by_logical_date(runs)[d]["state"] for d in days} == dict.fromkeys(days, "success"), cluster.logs()
+    states = {d: by_logical_date(runs)[d]["state"] for d in days}
+    assert states == dict.fromkeys(days, "success"), f"{states}\n{cluster.logs()}"
     # same rows, same cluster and flag ids, in the other order
     assert contents_difference(table_contents(settings), first) == {}
 
     runs = cluster.investigate({"export_path": str(landing / "2026-03-03"), "investigation_id": "op-sched",
                                 "score_shards": 3, "detector": str(demo_data["detector"]), "min_cluster_size": 4})
-    assert [r["state"] for r in runs] == ["success"], cluster.logs()
+    assert [r["state"] for r in runs] == ["success"], f"{[r['state'] for r in runs]}\n{cluster.logs()}"
     with transaction(settings) as conn:
         inv = conn.execute(sa.text("select * from runs where run_key = 'investigation:op-sched'")).one()
         embedded = conn.execute(sa.text("select count(*) from embeddings")).scalar_one()

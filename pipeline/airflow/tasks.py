@@ -231,10 +231,14 @@ def run_task(stage: Stage, run: dict[str, Any], shard_index: int = 0) -> dict[st
     from pipeline.core import runs
     from pipeline.stages import run_one
 
+    from airflow.sdk import get_current_context
+
     settings = airflow_settings()
+    alive = dagrun_alive(get_current_context())  # a failed predecessor whose DAG run goes on is waited for
     with runs.RunLease(settings, run["run_key"], run["owner"], shared=True):
         runs.check_owner(settings, run["run_key"], run["owner"])
-        out = run_one(run["run_key"], stage, settings=settings, shard_index=shard_index, owner=run["owner"])
+        out = run_one(run["run_key"], stage, settings=settings, shard_index=shard_index, owner=run["owner"],
+                      alive=alive)
     return {k: v for k, v in out.items() if isinstance(v, (int, float, str, dict))}
 
 

@@ -278,10 +278,16 @@ def lineage_predecessor(conn: sa.Connection, run_key: str) -> str | None:
     return None
 
 
-def wait_for_predecessor(settings: Settings, run_key: str, stage: str, timeout_s: float | None = None) -> str | None:
+def wait_for_predecessor(settings: Settings, run_key: str, stage: str, timeout_s: float | None = None,
+                         alive: OwnerAlive | None = None) -> str | None:
     """Block until the run's predecessor has finished this same stage, when the stage table says the stage
     builds on it (`pipeline.stages.Stage.needs_predecessor`); skipped days are walked over. Returns the
     predecessor, or None.
+
+    A `failed` predecessor ends the wait with one line, unless ``alive`` (the Airflow API) says its owner's
+    DAG run is still going: a stage that failed once (a lost connection, a deadlock) is marked failed at
+    once, and Airflow's retry reopens it. Without that wait, one transient error in a backfill's first day
+    failed every later day for good.
 
     This is what makes lineage independent of order: a backfill's days may run in any order or in
     parallel, and each still matches against the same, finished, previous day.
@@ -297,8 +303,8 @@ def wait_for_predecessor(settings: Settings, run_key: str, stage: str, timeout_s
             pred = conn.execute(sa.text("select predecessor from runs where run_key = :k"), {"k": run_key}).scalar()
             state = None
             while pred is not None:
-                row = conn.execute(sa.text("select status, predecessor, stages_done from runs where run_key = :k"),
-                                   {"k": pred}).first()
+                row = conn.execute(sa.text("select status, predecessor, stages_done, owner from runs"
+                                           " where run_key = :k"), {"k": pred}).first()
                 if row is None:
                     state = "absent"
                     break
@@ -308,6 +314,8 @@ def wait_for_predecessor(settings: Settings, run_key: str, stage: str, timeout_s
                 if needed in row.stages_done or row.status == "succeeded":
                     return pred
                 state = row.status
+                if state == "failed" and alive is not None and row.owner and alive(row.owner):
+                    state = "failed, its DAG run still going (a retry may follow)"
                 break
             if pred is None:
                 return None

@@ -13,8 +13,10 @@ import re
 import threading
 import warnings
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from PIL import Image, ImageOps
@@ -308,16 +310,23 @@ def acquire_avatars(settings: Settings, run_key: str, fetcher: SafeFetcher | Non
         counter.close()
 
     with transaction(settings) as conn:
-        insert_rows(
-            conn,
-            "insert into images (sha256, byte_size, width, height, format, phash, dhash, detail, storage_path)"
-            " values (:sha256, :byte_size, :width, :height, :format, :phash, :dhash, :detail, :storage_path)"
-            " on conflict (sha256) do update set dhash = coalesce(images.dhash, excluded.dhash),"
-            " detail = coalesce(images.detail, excluded.detail)",
-            images.values(),
-        )
+        store_images(conn, images.values())
         stored, failed = _record_outcomes(conn, run_key, outcomes)
     return AcquireResult(stored=stored, failed=failed, distinct_images=len(images), fetched=fetched)
+
+
+def store_images(conn: sa.Connection, images: Iterable[dict[str, Any]]) -> int:
+    """Upsert image rows in sha256 order. The images table is shared by every run, and two runs acquiring
+    overlapping avatars at once (a backfill's days) each lock the rows they upsert: taken in one global
+    order, one waits for the other; taken in each export's own order, they could deadlock."""
+    return insert_rows(
+        conn,
+        "insert into images (sha256, byte_size, width, height, format, phash, dhash, detail, storage_path)"
+        " values (:sha256, :byte_size, :width, :height, :format, :phash, :dhash, :detail, :storage_path)"
+        " on conflict (sha256) do update set dhash = coalesce(images.dhash, excluded.dhash),"
+        " detail = coalesce(images.detail, excluded.detail)",
+        sorted(images, key=lambda row: row["sha256"]),
+    )
 
 
 def _record_outcomes(conn: sa.Connection, run_key: str, outcomes: dict[str, dict | str]) -> tuple[int, int]:

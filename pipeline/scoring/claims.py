@@ -37,8 +37,9 @@ def claim(settings: Settings, detector_id: str, run_key: str, shas: list[str],
         return []
     with transaction(settings) as conn:
         got = set(conn.execute(
+            # in sha256 order, as every run claims: two runs claiming overlapping images wait, never deadlock
             sa.text("insert into image_claims (sha256, detector_id, run_key)"
-                    " select s, :d, :k from unnest(cast(:s as text[])) as s"
+                    " select s, :d, :k from unnest(cast(:s as text[])) as s order by s"
                     " on conflict do nothing returning sha256"),
             {"d": detector_id, "k": run_key, "s": shas}).scalars())
         got.update(conn.execute(

@@ -18,9 +18,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import NetworkParams, Policy, Settings
+
+if TYPE_CHECKING:
+    from pipeline.core.runs import OwnerAlive
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +132,8 @@ def _as_dict(result: Any) -> dict[str, Any]:
 
 
 def run_one(ctx_or_run_key: RunContext | str, name: str | Stage, *, settings: Settings | None = None,
-            shard_index: int = 0, owner: str | None = None, record: bool = True) -> dict[str, Any]:
+            shard_index: int = 0, owner: str | None = None, record: bool = True,
+            alive: OwnerAlive | None = None) -> dict[str, Any]:
     """Run one stage and return its result as a dict.
 
     ``ctx_or_run_key``: a RunContext, or the key of a run begun with `pipeline.audit.begin` (its context is
@@ -138,7 +142,8 @@ def run_one(ctx_or_run_key: RunContext | str, name: str | Stage, *, settings: Se
     ``record`` (the default): the run's bookkeeping. The stage first waits for its predecessor when it
     ``needs_predecessor``; a failure marks the run failed (the exception carries ``failed_stage``); success
     records the stage done, and a stage that ``finishes_run`` closes the run with its result. ``owner``:
-    only a run that owner holds is closed. ``record=False`` leaves the run row alone (planted populations
+    only a run that owner holds is closed. ``alive``: whether another run's owner is still going (the
+    Airflow API), so a failed predecessor that Airflow will retry is waited for. ``record=False`` leaves the run row alone (planted populations
     and benches that run a few stages on a row they close themselves).
     """
     from pipeline.core import runs
@@ -153,7 +158,7 @@ def run_one(ctx_or_run_key: RunContext | str, name: str | Stage, *, settings: Se
     if not record:
         return _as_dict(entry.run(ctx))
     try:
-        runs.wait_for_predecessor(ctx.settings, ctx.run_key, entry.name)
+        runs.wait_for_predecessor(ctx.settings, ctx.run_key, entry.name, alive=alive)
         out = _as_dict(entry.run(ctx))
     except BaseException as exc:
         exc.failed_stage = entry.name  # type: ignore[attr-defined]  # the CLI names it (SIGTERM, Ctrl-C)
