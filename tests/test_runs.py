@@ -318,8 +318,12 @@ def _takes_keys_in_order(settings, hold_first, hold_second, write) -> None:
         thread.start()
         deadline = time.monotonic() + 30
         with engine.connect() as watch:
-            while not watch.execute(sa.text("select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
-                                            " and pid <> :me"), {"me": me}).scalar_one():
+            while True:
+                waiting = watch.execute(sa.text("select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+                                                " and pid <> :me"), {"me": me}).scalar_one()
+                watch.rollback()  # pg_stat_activity is a snapshot taken once per transaction
+                if waiting:
+                    break
                 assert time.monotonic() < deadline and thread.is_alive(), f"the write never waited: {errors}"
                 time.sleep(0.05)
         other.execute(sa.text("set local lock_timeout = '300ms'"))  # under deadlock_timeout (1 s)
