@@ -140,7 +140,32 @@ def bench_coortweet(data: Path, work: Path, args) -> None:
                                       " order by score desc")).all()
     print(f"\nclusters: {len(scores)}; scores " + ", ".join(f"{s.score:g}" for s in scores)
           + "; coactivity_share " + ", ".join(f"{s.features['coactivity_share']:g}" for s in scores))
-    print(f"defaults: precision {p}, recall {r}\n")
+    print(f"defaults: precision {p}, recall {r}")
+    print(chance_shares_line(settings, "investigation:coortweet", policy) + "\n")
+
+
+def chance_shares_line(settings, run_key: str, policy) -> str:
+    """The run chance shares (policy version 8) the networks stage would give the run's gated co-activity edges
+    if the run were a platform export: these exports are IO releases, where the share is not applied (their
+    posts are all the operation's; docs/networks.md, "Chance at ten million accounts")."""
+    import statistics
+
+    from pipeline.core.db import transaction
+    from pipeline.networks.build import gated_coactivity_edges
+    from pipeline.networks.clusters import pair_chance_shares
+
+    with transaction(settings) as conn:
+        gated = gated_coactivity_edges(conn, run_key, policy.flag)
+    by_type: dict[str, dict] = {}
+    for r in gated:
+        by_type.setdefault(r["edge_type"], {})[(r["a_key"], r["b_key"])] = r["expected"]
+    shares = [share for expected in by_type.values() for _, share in pair_chance_shares(expected).values()]
+    if not shares:
+        return "run chance shares: no gated co-activity edge"
+    limit = policy.flag.coactivity_max_chance_share
+    return (f"run chance shares as a platform export would get them (not applied to an IO release): {len(shares)}"
+            f" gated edges, {min(shares):g} to {max(shares):g} (median {statistics.median(shares):g}),"
+            f" {sum(s > limit for s in shares)} above coactivity_max_chance_share {limit:g}")
 
 
 def pairs_table(settings, policy, reference: set[str], ref_components: list[set[str]]) -> None:
@@ -228,7 +253,8 @@ def bench_qut(data: Path, work: Path, args) -> None:
     mix = Counter(t for f in list_flags(settings, run_key="investigation:qut-sample")
              for t, n in f["evidence"]["features"]["edge_types"].items() for _ in range(n))
     print(f"ours: {len(ours)} accounts flagged (edges inside flagged clusters: {dict(sorted(mix.items()))});"
-          f" precision {p}, recall {r}\n")
+          f" precision {p}, recall {r}")
+    print(chance_shares_line(settings, "investigation:qut-sample", policy) + "\n")
 
 
 def main() -> None:

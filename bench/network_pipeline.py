@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import json
 import os
 import re
@@ -59,6 +60,7 @@ def generate(args: argparse.Namespace, home: Path) -> None:
     else:
         ops = planted.DEFAULT_OPERATIONS if args.classic else planted.HARD_OPERATIONS
         mix = planted.OrganicMix() if args.classic else planted.OrganicMix.hard()
+    mix = dataclasses.replace(mix, post_span_days=args.post_span_days)
     pop = planted.generate(settings, "bench", organic=max(0, args.accounts - planted.planted_accounts(ops)),
                            seed=args.seed, operations=ops, posts_per_account=0.0 if args.io else args.posts_per_account,
                            mix=mix, faces_dir=Path(args.faces) if args.faces else None,
@@ -207,6 +209,9 @@ def main() -> None:
     ap.add_argument("--accounts", type=int, default=1_000_000)
     ap.add_argument("--posts-per-account", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--post-span-days", type=float, default=7.0,
+                    help="days the organic posts are spread over (default a week); 0.7 at 1M accounts packs as many"
+                         " reposts a minute, and chance co-reposts, as 10M accounts over a week")
     ap.add_argument("--faces", help="real photos for the photo rings and organic avatars (default ../shared/data/faces)")
     ap.add_argument("--classic", action="store_true", help="the original generator: four kinds, uniform organic")
     ap.add_argument("--io", action="store_true",

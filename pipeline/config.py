@@ -154,7 +154,7 @@ class FlagParams(_Validated):
         "coactivity_min_weight": (1, None), "coactivity_min_idf_weight": (0, None), **{n: (0, 1) for n in (
             "flag_score_threshold", "synthetic_share_rule", "burst_share_rule", "template_share_rule",
             "coactivity_share_rule", "status_keep_jaccard", "batch_share_rule", "image_ring_share_rule",
-            "pair_max_chance_share")}}
+            "pair_max_chance_share", "coactivity_max_chance_share")}}
 
     flag_score_threshold: float = 0.5
     synthetic_share_rule: float = 0.5  # rule synthetic_faces: share of members with a synthetic avatar
@@ -168,6 +168,12 @@ class FlagParams(_Validated):
     # ... and whose IDF weight (evidence idf_weight_*: each co-occurring post counted by its object's rarity,
     # pipeline/networks/coactivity.py) reaches this: chance co-reposts of viral posts fall below it
     coactivity_min_idf_weight: float = 0.4
+    # ... and that chance does not explain: among the run's co-activity edges of its type that pass the two gates
+    # above, the share expected by chance at least as unlikely (evidence chance.run_chance_share, Benjamini-Hochberg
+    # over the edges; pipeline/networks/build.py) is at most this. At ten million accounts' reposts a minute the
+    # organic chance edges that pass the gates all score 1.0; CooRTweet's real coordinated edges score at most
+    # 0.23, planted rings and pairs 0 (docs/networks.md, "Chance co-activity at scale"); 1 turns it off
+    coactivity_max_chance_share: float = 0.5
     # rule coordinated_pair: two accounts joined by nothing but a qualifying co-activity edge are reported as a
     # `pair` flag when the chance estimate explains at most this share of the run's two-account pairs at least
     # as unlikely (evidence chance.chance_share; pipeline/networks/coactivity.py and clusters.py); 0: no pairs.
@@ -262,7 +268,7 @@ class EdgeWeights(_Validated):
     handle_stem: float = 0.5  # same_handle_stem: one distinctive handle stem on two platforms (strong alone)
 
 
-POLICY_VERSION = 7  # 1: the foundation's weights; 2: co-activity calibrated on CooRTweet's data (docs/networks.md);
+POLICY_VERSION = 8  # 1: the foundation's weights; 2: co-activity calibrated on CooRTweet's data (docs/networks.md);
 # 3: batch_share and image_ring_share (population-tested bursts, confirmed image rings), coactivity_min_idf_weight;
 # 4: a burst makes edges only where chance explains at most burst_max_chance_share of it; narrowed traits;
 # 5: the edge weights are part of the policy (edge_weights; the same numbers as version 4's constants);
@@ -271,6 +277,8 @@ POLICY_VERSION = 7  # 1: the foundation's weights; 2: co-activity calibrated on 
 #    and cross-platform handle stems (network.stem_*, edge_weights.handle_stem; issue 23, item 4);
 #    and image rings are confirmed by a local-feature match of the pixels (near_dup_confirm_min_inliers,
 #    near_dup_confirm_inlier_share, near_dup_confirm_detail_corr), no longer by dHash or embedding cosine (near_dup_confirm_dhash/_cosine retired)
+# 8: coactivity_max_chance_share: a co-activity edge counts for C (and for pairs) only when chance explains at most
+#    this share of the run's edges as unlikely; a run recorded before version 8 keeps version 7's rule (1: off)
 
 
 @dataclass(frozen=True)
@@ -322,10 +330,13 @@ class Policy:
             return kind.from_mapping({k: v for k, v in {**(base or {}), **(params.get(key) or {})}.items()
                                       if k in known})
 
+        version = int(params.get("policy_version") or POLICY_VERSION)
+        # a threshold a run's version did not have is set to what that version did
+        before = {"coactivity_max_chance_share": 1.0} if version < 8 else {}
         return cls(part(NetworkParams, "network"), part(RiskWeights, "risk_weights"),
-                   part(ClusterWeights, "cluster_weights"), int(params.get("policy_version") or POLICY_VERSION),
+                   part(ClusterWeights, "cluster_weights"), version,
                    part(EdgeWeights, "edge_weights"), part(ImageParams, "image", legacy["image"]),
-                   part(FlagParams, "flag", legacy["flag"]))
+                   part(FlagParams, "flag", {**before, **legacy["flag"]}))
 
     def signal_arguments(self) -> dict[str, Any]:
         """The values ``compute_account_signals`` (sql/functions/20_account_signals.sql) takes as its

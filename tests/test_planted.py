@@ -248,6 +248,59 @@ def test_no_pair_is_reported_on_the_busy_organic_population(settings):
     assert not bad, [f["members"] for f in bad]
 
 
+def test_an_organic_account_reposts_a_post_at_most_once(settings, population):
+    """A platform takes one repost of a post per account. Two reposts of one post a few seconds apart gave a
+    weight-2 co-repost edge with whoever reposted it once in between: stars of chance edges, which flagged
+    organic accounts at ten million (docs/benchmarks.md)."""
+    import sqlalchemy as sa
+
+    from pipeline.core.db import transaction
+
+    with transaction(settings) as conn:
+        reposts, repeated = conn.execute(sa.text(
+            "select count(*), count(*) - count(distinct (account_key, reposted_id)) from posts"
+            " where run_key = 'planted' and reposted_id like 'popular-%'")).one()
+    assert reposts > 1000 and repeated == 0
+
+
+@pytest.mark.slow
+def test_chance_co_activity_at_ten_million_accounts_reposts_a_minute_flags_no_organic_account(settings):
+    """100,000 organic accounts with their posts packed into 1/100 of the week: as many reposts of each popular post
+    a minute, and as many chance co-repost pairs, as ten million accounts over a week. Thousands of organic
+    edges pass the weight and IDF gates; chance explains them (run_chance_share 1.0 at
+    coactivity_max_chance_share 0.5), so none counts for co-activity and no organic account is flagged for it,
+    while the planted rings and pairs still are."""
+    import sqlalchemy as sa
+
+    from pipeline.config import Policy
+    from pipeline.core.db import transaction
+    from pipeline.flags.rules import list_flags, passes_coactivity_gates, qualifies_as_coactivity
+
+    pop = planted.generate(settings, "dense", organic=100_000, seed=13, mix=planted.OrganicMix(post_span_days=0.07))
+    planted.run_network_stages(settings, "dense")
+
+    def organic(key: str) -> bool:
+        return pop.truth.get(key, "organic") == "organic"
+
+    with transaction(settings) as conn:
+        edges = [dict(r) for r in conn.execute(sa.text(
+            "select edge_type, a_key, b_key, weight, evidence from edges where run_key = 'dense'"
+            " and edge_type like 'co\\_%'")).mappings()]
+    chance = [e for e in edges if organic(e["a_key"]) and organic(e["b_key"])]
+    gated = [e for e in chance if passes_coactivity_gates(e, Policy().flag)]
+    print(f"\norganic co-activity edges {len(chance)}, {len(gated)} through the gates; run chance shares from"
+          f" {min(e['evidence']['chance']['run_chance_share'] for e in gated)}")
+    assert len(gated) > 100, "the dense population must give chance its chance"
+    assert not [e for e in chance if qualifies_as_coactivity(e, Policy().flag)]
+    metrics = planted.evaluate(settings, pop)
+    _print_table(metrics)
+    for kind in ("corepost_ring", "corepost_pair"):
+        assert metrics[kind]["recall"] == 1.0 and metrics[kind]["precision"] == 1.0, (kind, metrics[kind])
+    co_flags = [f for f in list_flags(settings, run_key="dense")
+                if {"coordinated_activity", "coordinated_pair"} & set(f["rules"])]
+    assert not [m for f in co_flags for m in f["members"] if organic(f"{m['platform']}:{m['account_id']}")]
+
+
 @pytest.mark.slow
 def test_cross_platform_personas_are_flagged_and_one_person_on_several_platforms_is_not(settings):
     """Issue 23 (Measure and show): ``xp_persona`` operations (one handle stem and one generated face per persona

@@ -43,7 +43,7 @@ EDGE_WEIGHTS = {"identical_avatar": 1.0, "confirmed_near_duplicate": 0.8, "creat
 RULE_THRESHOLDS = {"flag_score_threshold": 0.5, "min_cluster_size": 3, "synthetic_share_rule": 0.5,
                    "burst_share_rule": 0.5, "template_share_rule": 0.5, "coactivity_share_rule": 0.5,
                    "coactivity_min_weight": 2, "coactivity_min_idf_weight": 0.4, "batch_share_rule": 0.5, "image_ring_share_rule": 0.5,
-                   "pair_max_chance_share": 0.3}
+                   "pair_max_chance_share": 0.3, "coactivity_max_chance_share": 0.5}
 
 
 def test_defaults_are_the_documented_numbers():
@@ -51,7 +51,7 @@ def test_defaults_are_the_documented_numbers():
     assert ClusterWeights().as_dict() == CLUSTER_WEIGHTS
     assert {k: v for k, v in Policy().thresholds().items() if k in RULE_THRESHOLDS} == RULE_THRESHOLDS
     assert EdgeWeights().as_dict() == EDGE_WEIGHTS
-    assert POLICY_VERSION == 7
+    assert POLICY_VERSION == 8
 
 
 def _doc_table(heading: str) -> dict[str, float]:
@@ -217,6 +217,17 @@ def test_each_threshold_belongs_to_one_part():
     assert THRESHOLD_PARTS["near_dup_max_distance"] == "image" and THRESHOLD_PARTS["status_keep_jaccard"] == "flag"
     with pytest.raises(UserError, match=r"unknown network parameter\(s\) \['near_dup_max_distanse'\]"):
         Policy().with_thresholds({"near_dup_max_distanse": 4})
+
+
+def test_a_run_recorded_before_a_threshold_existed_is_scored_as_its_version_did():
+    """coactivity_max_chance_share came with version 8: a version-7 run row without it keeps version 7's rule
+    (every gated co-activity edge counts: 1.0), a version-8 row without it gets the default, and a recorded value
+    wins either way."""
+    flag = {k: v for k, v in Policy().run_params()["flag"].items() if k != "coactivity_max_chance_share"}
+    assert Policy.from_run_params({"flag": flag, "policy_version": 7}).flag.coactivity_max_chance_share == 1.0
+    assert Policy.from_run_params({"flag": flag, "policy_version": 8}).flag.coactivity_max_chance_share == 0.5
+    recorded = {"flag": {**flag, "coactivity_max_chance_share": 0.2}, "policy_version": 7}
+    assert Policy.from_run_params(recorded).flag.coactivity_max_chance_share == 0.2
 
 
 def test_a_run_recorded_before_the_split_loads_into_the_parts():

@@ -3,7 +3,7 @@
 Cluster features are shares in [0, 1]: synthetic avatars (S), the largest one-day creation share (B),
 one handle template (T), members with a co-activity edge of weight at least ``coactivity_min_weight``
 whose IDF weight (co-occurring posts counted by their shared object's rarity) reaches
-``coactivity_min_idf_weight`` (C), members with an identical or near-duplicate avatar edge (I), the mean account risk (R), members
+``coactivity_min_idf_weight`` and that chance does not explain (``coactivity_max_chance_share``) (C), members with an identical or near-duplicate avatar edge (I), the mean account risk (R), members
 on a ``creation_window`` edge (W: every such edge is a burst of a shared trait or count profile whose
 Poisson p-value against the population passed ``burst_p_value``), and members on a
 ``confirmed_near_duplicate`` edge (P: an image ring, two independent image measures agreeing on detailed
@@ -160,7 +160,7 @@ def _templated_handles(f: ClusterFacts, policy: Policy) -> str | None:
 
 
 @flag_rule("coordinated_activity", "a share of the members have a co-activity edge of at least coactivity_min_weight"
-           " and coactivity_min_idf_weight", "coactivity_share_rule")
+           " and coactivity_min_idf_weight that chance does not explain", "coactivity_share_rule")
 def _coordinated_activity(f: ClusterFacts, policy: Policy) -> str | None:
     if f.coactive and f.shares["coactivity_share"] >= policy.flag.coactivity_share_rule:
         co = ", ".join(f"{t} {n}" for t, n in sorted(f.edge_mix.items()) if is_coactivity(t))
@@ -207,11 +207,31 @@ def idf_weight(edge: dict[str, Any]) -> float:
     return max(float(ev["idf_weight_a_to_b"]), float(ev["idf_weight_b_to_a"]))
 
 
-def qualifies_as_coactivity(edge: dict[str, Any], params: FlagParams) -> bool:
-    """A co_* edge counts for C when its weight reaches ``coactivity_min_weight`` and its IDF weight
-    ``coactivity_min_idf_weight``: two reposts of a post that thousands reposted say little."""
+def passes_coactivity_gates(edge: dict[str, Any], params: FlagParams) -> bool:
+    """A co_* edge whose weight reaches ``coactivity_min_weight`` and IDF weight ``coactivity_min_idf_weight``:
+    two reposts of a post that thousands reposted say little. These edges are the family the networks stage
+    estimates chance over (``run_chance_share``)."""
     return (is_coactivity(edge["edge_type"]) and edge["weight"] >= params.coactivity_min_weight
             and idf_weight(edge) >= params.coactivity_min_idf_weight)
+
+
+def run_chance_share(edge: dict[str, Any]) -> float | None:
+    """The share of the run's gated co-activity edges of this type, at least as unlikely as this one, that chance
+    is expected to make (evidence ``chance.run_chance_share``, written by the networks stage); None on an edge
+    built before it existed, or without a chance estimate."""
+    chance = (edge.get("evidence") or {}).get("chance") or {}
+    return None if "run_chance_share" not in chance else float(chance["run_chance_share"])
+
+
+def qualifies_as_coactivity(edge: dict[str, Any], params: FlagParams) -> bool:
+    """A co_* edge counts for C when it passes the gates (``passes_coactivity_gates``) and chance explains at
+    most ``coactivity_max_chance_share`` of the run's gated edges as unlikely: at ten million accounts,
+    organic accounts that repost the same popular posts in the same minutes twice are common enough to pass
+    the gates by the thousand."""
+    if not passes_coactivity_gates(edge, params):
+        return False
+    share = run_chance_share(edge)
+    return share is None or share <= params.coactivity_max_chance_share
 
 
 def chance_share(edge: dict[str, Any]) -> float | None:

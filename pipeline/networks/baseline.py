@@ -59,6 +59,14 @@ def baseline_times(conn: sa.Connection, run_key: str, baseline_run: str) -> np.n
     return np.array([float(r[0]) for r in rows], dtype=np.float64)
 
 
+def posts_hold_ordinary_accounts(conn: sa.Connection, run_key: str) -> bool:
+    """Whether the run's own posts come from a platform's ordinary accounts, so that chance can be estimated
+    from them: not an IO release, whose posts are all the operation's. A pinned ``baseline_run`` lends
+    creation times only, not posts."""
+    fmt = conn.execute(sa.text("select export_format from runs where run_key = :k"), {"k": run_key}).scalar()
+    return fmt not in IO_RELEASE_FORMATS
+
+
 def run_baseline(conn: sa.Connection, run_key: str) -> Baseline:
     """The run's baseline, from its row (export format and the pinned ``baseline_run`` param)."""
     row = conn.execute(sa.text("select export_format, params from runs where run_key = :k"), {"k": run_key}).first()

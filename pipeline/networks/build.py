@@ -26,7 +26,7 @@ from pipeline.images.matching import PictureMatch
 from pipeline.networks import edges as E
 from pipeline.networks.crossplatform import crossplatform_edges, mark_platforms
 from pipeline.networks.traits import TraitColumns, load_columns
-from pipeline.networks.clusters import Cluster, assign_ids, find_clusters, strong_pairs
+from pipeline.networks.clusters import Cluster, assign_ids, find_clusters, pair_chance_shares, strong_pairs
 
 log = logging.getLogger(__name__)
 
@@ -216,10 +216,11 @@ def build_edges(conn: sa.Connection, run_key: str, policy: Policy, image_dir: Pa
     return dict(sorted(counts.items()))
 
 
-def pair_candidates(conn: sa.Connection, run_key: str, flag: FlagParams) -> dict[tuple[str, str], float]:
-    """Account pairs with a co-activity edge that counts for C (``rules.qualifies_as_coactivity``) and carries a
-    chance estimate -> the fewest chance pairs expected at least as unlikely, over their edges."""
-    from pipeline.flags.rules import qualifies_as_coactivity
+def gated_coactivity_edges(conn: sa.Connection, run_key: str, flag: FlagParams) -> list[dict]:
+    """The run's co-activity edges with a chance estimate that pass the weight and IDF gates
+    (``rules.passes_coactivity_gates``): edge_type, a_key, b_key and ``expected`` (evidence
+    ``chance.expected_chance_pairs``). The family both chance shares are taken over."""
+    from pipeline.flags.rules import passes_coactivity_gates
     from pipeline.networks.edge_types import names_in
 
     rows = conn.execute(sa.text(
@@ -228,9 +229,42 @@ def pair_candidates(conn: sa.Connection, run_key: str, flag: FlagParams) -> dict
         " (evidence->'chance'->>'expected_chance_pairs')::float8 as expected"
         " from edges where run_key = :k and edge_type = any(:t) and evidence ? 'chance'"),
         {"k": run_key, "t": list(names_in("coactivity"))}).mappings()
+    return [{k: r[k] for k in ("edge_type", "a_key", "b_key", "expected")} for r in rows
+            if passes_coactivity_gates(dict(r), flag)]
+
+
+def mark_run_chance_shares(conn: sa.Connection, run_key: str, gated: list[dict]) -> dict[tuple[str, str, str], float]:
+    """Write ``edges_as_unlikely`` and ``run_chance_share`` into ``evidence.chance`` of each gated edge
+    (``gated_coactivity_edges``): Benjamini-Hochberg over the gated edges of its type, ranked by the chance pairs
+    expected at least as unlikely (``clusters.pair_chance_shares``, as for pairs). Returns the share per
+    (edge_type, a_key, b_key)."""
+    by_type: dict[str, dict[tuple[str, str], float]] = {}
+    for r in gated:
+        by_type.setdefault(r["edge_type"], {})[(r["a_key"], r["b_key"])] = r["expected"]
+    marks = [(edge_type, a, b, rank, share) for edge_type, expected in sorted(by_type.items())
+             for (a, b), (rank, share) in pair_chance_shares(expected).items()]
+    if marks:
+        conn.execute(sa.text("create temporary table _chance_marks (edge_type text, a_key text, b_key text,"
+                             " marks jsonb) on commit drop"))
+        copy_rows(conn, "_chance_marks", ("edge_type", "a_key", "b_key", "marks"),
+                  ((t, a, b, json.dumps({"edges_as_unlikely": rank, "run_chance_share": share}))
+                   for t, a, b, rank, share in marks))
+        conn.execute(sa.text(
+            "update edges e set evidence = jsonb_set(e.evidence, '{chance}', e.evidence->'chance' || m.marks)"
+            " from _chance_marks m where e.run_key = :k and e.edge_type = m.edge_type and e.a_key = m.a_key"
+            " and e.b_key = m.b_key"), {"k": run_key})
+        conn.execute(sa.text("drop table _chance_marks"))
+    return {(t, a, b): share for t, a, b, _, share in marks}
+
+
+def pair_candidates(gated: list[dict], shares: dict[tuple[str, str, str], float],
+                    flag: FlagParams) -> dict[tuple[str, str], float]:
+    """Account pairs with a co-activity edge that counts for C (gated, and its run chance share at most
+    ``coactivity_max_chance_share``: ``rules.qualifies_as_coactivity``) -> the fewest chance pairs expected at
+    least as unlikely, over their edges. An edge without a share (an IO release: ``build_clusters``) counts."""
     out: dict[tuple[str, str], float] = {}
-    for r in rows:
-        if qualifies_as_coactivity(dict(r), flag):
+    for r in gated:
+        if shares.get((r["edge_type"], r["a_key"], r["b_key"]), 0.0) <= flag.coactivity_max_chance_share:
             pair = (min(r["a_key"], r["b_key"]), max(r["a_key"], r["b_key"]))
             out[pair] = min(out.get(pair, float("inf")), r["expected"])
     return out
@@ -239,13 +273,23 @@ def pair_candidates(conn: sa.Connection, run_key: str, flag: FlagParams) -> dict
 def build_clusters(conn: sa.Connection, run_key: str, params: NetworkParams,
                    flag: FlagParams | None = None) -> list[Cluster]:
     """Replace the run's clusters and members from its edges (all types, including co_*). ``flag``: the
-    run's flag thresholds, which say which two-account components stand as pairs (none without it); the
-    co-activity edges of a kept pair get its ``pairs_as_unlikely`` and ``chance_share`` in ``evidence.chance``."""
+    run's flag thresholds: every gated co-activity edge gets its ``run_chance_share`` in ``evidence.chance``
+    (which the flag stage reads: ``rules.qualifies_as_coactivity``; not in an IO release, whose posts are all the
+    operation's), and they say which two-account components
+    stand as pairs (none without it); the co-activity edges of a kept pair get its ``pairs_as_unlikely`` and
+    ``chance_share``."""
     rows = conn.execute(sa.text("select edge_type, a_key, b_key, weight from edges where run_key = :k"),
                         {"k": run_key}).all()
     pairs = strong_pairs(((r.edge_type, r.a_key, r.b_key, r.weight) for r in rows), params.strong_edge_min_weight)
-    clusters = find_clusters(pairs, params, pair_candidates(conn, run_key, flag) if flag is not None else None,
-                             flag.pair_max_chance_share if flag is not None else 0.0)
+    candidates = None
+    if flag is not None:  # which co-activity edges chance explains, then which two-account components stand as pairs
+        from pipeline.networks.baseline import posts_hold_ordinary_accounts
+
+        gated = gated_coactivity_edges(conn, run_key, flag)
+        # an IO release's posts are all the operation's: its own crowding would explain it away, so no share
+        shares = mark_run_chance_shares(conn, run_key, gated) if posts_hold_ordinary_accounts(conn, run_key) else {}
+        candidates = pair_candidates(gated, shares, flag)
+    clusters = find_clusters(pairs, params, candidates, flag.pair_max_chance_share if flag is not None else 0.0)
     kept_pairs = [c for c in clusters if c.kind == "pair"]
     if kept_pairs:
         conn.execute(sa.text(

@@ -113,6 +113,9 @@ class OrganicMix:
     # followers (more often without a bio: abandoned accounts)
     io_like: bool = False
     zero_follower_share: float = 0.0
+    # the week the organic posts are spread over, in days: fewer pack them as densely per minute as a platform
+    # that many times larger (7 / 100 at 100,000 accounts: the reposts a minute of 10,000,000)
+    post_span_days: float = 7.0
 
     @classmethod
     def hard(cls) -> OrganicMix:
@@ -292,7 +295,7 @@ def _organic(w: _Writer, n: int, rng: np.random.Generator, posts_per_account: fl
     if mix.io_like:
         return _organic_io(w, n, rng, mix)
     busy_dates = _organic_accounts(w, n, rng, mix, photos)
-    _organic_posts(w, n, rng, posts_per_account)
+    _organic_posts(w, n, rng, posts_per_account, mix.post_span_days)
     return busy_dates
 
 
@@ -353,14 +356,18 @@ def _organic_accounts(w: _Writer, n: int, rng: np.random.Generator, mix: Organic
     return busy_dates
 
 
-def _organic_posts(w: _Writer, n: int, rng: np.random.Generator, per_account: float) -> None:
-    """Half reposts of popular posts (Zipf), half own posts, some with news links; spread over a week."""
+def _organic_posts(w: _Writer, n: int, rng: np.random.Generator, per_account: float, span_days: float = 7.0) -> None:
+    """Half reposts of popular posts (Zipf), half own posts, some with news links; spread over a week
+    (``span_days``). An account reposts a post at most once, as platforms allow."""
     counts = rng.poisson(per_account, size=n)
     total = int(counts.sum())
     owner = np.repeat(np.arange(n), counts)
-    seconds = rng.uniform(0, 7 * 86400, size=total)
+    seconds = rng.uniform(0, 7 * 86400, size=total) * (span_days / 7.0)
     repost = rng.random(total) < 0.5
-    popular = rng.zipf(1.5, size=total) % max(50, n // 20)
+    targets = max(50, n // 20)
+    popular = rng.zipf(1.5, size=total) % targets
+    # redrawn from a child stream, so every other draw of the population stays what it was
+    popular[repost] = _one_repost_per_post(owner[repost], popular[repost], targets, rng.spawn(1)[0])
     with_link = rng.random(total) < 0.3
     link_site, link_story, salt = rng.integers(200, size=total), rng.integers(10 ** 6, size=total), rng.integers(10 ** 9, size=total)
     seq = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -373,6 +380,23 @@ def _organic_posts(w: _Writer, n: int, rng: np.random.Generator, per_account: fl
             w.post(organic_key(i), f"o{i}-{seq[p]}", at,
                    urls=[f"https://news{link_site[p]}.example.com/story/{link_story[p]}"] if with_link[p] else None,
                    text=f"organic post {i}-{seq[p]} {salt[p]}")
+
+
+def _one_repost_per_post(owner: np.ndarray, target: np.ndarray, targets: int, rng: np.random.Generator) -> np.ndarray:
+    """Each account's repost targets made distinct: a repeated one is drawn again (the same Zipf) until none is.
+    Two reposts of one post by one account a few seconds apart gave a co-repost edge of weight 2 with everyone
+    who reposted it once in between: stars of chance edges that flagged organic accounts at ten million
+    (docs/benchmarks.md, "Ten million accounts"); a platform takes one repost of a post per account."""
+    target = target.copy()
+    for _ in range(10_000):
+        key = owner.astype(np.int64) * targets + target
+        order = np.argsort(key, kind="stable")
+        repeated = np.zeros(key.size, dtype=bool)
+        repeated[order[1:]] = key[order[1:]] == key[order[:-1]]
+        if not repeated.any():
+            return target
+        target[repeated] = rng.zipf(1.5, size=int(repeated.sum())) % targets
+    raise RuntimeError("an organic account has more reposts than there are popular posts; lower posts_per_account")
 
 
 def _batch(w: _Writer, op: int, rng: np.random.Generator, size: int = 30) -> list[str]:
