@@ -60,7 +60,12 @@ def test_coortweet_groups_are_flagged_by_coactivity_alone(settings):
         assert contributions["coactivity_share"] >= params.flag_score_threshold, contributions
     with transaction(settings) as conn:  # the policy the flags were scored by is the run's
         recorded = conn.execute(sa.text("select params from runs where run_key = 'investigation:coortweet'")).scalar()
+        # an IO release's posts are all the operation's: no run chance share (docs/networks.md), as the
+        # networks stage decides from the run's format
+        shared = conn.execute(sa.text("select count(*) from edges where run_key = 'investigation:coortweet'"
+                                      " and evidence->'chance' ? 'run_chance_share'")).scalar_one()
     assert flags[0]["evidence"]["cluster_weights"] == recorded["cluster_weights"]
+    assert shared == 0
 
 
 @pytest.mark.slow
