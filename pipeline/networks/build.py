@@ -273,11 +273,10 @@ def pair_candidates(gated: list[dict], shares: dict[tuple[str, str, str], float]
 def build_clusters(conn: sa.Connection, run_key: str, params: NetworkParams,
                    flag: FlagParams | None = None) -> list[Cluster]:
     """Replace the run's clusters and members from its edges (all types, including co_*). ``flag``: the
-    run's flag thresholds: every gated co-activity edge gets its ``run_chance_share`` in ``evidence.chance``
-    (which the flag stage reads: ``rules.qualifies_as_coactivity``; not in an IO release, whose posts are all the
-    operation's), and they say which two-account components
-    stand as pairs (none without it); the co-activity edges of a kept pair get its ``pairs_as_unlikely`` and
-    ``chance_share``."""
+    run's flag thresholds. With them, every gated co-activity edge gets its ``run_chance_share`` in
+    ``evidence.chance``, which the flag stage reads (``rules.qualifies_as_coactivity``; not in an IO release,
+    whose posts are all the operation's), and they say which two-account components stand as pairs (none
+    without them); the co-activity edges of a kept pair get its ``pairs_as_unlikely`` and ``chance_share``."""
     rows = conn.execute(sa.text("select edge_type, a_key, b_key, weight from edges where run_key = :k"),
                         {"k": run_key}).all()
     pairs = strong_pairs(((r.edge_type, r.a_key, r.b_key, r.weight) for r in rows), params.strong_edge_min_weight)
