@@ -60,7 +60,7 @@ def generate(args: argparse.Namespace, home: Path) -> None:
     else:
         ops = planted.DEFAULT_OPERATIONS if args.classic else planted.HARD_OPERATIONS
         mix = planted.OrganicMix() if args.classic else planted.OrganicMix.hard()
-    mix = dataclasses.replace(mix, post_span_days=args.post_span_days)
+    mix = dataclasses.replace(mix, post_span_days=args.post_span_days, signup_span_share=args.signup_span_share)
     pop = planted.generate(settings, "bench", organic=max(0, args.accounts - planted.planted_accounts(ops)),
                            seed=args.seed, operations=ops, posts_per_account=0.0 if args.io else args.posts_per_account,
                            mix=mix, faces_dir=Path(args.faces) if args.faces else None,
@@ -68,7 +68,8 @@ def generate(args: argparse.Namespace, home: Path) -> None:
     (home / "truth.pickle").write_bytes(pickle.dumps(pop))
     seconds = time.perf_counter() - started
     print(f"generated {pop.accounts:,} accounts and {pop.posts:,} posts in {seconds:.0f} s"
-          f" (generator peak RSS {rss_mib():,.0f} MiB); busy days {pop.busy_days}", flush=True)
+          f" (generator peak RSS {rss_mib():,.0f} MiB); busy days {pop.busy_days}; organic posts over"
+          f" {mix.post_span_days:g} days, sign-ups over {mix.signup_span_share:g} of the default years", flush=True)
     (home / GENERATION_JSON).write_text(json.dumps({"accounts": pop.accounts, "posts": pop.posts,
                                                     "seconds": round(seconds, 1), "rss_mib": round(rss_mib())}))
     dispose_engines()
@@ -212,6 +213,9 @@ def main() -> None:
     ap.add_argument("--post-span-days", type=float, default=7.0,
                     help="days the organic posts are spread over (default a week); 0.7 at 1M accounts packs as many"
                          " reposts a minute, and chance co-reposts, as 10M accounts over a week")
+    ap.add_argument("--signup-span-share", type=float, default=1.0,
+                    help="share of the default years the organic sign-ups are spread over; 0.1 at 1M accounts makes as"
+                         " many sign-ups a day as 10M")
     ap.add_argument("--faces", help="real photos for the photo rings and organic avatars (default ../shared/data/faces)")
     ap.add_argument("--classic", action="store_true", help="the original generator: four kinds, uniform organic")
     ap.add_argument("--io", action="store_true",
@@ -237,6 +241,7 @@ def main() -> None:
         home = Path(args.home or tmp)
         common = [sys.executable, __file__, "--home", str(home), "--accounts", str(args.accounts),
                   "--posts-per-account", str(args.posts_per_account), "--seed", str(args.seed),
+                  "--post-span-days", str(args.post_span_days), "--signup-span-share", str(args.signup_span_share),
                   *(["--faces", args.faces] if args.faces else []), *(["--classic"] if args.classic else []),
                   *(["--io"] if args.io else []), *(["--io-users", args.io_users] if args.io_users else [])]
         subprocess.run([*common, "--phase", "generate"], check=True)

@@ -263,6 +263,26 @@ def test_an_organic_account_reposts_a_post_at_most_once(settings, population):
     assert reposts > 1000 and repeated == 0
 
 
+def test_density_knobs_pack_the_organic_posts_and_sign_ups(settings):
+    """OrganicMix.post_span_days and signup_span_share: a smaller population at a larger platform's density (posts a
+    minute, sign-ups a day); the planted operations keep their own times."""
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
+    from pipeline.core.db import transaction
+
+    planted.generate(settings, "packed", organic=2000, seed=3, operations={k: 0 for k in planted.DEFAULT_OPERATIONS},
+                     mix=planted.OrganicMix(post_span_days=0.07, signup_span_share=0.1))
+    with transaction(settings) as conn:
+        oldest_post, oldest_signup, accounts = conn.execute(sa.text(
+            "select (select min(posted_at) from posts where run_key = 'packed'),"
+            " min(created_at), count(*) from account_snapshots where run_key = 'packed'")).one()
+    assert accounts == 2000
+    assert planted.AS_OF - oldest_post <= timedelta(days=0.07)
+    assert timedelta(days=30) <= planted.AS_OF - oldest_signup <= timedelta(days=30 + 0.1 * (14 * 365 - 30) + 1)
+
+
 @pytest.mark.slow
 def test_chance_co_activity_at_ten_million_accounts_reposts_a_minute_flags_no_organic_account(settings):
     """100,000 organic accounts with their posts packed into 1/100 of the week: as many reposts of each popular post

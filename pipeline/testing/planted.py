@@ -116,6 +116,9 @@ class OrganicMix:
     # the week the organic posts are spread over, in days: fewer pack them as densely per minute as a platform
     # that many times larger (7 / 100 at 100,000 accounts: the reposts a minute of 10,000,000)
     post_span_days: float = 7.0
+    # the years the organic sign-ups are spread over, as a share of the default (30 days to 14 years back): 0.1 gives
+    # as many sign-ups a day as a platform ten times larger
+    signup_span_share: float = 1.0
 
     @classmethod
     def hard(cls) -> OrganicMix:
@@ -308,6 +311,8 @@ def _organic_accounts(w: _Writer, n: int, rng: np.random.Generator, mix: Organic
     small = rng.integers(1, 10 ** rng.integers(1, 5, size=n))
     long_digits = rng.integers(10 ** 7, 10 ** 8, size=n)
     age_days = rng.uniform(30, 14 * 365, size=n)
+    if mix.signup_span_share != 1.0:
+        age_days = 30 + (age_days - 30) * mix.signup_span_share
     age_secs = rng.uniform(0, 86400, size=n)
     bio_pick = rng.integers(len(BIOS), size=n)
     no_bio = rng.random(n) < 0.3
