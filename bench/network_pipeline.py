@@ -126,12 +126,40 @@ def stages(args: argparse.Namespace, home: Path) -> None:
         print(f"{kind:<15} {m['planted']:>7,}  {m['flagged']:>7,}  {m['precision']!s:>9}  {m['recall']:>6}")
     if pop.operations.get("xp_persona"):
         print(crossplatform_line(settings, pop))
+    print(chance_line(settings, pop))
     dispose_engines()
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1, default=str))
     if args.compare_to:
         for line in growth_lines(read_summary(Path(args.compare_to)), summary, args.compare_to):
             print(line)
+
+
+def chance_line(settings, pop) -> str:
+    """The co-activity edges that pass the weight and IDF gates, organic (chance) and planted apart, with their run
+    chance shares and how many count for C (policy version 8; docs/networks.md, "Chance at ten million accounts")."""
+    import sqlalchemy as sa
+
+    from pipeline.core.db import transaction
+    from pipeline.flags.rules import passes_coactivity_gates, qualifies_as_coactivity, run_chance_share
+
+    flag = settings.policy().flag
+    with transaction(settings) as conn:
+        edges = [dict(r) for r in conn.execute(sa.text(
+            "select edge_type, a_key, b_key, weight, evidence from edges where run_key = 'bench'"
+            " and edge_type like 'co\\_%'")).mappings()]
+    gated = [e for e in edges if passes_coactivity_gates(e, flag)]
+
+    def organic(key: str) -> bool:
+        return pop.truth.get(key, "organic") == "organic"
+
+    parts = []
+    for name, side in (("organic", [e for e in gated if organic(e["a_key"]) and organic(e["b_key"])]),
+                       ("planted", [e for e in gated if not organic(e["a_key"]) and not organic(e["b_key"])])):
+        shares = sorted(x for e in side if (x := run_chance_share(e)) is not None)
+        span = f"shares {shares[0]:g} to {shares[-1]:g}" if shares else "no share"
+        parts.append(f"{name} {len(side)} ({span}; {sum(qualifies_as_coactivity(e, flag) for e in side)} count for C)")
+    return "co-activity edges through the gates: " + ", ".join(parts)
 
 
 _STAGE_LINE = re.compile(r"^\s+(\w+)\s+([\d.]+) s\s+[\d,]+ accounts/s\s+peak RSS\s+([\d,]+) MiB\s+(\{.*\})\s*$")
